@@ -1,0 +1,93 @@
+"""Input checks shared by every public function: each bad input gets an ``InputError`` that names the problem."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import InputError
+from .models import Classifier
+
+
+def check_images(images: object, name: str = "images") -> Tensor:
+    """Check a batch of images and return it as a float tensor.
+
+    Args:
+        images: (N, 3, H, W) float tensor in [0, 1], finite. A single (3, H, W) image is refused with a hint.
+    """
+    if not isinstance(images, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
+    if images.dim() == 3:
+        raise InputError(f"{name} has shape {tuple(images.shape)}: add a batch dimension, e.g. images[None]")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise InputError(f"{name} must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch")
+    if not images.is_floating_point():
+        raise InputError(f"{name} must be float in [0, 1], got dtype {images.dtype} (divide uint8 images by 255)")
+    if not torch.isfinite(images).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise InputError(
+            f"{name} must be raw RGB in [0, 1] (the model normalises inside); got values in [{lo:.3g}, {hi:.3g}]"
+        )
+    return images
+
+
+def check_maps(maps: object, images: Tensor, name: str = "maps") -> Tensor:
+    """Check saliency maps against their images: (N, 1, H, W) float in [0, 1], finite."""
+    if not isinstance(maps, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of shape (N, 1, H, W), got {type(maps).__name__}")
+    n, _, h, w = images.shape
+    if maps.dim() == 3 and maps.shape == (n, h, w):
+        maps = maps[:, None]
+    if tuple(maps.shape) != (n, 1, h, w):
+        raise InputError(f"{name} must have shape {(n, 1, h, w)} to match the images, got {tuple(maps.shape)}")
+    if not torch.isfinite(maps).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    if float(maps.min()) < -1e-4 or float(maps.max()) > 1 + 1e-4:
+        raise InputError(f"{name} must lie in [0, 1], got [{float(maps.min()):.3g}, {float(maps.max()):.3g}]")
+    return maps.float()
+
+
+def check_targets(
+    targets: int | Sequence[int] | Tensor | None,
+    classifier: Classifier,
+    images: Tensor,
+) -> Tensor:
+    """One class per image as a (N,) long tensor on the model's device.
+
+    ``None`` means the predicted class of each image. An int is used for every image.
+    """
+    n = images.shape[0]
+    if targets is None:
+        return classifier.predict(images).argmax(dim=1)
+    if isinstance(targets, int):
+        targets = [targets] * n
+    t = torch.as_tensor(targets)
+    if t.dim() == 0:
+        t = t.expand(n)
+    if t.dim() != 1 or t.shape[0] != n:
+        raise InputError(f"targets must give one class per image ({n}), got shape {tuple(t.shape)}")
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise InputError(f"targets must be integer class ids, got dtype {t.dtype}")
+    c = classifier.num_classes
+    bad = [int(x) for x in t if not 0 <= int(x) < c]
+    if bad:
+        raise InputError(f"target class {bad[0]} out of range: {classifier.name!r} has classes 0..{c - 1}")
+    return t.long().to(classifier.device)
+
+
+def check_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise InputError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    return value

@@ -1,0 +1,19 @@
+"""The library's exceptions: every bad input is answered by one of these, with a message that names the problem."""
+
+from __future__ import annotations
+
+
+class OptiCAMError(Exception):
+    """Base class of the library's errors."""
+
+
+class InputError(OptiCAMError, ValueError):
+    """An argument has the wrong shape, type, range or value."""
+
+
+class MissingWeightsError(OptiCAMError, FileNotFoundError):
+    """Pretrained weights are not in the cache; the message gives the command that fetches them."""
+
+
+class MissingDataError(OptiCAMError, FileNotFoundError):
+    """A data set is not in the cache; the message gives the command that fetches it."""

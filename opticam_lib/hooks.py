@@ -1,0 +1,119 @@
+"""Capturing a layer's activations, and putting the caller's model back exactly as it was.
+
+Every context manager here restores what it changed on exit, also when an exception is raised:
+hooks are removed, each module's train/eval flag and each parameter's ``requires_grad`` are put back.
+Gradients are taken with ``torch.autograd.grad`` on captured tensors, so nothing accumulates in ``.grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .models import Classifier
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode; restore each module's own flag on exit."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad=False`` on every parameter; both restored on exit.
+
+    Freezing means a backward pass computes gradients for the input only (faster) and leaves no ``.grad`` in
+    any parameter. Gradients already present in ``.grad`` before entry are left untouched.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    with eval_mode(model):
+        try:
+            for p, _ in flags:
+                p.requires_grad_(False)
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
+@dataclass
+class Capture:
+    """What ``capture`` recorded: the layer's output of the last forward pass, as a grid (N, K, h, w)."""
+
+    raw: Tensor | None = None  # the layer's output as the layer gave it (graph kept when grads are on)
+    grid: Tensor | None = None  # the same as (N, K, h, w), via Classifier.to_grid
+    calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def activations(self) -> Tensor:
+        if self.grid is None:
+            raise RuntimeError("the target layer was not reached by the forward pass")
+        return self.grid
+
+
+@contextmanager
+def capture(classifier: Classifier, layer: str | None = None) -> Iterator[Capture]:
+    """Record the output of ``layer`` (default: the classifier's target layer) at each forward pass.
+
+    The hook hands a copy of the output to the rest of the network, so a later in-place operation (an
+    in-place ReLU after a BatchNorm, say) cannot modify the captured tensor. With grad mode on, the
+    captured grid stays in the graph, and ``torch.autograd.grad(score, cap.grid)`` gives dscore/dA.
+    The hook is removed on exit.
+    """
+    module = classifier.layer(layer)
+    cap = Capture()
+
+    def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
+        if not isinstance(out, Tensor):
+            raise TypeError(f"layer {layer or classifier.target_layer!r} returns {type(out).__name__}, not a tensor")
+        cap.raw = out
+        cap.grid = classifier.to_grid(out)
+        cap.calls += 1
+        return out.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield cap
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def replace_output(classifier: Classifier, layer: str | None, grid: Tensor) -> Iterator[None]:
+    """Make ``layer`` output ``grid`` (N, K, h, w) instead of what it computes (for Ablation-CAM).
+
+    For a transformer the grid is turned back into tokens, the prefix tokens kept as computed.
+    """
+    module = classifier.layer(layer)
+
+    def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
+        if classifier.prefix_tokens is None:
+            return grid.to(out.dtype)
+        n, k = grid.shape[:2]
+        tokens = grid.reshape(n, k, -1).transpose(1, 2)
+        return torch.cat([out[:, : classifier.prefix_tokens], tokens.to(out.dtype)], dim=1)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def hook_count(model: nn.Module) -> int:
+    """Number of forward/backward hooks registered on any module of ``model`` (0 after a clean call)."""
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+    )
