@@ -113,3 +113,38 @@ def metrics_bars(
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
     return fig
+
+
+def opticam_panel(
+    image: Tensor,
+    saliency: Tensor,
+    history: Tensor,
+    title: str = "",
+    probabilities: tuple[float, float] | None = None,
+) -> Figure:
+    """Opti-CAM on one image: the image, its map overlaid, the masked image, and the objective per iteration.
+
+    Args:
+        image: (3, H, W) float in [0, 1].
+        saliency: (1, H, W) float in [0, 1].
+        history: (T,) objective per iteration (NaN after an early stop).
+        probabilities: (p, o), class probability before and after masking, shown in the titles.
+    """
+    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.5])
+    axes[0].imshow(to_numpy_image(image))
+    axes[0].set_title(title or "image", fontsize=12)
+    axes[1].imshow(overlay(image, saliency))
+    axes[1].set_title("Opti-CAM map", fontsize=12)
+    axes[2].imshow(to_numpy_image(image * saliency.to(image.device)))
+    axes[2].set_title(
+        "masked image" + (f"\np {probabilities[0]:.2f} → o {probabilities[1]:.2f}" if probabilities else "")
+    )
+    for ax in axes[:3]:
+        ax.set_axis_off()
+    h = history.detach().cpu().float()
+    axes[3].plot(torch.arange(1, h.numel() + 1), h, marker=".", color="tab:orange")
+    axes[3].set_xlabel("iteration", fontsize=11)
+    axes[3].set_ylabel("objective F (eq. 10)", fontsize=11)
+    axes[3].grid(alpha=0.3)
+    return fig

@@ -1,0 +1,125 @@
+"""Checkers for the course's exercises.
+
+Each checker takes the student's function (or answer), runs it on small cases whose answer the library
+computes independently, and prints ``✓`` with a short explanation, or raises ``AssertionError`` with a hint.
+A function that still raises ``NotImplementedError`` gets a reminder instead of a failure, so a notebook with
+unsolved exercises still runs top to bottom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .maps import combine, normalize
+from .metrics import average_drop, average_gain, average_increase
+from .opticam import saliency_map
+
+
+def _run(fn: Callable, *args):
+    try:
+        return fn(*args), True
+    except NotImplementedError:
+        print(
+            "… not solved yet: replace `raise NotImplementedError` with your code, then run this cell again."
+        )
+        return None, False
+
+
+def _close(got: object, want: Tensor, what: str, atol: float = 1e-5) -> None:
+    if not isinstance(got, Tensor):
+        raise AssertionError(f"{what}: expected a torch.Tensor, got {type(got).__name__}")
+    if tuple(got.shape) != tuple(want.shape):
+        raise AssertionError(f"{what}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}")
+    if not torch.allclose(got.float(), want.float(), atol=atol, rtol=1e-4):
+        err = float((got.float() - want.float()).abs().max())
+        raise AssertionError(f"{what}: values differ from the expected ones (max error {err:.3g})")
+
+
+def _cases(seed: int = 0) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    acts = torch.rand(2, 5, 4, 4, generator=g)
+    grads = torch.randn(2, 5, 4, 4, generator=g)
+    return acts, grads
+
+
+def check_gradcam_weights(fn: Callable[[Tensor], Tensor]) -> bool:
+    """Exercise (notebook 01): eq. (2), ``w_k = GAP(dy_c / dA^k)``; fn(grads (N, K, h, w)) -> (N, K)."""
+    _, grads = _cases()
+    got, done = _run(fn, grads)
+    if not done:
+        return False
+    _close(got, grads.mean(dim=(2, 3)), "Grad-CAM weights")
+    print("✓ correct: each channel's weight is the spatial average of its gradient (eq. 2).")
+    return True
+
+
+def check_cam_combination(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
+    """Exercise (notebook 01): eq. (1) with h = relu; fn(weights (N, K), acts (N, K, h, w)) -> (N, 1, h, w)."""
+    acts, grads = _cases(1)
+    w = grads.mean(dim=(2, 3))
+    got, done = _run(fn, w, acts)
+    if not done:
+        return False
+    _close(got, combine(w, acts, "relu"), "relu(sum_k w_k A^k)")
+    print("✓ correct: a weighted sum over channels, then relu keeps what raises the class score (eq. 1).")
+    return True
+
+
+def check_range_normalization(fn: Callable[[Tensor], Tensor]) -> bool:
+    """Exercise (notebook 02): eq. (4); fn(maps (N, 1, H, W)) -> same, in [0, 1], constant maps -> zeros."""
+    acts, _ = _cases(2)
+    maps = torch.cat([acts[:, :1] * 3 - 1, torch.full((1, 1, 4, 4), 0.7)])
+    got, done = _run(fn, maps)
+    if not done:
+        return False
+    if isinstance(got, Tensor) and torch.isnan(got).any():
+        raise AssertionError("a constant map gave NaN: (A - min A) / (max A - min A) divides by zero there")
+    _close(got, normalize(maps, "range"), "range normalisation")
+    print("✓ correct: every map now spans [0, 1], and a constant map gives zeros instead of NaN (eq. 4).")
+    return True
+
+
+def check_saliency_map(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
+    """Exercise (notebook 03): eq. (8) + n(up(.)); fn(u (N, K), acts (N, K, h, w)) -> (N, 1, 8, 8) in [0, 1]."""
+    acts, grads = _cases(3)
+    u = grads[:, :, 0, 0]
+    got, done = _run(fn, u, acts)
+    if not done:
+        return False
+    _close(got, saliency_map(u, acts, (8, 8)), "n(up(sum_k softmax(u)_k A^k))")
+    print("✓ correct: softmax weights, a convex combination, bilinear upsampling, then range normalisation.")
+    return True
+
+
+def check_scorecam_cost(answer: int, channels: int, images: int) -> bool:
+    """Exercise (notebook 04): how many forward passes Score-CAM needs for ``images`` images and ``channels``."""
+    want = channels * images
+    if answer != want:
+        raise AssertionError(
+            f"{answer} is not right: Score-CAM masks each image once per channel. Try again with channels x images."
+        )
+    print(f"✓ correct: {want} forward passes (one per channel per image), and no backward pass.")
+    return True
+
+
+def check_average_gain(fn: Callable[[Tensor, Tensor], float]) -> bool:
+    """Exercise (notebook 05): eq. (15); fn(p (N,), o (N,)) -> AG in percent."""
+    g = torch.Generator().manual_seed(5)
+    p = torch.rand(50, generator=g) * 0.98 + 0.01
+    o = torch.rand(50, generator=g)
+    got, done = _run(fn, p, o)
+    if not done:
+        return False
+    want = average_gain(p, o)
+    if abs(float(got) - want) > 1e-3:
+        hint = ""
+        if abs(float(got) - average_increase(p, o)) < 1e-3:
+            hint = " (that is AI, eq. 14: it counts images, it does not measure the gain)"
+        elif abs(float(got) - average_drop(p, o)) < 1e-3:
+            hint = " (that is AD, eq. 13: swap the roles of p and o and divide by 1 - p)"
+        raise AssertionError(f"AG should be {want:.2f}%, got {float(got):.2f}%{hint}")
+    print(f"✓ correct: AG = {want:.1f}% on this random case; [o - p]+ / (1 - p) mirrors AD's [p - o]+ / p.")
+    return True

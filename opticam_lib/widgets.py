@@ -1,0 +1,190 @@
+"""ipywidgets explorers. They only wire controls to library functions (``explore_opticam`` and
+``plots.opticam_panel``), so everything they show can be computed and tested without a browser.
+
+Every control is a standard ipywidget (reachable with Tab, changed with the arrow keys) with a
+readable description; figures use large fonts for projectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from matplotlib.figure import Figure
+
+from .checks import check_targets
+from .images import ImageSet
+from .maps import NORMALIZATIONS
+from .metrics import class_probability
+from .models import Classifier
+from .opticam import OBJECTIVES, OptiCAMResult, optimize
+from .plots import opticam_panel
+
+
+@dataclass
+class Exploration:
+    """One run of the explorer: the result and the figure that shows it."""
+
+    result: OptiCAMResult
+    figure: Figure
+    p: float
+    o: float
+
+
+def explore_opticam(
+    classifier: Classifier,
+    image: torch.Tensor,
+    target: int,
+    *,
+    layer: str | None = None,
+    objective: str = "mask",
+    normalization: str = "range",
+    lr: float = 0.1,
+    iterations: int = 30,
+    callback=None,
+    progress: bool = False,
+) -> Exploration:
+    """Run Opti-CAM on one image (3, H, W) in [0, 1] for class ``target`` and draw ``plots.opticam_panel``.
+
+    The explorer widget calls exactly this; notebooks call it once first for a static figure.
+    """
+    images = image[None].to(classifier.device)
+    t = check_targets([target], classifier, images)
+    result = optimize(
+        classifier,
+        images,
+        t,
+        layer=layer,
+        objective=objective,
+        normalization=normalization,
+        lr=lr,
+        iterations=iterations,
+        callback=callback,
+        callback_every=max(1, iterations // 20),
+        progress=progress,
+    )
+    p = float(class_probability(classifier, images, t)[0])
+    o = float(class_probability(classifier, images * result.maps, t)[0])
+    title = f"class {target}: {classifier.categories[target]}"
+    fig = opticam_panel(image, result.maps[0], result.history[0], title, (p, o))
+    return Exploration(result, fig, p, o)
+
+
+def candidate_layers(classifier: Classifier, count: int = 4) -> list[str]:
+    """The default target layer and a few earlier top-level blocks, for the layer dropdown."""
+    names = [classifier.target_layer]
+    children = [n for n, _ in classifier.net.named_children()]
+    for n in reversed(children):
+        mods = dict(classifier.net.named_children())[n]
+        subs = [f"{n}.{s}" for s, _ in mods.named_children()]
+        if len(subs) > 2 and all(s.split(".")[-1].isdigit() for s in subs):
+            names += list(reversed(subs))[1:count]
+            break
+    return names
+
+
+def opticam_explorer(
+    classifier: Classifier,
+    samples: ImageSet,
+    layers: Sequence[str] | None = None,
+    iterations: int = 30,
+):
+    """An ipywidgets explorer: image, target class, layer, objective, normalisation, learning rate, iterations.
+
+    Any change re-runs the optimisation (with a progress bar) and redraws the panel. Returns the widget box.
+    """
+    import ipywidgets as w
+    from IPython.display import display
+
+    style = {"description_width": "initial"}
+    wide = w.Layout(width="420px")
+    image = w.Dropdown(
+        options=list(enumerate(samples.names)), value=0, description="image", style=style, layout=wide
+    )
+    target = w.Dropdown(description="target class", style=style, layout=wide)
+    layer = w.Dropdown(
+        options=list(layers or candidate_layers(classifier)), description="layer", style=style, layout=wide
+    )
+    objective = w.Dropdown(options=list(OBJECTIVES), value="mask", description="objective", style=style)
+    normalization = w.Dropdown(
+        options=list(NORMALIZATIONS), value="range", description="normalisation", style=style
+    )
+    lr = w.FloatLogSlider(
+        value=0.1,
+        base=10,
+        min=-3,
+        max=0,
+        step=0.25,
+        description="learning rate",
+        continuous_update=False,
+        style=style,
+        layout=wide,
+    )
+    its = w.IntSlider(
+        value=iterations,
+        min=1,
+        max=100,
+        description="iterations",
+        continuous_update=False,
+        style=style,
+        layout=wide,
+    )
+    bar = w.IntProgress(value=0, min=0, max=iterations, description="optimising", style=style)
+    status = w.HTML()
+    out = w.Output()
+
+    busy = {"on": False}
+
+    def set_targets(*_):
+        i = image.value
+        gt = int(samples.labels[i])
+        top = classifier.top(samples.images[i : i + 1], 5)[0]
+        opts = [(f"{gt}: {classifier.categories[gt]} (ground truth)", gt)]
+        opts += [(f"{c}: {name} (p={p:.2f})", c) for c, name, p in top if c != gt]
+        busy["on"] = True  # changing the options must not trigger a run of its own
+        try:
+            target.options = opts
+            target.value = gt
+        finally:
+            busy["on"] = False
+
+    def run(*_):
+        if busy["on"]:
+            return
+        bar.max = its.value
+        bar.value = 0
+
+        def tick(step, _partial):
+            bar.value = step
+
+        status.value = "<i>running…</i>"
+        ex = explore_opticam(
+            classifier,
+            samples.images[image.value],
+            int(target.value),
+            layer=layer.value,
+            objective=objective.value,
+            normalization=normalization.value,
+            lr=lr.value,
+            iterations=its.value,
+            callback=tick,
+        )
+        bar.value = bar.max
+        status.value = (
+            f"p = {ex.p:.3f} → o = {ex.o:.3f} after masking; "
+            f"{int(ex.result.iterations[0])} iterations in {ex.result.seconds:.1f} s"
+        )
+        out.clear_output(wait=True)
+        with out:
+            display(ex.figure)
+
+    set_targets()
+    image.observe(lambda ch: (set_targets(), run()), names="value")
+    for control in (target, layer, objective, normalization, lr, its):
+        control.observe(run, names="value")
+    run()
+    controls = w.VBox(
+        [image, target, layer, w.HBox([objective, normalization]), lr, its, w.HBox([bar, status])]
+    )
+    return w.VBox([controls, out])
