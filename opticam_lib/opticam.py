@@ -284,3 +284,27 @@ def opticam(classifier: Classifier, images: Tensor, targets: Targets = None, **o
 
     The library's common calling convention; use ``optimize`` for the objective's history."""
     return optimize(classifier, images, targets, **options).maps
+
+
+def masked_score(
+    classifier: Classifier,
+    images: Tensor,
+    weights: Tensor,
+    activations: Tensor,
+    targets: Tensor,
+    normalization: str = "range",
+    selector: str = "logit",
+) -> Tensor:
+    """Eq. (5): ``F(w) = g_c(f(x ⊙ n(up(sum_k w_k A^k))))`` for arbitrary channel weights w (no softmax).
+
+    With w = e_k (the k-th basis vector) and the black baseline, ``F(e_k) - F(0)`` is Score-CAM's u_k (eq. 3 as
+    the finite difference of eq. 6, since n(0) := 0). Differentiable in ``weights``.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1]; weights: (N, K); activations: (N, K, h, w); targets: (N,) long.
+    Returns:
+        (N,) the selected score of each masked image.
+    """
+    masks = to_saliency(combine(weights, activations, "identity"), tuple(images.shape[-2:]), normalization)
+    with frozen(classifier.model):
+        return select(classifier.model(images.to(classifier.device) * masks), targets, selector)
