@@ -99,8 +99,42 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, help="output JSON path (default: outputs/table1_MODEL.json)")
     common(ev)
 
+    rp = sub.add_parser(
+        "reproduce",
+        help="one of the paper's tables, next to the paper's numbers; resumable; torchrun-aware",
+        description="Run every method of one of the paper's tables and print it next to the paper's own numbers; "
+        "write table.json/.csv/.txt under --out. Results are cached per image and method, so a second call "
+        "resumes. Under torchrun, images are sharded by rank and merged by rank 0. Tables: 1 (AD/AG/AI/T), "
+        "2 (transformers), 3 (insertion/deletion), 5 (bounding boxes), A9 (other classes), A14 (no input "
+        "normalisation).",
+    )
+    rp.add_argument("--table", default="1", choices=["1", "2", "3", "5", "A9", "A14"])
+    rp.add_argument(
+        "--images",
+        default="samples",
+        help="samples (offline), imagenet-val[:N], imagenette[:N] (after data_download) or a folder path[:N]",
+    )
+    rp.add_argument("--methods", type=_methods_or_extra, default=None, help="default: those the table lists")
+    rp.add_argument("--batch-size", type=int, default=8)
+    rp.add_argument(
+        "--steps", type=int, default=None, help="insertion/deletion steps (default 224 at 224 px)"
+    )
+    rp.add_argument(
+        "--out", default="", help="output folder (default: outputs/reproduce/table<T>_<model>_<hash>)"
+    )
+    common(rp)
+
     sub.add_parser("models", help="list the models and whether their weights are available offline")
     return parser
+
+
+def _methods_or_extra(text: str) -> list[str]:
+    extra = {"rawatt", "rollout", "box", "complement"}
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    rest = [n for n in names if n not in extra]
+    if rest:
+        _methods_arg(",".join(rest))
+    return names
 
 
 def _load(args: argparse.Namespace):
@@ -196,6 +230,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import Config, format_reproduction, run
+
+    config = Config(
+        table=args.table,
+        model=args.model,
+        images=args.images,
+        methods=args.methods or [],
+        device=args.device,
+        batch_size=args.batch_size,
+        iterations=args.iterations if args.iterations is not None else 100,
+        steps=args.steps,
+        out=args.out,
+    )
+    table = run(config, progress=not args.quiet)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(format_reproduction(config, table))
+    return 0
+
+
 def cmd_models(_args: argparse.Namespace) -> int:
     from .models import _REGISTRY, available_models, weights_path
 
@@ -223,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "iterations", None) is not None and args.iterations < 1:
         parser.error("--iterations must be a positive integer")
-    commands = {"explain": cmd_explain, "evaluate": cmd_evaluate, "models": cmd_models}
+    commands = {
+        "explain": cmd_explain,
+        "evaluate": cmd_evaluate,
+        "reproduce": cmd_reproduce,
+        "models": cmd_models,
+    }
     try:
         return commands[args.command](args)
     except OptiCAMError as e:
