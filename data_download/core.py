@@ -1,0 +1,454 @@
+"""Fetching an item by name, and saying what is in the cache: what ``python -m data_download`` runs.
+
+Everything takes the manifest and the cache folder as arguments (defaults: the shipped manifest and
+``opticam_lib.paths.cache_dir()``), so tests and mirrors can inject their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .datasets import (
+    IMAGENET_VAL_SIZE,
+    check_folder,
+    describe_marker,
+    prepare_chest_xray,
+    prepare_imagenet_val,
+    prepare_imagenette,
+    prepare_kvasir,
+    read_marker,
+)
+from .errors import ChecksumError, ManualStepRequired, UsageError
+from .fetch import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    State,
+    download,
+    human_size,
+    install_copy,
+    verify_file,
+)
+from .manifest import FileSpec, Item, Manifest, load_manifest
+
+Log = Callable[[str], None]
+
+_PREPARERS = {"imagenette": prepare_imagenette, "chest-xray": prepare_chest_xray, "kvasir": prepare_kvasir}
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def default_cache() -> Path:
+    """The cache folder the library reads: ``opticam_lib.paths.cache_dir()`` ($OPTICAM_CACHE)."""
+    from opticam_lib import paths
+
+    return paths.cache_dir()
+
+
+def _relative_to_cache(path: Path, fallback: Path) -> Path:
+    from opticam_lib import paths
+
+    try:
+        return path.relative_to(paths.cache_dir())
+    except ValueError:
+        return fallback
+
+
+def weights_target(item: Item, cache: Path) -> Path:
+    """Where the weights of ``item`` go: ``opticam_lib.models.weights_path(model)``, moved into ``cache``.
+
+    With the default cache this is exactly ``weights_path(model)``, so ``load_classifier`` finds the file.
+    """
+    if item.target is not None:
+        return Path(cache) / item.target
+    from opticam_lib import models  # imports torch; only needed for weights
+
+    default = models.weights_path(item.model or item.name)
+    return Path(cache) / _relative_to_cache(default, Path("weights") / default.name)
+
+
+def dataset_folder(item: Item, cache: Path) -> Path:
+    """Where data set ``item`` is prepared: ``opticam_lib.paths.datasets_dir() / folder``, moved into ``cache``."""
+    from opticam_lib import paths
+
+    return Path(cache) / _relative_to_cache(paths.datasets_dir(), Path("datasets")) / str(item.folder)
+
+
+def downloads_dir(cache: Path) -> Path:
+    """Where data set archives are downloaded (and hand-copied archives are looked for): ``cache/downloads``."""
+    return Path(cache) / "downloads"
+
+
+def command_for(name: str, cache: Path | None = None) -> str:
+    """The command a user runs to fetch ``name`` (with ``--cache`` when not the default cache)."""
+    extra = f" --cache {cache}" if cache is not None and Path(cache) != default_cache() else ""
+    return f"python -m data_download {name}{extra}"
+
+
+def imagenet_instructions(item: Item, cache: Path | None = None) -> str:
+    """What to do to get ILSVRC2012 validation: the message printed when ``--from`` is missing."""
+    spec = (
+        item.file("ILSVRC2012_img_val.tar")
+        if any(f.name == "ILSVRC2012_img_val.tar" for f in item.files)
+        else None
+    )
+    checks = f" ({human_size(spec.size)}, MD5 {spec.md5})" if spec is not None and spec.md5 else ""
+    cmd = command_for(item.name, cache)
+    return "\n".join(
+        [
+            f"{item.name} cannot be downloaded for you: the ImageNet licence forbids redistribution. "
+            "Get your own copy, then point data_download at it:",
+            "  1. Sign in at https://image-net.org/download-images (non-commercial research), accept the terms and",
+            f"     download ILSVRC2012_img_val.tar{checks} and ILSVRC2012_bbox_val_v3.tgz (labels and boxes).",
+            f"  2. {cmd} --from ~/Downloads/ILSVRC2012_img_val.tar --from ~/Downloads/ILSVRC2012_bbox_val_v3.tgz",
+            "  Kaggle's 'ImageNet Object Localization Challenge' works too: --from its folder (it holds",
+            "  ILSVRC/Data/CLS-LOC/val and LOC_val_solution.csv).",
+            "  Hugging Face works too (gated data set ILSVRC/imagenet-1k: accept its terms on the website, put your own",
+            "  token in $HF_TOKEN, never in a file of this project):",
+            "     hf download ILSVRC/imagenet-1k data/val_images.tar.gz --repo-type dataset --local-dir ~/imagenet-hf",
+            f"     {cmd} --from ~/imagenet-hf/data/val_images.tar.gz",
+            "  (its file names carry the labels; add --from ILSVRC2012_bbox_val_v3.tgz for boxes).",
+            "Only the chosen images are extracted: the paper's 1,000-image subset by default, --subset N or --subset all.",
+        ]
+    )
+
+
+def fetch_item(
+    name: str,
+    *,
+    manifest: Manifest | None = None,
+    cache: Path | None = None,
+    sources: Sequence[Path] = (),
+    subset: int | None = 1000,
+    force: bool = False,
+    keep_archive: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    progress: bool = True,
+    imagenet_total: int = IMAGENET_VAL_SIZE,
+    log: Log = _stderr,
+) -> Path:
+    """Fetch item ``name`` into the cache (download, or take the user's files), verify it, prepare it.
+
+    Args:
+        manifest: default: the shipped ``manifest.json``.
+        cache: default: ``opticam_lib.paths.cache_dir()``.
+        sources: the user's own files or folders (``--from``): a weights file, an archive, an extracted folder,
+            or for ``imagenet-val`` the images and the annotations.
+        subset: ``imagenet-val`` only: how many images (None for all 50,000).
+        force: fetch and prepare again even if the item is already in place.
+        keep_archive: keep a data set's downloaded archive after preparing it.
+        timeout: seconds to wait for a server (connection and each read).
+        imagenet_total: number of validation images (50,000; smaller only in tests).
+
+    Returns:
+        The weights file or the prepared data set folder.
+
+    Raises:
+        ManifestError: unknown name.
+        OfflineError, HTTPDownloadError, ChecksumError, ManualStepRequired, DataDownloadError: see the message.
+    """
+    manifest = manifest or load_manifest()
+    cache = Path(cache) if cache is not None else default_cache()
+    item = manifest.get(name)
+    sources = [Path(s).expanduser() for s in sources]
+    for s in sources:
+        if not s.exists():
+            raise UsageError(f"--from {s}: no such file or folder")
+    net = {"timeout": timeout, "retries": retries, "progress": progress}
+    if item.kind == "weights":
+        return _fetch_weights(item, cache, sources, force, net, log)
+    return _fetch_dataset(item, cache, sources, subset, force, keep_archive, net, imagenet_total, log)
+
+
+def _verify_in_place(path: Path, spec: FileSpec, item: Item, state: State, progress: bool, log: Log) -> None:
+    """Verify a file found at its final place; a bad one is moved aside (``.corrupt``) so nothing broken stays."""
+    try:
+        verify_file(
+            path, spec, item=item.name, state=state, origin=f"found at {path}", progress=progress, log=log
+        )
+    except ChecksumError as e:
+        bad = path.with_name(path.name + ".corrupt")
+        os.replace(path, bad)
+        raise ChecksumError(
+            f"{e} It was moved aside to {bad}. Run the same command again to download a fresh copy "
+            "(or copy a good file to the same place)."
+        ) from None
+
+
+def _fetch_weights(item: Item, cache: Path, sources: list[Path], force: bool, net: dict, log: Log) -> Path:
+    spec = item.files[0]
+    dest = weights_target(item, cache)
+    state = State(cache)
+    if sources:
+        if len(sources) != 1 or not sources[0].is_file():
+            raise UsageError(f"{item.name}: --from takes one weights file ({spec.name})")
+        install_copy(sources[0], spec, dest, item=item.name, state=state, progress=net["progress"], log=log)
+        log(f"{item.name}: copied and verified -> {dest}")
+        return dest
+    if dest.is_file() and not force:
+        _verify_in_place(dest, spec, item, state, net["progress"], log)
+        log(f"{item.name}: already in place and verified: {dest}")
+        return dest
+    download(spec, dest, item=item.name, state=state, command=command_for(item.name, cache), log=log, **net)
+    log(f"{item.name}: downloaded and verified -> {dest}")
+    return dest
+
+
+def _already_prepared(item: Item, folder: Path, subset: int | None, imagenet_total: int) -> dict | None:
+    marker = read_marker(folder)
+    if marker is None or check_folder(folder) is not None:
+        return None
+    if item.prepare == "imagenet-val":
+        wanted = imagenet_total if subset is None else min(subset, imagenet_total)
+        if marker.get("subset") != wanted:
+            return None
+    return marker
+
+
+def _fetch_dataset(
+    item: Item,
+    cache: Path,
+    sources: list[Path],
+    subset: int | None,
+    force: bool,
+    keep_archive: bool,
+    net: dict,
+    imagenet_total: int,
+    log: Log,
+) -> Path:
+    folder = dataset_folder(item, cache)
+    state = State(cache)
+    with state.lock(f"item:{item.name}:{cache}"):
+        marker = None if force or sources else _already_prepared(item, folder, subset, imagenet_total)
+        if marker is not None:
+            log(f"{item.name}: already prepared in {folder}: {describe_marker(marker)}")
+            return folder
+        if item.prepare == "imagenet-val":
+            _prepare_imagenet_from(item, cache, folder, sources, subset, imagenet_total, state, net, log)
+            return folder
+        spec = item.files[0]
+        remove_after = False
+        if sources:
+            if len(sources) != 1:
+                raise UsageError(f"{item.name}: --from takes one archive or folder")
+            archive = sources[0]
+            if archive.is_file() and archive.name == spec.name:
+                verify_file(
+                    archive, spec, item=item.name, state=state, origin=f"your copy {archive}",
+                    progress=net["progress"], use_stamp=True, log=log,
+                )  # fmt: skip
+            else:
+                log(f"{item.name}: {archive} is not the manifest's {spec.name}; its checksum is not checked")
+        else:
+            archive = downloads_dir(cache) / spec.name
+            if archive.is_file():
+                _verify_in_place(archive, spec, item, state, net["progress"], log)
+                log(f"{item.name}: using {archive} (verified)")
+            else:
+                download(
+                    spec,
+                    archive,
+                    item=item.name,
+                    state=state,
+                    command=command_for(item.name, cache),
+                    log=log,
+                    **net,
+                )
+            remove_after = not keep_archive
+        _PREPARERS[str(item.prepare)](archive, folder, item=item.name, log=log)
+        if remove_after:
+            archive.unlink(missing_ok=True)
+            log(f"{item.name}: removed the archive {archive} (--keep-archive keeps it)")
+        return folder
+
+
+def _prepare_imagenet_from(
+    item: Item,
+    cache: Path,
+    folder: Path,
+    sources: list[Path],
+    subset: int | None,
+    total: int,
+    state: State,
+    net: dict,
+    log: Log,
+) -> None:
+    if not sources:
+        raise ManualStepRequired(imagenet_instructions(item, cache))
+    images: Path | None = None
+    annotations: Path | None = None
+    known = [f.name for f in item.files]
+    for src in sources:
+        if src.is_dir():
+            kaggle = src / "ILSVRC" / "Data" / "CLS-LOC" / "val"
+            if kaggle.is_dir():
+                images = kaggle
+                if (src / "LOC_val_solution.csv").is_file() and annotations is None:
+                    annotations = src / "LOC_val_solution.csv"
+            elif next(src.glob("ILSVRC2012_val_*.JPEG"), None) is not None:
+                images = src
+            elif next(src.rglob("ILSVRC2012_val_*.xml"), None) is not None:
+                annotations = src
+            else:
+                raise UsageError(
+                    f"--from {src}: a folder must hold ILSVRC2012_val_*.JPEG images, their XML annotations, "
+                    "or Kaggle's ILSVRC/Data/CLS-LOC/val"
+                )
+            continue
+        if src.name not in known:
+            raise UsageError(f"--from {src}: {item.name} takes one of these files: {', '.join(known)}")
+        spec = item.file(src.name)
+        verify_file(
+            src, spec, item=item.name, state=state, origin=f"your copy {src}", progress=net["progress"],
+            use_stamp=True, log=log,
+        )  # fmt: skip
+        log(f"{item.name}: {src} verified")
+        if spec.role == "images":
+            images = src
+        else:
+            annotations = src
+    if images is None:
+        raise ManualStepRequired(
+            f"{item.name}: no validation images among --from; add --from ILSVRC2012_img_val.tar (or "
+            f"val_images.tar.gz, or a folder of ILSVRC2012_val_*.JPEG).\n{imagenet_instructions(item, cache)}"
+        )
+    prepare_imagenet_val(
+        images, folder, annotations=annotations, subset=subset, total=total, item=item.name, log=log
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Status and LIST
+
+
+@dataclass(frozen=True)
+class ItemStatus:
+    """What the cache holds for one item: ``state`` is a word, ``detail`` the sentence LIST prints."""
+
+    name: str
+    state: str  # "verified", "ready", "unverified", "partial", "damaged", "missing", "corrupt"
+    detail: str
+    path: Path
+
+
+def item_status(item: Item, cache: Path, *, deep: bool = False) -> ItemStatus:
+    """The state of ``item`` in ``cache``. Fast by default (verified stamps); ``deep`` re-hashes everything."""
+    state = State(cache)
+    if item.kind == "weights":
+        spec = item.files[0]
+        path = weights_target(item, cache)
+        part = path.with_name(path.name + ".part")
+        if path.is_file():
+            if deep:
+                try:
+                    verify_file(
+                        path, spec, item=item.name, state=state, origin=f"found at {path}", progress=False
+                    )
+                except ChecksumError as e:
+                    return ItemStatus(item.name, "corrupt", f"DOES NOT MATCH: {e}", path)
+            entry = state.stamped(path)
+            if entry is not None:
+                return ItemStatus(
+                    item.name, "verified", f"verified ({entry['verified_at'][:10]}): {path}", path
+                )
+            return ItemStatus(
+                item.name,
+                "unverified",
+                f"present, not verified yet: run {command_for(item.name, cache)}",
+                path,
+            )
+        if part.is_file():
+            size = f" of {human_size(spec.size)}" if spec.size else ""
+            return ItemStatus(
+                item.name, "partial",
+                f"partial download ({human_size(part.stat().st_size)}{size}): run "
+                f"{command_for(item.name, cache)} to resume", part,
+            )  # fmt: skip
+        return ItemStatus(item.name, "missing", f"not in the cache (would go to {path})", path)
+    folder = dataset_folder(item, cache)
+    marker = read_marker(folder)
+    if marker is not None:
+        problem = check_folder(folder, deep=deep)
+        if problem is None:
+            return ItemStatus(item.name, "ready", f"ready: {describe_marker(marker)} in {folder}", folder)
+        return ItemStatus(
+            item.name, "damaged", f"damaged ({problem}): run {command_for(item.name, cache)} --force", folder
+        )
+    for spec in item.files:
+        archive = downloads_dir(cache) / spec.name
+        part = archive.with_name(archive.name + ".part")
+        if archive.is_file():
+            return ItemStatus(
+                item.name, "unverified", f"archive downloaded, not prepared: run {command_for(item.name, cache)}",
+                archive,
+            )  # fmt: skip
+        if part.is_file():
+            return ItemStatus(
+                item.name, "partial",
+                f"partial download ({human_size(part.stat().st_size)}): run {command_for(item.name, cache)} to resume",
+                part,
+            )  # fmt: skip
+    if item.manual:
+        return ItemStatus(
+            item.name,
+            "missing",
+            f"not prepared; needs your own copy: {command_for(item.name, cache)} says how",
+            folder,
+        )
+    return ItemStatus(item.name, "missing", f"not in the cache (would go to {folder})", folder)
+
+
+def _item_size(item: Item) -> str:
+    spec = next((f for f in item.files if f.role in (None, "images")), item.files[0])
+    if spec.size is not None:
+        return human_size(spec.size)
+    if spec.approx_size is not None:
+        return "~" + human_size(spec.approx_size)
+    return "size unknown"
+
+
+def _item_from(item: Item) -> str:
+    urls = [u for f in item.files for u in f.urls]
+    if not urls:
+        return item.source
+    text = item.source + "\n" + "\n".join(f"  {u}" for u in urls)
+    if not all(f.url_confirmed for f in item.files):
+        text += "\n  (this URL is NOT confirmed: if it fails, download the file by hand and use --from PATH)"
+    return text
+
+
+def format_list(manifest: Manifest | None = None, cache: Path | None = None, *, deep: bool = False) -> str:
+    """The LIST text: every item with size, licence, source, checksum and its state in the cache."""
+    manifest = manifest or load_manifest()
+    cache = Path(cache) if cache is not None else default_cache()
+    lines = [
+        f"Cache folder: {cache}  (set by $OPTICAM_CACHE or --cache)",
+        f"Manifest: {manifest.path or '(given)'}",
+        "",
+    ]
+    state = State(cache)
+    for item in manifest.items.values():
+        status = item_status(item, cache, deep=deep)
+        lines.append(f"{item.name}  [{item.kind}]  {_item_size(item)}  -- {status.state.upper()}")
+        lines.append(f"    {item.title}")
+        lines.append(f"    licence : {item.licence}")
+        from_lines = _item_from(item).splitlines()
+        lines.append(f"    from    : {from_lines[0]}")
+        lines.extend(f"              {line.strip()}" for line in from_lines[1:])
+        for spec in item.files:
+            check = spec.describe_checksum()
+            recorded = state.recorded(item.name, spec.name) if spec.sha256 is None else None
+            if recorded:
+                check += f"; recorded {recorded['sha256'][:12]}… on {recorded['recorded_at'][:10]}"
+            prefix = f"{spec.name}: " if len(item.files) > 1 or item.kind == "dataset" else ""
+            lines.append(f"    checksum: {prefix}{check}")
+        lines.append(f"    status  : {status.detail}")
+        lines.append("")
+    lines.append("Fetch with: python -m data_download NAME [NAME ...]   (python -m data_download --help)")
+    return "\n".join(lines)

@@ -1,0 +1,602 @@
+"""Turning archives into the folders the library reads: only what is needed, with labels and splits.
+
+Every preparation builds its folder under a temporary name and renames it into place when complete, so a data
+set folder is either absent or whole. Each finished folder holds ``.complete.json`` (what was used, the split
+rule, every file with its size and SHA-256), which ``LIST`` reads to say whether the data set is ready.
+
+Layouts (``<datasets>`` is ``opticam_lib.paths.datasets_dir()``):
+
+- ``<datasets>/imagenette/<wnid>/*.JPEG`` + ``labels.csv`` (Imagenette's val split only).
+- ``<datasets>/imagenet-val/<wnid>/ILSVRC2012_val_XXXXXXXX.JPEG`` + ``labels.csv``, ``boxes.csv``, ``subset.txt``.
+- ``<datasets>/chest-xray/{train,val,test}/{NORMAL,PNEUMONIA}/*`` + ``splits.csv``, ``classes.json``.
+- ``<datasets>/kvasir/{train,val,test}/<class>/*.jpg`` + ``splits.csv``, ``classes.json``.
+
+``labels.csv`` columns: ``file`` (relative to the folder), ``wnid``, ``class_index`` (ImageNet-1k index 0-999, the
+order of torchvision and timm), ``class_name``. ``splits.csv``: ``file``, ``split``, ``class_name``,
+``class_index``. ``boxes.csv``: ``file``, ``wnid``, ``xmin``, ``ymin``, ``xmax``, ``ymax`` (pixels of the original
+image, as in the ILSVRC annotations), ``image_width``, ``image_height`` (empty when unknown).
+
+Subsets and splits are chosen by ranking names by a salted SHA-256 (``rank_key``): the same on every machine and
+every Python version, with no random generator involved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tarfile
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import DataDownloadError, ManualStepRequired
+
+MARKER = ".complete.json"
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+
+IMAGENET_VAL_SIZE = 50_000
+IMAGENET_SUBSET_SALT = "opticam-imagenet-val-v1"
+CHEST_CLASSES = ("NORMAL", "PNEUMONIA")
+CHEST_VAL_PER_CLASS = 8
+CHEST_SALT = "opticam-chest-xray-v1"
+KVASIR_CLASSES = (
+    "dyed-lifted-polyps",
+    "dyed-resection-margins",
+    "esophagitis",
+    "normal-cecum",
+    "normal-pylorus",
+    "normal-z-line",
+    "polyps",
+    "ulcerative-colitis",
+)
+KVASIR_SALT = "opticam-kvasir-v1"
+KVASIR_VAL_FRACTION = 0.125
+KVASIR_TEST_FRACTION = 0.125
+
+_SAFE_BASENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.()+ -]*$")
+_VAL_ID = re.compile(r"ILSVRC2012_val_(\d{8})")
+
+Log = Callable[[str], None]
+
+
+def rank_key(salt: str, name: str) -> str:
+    """The sort key of ``name`` in reproducible subsets and splits: ``sha256(f"{salt}:{name}")`` in hex."""
+    return hashlib.sha256(f"{salt}:{name}".encode()).hexdigest()
+
+
+def imagenet_subset_ids(n: int | None, total: int = IMAGENET_VAL_SIZE) -> list[int]:
+    """The paper-style validation subset: the ``n`` ids in 1..total with the smallest ``rank_key``, sorted.
+
+    ``n=None`` (or ``n >= total``) gives every id. With the defaults this is the 1,000-image subset.
+    """
+    ids = range(1, total + 1)
+    if n is None or n >= total:
+        return list(ids)
+    if n < 1:
+        raise ValueError(f"subset size must be positive, got {n}")
+    return sorted(sorted(ids, key=lambda i: rank_key(IMAGENET_SUBSET_SALT, str(i)))[:n])
+
+
+def val_file_name(image_id: int) -> str:
+    """``1`` -> ``"ILSVRC2012_val_00000001.JPEG"``."""
+    return f"ILSVRC2012_val_{image_id:08d}.JPEG"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ImageNet class indices
+
+
+def _timm_info_file(name: str) -> Path | None:
+    spec = importlib.util.find_spec("timm")  # finds the package without importing it (and torch)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info" / name
+    return path if path.is_file() else None
+
+
+def imagenet_classes() -> list[tuple[str, str]]:
+    """The 1,000 ImageNet-1k classes in index order: (WordNet id, short name), e.g. (``"n01440764"``, ``"tench"``).
+
+    Read from the metadata timm ships (the order torchvision and timm use: sorted WordNet ids).
+    """
+    synsets = _timm_info_file("imagenet_synsets.txt")
+    lemmas = _timm_info_file("imagenet_synset_to_lemma.txt")
+    if synsets is not None and lemmas is not None:
+        wnids = synsets.read_text().split()
+        names = dict(line.split("\t", 1) for line in lemmas.read_text().splitlines() if "\t" in line)
+        return [(w, names.get(w, w).split(",")[0].strip()) for w in wnids]
+    try:  # pragma: no cover - an installed timm always ships the files above
+        from timm.data import ImageNetInfo
+    except ImportError as e:  # pragma: no cover
+        raise DataDownloadError(
+            "the ImageNet class list comes from timm; install it (pip install timm)"
+        ) from e
+    info = ImageNetInfo()  # pragma: no cover
+    return [  # pragma: no cover
+        (info.index_to_label_name(i), info.index_to_description(i).split(",")[0]) for i in range(1000)
+    ]
+
+
+def _wnid_index() -> dict[str, tuple[int, str]]:
+    return {w: (i, name) for i, (w, name) in enumerate(imagenet_classes())}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading archives and folders
+
+
+@dataclass
+class Entry:
+    """A regular file inside an archive or a folder: its path (``/``-separated) and a way to open it."""
+
+    name: str
+    open: Callable[[], IO[bytes]]
+
+    @property
+    def parts(self) -> list[str]:
+        return [p for p in self.name.replace("\\", "/").split("/") if p not in ("", ".")]
+
+
+def iter_entries(source: Path) -> Iterator[Entry]:
+    """The regular files of a folder, a zip or a tar (any compression), in archive order.
+
+    For tar archives the entries are streamed: read each one before asking for the next.
+
+    Raises:
+        DataDownloadError: ``source`` is none of these.
+    """
+    source = Path(source)
+    if source.is_dir():
+        for root, dirs, files in os.walk(source):
+            dirs.sort()
+            for f in sorted(files):
+                p = Path(root) / f
+                yield Entry(p.relative_to(source).as_posix(), lambda p=p: open(p, "rb"))
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    yield Entry(info.filename, lambda info=info: zf.open(info))
+    elif source.is_file() and tarfile.is_tarfile(source):
+        with tarfile.open(source, "r|*") as tf:
+            for member in tf:
+                if member.isfile():
+                    yield Entry(member.name, lambda m=member: tf.extractfile(m))  # type: ignore[return-value]
+    else:
+        raise DataDownloadError(f"{source} is not a folder, a zip or a tar archive")
+
+
+def _is_junk(parts: Sequence[str]) -> bool:
+    return any(p.startswith("__MACOSX") for p in parts) or not parts or parts[-1].startswith(".")
+
+
+def _safe_basename(name: str) -> str:
+    if not _SAFE_BASENAME.match(name) or name in (".", ".."):
+        raise DataDownloadError(f"refusing an archive member with an unusual file name: {name!r}")
+    return name
+
+
+def _write_entry(entry: Entry, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with entry.open() as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building a folder atomically, and its completion marker
+
+
+@contextlib.contextmanager
+def building(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; on success it replaces ``final``, on failure it is deleted."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_marker(folder: Path, item: str, info: dict[str, Any]) -> dict[str, Any]:
+    """Write ``folder/.complete.json``: ``info`` plus every file (but the marker) with its size and SHA-256."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MARKER:
+            files[p.relative_to(folder).as_posix()] = [p.stat().st_size, _file_digest(p)]
+    marker = {
+        "item": item,
+        "prepared_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **info,
+        "files": files,
+    }
+    (folder / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+    return marker
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The completion marker of a prepared folder, or None when the folder is absent or incomplete."""
+    try:
+        return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def check_folder(folder: Path, *, deep: bool = False) -> str | None:
+    """None when ``folder`` holds every file its marker lists (same size; same SHA-256 if ``deep``), else why not."""
+    marker = read_marker(folder)
+    if marker is None:
+        return "not prepared"
+    for rel, (size, digest) in marker["files"].items():
+        p = Path(folder) / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != size:
+            return f"{rel} has changed size"
+        if deep and _file_digest(p) != digest:
+            return f"{rel} has changed content"
+    return None
+
+
+def _image_count(marker: dict[str, Any]) -> int:
+    return sum(1 for rel in marker.get("files", {}) if rel.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def describe_marker(marker: dict[str, Any]) -> str:
+    """A short phrase for LIST: ``"3,925 images"`` or ``"5,856 images (train 5,216, val 16, test 624)"``."""
+    counts = marker.get("counts") or {}
+    text = f"{_image_count(marker):,} images"
+    if counts:
+        text += " (" + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Imagenette
+
+
+def prepare_imagenette(
+    source: Path, out: Path, *, item: str = "imagenette", log: Log = print
+) -> dict[str, Any]:
+    """Extract only the val split of Imagenette (``.../val/<wnid>/<file>``) to ``out/<wnid>/<file>``; labels.csv.
+
+    ``source``: ``imagenette2-320.tgz`` (or any Imagenette archive or extracted folder).
+
+    Raises:
+        DataDownloadError: no val images found, or a folder that is not an ImageNet WordNet id.
+    """
+    index = _wnid_index()
+    rows = []
+    with building(out) as tmp:
+        for entry in iter_entries(source):
+            parts = entry.parts
+            if _is_junk(parts) or len(parts) < 3 or parts[-3] != "val":
+                continue
+            wnid, name = parts[-2], _safe_basename(parts[-1])
+            if wnid not in index:
+                raise DataDownloadError(
+                    f"{source}: {entry.name} is not in a WordNet-id folder of ImageNet-1k"
+                )
+            _write_entry(entry, tmp / wnid / name)
+            rows.append((f"{wnid}/{name}", wnid, *index[wnid]))
+        if not rows:
+            raise DataDownloadError(f"{source} holds no val/<wnid>/ images: is it an Imagenette archive?")
+        rows.sort()
+        _write_csv(tmp / "labels.csv", ("file", "wnid", "class_index", "class_name"), rows)
+        marker = write_marker(
+            tmp,
+            item,
+            {"counts": {"val": len(rows)}, "rule": "the val split of Imagenette, folders are WordNet ids"},
+        )
+    log(f"{item}: {len(rows):,} val images in {len({r[1] for r in rows})} classes -> {out}")
+    return marker
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ImageNet validation
+
+
+@dataclass
+class ValAnnotation:
+    """Label and boxes of one validation image: WordNet id, boxes (xmin, ymin, xmax, ymax), image size."""
+
+    wnid: str
+    boxes: list[tuple[int, int, int, int]]
+    width: int | None = None
+    height: int | None = None
+
+
+def read_bbox_archive(source: Path, wanted: set[int] | None = None) -> dict[int, ValAnnotation]:
+    """Labels and boxes from ``ILSVRC2012_bbox_val_v3.tgz`` (one VOC-style XML per image), or a folder of them."""
+    out: dict[int, ValAnnotation] = {}
+    for entry in iter_entries(source):
+        m = re.search(r"ILSVRC2012_val_(\d{8})\.xml$", entry.name)
+        if not m or (wanted is not None and int(m.group(1)) not in wanted):
+            continue
+        with entry.open() as f:
+            root = ET.parse(f).getroot()
+        objects = root.findall("object")
+        if not objects:
+            continue
+        boxes = []
+        for obj in objects:
+            b = obj.find("bndbox")
+            if b is not None:
+                boxes.append(tuple(int(float(b.findtext(k, "0"))) for k in ("xmin", "ymin", "xmax", "ymax")))
+        size = root.find("size")
+        width = int(size.findtext("width", "0")) if size is not None else 0
+        height = int(size.findtext("height", "0")) if size is not None else 0
+        out[int(m.group(1))] = ValAnnotation(
+            wnid=objects[0].findtext("name", "").strip(),
+            boxes=boxes,  # type: ignore[arg-type]
+            width=width or None,
+            height=height or None,
+        )
+    return out
+
+
+def read_loc_solution(source: Path, wanted: set[int] | None = None) -> dict[int, ValAnnotation]:
+    """Labels and boxes from Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``: wnid x1 y1 x2 y2 ...)."""
+    out: dict[int, ValAnnotation] = {}
+    with open(source, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            m = _VAL_ID.search(row.get("ImageId", ""))
+            if not m or (wanted is not None and int(m.group(1)) not in wanted):
+                continue
+            tokens = row.get("PredictionString", "").split()
+            groups = [tokens[i : i + 5] for i in range(0, len(tokens) - 4, 5)]
+            if not groups:
+                continue
+            boxes = [tuple(int(float(v)) for v in g[1:5]) for g in groups]
+            out[int(m.group(1))] = ValAnnotation(wnid=groups[0][0], boxes=boxes)  # type: ignore[arg-type]
+    return out
+
+
+def _image_size(path: Path) -> tuple[int | None, int | None]:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency of the project
+        return None, None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:
+        return None, None
+
+
+def prepare_imagenet_val(
+    images: Path,
+    out: Path,
+    *,
+    annotations: Path | None = None,
+    subset: int | None = 1000,
+    total: int = IMAGENET_VAL_SIZE,
+    item: str = "imagenet-val",
+    log: Log = print,
+) -> dict[str, Any]:
+    """Extract the chosen validation images into ``out/<wnid>/``, with labels.csv, boxes.csv and subset.txt.
+
+    Args:
+        images: ``ILSVRC2012_img_val.tar``, Hugging Face's ``val_images.tar.gz`` (names carry the WordNet id), or
+            a folder holding ``ILSVRC2012_val_XXXXXXXX.JPEG`` files.
+        annotations: ``ILSVRC2012_bbox_val_v3.tgz`` (or a folder of its XML files) or ``LOC_val_solution.csv``;
+            required unless the image names carry the WordNet id.
+        subset: how many images (``imagenet_subset_ids``); None for all.
+        total: number of validation ids (50,000; smaller only in tests).
+
+    Raises:
+        ManualStepRequired: no labels available.
+        DataDownloadError: some chosen images are not in ``images``.
+    """
+    ids = imagenet_subset_ids(subset, total)
+    wanted = set(ids)
+    notes: dict[int, ValAnnotation] = {}
+    if annotations is not None:
+        if annotations.name.lower().endswith(".csv"):
+            notes = read_loc_solution(annotations, wanted)
+        else:
+            notes = read_bbox_archive(annotations, wanted)
+        log(f"{item}: labels and boxes of {len(notes):,} chosen images read from {annotations.name}")
+    index = _wnid_index()
+    found: dict[int, str] = {}
+    with building(out) as tmp:
+        for entry in iter_entries(images):
+            base = entry.parts[-1] if entry.parts else ""
+            m = re.fullmatch(r"ILSVRC2012_val_(\d{8})(?:_(n\d{8}))?\.JPEG", base)
+            if not m or int(m.group(1)) not in wanted:
+                continue
+            image_id = int(m.group(1))
+            wnid = m.group(2) or (notes[image_id].wnid if image_id in notes else None)
+            if wnid is None:
+                if annotations is None:
+                    raise ManualStepRequired(
+                        f"{images.name} does not carry labels: also pass the annotations, "
+                        "--from ILSVRC2012_bbox_val_v3.tgz or --from LOC_val_solution.csv"
+                    )
+                raise DataDownloadError(f"{annotations} has no label for {base}")
+            if wnid not in index:
+                raise DataDownloadError(f"{base}: {wnid!r} is not an ImageNet-1k WordNet id")
+            _write_entry(entry, tmp / wnid / val_file_name(image_id))
+            found[image_id] = wnid
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise DataDownloadError(
+                f"{images} lacks {len(missing):,} of the {len(ids):,} chosen images (first: "
+                f"{val_file_name(missing[0])}): is it the complete ILSVRC2012 validation set?"
+            )
+        labels, boxes = [], []
+        for image_id in ids:
+            wnid = found[image_id]
+            rel = f"{wnid}/{val_file_name(image_id)}"
+            labels.append((rel, wnid, *index[wnid]))
+            ann = notes.get(image_id)
+            if ann is not None:
+                width, height = ann.width, ann.height
+                if width is None:
+                    width, height = _image_size(tmp / rel)
+                for box in ann.boxes:
+                    boxes.append((rel, wnid, *box, width or "", height or ""))
+        _write_csv(tmp / "labels.csv", ("file", "wnid", "class_index", "class_name"), labels)
+        _write_csv(
+            tmp / "boxes.csv",
+            ("file", "wnid", "xmin", "ymin", "xmax", "ymax", "image_width", "image_height"),
+            boxes,
+        )
+        (tmp / "subset.txt").write_text("".join(val_file_name(i) + "\n" for i in ids))
+        rule = (
+            f"the {len(ids):,} ids in 1..{total} with the smallest sha256('{IMAGENET_SUBSET_SALT}:<id>')"
+            if len(ids) < total
+            else "all validation images"
+        )
+        marker = write_marker(
+            tmp, item, {"counts": {"val": len(ids)}, "subset": len(ids), "rule": rule, "boxes": len(boxes)}
+        )
+    log(f"{item}: {len(ids):,} images, {len(boxes):,} boxes -> {out}")
+    return marker
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Medical data sets (appendix E)
+
+
+def _write_split_files(tmp: Path, classes: Sequence[str], rule: str, item: str) -> dict[str, Any]:
+    rows, counts = [], {}
+    for split in ("train", "val", "test"):
+        n = 0
+        for ci, cls in enumerate(classes):
+            folder = tmp / split / cls
+            for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+                rows.append((f"{split}/{cls}/{p.name}", split, cls, ci))
+                n += 1
+        counts[split] = n
+    _write_csv(tmp / "splits.csv", ("file", "split", "class_name", "class_index"), rows)
+    (tmp / "classes.json").write_text(json.dumps(list(classes)) + "\n")
+    return write_marker(tmp, item, {"counts": counts, "rule": rule, "classes": list(classes)})
+
+
+def prepare_chest_xray(
+    source: Path,
+    out: Path,
+    *,
+    item: str = "chest-xray",
+    val_per_class: int = CHEST_VAL_PER_CLASS,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Chest X-ray (Kermany et al.) into ``out/{train,val,test}/{NORMAL,PNEUMONIA}/`` with splits.csv.
+
+    ``source``: Mendeley's ``ChestXRay2017.zip`` (train/test), Kaggle's archive (train/val/test, with duplicated
+    folders that are skipped) or an extracted folder. An archive with a val split keeps it; otherwise val is the
+    ``val_per_class`` train images per class with the smallest ``rank_key(CHEST_SALT, "<class>/<file>")``.
+    """
+    seen: set[tuple[str, str, str]] = set()
+    with building(out) as tmp:
+        for entry in iter_entries(source):
+            parts = entry.parts
+            if _is_junk(parts) or len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            split, cls = parts[-3].lower(), parts[-2].upper()
+            if split not in ("train", "val", "test") or cls not in CHEST_CLASSES:
+                continue
+            key = (split, cls, _safe_basename(parts[-1]))
+            if key in seen:
+                continue  # Kaggle's archive holds the data set twice
+            seen.add(key)
+            _write_entry(entry, tmp / split / cls / parts[-1])
+        if not seen:
+            raise DataDownloadError(f"{source} holds no {{train,test}}/{{NORMAL,PNEUMONIA}}/ images")
+        if any(k[0] == "val" for k in seen):
+            rule = "the archive's own train/val/test split (Kaggle)"
+        else:
+            for cls in CHEST_CLASSES:
+                names = sorted(k[2] for k in seen if k[0] == "train" and k[1] == cls)
+                chosen = sorted(names, key=lambda n, c=cls: rank_key(CHEST_SALT, f"{c}/{n}"))[:val_per_class]
+                for name in chosen:
+                    (tmp / "val" / cls).mkdir(parents=True, exist_ok=True)
+                    os.replace(tmp / "train" / cls / name, tmp / "val" / cls / name)
+            rule = (
+                f"archive train/test; val = the {val_per_class} train images per class with the smallest "
+                f"sha256('{CHEST_SALT}:<class>/<file>')"
+            )
+        marker = _write_split_files(tmp, CHEST_CLASSES, rule, item)
+    log(f"{item}: {describe_marker(marker)} -> {out}")
+    return marker
+
+
+def prepare_kvasir(
+    source: Path,
+    out: Path,
+    *,
+    item: str = "kvasir",
+    val_fraction: float = KVASIR_VAL_FRACTION,
+    test_fraction: float = KVASIR_TEST_FRACTION,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Kvasir v2 into ``out/{train,val,test}/<class>/`` with splits.csv (no official split exists).
+
+    In each class, files ranked by ``rank_key(KVASIR_SALT, "<class>/<file>")``: the first ``val_fraction`` are
+    val, the next ``test_fraction`` test, the rest train (750/125/125 of each class's 1,000 images).
+    """
+    seen: dict[str, set[str]] = {c: set() for c in KVASIR_CLASSES}
+    with building(out) as tmp:
+        for entry in iter_entries(source):
+            parts = entry.parts
+            if _is_junk(parts) or len(parts) < 2 or not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            cls, name = parts[-2], _safe_basename(parts[-1])
+            if cls not in seen or name in seen[cls]:
+                continue
+            seen[cls].add(name)
+            _write_entry(entry, tmp / "train" / cls / name)
+        if not any(seen.values()):
+            raise DataDownloadError(f"{source} holds no Kvasir class folders ({', '.join(KVASIR_CLASSES)})")
+        empty = [c for c, names in seen.items() if not names]
+        if empty:
+            raise DataDownloadError(f"{source} lacks the Kvasir classes {', '.join(empty)}")
+        for cls, names in seen.items():
+            ranked = sorted(names, key=lambda n, c=cls: rank_key(KVASIR_SALT, f"{c}/{n}"))
+            n_val, n_test = round(len(ranked) * val_fraction), round(len(ranked) * test_fraction)
+            for split, chosen in (("val", ranked[:n_val]), ("test", ranked[n_val : n_val + n_test])):
+                (tmp / split / cls).mkdir(parents=True, exist_ok=True)
+                for name in chosen:
+                    os.replace(tmp / "train" / cls / name, tmp / split / cls / name)
+        rule = (
+            f"per class, files ranked by sha256('{KVASIR_SALT}:<class>/<file>'): first {val_fraction:.1%} val, "
+            f"next {test_fraction:.1%} test, rest train"
+        )
+        marker = _write_split_files(tmp, KVASIR_CLASSES, rule, item)
+    log(f"{item}: {describe_marker(marker)} -> {out}")
+    return marker

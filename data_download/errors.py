@@ -1,0 +1,31 @@
+"""The errors ``data_download`` raises. Every message says what went wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class DataDownloadError(RuntimeError):
+    """Base class: a fetch, a check or a preparation failed (the command exits with status 1)."""
+
+
+class ManifestError(DataDownloadError, ValueError):
+    """The manifest is malformed, or an item name is unknown (the command exits with status 2)."""
+
+
+class UsageError(DataDownloadError, ValueError):
+    """A command-line argument is wrong (the command exits with status 2)."""
+
+
+class ChecksumError(DataDownloadError):
+    """A file does not match the size or checksum the manifest (or the first download) recorded."""
+
+
+class HTTPDownloadError(DataDownloadError):
+    """The server answered with an error (404, 403, 5xx, ...) or sent something unexpected."""
+
+
+class OfflineError(DataDownloadError, ConnectionError):
+    """No server could be reached (no network, DNS failure, refused, timed out)."""
+
+
+class ManualStepRequired(DataDownloadError):
+    """The item cannot be downloaded automatically (licence); the message says how to provide it."""

@@ -1,0 +1,573 @@
+"""Downloading and checking one file: resume, verify before use, atomic rename, fail fast offline.
+
+Only the standard library speaks HTTP here (``urllib``). A download goes to ``<target>.part``; an interrupted one
+resumes from there with an HTTP ``Range`` request. The finished ``.part`` is checked (size, SHA-256, MD5 as the
+manifest gives them) *before* it is renamed into place, so the target path only ever holds a verified file; a
+``.part`` that fails the check is deleted.
+
+Files without a published checksum are trusted on first use: their SHA-256 and size are recorded in
+``<cache>/.data_download/state.json`` and every later copy is checked against them. The same file keeps
+"verified" stamps (size + modification time + SHA-256) so that ``LIST`` can say what is verified without
+hashing gigabytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from .errors import ChecksumError, DataDownloadError, HTTPDownloadError, OfflineError
+from .manifest import FileSpec
+
+try:  # POSIX advisory locks; without them (Windows) two concurrent fetches of one file are not prevented
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux
+    fcntl = None  # type: ignore[assignment]
+
+CHUNK = 1 << 20
+USER_AGENT = "opticam-data-download/1 (+https://github.com/; python-urllib)"
+DEFAULT_TIMEOUT = 15.0
+DEFAULT_RETRIES = 3
+STATE_DIR = ".data_download"
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def human_size(n: int | None) -> str:
+    """``1536`` -> ``"1.5 KiB"``; None -> ``"unknown"``."""
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hashing and checking
+
+
+@dataclass(frozen=True)
+class Digests:
+    """What was measured on a file: its size in bytes, its SHA-256 and (when asked) its MD5."""
+
+    size: int
+    sha256: str
+    md5: str | None = None
+
+
+def hash_file(path: Path, *, md5: bool = False, progress: bool = False, desc: str | None = None) -> Digests:
+    """Size, SHA-256 and optionally MD5 of ``path``, read once in 1 MiB chunks (progress bar if asked)."""
+    h256 = hashlib.sha256()
+    hmd5 = hashlib.md5(usedforsecurity=False) if md5 else None
+    total = path.stat().st_size
+    with open(path, "rb") as f, _bar(total, 0, f"checking {desc or path.name}", progress) as bar:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h256.update(chunk)
+            if hmd5 is not None:
+                hmd5.update(chunk)
+            bar.update(len(chunk))
+    return Digests(size=total, sha256=h256.hexdigest(), md5=hmd5.hexdigest() if hmd5 else None)
+
+
+def check_digests(
+    digests: Digests, spec: FileSpec, recorded: dict[str, Any] | None, what: str, source: str = "manifest"
+) -> None:
+    """Compare measured digests with the manifest (and, without a published SHA-256, with the recorded one).
+
+    Raises:
+        ChecksumError: the first mismatch, with both values and where the expected one came from.
+    """
+    problems = []
+    if spec.size is not None and digests.size != spec.size:
+        problems.append(f"its size is {digests.size:,} bytes, the {source} says {spec.size:,}")
+    if spec.sha256 is not None and digests.sha256 != spec.sha256:
+        problems.append(f"its SHA-256 is {digests.sha256}, the {source} says {spec.sha256}")
+    elif spec.sha256 is None and spec.sha256_prefix and not digests.sha256.startswith(spec.sha256_prefix):
+        problems.append(f"its SHA-256 is {digests.sha256}, the published prefix is {spec.sha256_prefix}")
+    if spec.md5 is not None and digests.md5 is not None and digests.md5 != spec.md5:
+        problems.append(f"its MD5 is {digests.md5}, the {source} says {spec.md5}")
+    if spec.sha256 is None and recorded is not None:
+        if recorded.get("sha256") != digests.sha256 or recorded.get("size") != digests.size:
+            problems.append(
+                f"its SHA-256 is {digests.sha256} ({digests.size:,} bytes), but the copy recorded on "
+                f"{recorded.get('recorded_at', '?')} had {recorded.get('sha256')} ({recorded.get('size')} bytes)"
+            )
+    if problems:
+        raise ChecksumError(f"{what} is not the expected file: " + "; ".join(problems) + ".")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# State: recorded checksums and verified stamps
+
+
+class State:
+    """``<cache>/.data_download/state.json``: checksums recorded on first use and "verified" stamps.
+
+    ``recorded[item/file]`` = {sha256, size, recorded_at, origin} for files with no published SHA-256.
+    ``verified[path]`` = {size, mtime_ns, sha256, verified_at}: the file had these digests when last checked.
+    """
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = Path(cache)
+        self.dir = self.cache / STATE_DIR
+        self.path = self.dir / "state.json"
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"recorded": {}, "verified": {}}
+        data.setdefault("recorded", {})
+        data.setdefault("verified", {})
+        return data
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"state.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    @contextlib.contextmanager
+    def _update(self) -> Iterator[dict[str, Any]]:
+        with self.lock("state"):
+            data = self._read()
+            yield data
+            self._write(data)
+
+    def _key(self, path: Path) -> str:
+        p = Path(path).absolute()
+        try:
+            return p.relative_to(self.cache.absolute()).as_posix()
+        except ValueError:
+            return str(p)
+
+    def recorded(self, item: str, name: str) -> dict[str, Any] | None:
+        """The checksum recorded for file ``name`` of ``item`` on first use, or None."""
+        return self._read()["recorded"].get(f"{item}/{name}")
+
+    def record(self, item: str, name: str, digests: Digests, origin: str) -> None:
+        """Record the SHA-256 and size of a file that has no published checksum."""
+        with self._update() as data:
+            data["recorded"][f"{item}/{name}"] = {
+                "sha256": digests.sha256,
+                "size": digests.size,
+                "recorded_at": _now(),
+                "origin": origin,
+            }
+
+    def stamp(self, path: Path, digests: Digests) -> None:
+        """Remember that ``path`` (as it is now: size and mtime) passed its check."""
+        st = Path(path).stat()
+        with self._update() as data:
+            data["verified"][self._key(path)] = {
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "sha256": digests.sha256,
+                "verified_at": _now(),
+            }
+
+    def stamped(self, path: Path) -> dict[str, Any] | None:
+        """The stamp of ``path`` if the file is unchanged since it was verified (same size and mtime)."""
+        entry = self._read()["verified"].get(self._key(path))
+        try:
+            st = Path(path).stat()
+        except FileNotFoundError:
+            return None
+        if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+            return entry
+        return None
+
+    @contextlib.contextmanager
+    def lock(self, key: str | Path) -> Iterator[None]:
+        """An exclusive lock on ``key`` across processes (POSIX), failing at once if another holds it.
+
+        Raises:
+            DataDownloadError: another ``data_download`` process is working on the same file.
+        """
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        locks = self.dir / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha1(str(key).encode(), usedforsecurity=False).hexdigest()[:16]
+        with open(locks / f"{name}.lock", "a") as handle:
+            deadline = time.monotonic() + (5.0 if key == "state" else 0.0)
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        raise DataDownloadError(
+                            f"another data_download process is working on {key}; wait for it to finish "
+                            "(or stop it) and run the command again"
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def verify_file(
+    path: Path,
+    spec: FileSpec,
+    *,
+    item: str,
+    state: State,
+    origin: str,
+    progress: bool = False,
+    use_stamp: bool = False,
+    stamp: bool = True,
+    log: Log = _stderr,
+) -> Digests:
+    """Check ``path`` against ``spec`` (and the recorded checksum); record it on first use; stamp it.
+
+    Args:
+        origin: where the file came from, kept with a first-use record (a URL or "copied by hand").
+        use_stamp: accept an unchanged file that was verified before without hashing it again.
+        stamp: remember the file as verified (False for a temporary file about to be renamed).
+
+    Raises:
+        ChecksumError: the file does not match.
+    """
+    if use_stamp:
+        entry = state.stamped(path)
+        if entry is not None:
+            return Digests(size=entry["size"], sha256=entry["sha256"])
+    digests = hash_file(path, md5=spec.md5 is not None, progress=progress, desc=spec.name)
+    recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
+    check_digests(digests, spec, recorded, str(path))
+    if spec.sha256 is None and recorded is None:
+        state.record(item, spec.name, digests, origin)
+        log(
+            f"{spec.name}: no published checksum; recorded SHA-256 {digests.sha256} ({digests.size:,} bytes). "
+            "Later copies are checked against it."
+        )
+    if stamp:
+        state.stamp(path, digests)
+    return digests
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# HTTP
+
+
+def _bar(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
+    """A tqdm progress bar in bytes, or a no-op object with the same ``update``/context interface."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False
+    )
+
+
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+def _reason(exc: BaseException) -> str:
+    """A short phrase for a connection failure: 'connection refused', 'name resolution failed', ..."""
+    inner = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(inner, socket.gaierror):
+        return "the host name could not be resolved"
+    if isinstance(inner, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(inner, TimeoutError):
+        return "timed out"
+    return str(inner) or type(inner).__name__
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``'bytes 100-199/1000'`` -> (100, 1000); ``'bytes */1000'`` -> (None, 1000)."""
+    if not value or not value.startswith("bytes "):
+        return None, None
+    span, _, total = value[6:].partition("/")
+    start = int(span.split("-")[0]) if span and span != "*" else None
+    return start, (int(total) if total.isdigit() else None)
+
+
+def _open(url: str, offset: int, timeout: float, headers: dict[str, str] | None) -> http.client.HTTPResponse:
+    hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
+    if offset:
+        hdrs["Range"] = f"bytes={offset}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=hdrs), timeout=timeout)
+
+
+def _fetch_url(
+    url: str,
+    part: Path,
+    spec: FileSpec,
+    *,
+    timeout: float,
+    retries: int,
+    progress: bool,
+    headers: dict[str, str] | None,
+    log: Log,
+) -> None:
+    """Bring ``part`` to the complete content of ``url``, resuming from what it already holds."""
+    failures = 0
+    while True:
+        offset = part.stat().st_size if part.exists() else 0
+        if spec.size is not None and offset > spec.size:
+            log(f"{part.name} is longer than the expected {spec.size:,} bytes; starting again")
+            part.unlink()
+            offset = 0
+        if spec.size is not None and offset == spec.size:
+            return
+        try:
+            resp = _open(url, offset, timeout, headers)
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and offset:
+                _, total = _parse_content_range(e.headers.get("Content-Range"))
+                if total == offset:
+                    return  # the .part already holds the whole file
+                log(f"the server cannot resume {part.name} at byte {offset:,}; starting again")
+                part.unlink()
+                failures += 1
+                if failures > retries:
+                    raise HTTPDownloadError(f"{url}: the server refused every range request") from None
+                continue
+            if e.code in (408, 429, 500, 502, 503, 504) and failures < retries:
+                failures += 1
+                log(f"{_host(url)} answered HTTP {e.code}; retrying ({failures}/{retries})")
+                time.sleep(min(2.0**failures, 10.0))
+                continue
+            raise HTTPDownloadError(f"{url} answered HTTP {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            raise OfflineError(f"could not reach {_host(url)}: {_reason(e)}") from None
+        except (TimeoutError, ConnectionError) as e:
+            raise OfflineError(f"could not reach {_host(url)}: {_reason(e)}") from None
+        except http.client.HTTPException as e:
+            raise HTTPDownloadError(
+                f"{url}: the server sent a broken answer ({type(e).__name__}: {e})"
+            ) from None
+
+        with resp:
+            start, total = _parse_content_range(resp.headers.get("Content-Range"))
+            if offset and resp.status == 206:
+                if start != offset:
+                    raise HTTPDownloadError(
+                        f"{url}: asked to resume at byte {offset:,}, the server sent {start}"
+                    )
+                mode = "ab"
+            else:
+                if offset:
+                    log(f"{_host(url)} does not resume downloads; starting {part.name} again from byte 0")
+                offset, mode = 0, "wb"
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+            if spec.size is not None and total is not None and total != spec.size:
+                part.unlink(missing_ok=True)
+                raise ChecksumError(
+                    f"{url} offers {total:,} bytes but the manifest expects {spec.size:,}: the file upstream has "
+                    "changed or the URL is wrong; nothing was kept"
+                )
+            need = (total if total is not None else 0) - offset
+            free = shutil.disk_usage(part.parent).free
+            if need > free:
+                raise DataDownloadError(
+                    f"not enough disk space for {spec.name}: {human_size(need)} to download, {human_size(free)} "
+                    f"free in {part.parent}. Free some space or choose another cache folder (--cache DIR)."
+                )
+            lost: BaseException | None = None
+            with open(part, mode) as f, _bar(total, offset, spec.name, progress) as bar:
+                while True:
+                    try:
+                        chunk = resp.read(CHUNK)
+                    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
+                        lost = e
+                        break
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    bar.update(len(chunk))
+                    if spec.size is not None and f.tell() > spec.size:
+                        f.close()
+                        part.unlink(missing_ok=True)
+                        raise ChecksumError(
+                            f"{url} sent more than the expected {spec.size:,} bytes: the file upstream has changed "
+                            "or the URL is wrong; nothing was kept"
+                        )
+        got = part.stat().st_size
+        if lost is None and (total is None or got >= total):
+            return
+        failures += 1
+        if failures > retries:
+            raise DataDownloadError(
+                f"the connection to {_host(url)} kept dropping ({_reason(lost) if lost else 'short read'}); "
+                f"{part} keeps the {got:,} bytes received: run the same command again to resume"
+            )
+        log(f"connection lost after {got:,} bytes ({_reason(lost) if lost else 'short read'}); resuming")
+
+
+def download(
+    spec: FileSpec,
+    dest: Path,
+    *,
+    item: str,
+    state: State,
+    command: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+    progress: bool = True,
+    headers: dict[str, str] | None = None,
+    log: Log = _stderr,
+) -> Digests:
+    """Download ``spec`` to ``dest``: into ``dest.part`` (resumed if present), verified, then renamed.
+
+    Mirrors (``spec.urls``) are tried in order. ``command`` is the command the user runs, quoted in messages.
+
+    Raises:
+        OfflineError: no mirror could be reached; the message says how to copy the file in by hand.
+        HTTPDownloadError: every mirror answered with an error (404, ...).
+        ChecksumError: the download does not match; the ``.part`` is deleted, nothing is put in place.
+    """
+    if not spec.urls:
+        raise DataDownloadError(f"{spec.name} has no download URL; provide it with --from PATH")
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    with state.lock(dest):
+        failures: list[tuple[str, DataDownloadError]] = []
+        for url in spec.urls:
+            try:
+                if part.exists():
+                    log(f"{spec.name}: resuming from byte {part.stat().st_size:,} ({part})")
+                _fetch_url(
+                    url,
+                    part,
+                    spec,
+                    timeout=timeout,
+                    retries=retries,
+                    progress=progress,
+                    headers=headers,
+                    log=log,
+                )
+                used = url
+                break
+            except (OfflineError, HTTPDownloadError) as e:
+                failures.append((url, e))
+        else:
+            raise _no_mirror_error(spec, dest, failures, command)
+        try:
+            digests = hash_file(part, md5=spec.md5 is not None, progress=progress, desc=spec.name)
+            recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
+            check_digests(digests, spec, recorded, f"the download of {spec.name} from {used}")
+        except ChecksumError as e:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"{e} The partial file was deleted and nothing was put in place. Run the same command again "
+                f"({command}); if it fails again the file upstream has changed: please report it."
+            ) from None
+        os.replace(part, dest)
+        if spec.sha256 is None and recorded is None:
+            state.record(item, spec.name, digests, used)
+            log(
+                f"{spec.name}: no published checksum; recorded SHA-256 {digests.sha256} ({digests.size:,} bytes)"
+            )
+        state.stamp(dest, digests)
+        return digests
+
+
+def _no_mirror_error(
+    spec: FileSpec, dest: Path, failures: list[tuple[str, DataDownloadError]], command: str
+) -> DataDownloadError:
+    lines = [f"could not download {spec.name}:"] + [f"  {url}: {err}" for url, err in failures]
+    lines += [
+        "To provide the file by hand: download it on a machine with a network from",
+        *[f"  {u}" for u in spec.urls],
+        "copy it to",
+        f"  {dest}",
+        f"and run the same command again ({command}) to verify it.",
+    ]
+    message = "\n".join(lines)
+    if all(isinstance(err, OfflineError) for _, err in failures):
+        return OfflineError("no network? " + message)
+    return HTTPDownloadError(message)
+
+
+def install_copy(
+    src: Path,
+    spec: FileSpec,
+    dest: Path,
+    *,
+    item: str,
+    state: State,
+    progress: bool = True,
+    log: Log = _stderr,
+) -> Digests:
+    """Copy the user's file ``src`` to ``dest`` (through ``dest.part``), verified before the rename.
+
+    Raises:
+        ChecksumError: ``src`` is not the expected file; nothing is put in place, ``src`` is left alone.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    with state.lock(dest):
+        with open(src, "rb") as fin, open(part, "wb") as fout:
+            _copy(fin, fout, Path(src).stat().st_size, spec.name, progress)
+        try:
+            digests = verify_file(
+                part,
+                spec,
+                item=item,
+                state=state,
+                origin=f"copied from {src}",
+                stamp=False,
+                progress=progress,
+                log=log,
+            )
+        except ChecksumError:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, dest)
+        state.stamp(dest, digests)
+        return digests
+
+
+def _copy(fin: IO[bytes], fout: IO[bytes], total: int, desc: str, progress: bool) -> None:
+    with _bar(total, 0, f"copying {desc}", progress) as bar:
+        for chunk in iter(lambda: fin.read(CHUNK), b""):
+            fout.write(chunk)
+            bar.update(len(chunk))
