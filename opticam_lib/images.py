@@ -1,0 +1,677 @@
+"""Images: the course's real sample photographs, any image file, and ImageNet-style validation folders.
+
+Every loader returns float tensors in [0, 1], channels first, RGB:
+
+- ``load_image(path, size)`` -> (3, S, S); ``load_images(paths, size)`` -> (N, 3, S, S). Any file PIL reads:
+  grayscale, palette, RGBA (composited on white), CMYK, 16-bit, EXIF-rotated. A bad path or file is an
+  ``InputError`` that names the path and the problem.
+- ``load_samples(size)`` -> ``ImageSet``: about ten real photographs that installed packages ship
+  (scikit-image, scikit-learn, matplotlib), each with a hand-chosen ImageNet class and hand-checked boxes
+  (``opticam_lib/data/samples.json``). Nothing is downloaded.
+- ``load_imagenet_folder(root, size)`` -> ``ImageSet``: an ImageNet validation folder, with class sub-folders or
+  flat ``ILSVRC2012_val_*.JPEG`` files plus a labels file, and boxes from CSV or Pascal-VOC XML.
+
+Resizing squashes the whole image to S x S (no crop), as the paper resizes every image to 224 x 224, with
+bilinear interpolation and antialiasing; boxes are scaled with it.
+
+Box convention (everywhere in the library): (x0, y0, x1, y1) in pixels, x1 and y1 exclusive, so a box covers the
+pixels whose centres (j + 0.5, i + 0.5) lie in [x0, x1) x [y0, y1), and (0, 0, W, H) is the whole image.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from .errors import InputError, MissingDataError, OptiCAMError
+
+PathLike = str | Path
+
+MANIFEST_PATH = Path(__file__).parent / "data" / "samples.json"
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+DOWNLOAD_HINT = "python -m data_download imagenet-val  (or: python -m data_download imagenette)"
+
+_VAL_NAME = re.compile(r"ILSVRC2012_val_(\d+)", re.IGNORECASE)
+_WNID = re.compile(r"^n\d{8}$")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ImageSet
+
+
+@dataclass
+class ImageSet:
+    """A batch of images with their classes and ground-truth boxes.
+
+    Attributes:
+        images: (N, 3, S, S) float in [0, 1], RGB.
+        labels: (N,) long, ground-truth class ids (ImageNet: 0..999).
+        boxes: N tensors, each (M_i, 4) float xyxy in pixels of the S x S image (x1, y1 exclusive); M_i may be 0
+            when an image has no box.
+        names: N short names (sample names, or file stems for a folder).
+        sources: N strings saying where each image came from (package and path, or file path).
+    """
+
+    images: Tensor
+    labels: Tensor
+    boxes: list[Tensor]
+    names: list[str]
+    sources: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dim() != 4 or self.images.shape[1] != 3:
+            raise InputError(f"ImageSet.images must be (N, 3, S, S); got {tuple(self.images.shape)}")
+        n = self.images.shape[0]
+        lengths = {
+            "labels": self.labels.shape[0] if self.labels.dim() == 1 else -1,
+            "boxes": len(self.boxes),
+            "names": len(self.names),
+            "sources": len(self.sources),
+        }
+        wrong = {k: v for k, v in lengths.items() if v != n}
+        if wrong:
+            raise InputError(
+                f"ImageSet has {n} images but these fields disagree (length; -1: not 1-D): {wrong}"
+            )
+        for i, b in enumerate(self.boxes):
+            if b.dim() != 2 or b.shape[1] != 4:
+                raise InputError(f"ImageSet.boxes[{i}] must be (M, 4); got {tuple(b.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def size(self) -> int:
+        """S, the side of the square images."""
+        return self.images.shape[-1]
+
+    def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> ImageSet:
+        """A subset as a new ImageSet (an int keeps the batch dimension: a set of one image)."""
+        return self.subset(index)
+
+    def subset(self, indices: int | slice | Sequence[int] | Tensor) -> ImageSet:
+        """The images at ``indices`` (int, slice, sequence of ints, or a long/bool tensor), in that order."""
+        n = len(self)
+        if isinstance(indices, slice):
+            idx = list(range(n))[indices]
+        elif isinstance(indices, Tensor):
+            if indices.dtype == torch.bool:
+                if indices.shape != (n,):
+                    raise InputError(f"a boolean index must have shape ({n},); got {tuple(indices.shape)}")
+                idx = indices.nonzero().flatten().tolist()
+            else:
+                idx = indices.flatten().tolist()
+        elif isinstance(indices, (int, np.integer)):
+            idx = [int(indices)]
+        else:
+            idx = [int(i) for i in indices]
+        bad = [i for i in idx if not -n <= i < n]
+        if bad:
+            raise InputError(f"indices {bad} out of range for an ImageSet of {n} images")
+        idx = [i % n for i in idx] if n else []
+        t = torch.tensor(idx, dtype=torch.long)
+        return ImageSet(
+            images=self.images[t],
+            labels=self.labels[t],
+            boxes=[self.boxes[i] for i in idx],
+            names=[self.names[i] for i in idx],
+            sources=[self.sources[i] for i in idx],
+        )
+
+    def to(self, device: str | torch.device) -> ImageSet:
+        """A copy with images, labels and boxes on ``device``."""
+        return ImageSet(
+            images=self.images.to(device),
+            labels=self.labels.to(device),
+            boxes=[b.to(device) for b in self.boxes],
+            names=list(self.names),
+            sources=list(self.sources),
+        )
+
+    def label_names(self, categories: Sequence[str] | None = None) -> list[str]:
+        """The class name of each label (default: the ImageNet names of ``opticam_lib.models``)."""
+        if categories is None:
+            from .models import imagenet_categories
+
+            categories = imagenet_categories()
+        return [categories[int(c)] for c in self.labels]
+
+    def masks(self) -> Tensor:
+        """(N, 1, S, S) float in {0, 1}: each image's union of boxes (``boxes_to_mask``)."""
+        if len(self) == 0:
+            return torch.zeros(0, 1, self.size, self.size)
+        return torch.stack([boxes_to_mask(b.cpu(), self.size) for b in self.boxes])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Single images
+
+
+def _check_size(size: int | None, allow_none: bool = True) -> None:
+    if size is None and allow_none:
+        return
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InputError(f"size must be a positive int{' or None' if allow_none else ''}; got {size!r}")
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode ``path`` with PIL, turning every failure into an InputError that names the path."""
+    if not path.exists():
+        raise InputError(f"image file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not an image file")
+    try:
+        im = Image.open(path)
+        im.load()
+    except UnidentifiedImageError:
+        raise InputError(
+            f"cannot read {path}: not an image file PIL recognises (is it really an image, or a text/HTML "
+            "file with an image extension?)"
+        ) from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
+    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data
+        raise InputError(f"cannot read {path}: the file is corrupt or truncated ({e})") from None
+    try:
+        im = ImageOps.exif_transpose(im) or im
+    except Exception:  # a malformed EXIF block: keep the stored orientation
+        pass
+    return im
+
+
+def _to_tensor(im: Image.Image, where: str = "image") -> Tensor:
+    """A PIL image of any common mode -> (3, H, W) float in [0, 1] (RGB; transparency composited on white)."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit grayscale (PNG/TIFF). PIL's convert("RGB") would clip at 255, so scale by hand.
+        a = np.asarray(im, dtype=np.float64) / 65535.0
+        g = torch.from_numpy(np.clip(a, 0.0, 1.0)).float()
+        return g[None].expand(3, -1, -1).contiguous()
+    if mode == "F":  # 32-bit float grayscale: taken as already in [0, 1]
+        g = torch.from_numpy(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0))
+        return g[None].expand(3, -1, -1).contiguous()
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    elif mode == "L" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode == "RGB" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        a = torch.from_numpy(np.array(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        rgb, alpha = a[:3], a[3:4]
+        return (rgb * alpha + (1.0 - alpha)).clamp(0, 1)  # composite on white
+    if im.mode != "RGB":
+        try:
+            im = im.convert("RGB")
+        except (ValueError, OSError) as e:
+            raise InputError(f"cannot convert {where} of mode {im.mode!r} to RGB: {e}") from None
+    return torch.from_numpy(np.array(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def resize(image: Tensor, size: int) -> Tensor:
+    """Squash (3, H, W) or (N, 3, H, W) float images to size x size: bilinear, antialiased, clamped to [0, 1]."""
+    _check_size(size, allow_none=False)
+    batch = image.dim() == 4
+    x = image if batch else image[None]
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = x.clamp(0, 1)
+    return x if batch else x[0]
+
+
+def _read(path: PathLike) -> Tensor:
+    """(3, H, W) float in [0, 1] at the file's (EXIF-oriented) size."""
+    p = Path(path).expanduser()
+    im = _open(p)
+    try:
+        return _to_tensor(im, where=str(p))
+    finally:
+        im.close()
+
+
+def load_image(path: PathLike, size: int | None = 224) -> Tensor:
+    """One image file as a (3, S, S) float tensor in [0, 1] (RGB).
+
+    Grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit files are converted to RGB; the EXIF
+    orientation is applied. The image is squashed to ``size`` x ``size`` (bilinear, antialiased); ``size=None``
+    keeps its (oriented) size: (3, H, W).
+
+    Raises:
+        InputError: the path is missing, is a directory, or is not a readable image (the message names the path).
+    """
+    _check_size(size)
+    x = _read(path)
+    return x if size is None else resize(x, size)
+
+
+def load_images(paths: Iterable[PathLike], size: int = 224) -> Tensor:
+    """Several image files as (N, 3, S, S) float in [0, 1] (see ``load_image``)."""
+    _check_size(size, allow_none=False)
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise InputError("load_images needs at least one path")
+    return torch.stack([load_image(p, size) for p in paths])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Boxes
+
+
+def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
+    """Boxes (M, 4) xyxy in pixels of an image (H, W) = ``from_size`` -> pixels of the resized ``to_size``."""
+    (h0, w0), (h1, w1) = from_size, to_size
+    factor = torch.tensor([w1 / w0, h1 / h0, w1 / w0, h1 / h0], dtype=torch.float32)
+    return boxes.reshape(-1, 4).float() * factor
+
+
+def boxes_to_mask(boxes: Tensor | Sequence[Sequence[float]], size: int | tuple[int, int]) -> Tensor:
+    """The union of boxes as a (1, H, W) float mask in {0, 1}.
+
+    Args:
+        boxes: (M, 4) xyxy in pixels, x1/y1 exclusive; a pixel is in the mask when its centre
+            (j + 0.5, i + 0.5) lies in a box (the rule of ``opticam_lib.localization.union_mask``).
+            M = 0 gives an empty mask.
+        size: S (square) or (H, W).
+    """
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    if h < 1 or w < 1:
+        raise InputError(f"mask size must be positive; got {(h, w)}")
+    b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).cpu()
+    ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(w, dtype=torch.float32)[None, :] + 0.5
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for x0, y0, x1, y1 in b.tolist():
+        mask |= (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    return mask.float()[None]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The sample photographs
+
+
+@lru_cache(maxsize=1)
+def _manifest() -> dict[str, Any]:
+    with open(MANIFEST_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def sample_manifest() -> list[dict[str, Any]]:
+    """The manifest entries (a deep copy): name, package, path, class_id, class_name, boxes, credit, ..."""
+    return json.loads(json.dumps(_manifest()["samples"]))
+
+
+def sample_names() -> list[str]:
+    """Names of the sample photographs, in manifest order."""
+    return [s["name"] for s in _manifest()["samples"]]
+
+
+def sample_path(name: str) -> Path:
+    """The file of sample ``name``, located inside its package (no absolute path is stored)."""
+    entry = _entry(name)
+    try:
+        module = importlib.import_module(entry["package"])
+    except ImportError:
+        raise MissingDataError(
+            f"sample {name!r} is shipped by the package {entry['distribution']!r}, which is not installed: "
+            f"pip install {entry['distribution']}"
+        ) from None
+    path = Path(module.__file__).parent / entry["path"]
+    if not path.is_file():
+        raise MissingDataError(
+            f"sample {name!r}: {entry['package']} has no file {entry['path']} (expected at {path}); "
+            f"reinstall {entry['distribution']}"
+        )
+    return path
+
+
+def _entry(name: str) -> dict[str, Any]:
+    for s in _manifest()["samples"]:
+        if s["name"] == name:
+            return s
+    raise InputError(f"unknown sample {name!r}; valid names: {', '.join(sample_names())}")
+
+
+def load_samples(size: int = 224, names: Sequence[str] | None = None) -> ImageSet:
+    """The real sample photographs with their ImageNet classes and hand-checked boxes.
+
+    Args:
+        size: S; each photograph is squashed to S x S (bilinear, antialiased) and its boxes scaled to match.
+        names: which samples, in this order (default: all, in manifest order; see ``sample_names()``).
+
+    Returns:
+        ImageSet: images (N, 3, S, S) in [0, 1], labels (N,) ImageNet ids, boxes (M_i, 4) in pixels of the S x S
+        image, names, sources ("package:path").
+
+    Raises:
+        InputError: an unknown name (the message lists the valid ones) or a bad size.
+        MissingDataError: the package that ships a photograph is missing.
+        OptiCAMError: a shipped file's size differs from the manifest's (another package version; boxes would
+            be wrong).
+    """
+    _check_size(size, allow_none=False)
+    if isinstance(names, str):
+        names = [names]
+    wanted = sample_names() if names is None else list(names)
+    unknown = [n for n in wanted if n not in sample_names()]
+    if unknown:
+        raise InputError(f"unknown sample name(s) {unknown}; valid names: {', '.join(sample_names())}")
+    if not wanted:
+        raise InputError("names is empty; valid names: " + ", ".join(sample_names()))
+    images, labels, boxes, sources = [], [], [], []
+    for name in wanted:
+        e = _entry(name)
+        x = _read(sample_path(name))
+        h, w = x.shape[-2:]
+        if (w, h) != (e["width"], e["height"]):
+            raise OptiCAMError(
+                f"sample {name!r}: {e['package']}/{e['path']} is {w}x{h} but the manifest's boxes are for "
+                f"{e['width']}x{e['height']} (a different {e['distribution']} version?)"
+            )
+        images.append(resize(x, size))
+        labels.append(int(e["class_id"]))
+        boxes.append(scale_boxes(torch.tensor(e["boxes"], dtype=torch.float32), (h, w), (size, size)))
+        sources.append(f"{e['package']}:{e['path']}")
+    return ImageSet(
+        images=torch.stack(images),
+        labels=torch.tensor(labels, dtype=torch.long),
+        boxes=boxes,
+        names=wanted,
+        sources=sources,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ImageNet-style folders
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> list[str]:
+    """The 1,000 ImageNet WordNet ids in class-index order (``n01440764`` is 0), from timm's bundled metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_label_name(i) for i in range(info.num_classes())]
+
+
+@lru_cache(maxsize=1)
+def wnid_to_index() -> dict[str, int]:
+    """{WordNet id: class index} for ImageNet-1k."""
+    return {w: i for i, w in enumerate(imagenet_wnids())}
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _class_index(wnid: str, where: str) -> int:
+    try:
+        return wnid_to_index()[wnid]
+    except KeyError:
+        raise InputError(f"{where}: {wnid!r} is not an ImageNet-1k WordNet id") from None
+
+
+def parse_voc_xml(path: PathLike) -> tuple[tuple[int, int] | None, list[tuple[str, list[float]]]]:
+    """An ILSVRC / Pascal-VOC box file -> ((H, W) from <size> or None, [(wnid, [x0, y0, x1, y1]), ...]).
+
+    ILSVRC's <bndbox> holds inclusive pixel indices (xmin..xmax); they become x1 = xmax + 1 (exclusive).
+    """
+    p = Path(path)
+    try:
+        root = ET.parse(p).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise InputError(f"cannot read box file {p}: {e}") from None
+    size = None
+    s = root.find("size")
+    if s is not None and s.findtext("width") and s.findtext("height"):
+        size = (int(float(s.findtext("height"))), int(float(s.findtext("width"))))
+    objects = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        bb = obj.find("bndbox")
+        if bb is None:
+            continue
+        try:
+            x0, y0, x1, y1 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError):
+            raise InputError(f"{p}: a <bndbox> lacks xmin/ymin/xmax/ymax numbers") from None
+        objects.append((name, [x0, y0, x1 + 1.0, y1 + 1.0]))
+    return size, objects
+
+
+def _read_loc_csv(path: Path) -> dict[str, list[tuple[str, list[float]]]]:
+    """Kaggle's LOC_val_solution.csv -> {image id: [(wnid, box), ...]}; boxes inclusive -> x1 exclusive."""
+    out: dict[str, list[tuple[str, list[float]]]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
+            raise InputError(f"{path}: expected the header 'ImageId,PredictionString'; got {header}")
+        for row in reader:
+            if not row:
+                continue
+            image_id, tokens = row[0].strip(), row[1].split() if len(row) > 1 else []
+            if len(tokens) % 5:
+                raise InputError(f"{path}: {image_id}: PredictionString must be groups 'wnid x0 y0 x1 y1'")
+            objs = []
+            for k in range(0, len(tokens), 5):
+                x0, y0, x1, y1 = (float(t) for t in tokens[k + 1 : k + 5])
+                objs.append((tokens[k], [x0, y0, x1 + 1.0, y1 + 1.0]))
+            out[image_id] = objs
+    return out
+
+
+def _read_labels_txt(path: Path, files: list[Path]) -> dict[Path, int]:
+    """labels.txt: either 'name index' per line, or one index per line for ILSVRC2012_val_<k> (line k) or, when
+    the files are not so named, for the files in sorted order."""
+    lines = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        if all(len(t) == 2 for t in lines):
+            by_stem = {Path(t[0]).stem: int(t[1]) for t in lines}
+            labels = {f: by_stem[f.stem] for f in files if f.stem in by_stem}
+        elif all(len(t) == 1 for t in lines):
+            values = [int(t[0]) for t in lines]
+            labels = {}
+            numbered = all(_VAL_NAME.search(f.name) for f in files)
+            for k, f in enumerate(files):
+                line = int(_VAL_NAME.search(f.name).group(1)) - 1 if numbered else k
+                if 0 <= line < len(values):
+                    labels[f] = values[line]
+        else:
+            raise ValueError("mixed line formats")
+    except ValueError as e:
+        raise InputError(
+            f"{path}: expected one class index (0..999) per line, or 'file_name index' per line ({e})"
+        ) from None
+    bad = sorted({v for v in labels.values() if not 0 <= v < 1000})
+    if bad:
+        raise InputError(f"{path}: class indices must be 0..999 (timm/PyTorch order); got {bad[:5]}")
+    return labels
+
+
+def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
+    for d in [start, *list(start.parents)[:levels]]:
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def _resolve_root(root: Path) -> Path:
+    """Descend into the usual sub-folders when ``root`` holds no images itself (Kaggle, Imagenette layouts)."""
+    if any(_is_image(p) for p in root.iterdir()) or any(
+        d.is_dir() and _WNID.match(d.name) for d in root.iterdir()
+    ):
+        return root
+    for sub in ("ILSVRC/Data/CLS-LOC/val", "Data/CLS-LOC/val", "val"):
+        if (root / sub).is_dir():
+            return root / sub
+    return root
+
+
+def _order(files: list[Path]) -> list[Path]:
+    """Deterministic order. ILSVRC2012_val_* files: by file name (their classes are already mixed). Otherwise
+    (class sub-folders with class-grouped names): round-robin over classes in sorted order, files sorted within
+    each class, so that the first ``limit`` images span as many classes as possible."""
+    if all(_VAL_NAME.search(f.name) for f in files):
+        return sorted(files, key=lambda f: (f.name, str(f)))
+    groups: dict[str, list[Path]] = {}
+    for f in sorted(files):
+        groups.setdefault(f.parent.name, []).append(f)
+    keyed = [(rank, cls, f) for cls, fs in groups.items() for rank, f in enumerate(fs)]
+    return [f for _, _, f in sorted(keyed, key=lambda t: (t[0], t[1], str(t[2])))]
+
+
+def load_imagenet_folder(
+    root: PathLike,
+    size: int = 224,
+    limit: int | None = None,
+    boxes_dir: PathLike | None = None,
+    labels_file: PathLike | None = None,
+) -> ImageSet:
+    """An ImageNet-style validation folder as an ImageSet.
+
+    Layouts:
+        (a) class sub-folders named by WordNet id: ``root/n01440764/xxx.JPEG`` (ImageNet val re-sorted,
+            Imagenette's ``val/``); the label is the folder's class.
+        (b) flat ``root/ILSVRC2012_val_00000001.JPEG ...`` with a labels file: Kaggle's ``LOC_val_solution.csv``
+            (``ImageId,PredictionString`` = "wnid x0 y0 x1 y1 wnid ...", found in ``root`` or up to 4 folders
+            above it; it also gives boxes) or ``root/labels.txt`` (one 0-based class index per line, line k for
+            ``ILSVRC2012_val_<k>``; or "file_name index" lines). ``labels_file`` names either explicitly.
+        A Kaggle download root (``ILSVRC/Data/CLS-LOC/val`` inside) or a folder with ``val/`` is descended into.
+
+    Boxes: from ``boxes_dir`` (ILSVRC Pascal-VOC XML, ``<stem>.xml`` or ``<wnid>/<stem>.xml``; the official
+    ``ILSVRC2012_bbox_val`` files), else from the CSV; only boxes of the image's class are kept, converted from
+    inclusive indices to x1/y1-exclusive pixels and scaled to S x S. Images without a box get a (0, 4) tensor.
+
+    Order: deterministic and shuffle-free: ILSVRC2012_val_* files by name; otherwise round-robin over the classes
+    (sorted), files sorted within a class. ``limit`` keeps the first ``limit`` of that order. The whole set is
+    decoded into memory (N x 3 x S x S floats, 0.6 MB per image at S = 224): use ``limit`` for large folders.
+
+    Raises:
+        MissingDataError: ``root`` does not exist (the message gives the ``data_download`` command).
+        InputError: no images, a missing or malformed labels file, unknown WordNet ids, or a bad image.
+    """
+    _check_size(size, allow_none=False)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit must be a positive int or None; got {limit!r}")
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise MissingDataError(
+            f"ImageNet-style folder not found: {root}. Fetch a validation set with: {DOWNLOAD_HINT}"
+        )
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder")
+    root = _resolve_root(root)
+
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _WNID.match(d.name))
+    labels: dict[Path, int] = {}
+    csv_boxes: dict[str, list[tuple[str, list[float]]]] = {}
+    if class_dirs:  # layout (a)
+        files = []
+        for d in class_dirs:
+            index = _class_index(d.name, str(d))
+            for f in d.iterdir():
+                if _is_image(f):
+                    files.append(f)
+                    labels[f] = index
+        loc = Path(labels_file) if labels_file else _find_upwards(root, "LOC_val_solution.csv")
+        if loc is not None and loc.suffix.lower() == ".csv":
+            csv_boxes = _read_loc_csv(loc)
+    else:  # layout (b)
+        files = sorted(f for f in root.iterdir() if _is_image(f))
+        if not files:
+            raise InputError(
+                f"no images in {root}: expected class sub-folders named by WordNet id (n01440764/...) or flat "
+                f"image files ({', '.join(IMAGE_EXTENSIONS)}) with a labels file"
+            )
+        if labels_file is not None:
+            lf = Path(labels_file).expanduser()
+            if not lf.is_file():
+                raise InputError(f"labels file not found: {lf}")
+        else:
+            lf = _find_upwards(root, "LOC_val_solution.csv") or (
+                root / "labels.txt" if (root / "labels.txt").is_file() else None
+            )
+        if lf is None:
+            raise InputError(
+                f"{root} holds {len(files)} images but no labels: put LOC_val_solution.csv (Kaggle) in it or a "
+                "folder above, or labels.txt (one class index per line) in it, or pass labels_file"
+            )
+        if lf.suffix.lower() == ".csv":
+            csv_boxes = _read_loc_csv(lf)
+            for f in files:
+                objs = csv_boxes.get(f.stem)
+                if objs:
+                    labels[f] = _class_index(objs[0][0], f"{lf} ({f.stem})")
+        else:
+            labels = _read_labels_txt(lf, files)
+        unlabelled = [f.name for f in files if f not in labels]
+        if unlabelled:
+            raise InputError(
+                f"{lf} gives no label for {len(unlabelled)} of the {len(files)} images, e.g. {unlabelled[:3]}"
+            )
+    if not files:
+        raise InputError(f"no images in the class folders of {root}")
+
+    files = _order(files)
+    if limit is not None:
+        files = files[:limit]
+
+    bdir = Path(boxes_dir).expanduser() if boxes_dir is not None else None
+    if bdir is not None and not bdir.is_dir():
+        raise InputError(f"boxes_dir is not a folder: {bdir}")
+    wnids = imagenet_wnids()
+    images, out_boxes, names, sources = [], [], [], []
+    for f in files:
+        x = _read(f)
+        h, w = x.shape[-2:]
+        wnid = wnids[labels[f]]
+        frame: tuple[int, int] = (h, w)
+        objs: list[tuple[str, list[float]]] = []
+        xml = None
+        if bdir is not None:
+            for cand in (bdir / f"{f.stem}.xml", bdir / wnid / f"{f.stem}.xml"):
+                if cand.is_file():
+                    xml = cand
+                    break
+        if xml is not None:
+            xml_size, objs = parse_voc_xml(xml)
+            frame = xml_size or frame
+        elif f.stem in csv_boxes:
+            objs = csv_boxes[f.stem]
+        kept = [b for name, b in objs if name == wnid]
+        b = torch.tensor(kept, dtype=torch.float32).reshape(-1, 4)
+        fh, fw = frame
+        b = b.clamp(min=0) if b.numel() else b
+        if b.numel():
+            b = torch.minimum(b, torch.tensor([fw, fh, fw, fh], dtype=torch.float32))
+        out_boxes.append(scale_boxes(b, frame, (size, size)))
+        images.append(resize(x, size))
+        names.append(f.stem)
+        sources.append(str(f))
+    return ImageSet(
+        images=torch.stack(images),
+        labels=torch.tensor([labels[f] for f in files], dtype=torch.long),
+        boxes=out_boxes,
+        names=names,
+        sources=sources,
+    )
