@@ -77,11 +77,20 @@ def capture(classifier: Classifier, layer: str | None = None) -> Iterator[Captur
 
     def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
         if not isinstance(out, Tensor):
-            raise TypeError(f"layer {layer or classifier.target_layer!r} returns {type(out).__name__}, not a tensor")
+            raise TypeError(
+                f"layer {layer or classifier.target_layer!r} returns {type(out).__name__}, not a tensor"
+            )
+        grid = classifier.to_grid(out)
         cap.raw = out
-        cap.grid = classifier.to_grid(out)
+        cap.grid = grid
         cap.calls += 1
-        return out.clone()
+        if classifier.prefix_tokens is None:
+            return out.clone()  # the grid is ``out`` itself: the rest of the network depends on it
+        # Tokens: the grid is a reshaped slice of ``out``. Rebuild the output from the grid, so that the rest
+        # of the network depends on ``cap.grid`` and autograd.grad(score, cap.grid) works (a plain
+        # ``out.clone()`` leaves the grid outside the graph of the score).
+        tokens = grid.flatten(2).transpose(1, 2)
+        return torch.cat([out[:, : classifier.prefix_tokens], tokens], dim=1)
 
     handle = module.register_forward_hook(hook)
     try:

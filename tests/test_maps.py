@@ -1,0 +1,130 @@
+"""Eq. (1)/(8) combination, upsampling and the normalisations (4)/(16), (17), (18), on hand-made cases.
+
+Every expected value below is written out by hand from the equation, not read off the library.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opticam_lib.errors import InputError
+from opticam_lib.maps import combine, normalize, to_saliency, upsample
+
+# Two 2x2 feature maps (N=1, K=2).
+A1 = [[1.0, 0.0], [0.0, 1.0]]
+A2 = [[0.0, 3.0], [1.0, 0.0]]
+ACTS = torch.tensor([[A1, A2]])  # (1, 2, 2, 2)
+
+
+def test_combine_eq1_channel_weights_by_hand():
+    # w = (2, -1): 2*A1 - A2 = [[2, -3], [-1, 2]]
+    w = torch.tensor([[2.0, -1.0]])
+    identity = combine(w, ACTS, "identity")
+    assert identity.shape == (1, 1, 2, 2)
+    assert torch.equal(identity, torch.tensor([[[[2.0, -3.0], [-1.0, 2.0]]]]))
+    relu = combine(w, ACTS, "relu")  # h = relu (Grad-CAM)
+    assert torch.equal(relu, torch.tensor([[[[2.0, 0.0], [0.0, 2.0]]]]))
+
+
+def test_combine_per_location_weights_by_hand():
+    # (N, K, h, w) weights: element-wise product summed over channels (HiRes-CAM / Layer-CAM form)
+    w = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.5, 0.5], [-1.0, 0.0]]]])
+    # channel 1: [[1, 0], [0, 4]]; channel 2: [[0, 1.5], [-1, 0]]; sum: [[1, 1.5], [-1, 4]]
+    out = combine(w, ACTS, "identity")
+    assert torch.equal(out, torch.tensor([[[[1.0, 1.5], [-1.0, 4.0]]]]))
+    assert torch.equal(combine(w, ACTS, "relu"), torch.tensor([[[[1.0, 1.5], [0.0, 4.0]]]]))
+
+
+def test_combine_batch_keeps_images_apart():
+    acts = torch.cat([ACTS, 2 * ACTS])
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    out = combine(w, acts, "identity")
+    assert torch.equal(out[0, 0], torch.tensor(A1))
+    assert torch.equal(out[1, 0], 2 * torch.tensor(A2))
+
+
+def test_combine_rejects_unknown_activation():
+    with pytest.raises(InputError, match="activation"):
+        combine(torch.ones(1, 2), ACTS, "tanh")
+
+
+def test_normalize_range_eq4_by_hand():
+    m = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]]])
+    # (A - 1) / (9 - 1)
+    assert torch.allclose(normalize(m, "range"), torch.tensor([[[[0.0, 0.25], [0.5, 1.0]]]]))
+
+
+def test_normalize_is_per_map():
+    m = torch.stack([torch.tensor([[[0.0, 2.0]]]), torch.tensor([[[10.0, 20.0]]])])  # (2, 1, 1, 2)
+    out = normalize(m, "range")
+    assert torch.equal(out, torch.tensor([[[[0.0, 1.0]]], [[[0.0, 1.0]]]]))
+
+
+def test_normalize_max_eq17_by_hand():
+    m = torch.tensor([[[[1.0, 3.0], [5.0, 8.0]]]])
+    assert torch.allclose(normalize(m, "max"), m / 8)
+    # negative values are clipped so the result stays in [0, 1]
+    neg = torch.tensor([[[[-2.0, 4.0]]]])
+    assert torch.allclose(normalize(neg, "max"), torch.tensor([[[[0.0, 1.0]]]]))
+
+
+def test_normalize_sigmoid_eq18_by_hand():
+    m = torch.tensor([[[[0.0, float(torch.log(torch.tensor(3.0)))]]]])
+    # 1 / (1 + e^0) = 0.5 ; 1 / (1 + 1/3) = 0.75
+    assert torch.allclose(normalize(m, "sigmoid"), torch.tensor([[[[0.5, 0.75]]]]))
+
+
+@pytest.mark.parametrize("method", ["range", "max"])
+def test_constant_map_gives_zeros_not_nan_and_finite_gradients(method):
+    m = torch.full((2, 1, 3, 3), 0.7 if method == "range" else -0.3, requires_grad=True)
+    out = normalize(m, method)
+    assert torch.equal(out, torch.zeros_like(out))
+    (grad,) = torch.autograd.grad(out.sum(), m)
+    assert torch.isfinite(grad).all()
+    # an all-zero map under "max" too
+    z = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    out = normalize(z, method)
+    assert torch.equal(out, torch.zeros_like(out))
+    assert torch.isfinite(torch.autograd.grad(out.sum(), z)[0]).all()
+
+
+def test_normalize_gradient_by_hand():
+    # n(a) = (a - min) / (max - min) on [1, 2, 5]: d n(a_2)/d a_2 = 1 / 4 (a_2 is neither min nor max)
+    a = torch.tensor([[[[1.0, 2.0, 5.0]]]], requires_grad=True)
+    (g,) = torch.autograd.grad(normalize(a, "range")[0, 0, 0, 1], a)
+    # d/da1 [(a2 - a1)/(a3 - a1)] = (a2 - a3)/(a3 - a1)^2 = -3/16 ; d/da3 = -(a2 - a1)/(a3 - a1)^2 = -1/16
+    assert torch.allclose(g, torch.tensor([[[[-3 / 16, 1 / 4, -1 / 16]]]]))
+
+
+def test_normalize_rejects_unknown_method():
+    with pytest.raises(InputError, match="normalization"):
+        normalize(torch.ones(1, 1, 2, 2), "softmax")
+
+
+def test_upsample_constant_map_stays_constant():
+    m = torch.full((2, 1, 3, 3), 0.7)
+    out = upsample(m, (224, 224))
+    assert out.shape == (2, 1, 224, 224)
+    assert torch.allclose(out, torch.full_like(out, 0.7))
+
+
+def test_upsample_uses_align_corners_false():
+    # width 2 -> 4 with half-pixel centres: output x maps to input (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25
+    # -> clamped 0, then 0.25, 0.75, 1 (align_corners=True would give 0, 1/3, 2/3, 1)
+    m = torch.tensor([[[[0.0, 1.0]]]])
+    out = upsample(m, (1, 4))
+    assert torch.allclose(out, torch.tensor([[[[0.0, 0.25, 0.75, 1.0]]]]))
+
+
+def test_upsample_same_size_is_identity():
+    m = torch.rand(1, 1, 5, 5)
+    assert torch.equal(upsample(m, (5, 5)), m)
+
+
+def test_to_saliency_upsamples_then_normalises():
+    m = torch.tensor([[[[0.0, 1.0]]]]) * 4 + 2  # [2, 6]
+    out = to_saliency(m, (1, 4))
+    # up: [2, 3, 5, 6] -> range-normalised: [0, 0.25, 0.75, 1]
+    assert torch.allclose(out, torch.tensor([[[[0.0, 0.25, 0.75, 1.0]]]]))
+    assert to_saliency(m, (1, 4), "max").max() == 1.0
