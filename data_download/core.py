@@ -352,7 +352,7 @@ def item_status(item: Item, cache: Path, *, deep: bool = False) -> ItemStatus:
                     )
                 except ChecksumError as e:
                     return ItemStatus(item.name, "corrupt", f"DOES NOT MATCH: {e}", path)
-            entry = state.stamped(path)
+            entry = state.stamped(path, spec)
             if entry is not None:
                 return ItemStatus(
                     item.name, "verified", f"verified ({entry['verified_at'][:10]}): {path}", path

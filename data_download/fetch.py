@@ -192,16 +192,27 @@ class State:
                 "verified_at": _now(),
             }
 
-    def stamped(self, path: Path) -> dict[str, Any] | None:
-        """The stamp of ``path`` if the file is unchanged since it was verified (same size and mtime)."""
+    def stamped(self, path: Path, spec: FileSpec | None = None) -> dict[str, Any] | None:
+        """The stamp of ``path`` if the file is unchanged since it was verified (same size and mtime).
+
+        With ``spec``, a stamp whose SHA-256 or size no longer matches the manifest (or the recorded checksum)
+        does not count.
+        """
         entry = self._read()["verified"].get(self._key(path))
         try:
             st = Path(path).stat()
         except FileNotFoundError:
             return None
-        if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
-            return entry
-        return None
+        if not entry or entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+            return None
+        if spec is not None:
+            if spec.size is not None and entry["size"] != spec.size:
+                return None
+            if spec.sha256 is not None and entry.get("sha256") != spec.sha256:
+                return None
+            if spec.sha256_prefix and not str(entry.get("sha256", "")).startswith(spec.sha256_prefix):
+                return None
+        return entry
 
     @contextlib.contextmanager
     def lock(self, key: str | Path) -> Iterator[None]:
@@ -258,7 +269,7 @@ def verify_file(
         ChecksumError: the file does not match.
     """
     if use_stamp:
-        entry = state.stamped(path)
+        entry = state.stamped(path, spec)
         if entry is not None:
             return Digests(size=entry["size"], sha256=entry["sha256"])
     digests = hash_file(path, md5=spec.md5 is not None, progress=progress, desc=spec.name)
@@ -431,7 +442,7 @@ def _fetch_url(
         got = part.stat().st_size
         if lost is None and (total is None or got >= total):
             return
-        failures += 1
+        failures = 1 if got > offset else failures + 1  # count only failures that brought nothing
         if failures > retries:
             raise DataDownloadError(
                 f"the connection to {_host(url)} kept dropping ({_reason(lost) if lost else 'short read'}); "
@@ -520,6 +531,11 @@ def _no_mirror_error(
         f"  {dest}",
         f"and run the same command again ({command}) to verify it.",
     ]
+    part = dest.with_name(dest.name + ".part")
+    if part.exists():
+        lines.append(
+            f"(The partial download {part} is kept: the same command resumes it once the server answers.)"
+        )
     message = "\n".join(lines)
     if all(isinstance(err, OfflineError) for _, err in failures):
         return OfflineError("no network? " + message)

@@ -381,6 +381,17 @@ def test_list_shows_size_licence_source_and_state(server: _Server, cache: Path) 
     assert "-- CORRUPT" in format_list(m, cache, deep=True)
 
 
+def test_a_stamp_counts_only_while_it_matches_the_manifest(server: _Server, cache: Path) -> None:
+    server.files["/tiny.bin"] = BLOB
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB))
+    fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert item_status(m.get("tiny"), cache).state == "verified"
+    newer = _manifest(
+        tiny=_weights_item(server.url("/tiny.bin"), BLOB, sha256="1" * 64)
+    )  # the manifest changed
+    assert item_status(newer.get("tiny"), cache).state == "unverified"
+
+
 def _write_manifest(path: Path, m: dict) -> Path:
     path.write_text(json.dumps({"items": m}))
     return path
