@@ -21,7 +21,7 @@ pixels whose centres (j + 0.5, i + 0.5) lie in [x0, x1) x [y0, y1), and (0, 0, W
 from __future__ import annotations
 
 import csv
-import importlib
+import importlib.util
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -328,20 +328,29 @@ def sample_names() -> list[str]:
 def sample_path(name: str) -> Path:
     """The file of sample ``name``, located inside its package (no absolute path is stored)."""
     entry = _entry(name)
-    try:
-        module = importlib.import_module(entry["package"])
-    except ImportError:
-        raise MissingDataError(
-            f"sample {name!r} is shipped by the package {entry['distribution']!r}, which is not installed: "
-            f"pip install {entry['distribution']}"
-        ) from None
-    path = Path(module.__file__).parent / entry["path"]
+    path = _package_dir(entry["package"], entry["distribution"], name) / entry["path"]
     if not path.is_file():
         raise MissingDataError(
             f"sample {name!r}: {entry['package']} has no file {entry['path']} (expected at {path}); "
             f"reinstall {entry['distribution']}"
         )
     return path
+
+
+def _package_dir(package: str, distribution: str, sample: str) -> Path:
+    """The folder of an installed package, found without importing it (importing scikit-learn takes seconds)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not (spec.origin or spec.submodule_search_locations):
+        raise MissingDataError(
+            f"sample {sample!r} is shipped by the package {distribution!r}, which is not installed: "
+            f"pip install {distribution}"
+        )
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(spec.origin).parent
 
 
 def _entry(name: str) -> dict[str, Any]:
@@ -458,9 +467,18 @@ def parse_voc_xml(path: PathLike) -> tuple[tuple[int, int] | None, list[tuple[st
     return size, objects
 
 
-def _read_loc_csv(path: Path) -> dict[str, list[tuple[str, list[float]]]]:
-    """Kaggle's LOC_val_solution.csv -> {image id: [(wnid, box), ...]}; boxes inclusive -> x1 exclusive."""
-    out: dict[str, list[tuple[str, list[float]]]] = {}
+Objects = list[tuple[str, list[float]]]  # [(wnid, [x0, y0, x1, y1]), ...], x1/y1 exclusive
+Annotation = tuple[tuple[int, int] | None, Objects]  # ((H, W) of the boxes' frame or None, objects)
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [h.strip() for h in next(csv.reader(f), [])]
+
+
+def _read_loc_csv(path: Path) -> dict[str, Annotation]:
+    """Kaggle's LOC_val_solution.csv -> {image id: (None, [(wnid, box), ...])}; inclusive -> x1 exclusive."""
+    out: dict[str, Annotation] = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -473,11 +491,59 @@ def _read_loc_csv(path: Path) -> dict[str, list[tuple[str, list[float]]]]:
             if len(tokens) % 5:
                 raise InputError(f"{path}: {image_id}: PredictionString must be groups 'wnid x0 y0 x1 y1'")
             objs = []
-            for k in range(0, len(tokens), 5):
-                x0, y0, x1, y1 = (float(t) for t in tokens[k + 1 : k + 5])
-                objs.append((tokens[k], [x0, y0, x1 + 1.0, y1 + 1.0]))
-            out[image_id] = objs
+            try:
+                for k in range(0, len(tokens), 5):
+                    x0, y0, x1, y1 = (float(t) for t in tokens[k + 1 : k + 5])
+                    objs.append((tokens[k], [x0, y0, x1 + 1.0, y1 + 1.0]))
+            except ValueError:
+                raise InputError(f"{path}: {image_id}: box coordinates must be numbers") from None
+            out[image_id] = (None, objs)
     return out
+
+
+def _read_boxes_csv(path: Path) -> dict[str, Annotation]:
+    """``boxes.csv`` written by ``python -m data_download`` (file, wnid, xmin, ymin, xmax, ymax, image_width,
+    image_height; ILSVRC inclusive pixels) -> {file stem: ((H, W) or None, [(wnid, box), ...])}."""
+    out: dict[str, Annotation] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            try:
+                stem = Path(row["file"]).stem
+                x0, y0, x1, y1 = (float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+                w, h = row.get("image_width") or "", row.get("image_height") or ""
+                frame = (int(float(h)), int(float(w))) if w and h else None
+            except (KeyError, TypeError, ValueError) as e:
+                raise InputError(
+                    f"{path}: expected columns file, wnid, xmin, ymin, xmax, ymax[, image_width, image_height] "
+                    f"with numbers ({e!r})"
+                ) from None
+            prev_frame, objs = out.get(stem, (None, []))
+            objs.append((row.get("wnid", "").strip(), [x0, y0, x1 + 1.0, y1 + 1.0]))
+            out[stem] = (frame or prev_frame, objs)
+    return out
+
+
+def _read_labels_csv(path: Path, files: list[Path]) -> dict[Path, int]:
+    """``labels.csv`` written by ``python -m data_download`` (file, wnid, class_index, ...) -> {file: index}."""
+    by_stem: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            stem = Path(row.get("file", "")).stem
+            if row.get("class_index", "").strip():
+                try:
+                    by_stem[stem] = int(row["class_index"])
+                except ValueError:
+                    raise InputError(
+                        f"{path}: class_index {row['class_index']!r} is not an integer"
+                    ) from None
+            elif row.get("wnid", "").strip():
+                by_stem[stem] = _class_index(row["wnid"].strip(), str(path))
+            else:
+                raise InputError(f"{path}: expected columns file and class_index (or wnid)")
+    bad = sorted({v for v in by_stem.values() if not 0 <= v < 1000})
+    if bad:
+        raise InputError(f"{path}: class indices must be 0..999 (timm/PyTorch order); got {bad[:5]}")
+    return {f: by_stem[f.stem] for f in files if f.stem in by_stem}
 
 
 def _read_labels_txt(path: Path, files: list[Path]) -> dict[Path, int]:
@@ -550,21 +616,32 @@ def load_imagenet_folder(
     """An ImageNet-style validation folder as an ImageSet.
 
     Layouts:
-        (a) class sub-folders named by WordNet id: ``root/n01440764/xxx.JPEG`` (ImageNet val re-sorted,
-            Imagenette's ``val/``); the label is the folder's class.
+        (a) class sub-folders named by WordNet id: ``root/n01440764/xxx.JPEG`` (what ``python -m data_download
+            imagenet-val`` and ``... imagenette`` write, ImageNet val re-sorted by class, Imagenette's ``val/``);
+            the folder gives the label.
         (b) flat ``root/ILSVRC2012_val_00000001.JPEG ...`` with a labels file: Kaggle's ``LOC_val_solution.csv``
             (``ImageId,PredictionString`` = "wnid x0 y0 x1 y1 wnid ...", found in ``root`` or up to 4 folders
-            above it; it also gives boxes) or ``root/labels.txt`` (one 0-based class index per line, line k for
-            ``ILSVRC2012_val_<k>``; or "file_name index" lines). ``labels_file`` names either explicitly.
+            above it), ``root/labels.csv`` (columns ``file``, ``class_index`` or ``wnid``) or ``root/labels.txt``
+            (one 0-based class index per line, line k for ``ILSVRC2012_val_<k>``, or "file_name index" lines);
+            ``labels_file`` names one explicitly. Without a labels file, the classes named in ``boxes_dir``'s
+            ILSVRC XML files are used.
         A Kaggle download root (``ILSVRC/Data/CLS-LOC/val`` inside) or a folder with ``val/`` is descended into.
+        Class indices are ImageNet-1k's (timm/torchvision order, ``n01440764`` = 0): ``wnid_to_index()``.
 
-    Boxes: from ``boxes_dir`` (ILSVRC Pascal-VOC XML, ``<stem>.xml`` or ``<wnid>/<stem>.xml``; the official
-    ``ILSVRC2012_bbox_val`` files), else from the CSV; only boxes of the image's class are kept, converted from
-    inclusive indices to x1/y1-exclusive pixels and scaled to S x S. Images without a box get a (0, 4) tensor.
+    Boxes, in this order of precedence: ``boxes_dir`` (ILSVRC Pascal-VOC XML, ``<stem>.xml`` or
+    ``<wnid>/<stem>.xml``: the official ``ILSVRC2012_bbox_val`` files, boxes in the frame of their ``<size>``),
+    ``root/boxes.csv`` (data_download's: file, wnid, xmin, ymin, xmax, ymax, image_width, image_height), Kaggle's
+    CSV. Only boxes of the image's class are kept; ILSVRC's inclusive indices become x1/y1-exclusive pixels
+    (xmax + 1), clipped to the image and scaled to S x S. An image without a box gets a (0, 4) tensor.
 
-    Order: deterministic and shuffle-free: ILSVRC2012_val_* files by name; otherwise round-robin over the classes
-    (sorted), files sorted within a class. ``limit`` keeps the first ``limit`` of that order. The whole set is
-    decoded into memory (N x 3 x S x S floats, 0.6 MB per image at S = 224): use ``limit`` for large folders.
+    Order: deterministic and shuffle-free: ILSVRC2012_val_* files by file name (so both layouts of the same
+    images agree); other names round-robin over the classes (sorted), files sorted within a class, so that a
+    ``limit`` spans the classes. ``limit`` keeps the first ``limit`` of that order. The images are decoded into
+    memory (3 x S x S floats each, 0.6 MB at S = 224): use ``limit`` for large folders.
+
+    Returns:
+        ImageSet: images (N, 3, S, S) in [0, 1], labels (N,), boxes (M_i, 4) in pixels of the S x S image, names
+        (file stems), sources (file paths).
 
     Raises:
         MissingDataError: ``root`` does not exist (the message gives the ``data_download`` command).
@@ -582,10 +659,29 @@ def load_imagenet_folder(
         raise InputError(f"{root} is not a folder")
     root = _resolve_root(root)
 
+    bdir = Path(boxes_dir).expanduser() if boxes_dir is not None else None
+    if bdir is not None and not bdir.is_dir():
+        raise InputError(f"boxes_dir is not a folder: {bdir}")
+    lf: Path | None = None
+    if labels_file is not None:
+        lf = Path(labels_file).expanduser()
+        if not lf.is_file():
+            raise InputError(f"labels file not found: {lf}")
+
+    annotations: dict[str, Annotation] = {}  # from CSV files; XML files in boxes_dir take precedence
+    loc = (
+        lf if lf is not None and lf.suffix.lower() == ".csv" else _find_upwards(root, "LOC_val_solution.csv")
+    )
+    if loc is not None and _csv_header(loc)[:2] == ["ImageId", "PredictionString"]:
+        annotations.update(_read_loc_csv(loc))
+    else:
+        loc = None
+    if (root / "boxes.csv").is_file():
+        annotations.update(_read_boxes_csv(root / "boxes.csv"))
+
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _WNID.match(d.name))
     labels: dict[Path, int] = {}
-    csv_boxes: dict[str, list[tuple[str, list[float]]]] = {}
-    if class_dirs:  # layout (a)
+    if class_dirs:  # layout (a): the folder is the label
         files = []
         for d in class_dirs:
             index = _class_index(d.name, str(d))
@@ -593,78 +689,67 @@ def load_imagenet_folder(
                 if _is_image(f):
                     files.append(f)
                     labels[f] = index
-        loc = Path(labels_file) if labels_file else _find_upwards(root, "LOC_val_solution.csv")
-        if loc is not None and loc.suffix.lower() == ".csv":
-            csv_boxes = _read_loc_csv(loc)
-    else:  # layout (b)
+        if not files:
+            raise InputError(f"no images in the class folders of {root}")
+    else:  # layout (b): flat files and a labels file
         files = sorted(f for f in root.iterdir() if _is_image(f))
         if not files:
             raise InputError(
                 f"no images in {root}: expected class sub-folders named by WordNet id (n01440764/...) or flat "
                 f"image files ({', '.join(IMAGE_EXTENSIONS)}) with a labels file"
             )
-        if labels_file is not None:
-            lf = Path(labels_file).expanduser()
-            if not lf.is_file():
-                raise InputError(f"labels file not found: {lf}")
-        else:
-            lf = _find_upwards(root, "LOC_val_solution.csv") or (
-                root / "labels.txt" if (root / "labels.txt").is_file() else None
-            )
         if lf is None:
-            raise InputError(
-                f"{root} holds {len(files)} images but no labels: put LOC_val_solution.csv (Kaggle) in it or a "
-                "folder above, or labels.txt (one class index per line) in it, or pass labels_file"
-            )
-        if lf.suffix.lower() == ".csv":
-            csv_boxes = _read_loc_csv(lf)
+            lf = loc or next((root / n for n in ("labels.csv", "labels.txt") if (root / n).is_file()), None)
+        if lf is not None and lf == loc:
             for f in files:
-                objs = csv_boxes.get(f.stem)
+                objs = annotations.get(f.stem, (None, []))[1]
                 if objs:
                     labels[f] = _class_index(objs[0][0], f"{lf} ({f.stem})")
-        else:
+        elif lf is not None and lf.suffix.lower() == ".csv":
+            labels = _read_labels_csv(lf, files)
+        elif lf is not None:
             labels = _read_labels_txt(lf, files)
+        elif bdir is not None:  # the ILSVRC XML files name each image's class too
+            for f in files:
+                if (bdir / f"{f.stem}.xml").is_file():
+                    objs = parse_voc_xml(bdir / f"{f.stem}.xml")[1]
+                    if objs:
+                        labels[f] = _class_index(objs[0][0], str(bdir / f"{f.stem}.xml"))
+        else:
+            raise InputError(
+                f"{root} holds {len(files)} images but no labels: put LOC_val_solution.csv (Kaggle) in it or a "
+                "folder above, or labels.txt (one class index per line) in it, or pass labels_file or a "
+                "boxes_dir of ILSVRC XML files"
+            )
         unlabelled = [f.name for f in files if f not in labels]
         if unlabelled:
             raise InputError(
-                f"{lf} gives no label for {len(unlabelled)} of the {len(files)} images, e.g. {unlabelled[:3]}"
+                f"{lf or bdir} gives no label for {len(unlabelled)} of the {len(files)} images, "
+                f"e.g. {unlabelled[:3]}"
             )
-    if not files:
-        raise InputError(f"no images in the class folders of {root}")
 
     files = _order(files)
     if limit is not None:
         files = files[:limit]
 
-    bdir = Path(boxes_dir).expanduser() if boxes_dir is not None else None
-    if bdir is not None and not bdir.is_dir():
-        raise InputError(f"boxes_dir is not a folder: {bdir}")
     wnids = imagenet_wnids()
     images, out_boxes, names, sources = [], [], [], []
     for f in files:
         x = _read(f)
         h, w = x.shape[-2:]
         wnid = wnids[labels[f]]
-        frame: tuple[int, int] = (h, w)
-        objs: list[tuple[str, list[float]]] = []
-        xml = None
+        frame, objs = annotations.get(f.stem, (None, []))
         if bdir is not None:
-            for cand in (bdir / f"{f.stem}.xml", bdir / wnid / f"{f.stem}.xml"):
-                if cand.is_file():
-                    xml = cand
-                    break
-        if xml is not None:
-            xml_size, objs = parse_voc_xml(xml)
-            frame = xml_size or frame
-        elif f.stem in csv_boxes:
-            objs = csv_boxes[f.stem]
+            xml = next(
+                (c for c in (bdir / f"{f.stem}.xml", bdir / wnid / f"{f.stem}.xml") if c.is_file()), None
+            )
+            if xml is not None:
+                frame, objs = parse_voc_xml(xml)
+        fh, fw = frame or (h, w)
         kept = [b for name, b in objs if name == wnid]
         b = torch.tensor(kept, dtype=torch.float32).reshape(-1, 4)
-        fh, fw = frame
-        b = b.clamp(min=0) if b.numel() else b
-        if b.numel():
-            b = torch.minimum(b, torch.tensor([fw, fh, fw, fh], dtype=torch.float32))
-        out_boxes.append(scale_boxes(b, frame, (size, size)))
+        b = torch.minimum(b.clamp(min=0), torch.tensor([fw, fh, fw, fh], dtype=torch.float32))
+        out_boxes.append(scale_boxes(b, (fh, fw), (size, size)))
         images.append(resize(x, size))
         names.append(f.stem)
         sources.append(str(f))
