@@ -189,10 +189,12 @@ def _open(path: Path) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data
         raise InputError(f"cannot read {path}: the file is corrupt or truncated ({e})") from None
     try:
-        im = ImageOps.exif_transpose(im) or im
+        oriented = ImageOps.exif_transpose(im) or im
     except Exception:  # a malformed EXIF block: keep the stored orientation
-        pass
-    return im
+        return im
+    if oriented is not im:
+        im.close()  # release the file (multi-frame files keep it open)
+    return oriented
 
 
 def _to_tensor(im: Image.Image, where: str = "image") -> Tensor:
@@ -251,8 +253,10 @@ def load_image(path: PathLike, size: int | None = 224) -> Tensor:
     """One image file as a (3, S, S) float tensor in [0, 1] (RGB).
 
     Grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit files are converted to RGB; the EXIF
-    orientation is applied. The image is squashed to ``size`` x ``size`` (bilinear, antialiased); ``size=None``
-    keeps its (oriented) size: (3, H, W).
+    orientation is applied. 16-bit grayscale (PIL modes ``I;16``/``I``) is divided by 65535 at full precision;
+    16-bit RGB comes through PIL as 8 bits per channel; float images (mode ``F``) are taken as [0, 1] and
+    clipped. Multi-frame files (GIF, TIFF) give their first frame. The image is squashed to ``size`` x ``size``
+    (bilinear, antialiased); ``size=None`` keeps its (oriented) size: (3, H, W).
 
     Raises:
         InputError: the path is missing, is a directory, or is not a readable image (the message names the path).

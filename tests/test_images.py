@@ -194,7 +194,8 @@ def test_palette_with_and_without_transparency(tmp_path):
 def test_16_bit_png_keeps_its_range(tmp_path):
     g = np.array([[0, 32768, 65535]], dtype=np.uint16)
     Image.fromarray(g).save(tmp_path / "g16.png")
-    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    with Image.open(tmp_path / "g16.png") as im:
+        assert im.mode.startswith("I")
     x = load_image(tmp_path / "g16.png", size=None)
     assert x.shape == (3, 1, 3)
     assert torch.allclose(x[0, 0], torch.tensor([0.0, 32768 / 65535, 1.0]), atol=1e-6)  # not clipped at 255
