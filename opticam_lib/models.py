@@ -13,6 +13,7 @@ Nothing downloads implicitly.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -140,9 +141,11 @@ class Classifier:
             )
         tokens = activations[:, self.prefix_tokens :, :]
         n, t, k = tokens.shape
-        side = int(round(t**0.5))
+        side = math.isqrt(t)
         if side * side != t:
-            raise InputError(f"{t} patch tokens do not form a square grid (prefix_tokens={self.prefix_tokens})")
+            raise InputError(
+                f"{t} patch tokens do not form a square grid (prefix_tokens={self.prefix_tokens})"
+            )
         return tokens.transpose(1, 2).reshape(n, k, side, side)
 
     @torch.no_grad()
@@ -318,11 +321,17 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
                     f"{path} does not match its checksum (sha256 {digest[:12]}..., expected {prefix}...): "
                     f"delete it and fetch it again with python -m data_download"
                 )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or corrupted file: say which and how to replace it
+        raise MissingWeightsError(
+            f"{path} cannot be read as weights ({type(e).__name__}: {e}); it is corrupted or incomplete: "
+            "delete it and fetch it again with python -m data_download"
+        ) from e
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return state
@@ -353,7 +362,9 @@ def efficientnet_lite0_state_dict(net: nn.Module) -> dict[str, Tensor]:
     src_items = [(k, v) for k, v in src.items() if not k.endswith("num_batches_tracked")]
     dst_keys = [k for k in dst if not k.endswith("num_batches_tracked")]
     if len(src_items) != len(dst_keys):
-        raise RuntimeError(f"efficientnet_lite0 weights: {len(src_items)} tensors, architecture has {len(dst_keys)}")
+        raise RuntimeError(
+            f"efficientnet_lite0 weights: {len(src_items)} tensors, architecture has {len(dst_keys)}"
+        )
     out: dict[str, Tensor] = {}
     for (sk, sv), dk in zip(src_items, dst_keys):
         if tuple(sv.shape) != tuple(dst[dk].shape):
@@ -367,7 +378,12 @@ def _load_efficientnet_lite0(normalize: bool = True, pretrained: bool = True) ->
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if pretrained:
-        net.load_state_dict(efficientnet_lite0_state_dict(net), strict=False)
+        missing, unexpected = net.load_state_dict(efficientnet_lite0_state_dict(net), strict=False)
+        # strict=False only for the BatchNorm step counters, which the package's file does not carry
+        if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+            raise RuntimeError(
+                f"efficientnet_lite0 weights do not fit: missing {missing}, unexpected {unexpected}"
+            )
     mean = (0.5, 0.5, 0.5) if normalize else None
     return Classifier(
         name="efficientnet_lite0",
@@ -386,12 +402,15 @@ def _load_torchvision(arch: str, target_layer: str, linear_head: str | None):
     def load(normalize: bool = True, pretrained: bool = True) -> Classifier:
         import torchvision
 
+        path = _require_weights(arch) if pretrained else None  # before building: a missing file fails at once
         net = getattr(torchvision.models, arch)(weights=None)
-        if pretrained:
-            net.load_state_dict(_load_state_dict(_require_weights(arch)))
+        if path is not None:
+            net.load_state_dict(_load_state_dict(path))
         return Classifier(
             name=arch,
-            model=InputNormalized(net, IMAGENET_MEAN if normalize else None, IMAGENET_STD if normalize else None),
+            model=InputNormalized(
+                net, IMAGENET_MEAN if normalize else None, IMAGENET_STD if normalize else None
+            ),
             target_layer=target_layer,
             categories=imagenet_categories(),
             input_size=224,
@@ -408,9 +427,10 @@ def _load_timm_vit(name: str, arch: str, mean: Sequence[float], std: Sequence[fl
     def load(normalize: bool = True, pretrained: bool = True) -> Classifier:
         import timm
 
+        path = _require_weights(name) if pretrained else None  # before building: a missing file fails at once
         net = timm.create_model(arch, pretrained=False)
-        if pretrained:
-            net.load_state_dict(_load_state_dict(_require_weights(name)))
+        if path is not None:
+            net.load_state_dict(_load_state_dict(path))
         return Classifier(
             name=name,
             model=InputNormalized(net, mean if normalize else None, std if normalize else None),

@@ -205,7 +205,10 @@ def optimize(
     check_choice(objective, "objective", OBJECTIVES)
     check_choice(normalization, "normalization", NORMALIZATIONS)
     check_choice(selector, "selector", SELECTORS)
-    if not (isinstance(lr, int | float) and lr > 0):
+    check_choice(activation, "activation", ("identity", "relu"))
+    if not isinstance(init, Tensor):
+        check_choice(init, "init", INITS)
+    if not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
         raise InputError(f"lr must be a positive number, got {lr!r}")
     start_time = time.perf_counter()
     device = classifier.device

@@ -146,8 +146,17 @@ def make_bn_cnn(seed: int = 0):
 
 def make_tiny_vit(seed: int = 0):
     torch.manual_seed(seed)
+    net = TinyViT()
+    for m in net.modules():
+        # Trained-like LayerNorm affine parameters. With the default gamma = 1, beta = 0 every token of norm1
+        # sums to zero over channels, so the uniform-weight map of Opti-CAM's first iteration is constant
+        # (zero up to rounding): a degenerate case no trained ViT has.
+        if isinstance(m, nn.LayerNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
     return wrap_classifier(
-        TinyViT(), "blocks.0.norm1", name="tiny_vit", num_classes=NUM_CLASSES, input_size=SIZE,
+        net,
+        "blocks.0.norm1", name="tiny_vit", num_classes=NUM_CLASSES, input_size=SIZE,
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), prefix_tokens=1,
     )  # fmt: skip
 
