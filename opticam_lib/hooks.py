@@ -124,5 +124,9 @@ def replace_output(classifier: Classifier, layer: str | None, grid: Tensor) -> I
 def hook_count(model: nn.Module) -> int:
     """Number of forward/backward hooks registered on any module of ``model`` (0 after a clean call)."""
     return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(getattr(m, "_backward_pre_hooks", {}))
+        for m in model.modules()
     )

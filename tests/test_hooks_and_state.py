@@ -186,6 +186,7 @@ def _live_tensors() -> tuple[int, int]:
     return len(tensors), sum(t.numel() * t.element_size() for t in tensors)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method, options",
     [
