@@ -196,6 +196,20 @@ def test_an_int_target_applies_to_every_image(tiny_cnn, images):
     assert torch.equal(gradcam(tiny_cnn, images, 2), gradcam(tiny_cnn, images, [2, 2, 2]))
 
 
+def test_targets_in_other_integer_forms(tiny_cnn, images):
+    import numpy as np
+
+    reference = gradcam(tiny_cnn, images, [0, 3, 4])
+    for targets in (
+        torch.tensor([0, 3, 4], dtype=torch.int32),
+        np.array([0, 3, 4]),
+        [np.int64(0), np.int64(3), np.int64(4)],
+        (0, 3, 4),
+    ):
+        assert torch.equal(gradcam(tiny_cnn, images, targets), reference)
+    assert torch.equal(gradcam(tiny_cnn, images, np.int64(2)), gradcam(tiny_cnn, images, 2))
+
+
 def test_batch_equals_one_image_at_a_time(tiny_cnn, bn_cnn, images):
     targets = torch.tensor([0, 1, 2])
     for clf in (tiny_cnn, bn_cnn):

@@ -86,6 +86,17 @@ def test_state_restored_mixed_modes_and_partly_frozen(name, tiny_model, images):
     assert_same_state(before, snapshot(tiny_model.model))
 
 
+@pytest.mark.parametrize("name", list(ALL_METHODS))
+def test_inputs_are_not_modified(name, tiny_cnn, images):
+    """No method writes into the caller's images or targets (in place or through a view)."""
+    x = images.clone()
+    targets = torch.tensor([0, 1, 2])
+    run(name, tiny_cnn, x, targets)
+    assert torch.equal(x, images)
+    assert targets.tolist() == [0, 1, 2]
+    assert not x.requires_grad and x.grad is None
+
+
 def test_existing_grads_left_untouched(tiny_cnn, images):
     for p in tiny_cnn.model.parameters():
         p.grad = torch.full_like(p, 7.0)

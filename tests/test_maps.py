@@ -128,3 +128,22 @@ def test_to_saliency_upsamples_then_normalises():
     # up: [2, 3, 5, 6] -> range-normalised: [0, 0.25, 0.75, 1]
     assert torch.allclose(out, torch.tensor([[[[0.0, 0.25, 0.75, 1.0]]]]))
     assert to_saliency(m, (1, 4), "max").max() == 1.0
+
+
+def test_check_maps():
+    from opticam_lib.checks import check_maps
+
+    images = torch.rand(2, 3, 4, 5)
+    maps = torch.rand(2, 1, 4, 5)
+    assert torch.equal(check_maps(maps, images), maps)
+    assert check_maps(maps[:, 0], images).shape == (2, 1, 4, 5)  # (N, H, W) accepted
+    assert check_maps(maps.double(), images).dtype == torch.float32
+    for bad, message in (
+        (torch.rand(2, 1, 4, 4), "must have shape"),
+        (torch.rand(1, 1, 4, 5), "must have shape"),
+        (torch.full((2, 1, 4, 5), float("nan")), "NaN"),
+        (maps * 2 + 0.5, r"\[0, 1\]"),
+        (maps.numpy(), "torch.Tensor"),
+    ):
+        with pytest.raises(InputError, match=message):
+            check_maps(bad, images)
