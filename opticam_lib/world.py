@@ -6,8 +6,10 @@ truth. Here the evidence is known by construction and measured on the trained mo
 
 - every image has one **object** (class = shape and colour, e.g. "red disc") with its box and pixel mask, and a
   **context cue**: a striped patch in the background whose stripe orientation names a class. The cue agrees
-  with the object's class in a chosen fraction of images (``context_agreement``); small **distractors** (the
-  classes' shapes in the wrong colours) add clutter, and pixel noise and colour jitter make the object harder;
+  with the object's class in a chosen fraction of images (``context_agreement``, 0.9 by default). The object's
+  contrast varies log-uniformly from nearly invisible to solid (``object_contrast``), so a model that uses the
+  context gains where the object is faint; small **distractors** (the classes' shapes in the wrong colours)
+  add clutter, and pixel noise and colour jitter blur the object's colour;
 - ``generate(config, n, seed)`` renders a batch in vectorised torch, deterministic from the seed (thousands of
   images a second on a CPU); ``stream`` yields batches from ``(seed, index)``: nothing is stored;
 - a batch re-renders itself without its context (``object_only``), without its object (``context_only``), with
@@ -31,7 +33,8 @@ Reproduce the weights (a few minutes on 2 CPU cores each)::
 Each training run writes its numbers (test accuracy with agreeing and swapped context, the evidence, training
 time, steps, seed, config) into ``opticam_lib/data/world_report.json``.
 
-This module imports only torch (timm and tqdm are imported when a ViT is built or a model is trained).
+Importing this module registers the three models and reads no file; weights are read when a model is loaded,
+timm is imported when a ViT is built and tqdm when a model is trained.
 """
 
 from __future__ import annotations
@@ -52,6 +55,38 @@ from torch import Tensor, nn
 
 from .errors import InputError, MissingWeightsError
 from .models import Classifier, InputNormalized, ModelSpec, register_model
+
+__all__ = [
+    "COLOURS",
+    "CONDITIONS",
+    "MASS_PARTS",
+    "MODELS",
+    "PALETTE",
+    "SHAPES",
+    "Evidence",
+    "MapMass",
+    "TrainResult",
+    "WorldBatch",
+    "WorldCNN",
+    "WorldConfig",
+    "batch_at",
+    "build_network",
+    "build_vit",
+    "classifier_from_checkpoint",
+    "evidence",
+    "generate",
+    "generator_speed",
+    "load_checkpoint",
+    "main",
+    "make_classifier",
+    "map_mass",
+    "read_report",
+    "render",
+    "shape_masks",
+    "stream",
+    "train",
+    "weights_file",
+]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 REPORT_PATH = DATA_DIR / "world_report.json"
@@ -393,6 +428,11 @@ class WorldBatch:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def categories(self) -> list[str]:
+        """The class names of the world."""
+        return self.config.categories
+
     def __getitem__(self, index: int | slice | Tensor | Sequence[int]) -> WorldBatch:
         """A sub-batch (an int keeps the batch dimension)."""
         if isinstance(index, int):
@@ -547,7 +587,8 @@ def generate(config: WorldConfig | None = None, n: int = 64, seed: int = 0) -> W
 
 
 def batch_at(config: WorldConfig | None, batch_size: int, seed: int, index: int) -> WorldBatch:
-    """Batch number ``index`` of the stream ``seed``: ``generate(config, batch_size, derive_seed(seed, index))``."""
+    """Batch number ``index`` of the stream ``seed``: ``generate(config, batch_size, derive_seed("stream", seed,
+    index))``; any batch is available without generating the ones before it."""
     return generate(config, batch_size, derive_seed("stream", seed, index))
 
 
