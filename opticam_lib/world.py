@@ -947,7 +947,8 @@ def classifier_from_checkpoint(
     """Build the network a checkpoint describes; load its weights (upcast to float32) when ``pretrained``."""
     meta = checkpoint["meta"]
     config = WorldConfig.from_dict(meta["config"])
-    net = build_network(meta["arch"], config.num_classes, config.size, **meta.get("arch_kwargs", {}))
+    with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG alone
+        net = build_network(meta["arch"], config.num_classes, config.size, **meta.get("arch_kwargs", {}))
     if pretrained:
         net.load_state_dict(
             {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
@@ -1070,8 +1071,9 @@ def train(
     if lr is None:
         lr = {"cnn": 3e-3, "vit": 2e-3}[arch]
     arch_kwargs = dict(arch_kwargs or {})
-    torch.manual_seed(derive_seed("init", seed, key))
-    net = build_network(arch, config.num_classes, config.size, **arch_kwargs)
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG state is left as it was
+        torch.manual_seed(derive_seed("init", seed, key))
+        net = build_network(arch, config.num_classes, config.size, **arch_kwargs)
     mean, std = _channel_stats(config, seed)
     norm = InputNormalized(net, mean, std).to(device)
 

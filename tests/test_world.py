@@ -352,6 +352,9 @@ def test_training_smoke(context_free):
     ck = context_free.checkpoint
     assert all(v.dtype == torch.float16 for v in ck["state_dict"].values() if v.is_floating_point())
     assert ck["meta"]["arch"] == "cnn" and ck["meta"]["config"]["context_agreement"] == 0.25
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
     perm = train(
         "cnn",
         steps=6,
@@ -363,6 +366,7 @@ def test_training_smoke(context_free):
         arch_kwargs={"width": 8},
     )
     assert 0 <= perm.report["train_accuracy_random_labels"] <= 1 and perm.report["train_set"] == 32
+    assert torch.equal(torch.rand(3), expected)  # training and loading leave the global RNG alone
 
 
 # --- saliency methods on the world models ----------------------------------------------------------------------
