@@ -123,3 +123,58 @@ def check_average_gain(fn: Callable[[Tensor, Tensor], float]) -> bool:
         raise AssertionError(f"AG should be {want:.2f}%, got {float(got):.2f}%{hint}")
     print(f"✓ correct: AG = {want:.1f}% on this random case; [o - p]+ / (1 - p) mirrors AD's [p - o]+ / p.")
     return True
+
+
+def check_masked_probability(fn: Callable[..., Tensor]) -> bool:
+    """Exercise (notebook 00): the class probability of a masked image, the quantity behind eq. (3), (10), (13)-(15).
+
+    ``fn(classifier, images (N, 3, H, W) in [0, 1], masks (N, 1, H, W) in [0, 1], targets (N,)) -> (N,)``: the
+    softmax probability of class ``targets[i]`` on ``images[i] * masks[i]``. Checked on a tiny random classifier
+    with ImageNet normalisation inside, so masking the normalised tensor (grey pixels) is told apart.
+    """
+    from torch import nn
+
+    from .metrics import class_probability
+    from .models import IMAGENET_MEAN, IMAGENET_STD, wrap_classifier
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)
+        )
+        clf = wrap_classifier(net, "0", name="tiny", num_classes=4, input_size=16)
+        images = torch.rand(4, 3, 16, 16)
+        masks = torch.rand(4, 1, 16, 16)
+    masks[0] = 0
+    masks[0, :, :, :8] = 1  # keep the left half only
+    targets = torch.tensor([0, 1, 2, 3])
+    got, done = _run(fn, clf, images, masks, targets)
+    if not done:
+        return False
+    want = class_probability(clf, images * masks, targets)
+    if isinstance(got, Tensor) and tuple(got.shape) == tuple(want.shape):
+        got = got.detach().cpu()
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        with torch.no_grad():
+            logits = clf.model(images * masks)
+            grey = torch.softmax(net((images - mean) / std * masks), dim=1)
+        picked = logits.gather(1, targets[:, None])[:, 0]
+        wrong = {
+            "these are logits: apply the softmax over classes first": picked,
+            "the masks were not applied: multiply the images by their masks": class_probability(
+                clf, images, targets
+            ),
+            "you masked the normalised tensor (masked pixels become the mean grey); multiply the raw [0, 1] "
+            "image by the mask and let the model normalise inside": grey.gather(1, targets[:, None])[:, 0],
+        }
+        for hint, value in wrong.items():
+            if torch.allclose(got.float(), value, atol=1e-5) and not torch.allclose(value, want, atol=1e-5):
+                raise AssertionError(hint)
+    elif isinstance(got, Tensor) and got.dim() == 2:
+        raise AssertionError(
+            f"got shape {tuple(got.shape)}: keep one number per image, the probability of its target class"
+        )
+    _close(got, want, "class probability of the masked image")
+    print("✓ correct: x ⊙ m on raw pixels (black where m = 0), softmax, then the target class of each image.")
+    return True
