@@ -148,3 +148,83 @@ def opticam_panel(
     axes[3].set_ylabel("objective F (eq. 10)", fontsize=11)
     axes[3].grid(alpha=0.3)
     return fig
+
+
+def plot_scaling(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str = "seconds",
+    title: str = "",
+    marks: Mapping[str, float] | None = None,
+    lines: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    logx: bool = False,
+    logy: bool = False,
+) -> Figure:
+    """Measured cost against a size (notebook 04): e.g. seconds against channels K or iterations T.
+
+    Args:
+        series: {label: (x values, y values)} measured points, drawn with markers joined by solid lines.
+        lines: {label: (x values, y values)} models or fits, drawn dashed without markers; the i-th line takes
+            the colour of the i-th series (so a measurement and its fit match).
+        marks: {label: x} vertical dotted lines with a label (e.g. ``{"ResNet50: 2048 channels": 2048}``).
+        logx, logy: logarithmic axes.
+    """
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    colors = [f"C{i}" for i in range(10)]
+    for i, (label, (x, y)) in enumerate(series.items()):
+        ax.plot(list(x), list(y), marker="o", color=colors[i % 10], label=label)
+    for i, (label, (x, y)) in enumerate((lines or {}).items()):
+        ax.plot(list(x), list(y), ls="--", lw=1.2, color=colors[i % 10], label=label)
+    for label, x in (marks or {}).items():  # a dotted vertical line, labelled along its left side
+        ax.axvline(x, color="0.4", ls=":", lw=1)
+        ax.annotate(
+            label, (x, 0.03), xycoords=ax.get_xaxis_transform(), xytext=(-2, 0), textcoords="offset points",
+            rotation=90, ha="right", va="bottom", fontsize=8,
+        )  # fmt: skip
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    if title:
+        ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def time_bars(
+    rows: Mapping[str, Mapping[str, float | None]], unit: str = "T: seconds per batch of 8", log: bool = True
+) -> Figure:
+    """Grouped horizontal bars: one group per method, one bar per source (notebook 04's T column).
+
+    Args:
+        rows: {method: {source: seconds}}, e.g. ``{"Opti-CAM": {"ours (CPU)": 80.0, "paper, ResNet50": 4.15}}``;
+            None (no number) draws no bar.
+        log: logarithmic time axis (T spans several orders of magnitude).
+    """
+    methods = list(rows)
+    sources = list(dict.fromkeys(s for r in rows.values() for s in r))
+    fig = Figure(figsize=(7, 0.9 + 0.45 * len(methods) * len(sources)), layout="constrained")
+    ax = fig.subplots()
+    height = 0.8 / max(1, len(sources))
+    for j, source in enumerate(sources):
+        ys = [i + (j - (len(sources) - 1) / 2) * height for i in range(len(methods))]
+        values = [rows[m].get(source) for m in methods]
+        shown = [(y, v) for y, v in zip(ys, values) if v is not None]
+        if not shown:
+            continue
+        bars = ax.barh([y for y, _ in shown], [v for _, v in shown], height=height * 0.9, label=source)
+        ax.bar_label(
+            bars, labels=[f"{v:.0f}" if v >= 100 else f"{v:.3g}" for _, v in shown], fontsize=8, padding=2
+        )
+    ax.set_yticks(range(len(methods)), methods)
+    ax.invert_yaxis()
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(unit, fontsize=11)
+    ax.grid(axis="x", alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig

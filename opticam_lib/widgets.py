@@ -7,19 +7,23 @@ readable description; figures use large fonts for projectors.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from matplotlib.figure import Figure
 
 from .checks import check_targets
-from .images import ImageSet
 from .maps import NORMALIZATIONS
 from .metrics import class_probability
 from .models import Classifier
 from .opticam import OBJECTIVES, OptiCAMResult, optimize
 from .plots import opticam_panel
+
+if TYPE_CHECKING:  # only for the annotation: any object with .images, .labels and .names will do
+    from .images import ImageSet
 
 
 @dataclass
@@ -92,15 +96,21 @@ def opticam_explorer(
 ):
     """An ipywidgets explorer: image, target class, layer, objective, normalisation, learning rate, iterations.
 
-    Any change re-runs the optimisation (with a progress bar) and redraws the panel. Returns the widget box.
+    Any change re-runs the optimisation (with a progress bar) and redraws the panel. Returns the widget box;
+    ``box.controls`` maps names (``"image"``, ``"target"``, ``"layer"``, ``"objective"``, ``"normalization"``,
+    ``"lr"``, ``"iterations"``, ``"progress"``, ``"status"``, ``"output"``) to the widgets.
     """
     import ipywidgets as w
     from IPython.display import display
 
     style = {"description_width": "initial"}
     wide = w.Layout(width="420px")
-    image = w.Dropdown(
-        options=list(enumerate(samples.names)), value=0, description="image", style=style, layout=wide
+    image = w.Dropdown(  # options are (label, value) pairs: the name is shown, the index is the value
+        options=[(str(name), i) for i, name in enumerate(samples.names)],
+        value=0,
+        description="image",
+        style=style,
+        layout=wide,
     )
     target = w.Dropdown(description="target class", style=style, layout=wide)
     layer = w.Dropdown(
@@ -159,17 +169,21 @@ def opticam_explorer(
             bar.value = step
 
         status.value = "<i>running…</i>"
-        ex = explore_opticam(
-            classifier,
-            samples.images[image.value],
-            int(target.value),
-            layer=layer.value,
-            objective=objective.value,
-            normalization=normalization.value,
-            lr=lr.value,
-            iterations=its.value,
-            callback=tick,
-        )
+        try:
+            ex = explore_opticam(
+                classifier,
+                samples.images[image.value],
+                int(target.value),
+                layer=layer.value,
+                objective=objective.value,
+                normalization=normalization.value,
+                lr=lr.value,
+                iterations=its.value,
+                callback=tick,
+            )
+        except Exception as err:  # show it where the user looks, instead of in the kernel's log
+            status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
+            return
         bar.value = bar.max
         status.value = (
             f"p = {ex.p:.3f} → o = {ex.o:.3f} after masking; "
@@ -187,4 +201,18 @@ def opticam_explorer(
     controls = w.VBox(
         [image, target, layer, w.HBox([objective, normalization]), lr, its, w.HBox([bar, status])]
     )
-    return w.VBox([controls, out])
+    box = w.VBox([controls, out])
+    # named handles on the controls, for tests and for users who want to drive the explorer from code
+    box.controls = {
+        "image": image,
+        "target": target,
+        "layer": layer,
+        "objective": objective,
+        "normalization": normalization,
+        "lr": lr,
+        "iterations": its,
+        "progress": bar,
+        "status": status,
+        "output": out,
+    }
+    return box

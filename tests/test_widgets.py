@@ -1,0 +1,160 @@
+"""opticam_lib.widgets: the pure function behind the explorer over the slider grid, and the explorer itself.
+
+Everything the widget shows comes from ``explore_opticam``, so the grid test covers what a user can see;
+the explorer test checks the wiring (controls exist, each change re-runs exactly once) without a browser.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from types import SimpleNamespace
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+import opticam_lib.widgets as widgets
+from opticam_lib import wrap_classifier
+from opticam_lib.maps import NORMALIZATIONS
+from opticam_lib.opticam import OBJECTIVES
+from opticam_lib.widgets import Exploration, candidate_layers, explore_opticam, opticam_explorer
+
+SIZE = 16
+
+
+def tiny_classifier(seed: int = 0):
+    """conv-relu, then three conv-relu blocks in a Sequential (``blocks.0``-``blocks.2``), GAP, Linear(6, 5)."""
+    torch.manual_seed(seed)
+    net = nn.Sequential()
+    net.add_module("stem", nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()))
+    blocks = nn.Sequential(
+        *[
+            nn.Sequential(nn.Conv2d(6, 6, 3, padding=1, stride=2 if i == 0 else 1), nn.ReLU())
+            for i in range(3)
+        ]
+    )
+    net.add_module("blocks", blocks)
+    net.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    net.add_module("flat", nn.Flatten())
+    net.add_module("fc", nn.Linear(6, 5))
+    return wrap_classifier(
+        net, "blocks.2", name="tiny", categories=list("abcde"), input_size=SIZE, linear_head="fc"
+    )
+
+
+def tiny_samples(n: int = 3):
+    """Duck-typed ImageSet: .images (N, 3, 16, 16) in [0, 1], .labels (N,), .names, .boxes."""
+    g = torch.Generator().manual_seed(3)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    images = nn.functional.interpolate(low, size=(SIZE, SIZE), mode="bilinear", align_corners=False).clamp(
+        0, 1
+    )
+    return SimpleNamespace(
+        images=images,
+        labels=torch.tensor([1, 3, 0][:n]),
+        names=[f"photo{i}" for i in range(n)],
+        boxes=[torch.tensor([[2.0, 2.0, 12.0, 12.0]])] * n,
+    )
+
+
+GRID = list(product([1, 5], [0.01, 0.1], OBJECTIVES, NORMALIZATIONS))
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return tiny_classifier()
+
+
+@pytest.mark.parametrize(("iterations", "lr", "objective", "normalization"), GRID)
+def test_explore_opticam_over_the_slider_grid(clf, iterations, lr, objective, normalization):
+    image = tiny_samples().images[0]
+    steps = []
+    ex = explore_opticam(
+        clf,
+        image,
+        2,
+        objective=objective,
+        normalization=normalization,
+        lr=lr,
+        iterations=iterations,
+        callback=lambda step, partial: steps.append(step),
+    )
+    assert isinstance(ex, Exploration) and isinstance(ex.figure, Figure)
+    assert len(ex.figure.axes) == 4  # image, map, masked image, objective per iteration
+    maps = ex.result.maps
+    assert maps.shape == (1, 1, SIZE, SIZE) and torch.isfinite(maps).all()
+    assert float(maps.min()) >= 0 and float(maps.max()) <= 1
+    assert ex.result.history.shape == (1, iterations)
+    assert 1 <= int(ex.result.iterations[0]) <= iterations
+    assert 0 <= ex.p <= 1 and 0 <= ex.o <= 1
+    assert steps and steps[-1] == int(ex.result.iterations[0])  # the progress bar ends where it stopped
+    assert ex.result.targets.tolist() == [2]
+
+
+def test_explore_opticam_at_another_layer(clf):
+    ex = explore_opticam(clf, tiny_samples().images[1], 0, layer="blocks.0", iterations=2)
+    assert ex.result.u.shape == (1, 6) and ex.result.maps.shape == (1, 1, SIZE, SIZE)
+
+
+def test_candidate_layers(clf):
+    names = candidate_layers(clf)
+    assert names[0] == "blocks.2" and set(names[1:]) <= {"blocks.1", "blocks.0"}
+    for name in names:
+        clf.layer(name)  # every choice is a real layer
+
+
+def test_opticam_explorer_wiring(clf, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    import ipywidgets as w
+
+    runs = []
+    real = widgets.explore_opticam
+
+    def counting(*args, **kwargs):
+        runs.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(widgets, "explore_opticam", counting)
+    samples = tiny_samples()
+    box = opticam_explorer(clf, samples, iterations=3)
+    assert isinstance(box, w.VBox)
+    c = box.controls
+    for name, kind in [
+        ("image", w.Dropdown),
+        ("target", w.Dropdown),
+        ("layer", w.Dropdown),
+        ("objective", w.Dropdown),
+        ("normalization", w.Dropdown),
+        ("lr", w.FloatLogSlider),
+        ("iterations", w.IntSlider),
+        ("progress", w.IntProgress),
+        ("status", w.HTML),
+        ("output", w.Output),
+    ]:
+        assert isinstance(c[name], kind), name
+    # the image dropdown shows names and holds indices; the target starts at the ground truth
+    assert c["image"].value == 0 and c["image"].label == "photo0"
+    assert c["target"].value == int(samples.labels[0])
+    assert "ground truth" in c["target"].label
+    assert len(runs) == 1  # one run when built
+    assert runs[0]["iterations"] == 3 and "error" not in c["status"].value
+    assert c["progress"].value == c["progress"].max == 3
+
+    c["iterations"].value = 5
+    assert len(runs) == 2 and runs[-1]["iterations"] == 5
+    assert c["progress"].value == c["progress"].max == 5
+    c["lr"].value = 0.01
+    assert len(runs) == 3 and runs[-1]["lr"] == pytest.approx(0.01)
+    c["objective"].value = "diff"
+    c["normalization"].value = "max"
+    assert len(runs) == 5 and runs[-1]["objective"] == "diff" and runs[-1]["normalization"] == "max"
+    c["layer"].value = c["layer"].options[-1]
+    assert len(runs) == 6 and runs[-1]["layer"] == c["layer"].options[-1]
+    c["image"].value = 1  # new image: new targets, exactly one run
+    assert len(runs) == 7
+    assert c["target"].value == int(samples.labels[1])
+    other = next(v for _, v in c["target"].options if v != c["target"].value)
+    c["target"].value = other
+    assert len(runs) == 8
+    assert "p = " in c["status"].value and "error" not in c["status"].value
