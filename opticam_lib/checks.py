@@ -26,7 +26,9 @@ def check_images(images: object, name: str = "images") -> Tensor:
     if images.shape[0] == 0:
         raise InputError(f"{name} is an empty batch")
     if not images.is_floating_point():
-        raise InputError(f"{name} must be float in [0, 1], got dtype {images.dtype} (divide uint8 images by 255)")
+        raise InputError(
+            f"{name} must be float in [0, 1], got dtype {images.dtype} (divide uint8 images by 255)"
+        )
     if not torch.isfinite(images).all():
         raise InputError(f"{name} contains NaN or infinite values")
     lo, hi = float(images.min()), float(images.max())
@@ -45,7 +47,9 @@ def check_maps(maps: object, images: Tensor, name: str = "maps") -> Tensor:
     if maps.dim() == 3 and maps.shape == (n, h, w):
         maps = maps[:, None]
     if tuple(maps.shape) != (n, 1, h, w):
-        raise InputError(f"{name} must have shape {(n, 1, h, w)} to match the images, got {tuple(maps.shape)}")
+        raise InputError(
+            f"{name} must have shape {(n, 1, h, w)} to match the images, got {tuple(maps.shape)}"
+        )
     if not torch.isfinite(maps).all():
         raise InputError(f"{name} contains NaN or infinite values")
     if float(maps.min()) < -1e-4 or float(maps.max()) > 1 + 1e-4:
