@@ -3,11 +3,14 @@
 python -m opticam_lib explain IMAGE... --method opticam --out maps/
 python -m opticam_lib evaluate --methods fakecam,gradcam,scorecam,opticam
 python -m opticam_lib models
+python -m opticam_lib reproduce --table 1|2|3|5|A9|A10|A14 --model resnet50 --images imagenet-val:1000
+python -m opticam_lib medical finetune --dataset chest-xray --model resnet50
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -105,14 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every method of one of the paper's tables and print it next to the paper's own numbers; "
         "write table.json/.csv/.txt under --out. Results are cached per image and method, so a second call "
         "resumes. Under torchrun, images are sharded by rank and merged by rank 0. Tables: 1 (AD/AG/AI/T), "
-        "2 (transformers), 3 (insertion/deletion), 5 (bounding boxes), A9 (other classes), A14 (no input "
-        "normalisation).",
+        "2 (transformers), 3 (insertion/deletion), 5 (bounding boxes), A9 (other classes), A10 (medical: --model a "
+        "checkpoint of 'medical finetune'), A14 (no input normalisation).",
     )
-    rp.add_argument("--table", default="1", choices=["1", "2", "3", "5", "A9", "A14"])
+    rp.add_argument("--table", default="1", choices=["1", "2", "3", "5", "A9", "A10", "A14"])
     rp.add_argument(
         "--images",
         default="samples",
-        help="samples (offline), imagenet-val[:N], imagenette[:N] (after data_download) or a folder path[:N]",
+        help="samples (offline), world[:N] (world_* models), imagenet-val[:N], imagenette[:N], chest-xray[:N], "
+        "kvasir[:N] (after data_download; medical: test split) or a folder path[:N]",
+    )
+    rp.add_argument(
+        "--amp", action="store_true", help="Opti-CAM under autocast (faster on GPUs; maps change slightly)"
     )
     rp.add_argument("--methods", type=_methods_or_extra, default=None, help="default: those the table lists")
     rp.add_argument("--batch-size", type=int, default=8)
@@ -125,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(rp)
 
     sub.add_parser("models", help="list the models and whether their weights are available offline")
+    from .medical import add_parser as add_medical_parser
+
+    add_medical_parser(sub)
     return parser
 
 
@@ -231,7 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import Config, format_reproduction, run
+    from .reproduce import Config, run
 
     config = Config(
         table=args.table,
@@ -242,12 +252,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         iterations=args.iterations if args.iterations is not None else 100,
         steps=args.steps,
+        amp=args.amp,
         out=args.out,
     )
-    table = run(config, progress=not args.quiet)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
-        print(format_reproduction(config, table))
+    result = run(config, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.text)
+        print(
+            f"{result.computed} batches computed, the rest from the cache; {result.seconds:.1f} s; "
+            f"wrote {result.out}/table.json, table.csv, table.txt"
+        )
     return 0
+
+
+def cmd_medical(args: argparse.Namespace) -> int:
+    from .medical import main as medical_main
+
+    return medical_main(args)
 
 
 def cmd_models(_args: argparse.Namespace) -> int:
@@ -282,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": cmd_evaluate,
         "reproduce": cmd_reproduce,
         "models": cmd_models,
+        "medical": cmd_medical,
     }
     try:
         return commands[args.command](args)

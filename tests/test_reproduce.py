@@ -1,0 +1,255 @@
+"""reproduce: every table variant in the paper's layout next to the paper's numbers, files written, values equal to
+a direct computation, resume after an interruption (counted batches), and a 2-process torchrun run (gloo, CPU)
+whose merged table equals a single-process run's.
+
+Small settings: the committed world models (64 x 64 input) on ``world:N`` generated images, a few methods, few
+Opti-CAM iterations and insertion/deletion steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from opticam_lib import classification_metrics, gradcam, load_classifier
+from opticam_lib.errors import InputError, MissingDataError
+from opticam_lib.metrics import class_probability
+from opticam_lib.paper import paper_tables
+from opticam_lib.reproduce import (
+    PAPER_ROW,
+    Config,
+    _evaluate_batch,
+    _load_records,
+    batches,
+    load_image_spec,
+    paper_reference,
+    run,
+)
+
+N = 4  # images per run
+FAST = {"batch_size": 2, "iterations": 3}
+
+
+@pytest.fixture(scope="module")
+def world_cnn():
+    return load_classifier("world_cnn")
+
+
+def cfg(tmp_path: Path, name: str = "out", **kw) -> Config:
+    base = {"model": "world_cnn", "images": f"world:{N}", "out": str(tmp_path / name), **FAST}
+    return Config(**{**base, **kw})
+
+
+class Counter:
+    """Wraps ``_evaluate_batch``: counts the (method, variant, batch) it computes; can fail after ``fail_after``
+    batches (an interruption)."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[tuple[str, str, tuple[int, ...]]] = []
+        self.fail_after = fail_after
+
+    def __call__(self, clf, data, idx, method, variant, config):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls.append((method, variant, tuple(idx)))
+        return _evaluate_batch(clf, data, idx, method, variant, config)
+
+
+def without_time(table: dict) -> dict:
+    return {row: {k: v for k, v in cols.items() if k != "T"} for row, cols in table.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Images and batches
+
+
+def test_image_specs(world_cnn, tmp_path, monkeypatch):
+    w = load_image_spec("world:5", 64, world_cnn)
+    assert w.images.shape == (5, 3, 64, 64) and 0 <= float(w.images.min()) and float(w.images.max()) <= 1
+    assert torch.equal(w.images, load_image_spec("world:5", 64, world_cnn).images)  # the same every run
+    assert int(w.labels.max()) < world_cnn.num_classes and all(b.shape == (1, 4) for b in w.boxes)
+    assert len(load_image_spec("samples:3", 64)) == 3
+    for bad in ("world:0", "world:-2", "world:x", "samples:1.5"):
+        with pytest.raises(InputError, match="image count"):
+            load_image_spec(bad, 64)
+    with pytest.raises(InputError, match="classes"):  # ImageNet labels for a 4-class model
+        load_image_spec("samples:2", 64, world_cnn)
+    monkeypatch.setenv("OPTICAM_CACHE", str(tmp_path))
+    with pytest.raises(MissingDataError, match="python -m data_download imagenet-val"):
+        load_image_spec("imagenet-val:10", 224)
+
+
+@pytest.mark.parametrize("n,b,world", [(10, 3, 2), (7, 2, 3), (4, 8, 2), (1, 1, 4)])
+def test_batches_partition_the_images_as_in_one_process(n, b, world):
+    single = batches(n, b)
+    sharded = [batch for r in range(world) for batch in batches(n, b, r, world)]
+    assert sorted(sharded) == single  # the same batches, each computed by exactly one rank
+    assert [i for batch in single for i in batch] == list(range(n))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Every table
+
+
+TABLE_RUNS = {
+    "1": {"methods": ["fakecam", "gradcam", "opticam"]},
+    "2": {"model": "world_vit", "methods": ["gradcam", "rawatt", "rollout"]},
+    "3": {"methods": ["gradcam", "opticam"], "steps": 4},
+    "5": {"methods": ["box", "complement", "gradcam"]},
+    "A9": {"methods": ["gradcam", "opticam"]},
+    "A14": {"methods": ["fakecam", "gradcam"]},
+}
+
+
+@pytest.mark.parametrize("table", list(TABLE_RUNS))
+def test_every_table_in_the_papers_layout(table, tmp_path):
+    config = cfg(tmp_path, table=table, **TABLE_RUNS[table])
+    result = run(config, progress=False)
+    out = Path(config.out)
+    paper_model, paper = paper_reference(config)
+    assert paper_model in paper_tables()[table]["data"]
+    # our columns are the paper's (for the rows we have; the box rows of table 5 have S columns only)
+    for name, row in result.table.items():
+        ref_row = paper[PAPER_ROW.get(name, name)]
+        paper_cols = {c for c, v in ref_row.items() if isinstance(v, (int, float))}
+        if not any(k.endswith("_misclassified") for k in row):  # only when some image is misclassified
+            paper_cols = {c for c in paper_cols if not c.endswith("_misclassified")}
+        ours = set(row) - {"images"}
+        assert paper_cols and paper_cols <= ours
+        assert row["images"] == N
+        # each of our values is printed with the paper's beside it
+        line = next(ln for ln in result.text.splitlines() if ln.startswith(name + " "))
+        for c in paper_cols & ours:
+            ref = ref_row[c]
+            assert (f"[{ref:.2f}]" if c == "T" else f"[{ref:.1f}]") in line
+    assert f"the paper's value for {paper_model}" in result.text
+    # files
+    saved = json.loads((out / "table.json").read_text())
+    assert saved["table"] == json.loads(json.dumps(result.table)) and saved["paper_model"] == paper_model
+    with open(out / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == list(result.table)
+    first = next(iter(result.table))
+    col = next(c for c in result.table[first] if c != "images")
+    assert float(rows[0][col]) == pytest.approx(result.table[first][col])
+    assert (out / "table.txt").read_text().strip() == result.text.strip()
+    assert result.computed == len(config.methods) * (4 if table == "A9" else 1) * 2  # 2 batches of 2
+
+
+def test_table1_values_equal_a_direct_computation(world_cnn, tmp_path):
+    result = run(cfg(tmp_path, methods=["gradcam"]), progress=False)
+    data = load_image_spec(f"world:{N}", 64, world_cnn)
+    maps = gradcam(world_cnn, data.images, data.labels)
+    p = class_probability(world_cnn, data.images, data.labels)
+    o = class_probability(world_cnn, data.images * maps, data.labels)
+    expected = classification_metrics(p, o)
+    for k in ("AD", "AG", "AI"):
+        assert result.table["Grad-CAM"][k] == pytest.approx(expected[k], abs=1e-4)
+
+
+def test_table5_box_rows(world_cnn, tmp_path):
+    result = run(cfg(tmp_path, table="5", methods=["box", "gradcam"]), progress=False)
+    data = load_image_spec(f"world:{N}", 64, world_cnn)
+    box = data.masks()
+    p = class_probability(world_cnn, data.images, data.labels)
+    o = class_probability(world_cnn, data.images * box, data.labels)
+    assert result.table["S := B"]["AD_S"] == pytest.approx(classification_metrics(p, o)["AD"], abs=1e-4)
+    assert {"AD_B_and_S", "AG_S_minus_B"} <= set(result.table["Grad-CAM"])
+
+
+def test_bad_configs(tmp_path):
+    with pytest.raises(InputError, match="transformer"):
+        run(cfg(tmp_path, table="2"), progress=False)
+    with pytest.raises(InputError, match="unknown table"):
+        run(cfg(tmp_path, table="4"), progress=False)
+    with pytest.raises(InputError, match="table 5 only"):
+        run(cfg(tmp_path, methods=["box"]), progress=False)
+    with pytest.raises(InputError, match="unknown method"):
+        run(cfg(tmp_path, methods=["gradkam"]), progress=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Resume
+
+
+def test_resume_after_interruption_reuses_cached_records(tmp_path):
+    methods = ["fakecam", "gradcam", "opticam"]
+    total = len(methods) * 2  # 2 batches of 2 images per method
+    interrupted = Counter(fail_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(tmp_path, methods=methods), progress=False, evaluate_batch=interrupted)
+    assert len(interrupted.calls) == 4
+    resumed = Counter()
+    result = run(cfg(tmp_path, methods=methods), progress=False, evaluate_batch=resumed)
+    assert len(resumed.calls) == total - 4 and result.computed == total - 4
+    assert not set(resumed.calls) & set(interrupted.calls)  # nothing computed twice
+    again = Counter()
+    cached = run(cfg(tmp_path, methods=methods), progress=False, evaluate_batch=again)
+    assert again.calls == [] and cached.computed == 0 and cached.table == result.table
+    fresh = run(cfg(tmp_path, "fresh", methods=methods), progress=False)
+    assert without_time(result.table) == without_time(fresh.table)
+
+
+def test_a_line_cut_short_is_recomputed(tmp_path):
+    config = cfg(tmp_path, methods=["gradcam"])
+    full = run(config, progress=False)
+    path = Path(config.out) / "records-0.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # killed while writing the last record
+    assert len(_load_records(Path(config.out))) == N - 1
+    counter = Counter()
+    again = run(config, progress=False, evaluate_batch=counter)
+    assert counter.calls == [("gradcam", "main", (2, 3))]
+    assert without_time(again.table) == without_time(full.table)
+
+
+def test_another_config_in_the_same_folder_is_refused(tmp_path):
+    run(cfg(tmp_path, methods=["fakecam"]), progress=False)
+    with pytest.raises(InputError, match="another run"):
+        run(cfg(tmp_path, methods=["fakecam"], iterations=7), progress=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# torchrun: 2 processes, gloo on the CPU
+
+
+def test_torchrun_two_processes_equal_one(tmp_path):
+    args = ["--table", "1", "--model", "world_cnn", "--images", "world:6", "--batch-size", "2"]
+    args += ["--methods", "fakecam,gradcam,opticam", "--iterations", "3", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    cmd += ["-m", "opticam_lib", "reproduce", *args, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    titles = [ln for ln in proc.stdout.splitlines() if ln.startswith("Table 1 (")]
+    assert len(titles) == 1  # rank 0 prints the table, once
+    two_dir = tmp_path / "two"
+    assert {p.name for p in two_dir.glob("records-*.jsonl")} == {"records-0.jsonl", "records-1.jsonl"}
+    # rank 0 computed batches 0 and 2 (images 0, 1, 4, 5), rank 1 batch 1 (images 2, 3)
+    rank1 = {json.loads(ln)["index"] for ln in (two_dir / "records-1.jsonl").read_text().splitlines()}
+    assert rank1 == {2, 3}
+    one = run(
+        Config(
+            table="1",
+            model="world_cnn",
+            images="world:6",
+            methods=["fakecam", "gradcam", "opticam"],
+            batch_size=2,
+            iterations=3,
+            out=str(tmp_path / "one"),
+        ),
+        progress=False,
+    )
+    merged = json.loads((two_dir / "table.json").read_text())["table"]
+    assert without_time(merged) == without_time(json.loads(json.dumps(one.table)))
+    recs_two, recs_one = _load_records(two_dir), _load_records(tmp_path / "one")
+    assert recs_two.keys() == recs_one.keys()
+    for k in recs_one:  # per image, bit for bit
+        assert (recs_two[k]["p"], recs_two[k]["o"]) == (recs_one[k]["p"], recs_one[k]["o"])
