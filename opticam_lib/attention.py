@@ -2,15 +2,27 @@
 
 Both read the attention probabilities of every block. They are recomputed from each attention module's input
 with a forward pre-hook (so fused attention kernels need not be switched off); this works for modules laid out
-like timm's ``Attention`` (``qkv`` linear, ``num_heads``, ``scale``, optional ``q_norm``/``k_norm``).
+like timm's ``Attention`` (``qkv`` linear, ``num_heads``, ``head_dim``, ``scale``, optional
+``q_norm``/``k_norm``).
+
+- **Raw attention** (section 5.3.1): the attention of the class token to the patch tokens in the *last*
+  block, averaged over heads.
+- **Rollout** (Abnar & Zuidema 2020, eq. 1 there; the implementation the paper's baselines come from,
+  Chefer et al.'s Transformer-Explainability, computes the same): each block's head-averaged attention
+  :math:`W_l` gets the residual connection, :math:`\\hat A_l = \\tfrac12 W_l + \\tfrac12 I` (rows renormalised,
+  which only matters for max/min head fusion), and the blocks are chained from the input side,
+  :math:`R = \\hat A_L \\hat A_{L-1} \\cdots \\hat A_1`; the map is the class token's row of R over the patches.
 
 Both maps depend on the image only, not on the target class (section 5.3.1): ``targets`` is accepted for the
 common calling convention and ignored.
+
+This module also runs the paper's Table 2 layout (``table2``, ``format_table2``): AD/AG/AI/T per method with
+the paper's ViT-B and DeiT-B numbers beside ours.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -23,9 +35,16 @@ from .hooks import frozen
 from .maps import to_saliency
 from .models import Classifier
 
+HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
+
 
 def attention_modules(classifier: Classifier) -> list[nn.Module]:
-    """The attention modules of a timm-style ViT, in order (input side first)."""
+    """The attention modules of a timm-style ViT, in order (input side first).
+
+    Raises:
+        InputError: the network has no module with ``qkv`` and ``num_heads``, or the classifier does not
+            declare ``prefix_tokens`` (it is not set up as a transformer).
+    """
     mods = [m for m in classifier.net.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
     if not mods or classifier.prefix_tokens is None:
         raise InputError(
@@ -36,21 +55,34 @@ def attention_modules(classifier: Classifier) -> list[nn.Module]:
 
 @contextmanager
 def attention_maps(classifier: Classifier) -> Iterator[list[Tensor]]:
-    """Collect each block's attention probabilities (N, heads, T, T) during a forward pass; hooks removed on exit."""
+    """Collect each block's attention probabilities (N, heads, T, T), rows summing to 1, during a forward pass.
+
+    One tensor per attention module and per forward pass, in the order the blocks run; detached. The hooks
+    are removed on exit, also when an exception flies.
+
+    Raises (during the forward pass):
+        InputError: the module is called with an attention mask or as causal attention (not a ViT's layout).
+    """
     store: list[Tensor] = []
 
-    def pre_hook(module: nn.Module, args: tuple) -> None:
-        x = args[0]
+    def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
+        if mask is not None or kwargs.get("is_causal", False):
+            raise InputError(
+                "attention with a mask or causal attention is not supported (not a ViT's layout)"
+            )
+        x = args[0] if args else kwargs["x"]
         b, t, c = x.shape
         h = module.num_heads
-        qkv = module.qkv(x).reshape(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        d = getattr(module, "head_dim", c // h)
+        qkv = module.qkv(x).reshape(b, t, 3, h, d).permute(2, 0, 3, 1, 4)
         q, k = qkv[0], qkv[1]
         q = getattr(module, "q_norm", nn.Identity())(q)
         k = getattr(module, "k_norm", nn.Identity())(k)
-        scale = getattr(module, "scale", (c // h) ** -0.5)
-        store.append(torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1).detach())
+        scale = getattr(module, "scale", d**-0.5)
+        store.append(torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1).detach().float())
 
-    handles = [m.register_forward_pre_hook(pre_hook) for m in attention_modules(classifier)]
+    handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in attention_modules(classifier)]
     try:
         yield store
     finally:
@@ -58,39 +90,198 @@ def attention_maps(classifier: Classifier) -> Iterator[list[Tensor]]:
             hd.remove()
 
 
-def _grid(classifier: Classifier, cls_row: Tensor) -> Tensor:
-    """(N, T) attention of the class token to every token -> (N, 1, h, w) over the patch tokens."""
-    patches = cls_row[:, classifier.prefix_tokens :]
-    side = round(patches.shape[1] ** 0.5)
+def attention_probabilities(classifier: Classifier, images: Tensor) -> list[Tensor]:
+    """One forward pass; each block's attention probabilities, a list of L tensors (N, heads, T, T).
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1].
+    """
+    images = check_images(images)
+    dtype = next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
+    images = images.to(classifier.device, dtype=dtype)
+    attention_modules(classifier)  # a CNN is refused before the forward pass
+    with frozen(classifier.model), attention_maps(classifier) as store, torch.no_grad():
+        classifier.model(images)
+    return list(store)
+
+
+def fuse_heads(attention: Tensor, head_fusion: str = "mean") -> Tensor:
+    """(N, heads, T, T) -> (N, T, T): the heads' mean (Abnar & Zuidema, the paper's baseline), max or min."""
+    check_choice(head_fusion, "head_fusion", HEAD_FUSIONS)
+    if attention.dim() != 4:
+        raise InputError(f"attention must have shape (N, heads, T, T), got {tuple(attention.shape)}")
+    if head_fusion == "mean":
+        return attention.mean(dim=1)
+    return getattr(attention, head_fusion)(dim=1).values
+
+
+def rollout_matrix(attentions: Sequence[Tensor], head_fusion: str = "mean", start: int = 0) -> Tensor:
+    """Attention rollout, ``R = Â_L ... Â_{start+1}`` with ``Â_l = (W_l + I) / 2`` rows renormalised.
+
+    Args:
+        attentions: L tensors (N, heads, T, T), input side first, each row a probability distribution.
+        head_fusion: how the heads of a block become one matrix W_l: ``"mean"`` (default, as in the paper's
+            baseline), ``"max"`` or ``"min"``.
+        start: index of the first block taken into account (0: all, as in the paper).
+    Returns:
+        (N, T, T): row i says how much of token i's representation after the last block flows from each input
+        token; rows sum to 1.
+    """
+    if len(attentions) == 0:
+        raise InputError("rollout needs the attention of at least one block")
+    if not 0 <= start < len(attentions):
+        raise InputError(f"start must be a block index in 0..{len(attentions) - 1}, got {start}")
+    result: Tensor | None = None
+    for a in attentions[start:]:
+        fused = fuse_heads(a, head_fusion)
+        eye = torch.eye(fused.shape[-1], device=fused.device, dtype=fused.dtype)
+        a_hat = (fused + eye) / 2  # the residual connection: half attention, half identity
+        a_hat = a_hat / a_hat.sum(dim=-1, keepdim=True)
+        result = a_hat if result is None else a_hat @ result
+    assert result is not None
+    return result
+
+
+def class_token_grid(rows: Tensor, prefix_tokens: int) -> Tensor:
+    """The class token's attention row (N, T) -> (N, 1, h, w) over the T - prefix_tokens patch tokens.
+
+    The first ``prefix_tokens`` entries (class, distillation tokens) are dropped, as ``Classifier.to_grid`` drops
+    them from feature tokens; the remaining h*w entries are laid out row by row, h = w.
+    """
+    patches = rows[:, prefix_tokens:]
+    t = patches.shape[1]
+    side = round(t**0.5)
+    if side * side != t:
+        raise InputError(f"{t} patch tokens do not form a square grid (prefix_tokens={prefix_tokens})")
     return patches.reshape(-1, 1, side, side)
 
 
-def _attentions(classifier: Classifier, images: Tensor) -> list[Tensor]:
-    images = check_images(images).to(classifier.device)
-    with frozen(classifier.model), attention_maps(classifier) as store, torch.no_grad():
-        classifier.model(images)
-    return store
-
-
-def raw_attention(classifier: Classifier, images: Tensor, targets: Targets = None) -> Tensor:
-    """The last block's attention of the class token to the patches, averaged over heads. -> (N, 1, H, W)."""
-    att = _attentions(classifier, images)[-1].mean(dim=1)  # (N, T, T)
-    return to_saliency(_grid(classifier, att[:, 0]), tuple(images.shape[-2:]))
+def raw_attention(classifier: Classifier, images: Tensor, targets: Targets = None, block: int = -1) -> Tensor:
+    """Raw attention: block ``block``'s (default the last) attention of the class token to the patches, averaged
+    over heads, upsampled and normalised. -> (N, 1, H, W) in [0, 1]. ``targets`` is ignored (class-agnostic)."""
+    atts = attention_probabilities(classifier, images)
+    if not -len(atts) <= block < len(atts):
+        raise InputError(f"block must index one of the {len(atts)} blocks, got {block}")
+    att = fuse_heads(atts[block], "mean")  # (N, T, T)
+    grid = class_token_grid(att[:, 0], classifier.prefix_tokens)
+    return to_saliency(grid, tuple(images.shape[-2:]))
 
 
 def rollout(
-    classifier: Classifier, images: Tensor, targets: Targets = None, head_fusion: str = "mean"
+    classifier: Classifier,
+    images: Tensor,
+    targets: Targets = None,
+    head_fusion: str = "mean",
+    start: int = 0,
 ) -> Tensor:
-    """Attention rollout: ``R = prod_l (A_l + I) / 2`` (rows renormalised), heads fused by mean/max/min;
-    the class token's row of R over the patches. -> (N, 1, H, W) in [0, 1]."""
-    check_choice(head_fusion, "head_fusion", ("mean", "max", "min"))
-    atts = _attentions(classifier, images)
-    result = None
-    for a in atts:
-        fused = getattr(a, head_fusion)(dim=1)
-        fused = fused.values if head_fusion != "mean" else fused
-        eye = torch.eye(fused.shape[-1], device=fused.device)
-        a_hat = (fused + eye) / 2
-        a_hat = a_hat / a_hat.sum(dim=-1, keepdim=True)
-        result = a_hat if result is None else a_hat @ result
-    return to_saliency(_grid(classifier, result[:, 0]), tuple(images.shape[-2:]))
+    """Attention rollout (Abnar & Zuidema): the class token's row of ``rollout_matrix`` over the patches,
+    upsampled and normalised. -> (N, 1, H, W) in [0, 1]. ``targets`` is ignored (class-agnostic)."""
+    check_choice(head_fusion, "head_fusion", HEAD_FUSIONS)
+    r = rollout_matrix(attention_probabilities(classifier, images), head_fusion, start)
+    grid = class_token_grid(r[:, 0], classifier.prefix_tokens)
+    return to_saliency(grid, tuple(images.shape[-2:]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The paper's Table 2 layout
+
+#: Table 2's rows that this library implements, in the paper's order, as (the paper's name, method).
+#: ExPerturbation, TIBAV, LIME and GradientShap are not implemented.
+TABLE2_METHODS: tuple[tuple[str, str], ...] = (
+    ("Fake-CAM", "fakecam"),
+    ("Grad-CAM", "gradcam"),
+    ("Grad-CAM++", "gradcampp"),
+    ("Score-CAM", "scorecam"),
+    ("XGrad-CAM", "xgradcam"),
+    ("Layer-CAM", "layercam"),
+    ("RawAtt", "rawatt"),
+    ("Rollout", "rollout"),
+    ("HiRes-CAM", "hirescam"),
+    ("Opti-CAM", "opticam"),
+)
+
+
+def table2(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Targets = None,
+    methods: Sequence[str] | None = None,
+    *,
+    batch_size: int = 8,
+    keep_maps: bool = True,
+    iterations: int = 100,
+    lr: float = 0.1,
+    progress: bool = False,
+) -> list:
+    """AD, AG, AI and T (seconds per batch of 8) of each method, named as in the paper's Table 2.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1]; targets: one class per image (the paper: the ground truth).
+        methods: the paper's names (``"Grad-CAM"``, ``"RawAtt"``...) or the library's (``"gradcam"``,
+            ``"rollout"``); default all of ``TABLE2_METHODS``.
+        iterations, lr: Opti-CAM's settings (the paper: 100 and 0.1).
+        progress: print one line per method as it finishes.
+    Returns:
+        a list of ``opticam_lib.evaluate.Evaluation``, one per method, ``method`` set to the paper's name, maps
+        (N, 1, H, W) kept when ``keep_maps``.
+    """
+    from .evaluate import evaluate
+
+    known = {paper: lib for paper, lib in TABLE2_METHODS}
+    known.update({lib: lib for _, lib in TABLE2_METHODS})
+    names = {lib: paper for paper, lib in TABLE2_METHODS}
+    chosen = [lib for _, lib in TABLE2_METHODS] if methods is None else list(methods)
+    rows = []
+    for m in chosen:
+        if m not in known:
+            raise InputError(
+                f"unknown Table 2 method {m!r}; choose from: {', '.join(p for p, _ in TABLE2_METHODS)}"
+            )
+        lib = known[m]
+        fn = {"rawatt": raw_attention, "rollout": rollout}.get(lib, lib)
+        options = {"iterations": iterations, "lr": lr} if lib == "opticam" else {}
+        ev = evaluate(classifier, fn, images, targets, batch_size=batch_size, keep_maps=keep_maps, **options)
+        ev.method = names[lib]
+        if progress:
+            print(f"{ev.method:<12} AD {ev.AD:5.1f}  AG {ev.AG:5.1f}  AI {ev.AI:5.1f}  T {ev.T:.3f} s")
+        rows.append(ev)
+    return rows
+
+
+def format_table2(
+    rows: Sequence, paper_models: Sequence[str] = ("vit_b_16", "deit_b_16"), ours: str = "ours"
+) -> str:
+    """The paper's Table 2 layout as text: our AD/AG/AI/T per method, then the paper's AD/AG/AI for each of
+    ``paper_models`` (``-`` where the paper has no row for the method).
+
+    Args:
+        rows: ``Evaluation`` objects (``table2``'s) or dicts with method, AD, AG, AI and T.
+    """
+    from .paper import paper_table
+
+    if not rows:
+        raise InputError("format_table2 needs at least one row")
+    short = {"vit_b_16": "ViT-B", "deit_b_16": "DeiT-B"}
+    papers = [(short.get(m, m), paper_table("2", m)) for m in paper_models]
+    cols = ("AD", "AG", "AI")
+    w = 7
+    top = f"{'':<12}{ours:^{w * 4}}"
+    head = f"{'METHOD':<12}" + "".join(f"{c:>{w}}" for c in ("AD↓", "AG↑", "AI↑", "T"))
+    for name, _ in papers:
+        top += f" |{'paper ' + name:^{w * 3}}"
+        head += " |" + "".join(f"{c:>{w}}" for c in ("AD↓", "AG↑", "AI↑"))
+    lines = [top, head]
+    for r in rows:
+        d = r.row() if hasattr(r, "row") else r
+        line = (
+            f"{d['method']:<12}"
+            + "".join(f"{float(d[c]):>{w}.1f}" for c in cols)
+            + f"{float(d['T']):>{w}.2f}"
+        )
+        for _, table in papers:
+            vals = table.get(str(d["method"]), {})
+            line += " |" + "".join(
+                f"{'-':>{w}}" if vals.get(c) is None else f"{float(vals[c]):>{w}.1f}" for c in cols
+            )
+        lines.append(line)
+    return "\n".join(lines)

@@ -178,3 +178,82 @@ def check_masked_probability(fn: Callable[..., Tensor]) -> bool:
     _close(got, want, "class probability of the masked image")
     print("✓ correct: x ⊙ m on raw pixels (black where m = 0), softmax, then the target class of each image.")
     return True
+
+
+def check_tokens_to_grid(fn: Callable[[Tensor, int], Tensor]) -> bool:
+    """Exercise (notebook 09): a transformer's tokens as feature maps, as ``Classifier.to_grid`` does.
+
+    ``fn(tokens (N, T, K), prefix_tokens) -> (N, K, h, w)``: drop the first ``prefix_tokens`` tokens (class,
+    distillation), then lay the h*w patch tokens out row by row with the K channels first.
+    """
+    from torch import nn
+
+    from .models import wrap_classifier
+
+    g = torch.Generator().manual_seed(9)
+    cases = [(torch.randn(2, 1 + 16, 3, generator=g), 1), (torch.randn(1, 2 + 9, 5, generator=g), 2)]
+    for tokens, prefix in cases:
+        clf = wrap_classifier(nn.Sequential(nn.Identity()), "0", num_classes=2, prefix_tokens=prefix)
+        want = clf.to_grid(tokens)
+        n, _, k = tokens.shape
+        side = want.shape[-1]
+        try:
+            got, done = _run(fn, tokens, prefix)
+        except RuntimeError as e:  # a reshape that cannot work, e.g. with the class token kept
+            raise AssertionError(
+                f"{e}. With {tokens.shape[1]} tokens and {prefix} prefix token(s), drop the prefix first: "
+                f"{tokens.shape[1] - prefix} patch tokens make a {side}x{side} grid"
+            ) from None
+        if not done:
+            return False
+        if isinstance(got, Tensor) and tuple(got.shape) == tuple(want.shape):
+            no_transpose = tokens[:, prefix:].reshape(n, k, side, side)
+            if torch.allclose(got, no_transpose) and not torch.allclose(no_transpose, want):
+                raise AssertionError(
+                    "the shape is right but the values are scrambled: tokens are (N, T, K); move the channels "
+                    "first (transpose(1, 2)) before reshaping to (N, K, h, w)"
+                )
+            wrong_end = tokens[:, : tokens.shape[1] - prefix].transpose(1, 2).reshape(n, k, side, side)
+            if torch.allclose(got, wrong_end):
+                raise AssertionError(
+                    "you dropped the last tokens: the class token comes first in the sequence"
+                )
+        _close(got, want, f"grid of tokens (prefix_tokens={prefix})")
+    print("✓ correct: prefix tokens dropped, channels first, the h*w patch tokens laid out row by row.")
+    return True
+
+
+def check_rollout(fn: Callable[[list[Tensor]], Tensor]) -> bool:
+    """Exercise (notebook 09): attention rollout (Abnar & Zuidema), heads averaged.
+
+    ``fn(attentions) -> (N, T, T)`` with ``attentions`` a list of L tensors (N, heads, T, T), input side first;
+    expected: ``Â_L ... Â_1`` with ``Â_l = (mean over heads of A_l + I) / 2``.
+    """
+    from .attention import rollout_matrix
+
+    g = torch.Generator().manual_seed(10)
+    atts = [torch.softmax(torch.randn(2, 3, 5, 5, generator=g) * 2, dim=-1) for _ in range(3)]
+    got, done = _run(fn, [a.clone() for a in atts])
+    if not done:
+        return False
+    want = rollout_matrix(atts)
+    if isinstance(got, Tensor) and tuple(got.shape) == tuple(want.shape):
+        eye = torch.eye(5)
+        mean = [a.mean(dim=1) for a in atts]
+        hats = [(m + eye) / 2 for m in mean]
+        no_residual = mean[2] @ mean[1] @ mean[0]
+        wrong_order = hats[0] @ hats[1] @ hats[2]
+        if torch.allclose(got, no_residual, atol=1e-5):
+            raise AssertionError(
+                "that is the product of the attention matrices alone: add the residual connection, "
+                "(A + I) / 2, before multiplying"
+            )
+        if torch.allclose(got, wrong_order, atol=1e-5):
+            raise AssertionError(
+                "the product runs the wrong way: the first block acts first, R = Â_3 @ Â_2 @ Â_1"
+            )
+        if torch.allclose(got.sum(-1), torch.full_like(got.sum(-1), 8.0), atol=1e-3):
+            raise AssertionError("the rows should sum to 1: use (A + I) / 2, not A + I")
+    _close(got, want, "rollout")
+    print("✓ correct: (A + I) / 2 per block, heads averaged, multiplied from the first block to the last.")
+    return True
