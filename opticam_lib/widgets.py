@@ -48,11 +48,18 @@ def explore_opticam(
     iterations: int = 30,
     callback=None,
     progress: bool = False,
+    input_normalization: bool = True,
 ) -> Exploration:
     """Run Opti-CAM on one image (3, H, W) in [0, 1] for class ``target`` and draw ``plots.opticam_panel``.
 
     The explorer widget calls exactly this; notebooks call it once first for a static figure.
+    ``input_normalization=False`` feeds the network raw [0, 1] pixels, for the map and for p and o
+    (the paper's appendix H, ``ablations.without_input_normalization``).
     """
+    if not input_normalization:
+        from .ablations import without_input_normalization
+
+        classifier = without_input_normalization(classifier)
     images = image[None].to(classifier.device)
     t = check_targets([target], classifier, images)
     result = optimize(
@@ -94,11 +101,12 @@ def opticam_explorer(
     layers: Sequence[str] | None = None,
     iterations: int = 30,
 ):
-    """An ipywidgets explorer: image, target class, layer, objective, normalisation, learning rate, iterations.
+    """An ipywidgets explorer: image, target class (ground truth, the top 5, the least probable), layer,
+    objective, normalisation, learning rate, iterations, and input normalisation on or off.
 
     Any change re-runs the optimisation (with a progress bar) and redraws the panel. Returns the widget box;
     ``box.controls`` maps names (``"image"``, ``"target"``, ``"layer"``, ``"objective"``, ``"normalization"``,
-    ``"lr"``, ``"iterations"``, ``"progress"``, ``"status"``, ``"output"``) to the widgets.
+    ``"lr"``, ``"iterations"``, ``"input_normalization"``, ``"progress"``, ``"status"``, ``"output"``) to the widgets.
     """
     import ipywidgets as w
     from IPython.display import display
@@ -131,6 +139,13 @@ def opticam_explorer(
         style=style,
         layout=wide,
     )
+    raw = w.Checkbox(
+        value=True,
+        description="input normalisation (off: appendix H, Table A14)",
+        style=style,
+        layout=wide,
+        indent=False,
+    )
     its = w.IntSlider(
         value=iterations,
         min=1,
@@ -152,6 +167,15 @@ def opticam_explorer(
         top = classifier.top(samples.images[i : i + 1], 5)[0]
         opts = [(f"{gt}: {classifier.categories[gt]} (ground truth)", gt)]
         opts += [(f"{c}: {name} (p={p:.2f})", c) for c, name, p in top if c != gt]
+        probs = classifier.predict(samples.images[i : i + 1])[0]
+        least = int(probs.argmin())
+        if least not in [v for _, v in opts]:
+            opts.append(
+                (
+                    f"{least}: {classifier.categories[least]} (least probable, p={float(probs[least]):.1e})",
+                    least,
+                )
+            )
         busy["on"] = True  # changing the options must not trigger a run of its own
         try:
             target.options = opts
@@ -180,6 +204,7 @@ def opticam_explorer(
                 lr=lr.value,
                 iterations=its.value,
                 callback=tick,
+                input_normalization=raw.value,
             )
         except Exception as err:  # show it where the user looks, instead of in the kernel's log
             status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
@@ -195,11 +220,11 @@ def opticam_explorer(
 
     set_targets()
     image.observe(lambda ch: (set_targets(), run()), names="value")
-    for control in (target, layer, objective, normalization, lr, its):
+    for control in (target, layer, objective, normalization, lr, its, raw):
         control.observe(run, names="value")
     run()
     controls = w.VBox(
-        [image, target, layer, w.HBox([objective, normalization]), lr, its, w.HBox([bar, status])]
+        [image, target, layer, w.HBox([objective, normalization]), lr, its, raw, w.HBox([bar, status])]
     )
     box = w.VBox([controls, out])
     # named handles on the controls, for tests and for users who want to drive the explorer from code
@@ -211,6 +236,7 @@ def opticam_explorer(
         "normalization": normalization,
         "lr": lr,
         "iterations": its,
+        "input_normalization": raw,
         "progress": bar,
         "status": status,
         "output": out,

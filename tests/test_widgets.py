@@ -158,3 +158,50 @@ def test_opticam_explorer_wiring(clf, monkeypatch):
     c["target"].value = other
     assert len(runs) == 8
     assert "p = " in c["status"].value and "error" not in c["status"].value
+
+
+# --- input normalisation and the least probable class (notebook 06) -------------------------------------------
+
+
+def test_explore_opticam_without_input_normalization(clf):
+    from opticam_lib.ablations import without_input_normalization
+
+    raw_clf = tiny_classifier()  # same weights as clf (same seed)
+    raw_clf.model.mean.fill_(0.5)  # make normalisation matter: mean 0.5, std 0.25 inside the model
+    raw_clf.model.std.fill_(0.25)
+    image = tiny_samples().images[0]
+    on = explore_opticam(raw_clf, image, 2, iterations=3)
+    off = explore_opticam(raw_clf, image, 2, iterations=3, input_normalization=False)
+    by_hand = explore_opticam(without_input_normalization(raw_clf), image, 2, iterations=3)
+    assert torch.allclose(off.result.maps, by_hand.result.maps) and off.p == pytest.approx(by_hand.p)
+    assert off.p != pytest.approx(on.p)  # the network saw other pixels
+    assert raw_clf.model.normalized  # the caller's classifier is untouched
+
+
+def test_opticam_explorer_input_normalization_and_least_class(monkeypatch):
+    pytest.importorskip("ipywidgets")
+    import ipywidgets as w
+
+    runs = []
+    real = widgets.explore_opticam
+
+    def counting(*args, **kwargs):
+        runs.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(widgets, "explore_opticam", counting)
+    clf = tiny_classifier()
+    torch.manual_seed(1)
+    clf.net.fc = nn.Linear(6, 8)  # 8 classes: the least probable one is not among the top 5
+    clf.categories = list("abcdefgh")
+    samples = tiny_samples()
+    box = opticam_explorer(clf, samples, iterations=2)
+    c = box.controls
+    assert isinstance(c["input_normalization"], w.Checkbox) and c["input_normalization"].value is True
+    assert runs[-1]["input_normalization"] is True
+    c["input_normalization"].value = False
+    assert len(runs) == 2 and runs[-1]["input_normalization"] is False
+    assert "error" not in c["status"].value
+    least = int(clf.predict(samples.images[:1])[0].argmin())
+    labels = dict((v, label) for label, v in c["target"].options)
+    assert len(labels) >= 6 and "least probable" in labels[least]  # ground truth, top 5, least
