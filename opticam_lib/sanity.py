@@ -1,25 +1,57 @@
-"""Sanity checks (appendix G, after Adebayo et al. 2018): model parameter randomisation in cascade, and the
-similarity measures used to compare maps: Spearman rank correlation (with and without absolute values), HOG
-similarity and SSIM.
+"""Sanity checks (appendix G, after Adebayo et al. 2018, the paper's [67]).
+
+- **Model parameter randomisation, in cascade**: layers are re-initialised one after the other from the top of
+  the network down (``cascading_randomization``); at each step the maps of a method are compared with its maps
+  for the trained model (``parameter_randomization_test``). The paper randomises 5 layers of ResNet50, so 6
+  models in all (the original and 5 steps), and compares maps by Spearman rank correlation with and without
+  absolute values, HOG similarity and SSIM (Fig. A6, Fig. A7).
+- **Label permutation** (data randomisation): the maps of a model trained on true labels against those of the
+  same architecture trained on randomly permuted labels (``compare_models``); the paper reports SSIM 0.013 for
+  Opti-CAM on ResNet50.
+
+A method *passes* when its maps change as the model does; a method whose maps stay the same after
+randomisation (an edge detector, Fake-CAM) explains the image, not the model. ``verdicts`` states the criterion
+used in the course and computes it. The caller's model is never modified (randomisation works on deep copies),
+and the randomised weights are a deterministic function of the seed.
+
+Maps are (N, 1, H, W) float in [0, 1], as every method of this library returns. For such maps ``|S| = S``, so the
+rank correlations with and without absolute values coincide; they differ only for signed maps (e.g. raw
+gradients, as in Adebayo et al.).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from .checks import check_images, check_targets
 from .errors import InputError
 from .models import Classifier
 
+# --------------------------------------------------------------------------------------------------------------
+# Randomisation
+
 
 def randomize_module(module: nn.Module, generator: torch.Generator) -> None:
-    """Re-initialise every parameter of ``module`` in place: weights ~ N(0, 1/fan_in), biases 0; BatchNorm,
-    LayerNorm and GroupNorm to weight 1, bias 0, running statistics reset."""
+    """Re-initialise every parameter of ``module`` **in place** (use on a copy): weights ~ N(0, 1/fan_in),
+    biases 0; BatchNorm, LayerNorm and GroupNorm to weight 1, bias 0, BatchNorm running statistics reset.
+
+    The draws come from ``generator`` only (never the global RNG), in the order of ``module.modules()``, so the
+    result is a deterministic function of the generator's state.
+
+    Raises:
+        InputError: the module has no parameters (randomising it would change nothing).
+    """
+    if not any(True for _ in module.parameters()):
+        raise InputError(f"{type(module).__name__} has no parameters: randomising it changes nothing")
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -31,7 +63,8 @@ def randomize_module(module: nn.Module, generator: torch.Generator) -> None:
                     p.zero_()
                 else:
                     fan_in = p[0].numel() if p.dim() > 1 else p.numel()
-                    p.copy_(torch.randn(p.shape, generator=generator) / np.sqrt(max(fan_in, 1)))
+                    draw = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+                    p.copy_((draw / math.sqrt(max(fan_in, 1))).to(p.dtype))
 
 
 def cascading_randomization(
@@ -40,11 +73,21 @@ def cascading_randomization(
     """Yield ``("original", classifier)`` then, for each name in ``layers`` (from the top of the network down),
     a copy of the classifier with that layer and all those before it in the list randomised (cascade).
 
-    The caller's classifier is never modified (each step works on a deep copy).
+    The caller's classifier is never modified: the cascade works on a deep copy, and each yielded step is a
+    copy of its own (modifying one leaves the next steps alone). The same ``seed`` gives the same weights.
+
+    Raises:
+        InputError: empty ``layers``, an unknown or repeated name, or a layer without parameters.
     """
-    for name in layers:
-        classifier.layer(name)  # fail early on an unknown name
-    gen = torch.Generator().manual_seed(seed)
+    layers = list(layers)
+    if not layers:
+        raise InputError("give at least one layer to randomise, from the top of the network down")
+    if len(set(layers)) != len(layers):
+        raise InputError(f"a layer appears twice in the cascade: {layers}")
+    for name in layers:  # fail before any work: unknown names, parameter-free layers
+        if not any(True for _ in classifier.layer(name).parameters()):
+            raise InputError(f"layer {name!r} has no parameters: randomising it changes nothing")
+    gen = torch.Generator().manual_seed(int(seed))
     current = copy.deepcopy(classifier)
     yield "original", classifier
     for name in layers:
@@ -53,36 +96,107 @@ def cascading_randomization(
         yield name, copy.deepcopy(current)
 
 
-def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman rank correlation of two maps (any shape, same size), ties given their average rank."""
-    from scipy.stats import spearmanr
+#: five layers from the top, per model (the paper: "5 layers of ResNet50"; it does not say which)
+CASCADES: dict[str, list[str]] = {
+    "resnet50": ["fc", "layer4", "layer3", "layer2", "layer1"],
+    "vgg16_bn": ["classifier.6", "classifier.3", "classifier.0", "features.40", "features.30"],
+    "efficientnet_lite0": ["classifier", "conv_head", "blocks.6", "blocks.5", "blocks.4"],
+    "world_cnn": ["fc", "features.3", "features.2", "features.1", "features.0"],
+    "world_cnn_permuted": ["fc", "features.3", "features.2", "features.1", "features.0"],
+}
 
-    x = a.detach().float().cpu().flatten().numpy()
-    y = b.detach().float().cpu().flatten().numpy()
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
-    return float(spearmanr(x, y).statistic)
+
+def default_cascade(classifier: Classifier) -> list[str]:
+    """The five layers randomised in cascade for a registered model, top first (``CASCADES``).
+
+    Raises:
+        InputError: a model without a default; pass the layer names yourself (``classifier.layer_names()``).
+    """
+    if classifier.name not in CASCADES:
+        raise InputError(
+            f"no default cascade for {classifier.name!r}; give the layers from the top down, e.g. "
+            f"{classifier.layer_names()[-5:][::-1]} (all names: classifier.layer_names())"
+        )
+    return list(CASCADES[classifier.name])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Similarity measures, one pair of maps at a time
+
+
+def _flat(a: Tensor) -> np.ndarray:
+    return a.detach().float().cpu().flatten().numpy()
+
+
+def _plane(a: Tensor, what: str) -> np.ndarray:
+    x = a.detach().float().cpu()
+    if x.dim() < 2 or x[..., 0, 0].numel() != 1:
+        raise InputError(f"{what} compares one map at a time: (H, W) or (1, H, W), got {tuple(a.shape)}")
+    return x.reshape(x.shape[-2:]).numpy()
+
+
+def _same_size(a: Tensor, b: Tensor) -> None:
+    if a.numel() != b.numel():
+        raise InputError(f"the two maps differ in size: {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, tied values given the average of their ranks (``scipy.stats.rankdata``)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])  # first index of each run of equal values
+    ends = np.r_[starts[1:], xs.size]
+    avg = (starts + ends + 1) / 2.0  # mean of the ranks start+1 .. end
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman rank correlation of two maps (any shape, same number of pixels), in [-1, 1].
+
+    The Pearson correlation of the ranks, ties given their average rank. A constant map has no order: two
+    constant maps give 1.0 (the same map up to a constant), one constant map against a varying one gives 0.0.
+    """
+    _same_size(a, b)
+    x, y = _flat(a), _flat(b)
+    cx, cy = np.ptp(x) == 0, np.ptp(y) == 0
+    if cx or cy:
+        return 1.0 if cx and cy else 0.0
+    rx, ry = average_ranks(x), average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float(np.clip((rx @ ry) / np.sqrt((rx @ rx) * (ry @ ry)), -1.0, 1.0))
 
 
 def hog_similarity(a: Tensor, b: Tensor) -> float:
-    """Pearson correlation of the HOG descriptors of two (H, W) maps (as in Adebayo et al.)."""
+    """Pearson correlation of the HOG descriptors of two (H, W) maps (as in Adebayo et al.), in [-1, 1].
+
+    9 orientations, 3x3-cell blocks, cells of 16 pixels at 224 px (a quarter of the side for small maps).
+    Two maps without any gradient give 1.0; one of them alone gives 0.0.
+    """
     from skimage.feature import hog
 
-    side = min(a.shape[-2:])
-    cell = max(1, min(16, side // 4))  # 16-pixel cells at 224 px; smaller for small maps (3x3-cell blocks)
-    ha = hog(a.detach().float().cpu().reshape(a.shape[-2:]).numpy(), pixels_per_cell=(cell, cell))
-    hb = hog(b.detach().float().cpu().reshape(b.shape[-2:]).numpy(), pixels_per_cell=(cell, cell))
-    if np.std(ha) == 0 or np.std(hb) == 0:
-        return 0.0
+    _same_size(a, b)
+    x, y = _plane(a, "hog_similarity"), _plane(b, "hog_similarity")
+    side = min(x.shape)
+    if side < 12:
+        raise InputError(f"maps of {x.shape} are too small for HOG (3x3 blocks of cells need 12 px or more)")
+    cell = max(4, min(16, side // 4))
+    ha = hog(x, pixels_per_cell=(cell, cell))
+    hb = hog(y, pixels_per_cell=(cell, cell))
+    ca, cb = np.std(ha) == 0, np.std(hb) == 0
+    if ca or cb:
+        return 1.0 if ca and cb else 0.0
     return float(np.corrcoef(ha, hb)[0, 1])
 
 
 def ssim(a: Tensor, b: Tensor) -> float:
-    """Structural similarity of two (H, W) maps in [0, 1] (skimage, data_range 1)."""
+    """Structural similarity (Wang et al. 2004) of two (H, W) maps in [0, 1] (skimage, data range 1, 7x7
+    window), in [-1, 1]; 1 for identical maps."""
     from skimage.metrics import structural_similarity
 
-    x = a.detach().float().cpu().reshape(a.shape[-2:]).numpy()
-    y = b.detach().float().cpu().reshape(b.shape[-2:]).numpy()
+    _same_size(a, b)
+    x, y = _plane(a, "ssim"), _plane(b, "ssim")
     return float(structural_similarity(x, y, data_range=1.0))
 
 
@@ -92,39 +206,412 @@ SIMILARITIES: dict[str, Callable[[Tensor, Tensor], float]] = {
     "HOG similarity": hog_similarity,
     "SSIM": ssim,
 }
+MEASURES: tuple[str, ...] = tuple(SIMILARITIES)
+
+
+def similarities(maps_a: Tensor, maps_b: Tensor) -> dict[str, np.ndarray]:
+    """Every measure of ``SIMILARITIES`` between ``maps_a[i]`` and ``maps_b[i]``: (N, 1, H, W) twice ->
+    {measure: (N,) array}."""
+    if maps_a.shape != maps_b.shape or maps_a.dim() != 4:
+        raise InputError(
+            f"maps must both be (N, 1, H, W) of the same shape, got {tuple(maps_a.shape)} and {tuple(maps_b.shape)}"
+        )
+    a, b = maps_a.detach().cpu(), maps_b.detach().cpu()
+    return {k: np.array([fn(a[i], b[i]) for i in range(a.shape[0])]) for k, fn in SIMILARITIES.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A model-independent control
+
+
+def edge_detector(classifier: Classifier, images: Tensor, targets=None) -> Tensor:
+    """A control "method" that ignores the model and the class: the Sobel gradient magnitude of the grey image,
+    range-normalised. Same convention as every method: (N, 3, H, W) in [0, 1] -> (N, 1, H, W) in [0, 1].
+
+    It must *fail* the randomisation test (its maps cannot change with the weights); Adebayo et al. found some
+    gradient-based methods to behave like it.
+    """
+    from .maps import normalize
+
+    images = check_images(images).detach().float().cpu()
+    grey = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3)
+    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    gx, gy = F.conv2d(padded, kx), F.conv2d(padded, kx.transpose(2, 3))
+    return normalize(torch.sqrt(gx**2 + gy**2), "range")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The test
 
 
 @dataclass
 class RandomizationResult:
-    """Maps and similarities of one method through the cascade."""
+    """Maps and similarities of one method through the cascade.
 
-    steps: list[str]  # "original", then each randomised layer
-    maps: list[Tensor]  # per step, (N, 1, H, W)
-    similarity: dict[str, np.ndarray]  # measure -> (steps, N) similarity to the original maps
+    Attributes:
+        steps: ``"original"``, then each randomised layer (top first).
+        maps: per step, (N, 1, H, W) in [0, 1], on the CPU.
+        similarity: measure -> (steps, N) array, similarity of each step's maps to the original ones.
+        method: the method's name.
+        seed: the seed of the randomisation.
+    """
+
+    steps: list[str]
+    maps: list[Tensor]
+    similarity: dict[str, np.ndarray]
+    method: str = "method"
+    seed: int = 0
+
+    def table(self):
+        """Long (tidy) pandas DataFrame: one row per (step, measure): ``method, step, position, measure, mean,
+        std, n`` (position 0 = original)."""
+        import pandas as pd
+
+        rows = []
+        for measure, values in self.similarity.items():
+            for pos, step in enumerate(self.steps):
+                v = values[pos]
+                rows.append(
+                    {
+                        "method": self.method,
+                        "step": step,
+                        "position": pos,
+                        "measure": measure,
+                        "mean": float(np.mean(v)),
+                        "std": float(np.std(v)),
+                        "n": int(v.size),
+                    }
+                )
+        return pd.DataFrame.from_records(rows)
 
 
 def parameter_randomization_test(
     classifier: Classifier,
-    method: Callable[..., Tensor],
+    method: str | Callable[..., Tensor],
     images: Tensor,
-    targets: Tensor,
-    layers: Sequence[str],
+    targets: Tensor | Sequence[int] | None,
+    layers: Sequence[str] | None = None,
     seed: int = 0,
+    name: str | None = None,
     **options,
 ) -> RandomizationResult:
     """The model parameter randomisation test (appendix G): maps of ``method`` for the original classifier and
     for each step of ``cascading_randomization``, with every similarity of ``SIMILARITIES`` to the original.
 
-    The target layer of the method stays the classifier's own (so the map is always read at the same place).
+    Args:
+        method: a registered name (``"opticam"``) or a function with the library's convention.
+        images: (N, 3, H, W) float in [0, 1].
+        targets: one class per image, the same at every step (the paper: the ground truth); None: the
+            prediction of the *original* model, kept for the randomised ones.
+        layers: names from the top down (default ``default_cascade(classifier)``).
+        options: passed to the method (e.g. ``iterations=30`` for Opti-CAM). The method's target layer stays the
+            classifier's own, so the map is always read at the same place.
     """
-    if images.shape[0] != targets.shape[0]:
-        raise InputError("one target per image is needed")
+    from .methods import display_name, get_method
+
+    fn = get_method(method)
+    images = check_images(images)
+    targets = check_targets(targets, classifier, images.to(classifier.device)).cpu()
+    layers = default_cascade(classifier) if layers is None else list(layers)
     steps, maps = [], []
-    for name, clf in cascading_randomization(classifier, layers, seed):
-        steps.append(name)
-        maps.append(method(clf, images, targets, **options).detach().cpu())
-    sims = {
-        k: np.array([[fn(m[i], maps[0][i]) for i in range(images.shape[0])] for m in maps])
-        for k, fn in SIMILARITIES.items()
+    for step, clf in cascading_randomization(classifier, layers, seed):
+        steps.append(step)
+        maps.append(fn(clf, images, targets, **options).detach().float().cpu())
+    per_step = [similarities(m, maps[0]) for m in maps]
+    sims = {k: np.stack([s[k] for s in per_step]) for k in SIMILARITIES}
+    return RandomizationResult(steps, maps, sims, name or display_name(method), int(seed))
+
+
+def randomization_table(results: Sequence[RandomizationResult] | Mapping[str, RandomizationResult]):
+    """One tidy pandas DataFrame for several methods: rows (method, step, measure), columns ``method, step,
+    position, measure, mean, std, n`` (see ``RandomizationResult.table``)."""
+    import pandas as pd
+
+    items = list(results.values()) if isinstance(results, Mapping) else list(results)
+    if not items:
+        raise InputError("no results: run parameter_randomization_test for at least one method")
+    return pd.concat([r.table() for r in items], ignore_index=True)
+
+
+#: the course's pass criterion (the paper gives none; Adebayo et al. judge by eye)
+PASS_THRESHOLD = 0.5
+
+
+def verdicts(table, threshold: float = PASS_THRESHOLD, steps: Sequence[str] | None = None):
+    """Which methods pass, by an explicit criterion.
+
+    **Criterion.** At a cascade step, a method passes when, for *every* measure, the mean similarity of its maps
+    to the original maps (over the images) is below ``threshold`` (default 0.5: the maps share less than half
+    of their rank order, gradient structure and local structure with the originals). A method whose maps do not
+    change (similarity 1) fails at every step.
+
+    Args:
+        table: ``randomization_table(...)`` (or ``compare_models(...).table()``: one step, "permuted").
+        steps: the steps to judge (default: every step but "original").
+    Returns:
+        pandas DataFrame, one row per (method, step): ``method, step, worst`` (the largest mean similarity over
+        the measures, and the measure it comes from), ``passes`` (bool).
+    """
+    import pandas as pd
+
+    if not 0 < threshold <= 1:
+        raise InputError(f"threshold must lie in (0, 1], got {threshold}")
+    missing = {"method", "step", "measure", "mean"} - set(table.columns)
+    if missing:
+        raise InputError(f"the table lacks columns {sorted(missing)}: pass randomization_table(...)")
+    t = table[table["step"] != "original"]
+    if steps is not None:
+        unknown = set(steps) - set(t["step"])
+        if unknown:
+            raise InputError(f"unknown steps {sorted(unknown)}; the table has {sorted(set(t['step']))}")
+        t = t[t["step"].isin(list(steps))]
+    rows = []
+    for (method, step), g in t.groupby(["method", "step"], sort=False):
+        worst = g.loc[g["mean"].idxmax()]
+        rows.append(
+            {
+                "method": method,
+                "step": step,
+                "worst measure": worst["measure"],
+                "worst": float(worst["mean"]),
+                "passes": bool(g["mean"].max() < threshold),
+            }
+        )
+    return pd.DataFrame.from_records(rows)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Label permutation: two models, one method
+
+
+@dataclass
+class ModelComparison:
+    """Maps of one method for two models on the same images and targets, and their similarities."""
+
+    maps_a: Tensor  # (N, 1, H, W) in [0, 1], first model (e.g. trained on true labels)
+    maps_b: Tensor  # (N, 1, H, W) in [0, 1], second model (e.g. trained on permuted labels)
+    similarity: dict[str, np.ndarray]  # measure -> (N,)
+    method: str = "method"
+    label: str = "permuted"
+
+    def table(self):
+        """Tidy pandas DataFrame in the layout of ``randomization_table`` (step = ``label``), so ``verdicts``
+        applies."""
+        import pandas as pd
+
+        rows = [
+            {
+                "method": self.method,
+                "step": self.label,
+                "position": 1,
+                "measure": k,
+                "mean": float(np.mean(v)),
+                "std": float(np.std(v)),
+                "n": int(v.size),
+            }
+            for k, v in self.similarity.items()
+        ]
+        return pd.DataFrame.from_records(rows)
+
+
+def compare_models(
+    model_a: Classifier,
+    model_b: Classifier,
+    method: str | Callable[..., Tensor],
+    images: Tensor,
+    targets: Tensor | Sequence[int],
+    label: str = "permuted",
+    name: str | None = None,
+    **options,
+) -> ModelComparison:
+    """The label-permutation check: ``method``'s maps for ``model_a`` and ``model_b`` (same architecture,
+    e.g. ``world_cnn`` and ``world_cnn_permuted``) on the same images and target classes, compared by every
+    measure. The paper: SSIM 0.013 for Opti-CAM between ResNet50 and its permuted-label twin.
+
+    Raises:
+        InputError: the models have different classes or input sizes, or targets are missing.
+    """
+    from .methods import display_name, get_method
+
+    if model_a.num_classes != model_b.num_classes or model_a.input_size != model_b.input_size:
+        raise InputError(
+            f"{model_a.name} and {model_b.name} differ in classes or input size: compare twins of one architecture"
+        )
+    if targets is None:
+        raise InputError("give the target classes (the same for both models, e.g. the ground truth)")
+    fn = get_method(method)
+    images = check_images(images)
+    targets = check_targets(targets, model_a, images.to(model_a.device)).cpu()
+    a = fn(model_a, images, targets, **options).detach().float().cpu()
+    b = fn(model_b, images, targets, **options).detach().float().cpu()
+    return ModelComparison(a, b, similarities(a, b), name or display_name(method), label)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def plot_cascade(table, measures: Sequence[str] = MEASURES, title: str = "") -> Figure:
+    """Fig. A6: one panel per measure, the mean similarity to the original maps (± one standard deviation over
+    the images, shaded) against the cascade step, one line per method."""
+    missing = {"method", "step", "position", "measure", "mean", "std"} - set(table.columns)
+    if missing:
+        raise InputError(f"the table lacks columns {sorted(missing)}: pass randomization_table(...)")
+    steps = table.sort_values("position").drop_duplicates("position")["step"].tolist()
+    fig = Figure(figsize=(3.6 * len(measures) + 1.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(measures), squeeze=False)[0]
+    for ax, measure in zip(axes, measures):
+        t = table[table["measure"] == measure]
+        for method, g in t.groupby("method", sort=False):
+            g = g.sort_values("position")
+            (line,) = ax.plot(g["position"], g["mean"], marker="o", label=method)
+            ax.fill_between(
+                g["position"], g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.12
+            )
+        ax.set_xticks(range(len(steps)), steps, rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(-1.05, 1.05)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axhline(PASS_THRESHOLD, color="grey", ls="--", lw=0.8)
+        ax.set_title(measure, fontsize=10)
+        ax.set_xlabel("randomised down to")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("similarity to the original maps")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title="method")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def show_cascade(
+    images: Tensor,
+    results: Sequence[RandomizationResult],
+    index: int | Sequence[int] = (0, 1),
+    size: float = 1.6,
+    alpha: float = 0.55,
+) -> Figure:
+    """Fig. A7: one row per (image, method): the image, then the map at each step of the cascade, overlaid.
+
+    Args:
+        images: (N, 3, H, W) in [0, 1], the images of the results.
+        results: ``parameter_randomization_test`` results with the same steps.
+        index: the image(s) to show.
+    """
+    from .plots import overlay, to_numpy_image
+
+    if not results:
+        raise InputError("no results to show")
+    idx = [index] if isinstance(index, int) else list(index)
+    steps = results[0].steps
+    if any(r.steps != steps for r in results):
+        raise InputError("all results must have the same cascade steps")
+    if any(not 0 <= i < images.shape[0] for i in idx):
+        raise InputError(f"index out of range for {images.shape[0]} images: {idx}")
+    rows = [(i, r) for i in idx for r in results]
+    fig = Figure(figsize=(size * (len(steps) + 1) + 0.8, size * len(rows) + 0.6), layout="constrained")
+    axes = np.array(fig.subplots(len(rows), len(steps) + 1, squeeze=False))
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for row, (i, r) in enumerate(rows):
+        axes[row, 0].imshow(to_numpy_image(images[i]))
+        axes[row, 0].set_ylabel(f"#{i} {r.method}", fontsize=8)
+        for col, m in enumerate(r.maps, start=1):
+            axes[row, col].imshow(overlay(images[i], m[i], alpha))
+            if row == 0:
+                axes[row, col].set_title(steps[col - 1], fontsize=8)
+    axes[0, 0].set_title("image", fontsize=8)
+    return fig
+
+
+def show_comparison(images: Tensor, comparisons: Sequence[ModelComparison], index: Sequence[int] = (0, 1, 2)):
+    """The label-permutation maps: one row per image, the image then, per method, the map of each model."""
+    from .plots import overlay, to_numpy_image
+
+    if not comparisons:
+        raise InputError("no comparisons to show")
+    idx = list(index)
+    cols = 1 + 2 * len(comparisons)
+    fig = Figure(figsize=(1.6 * cols, 1.7 * len(idx) + 0.4), layout="constrained")
+    axes = np.array(fig.subplots(len(idx), cols, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for row, i in enumerate(idx):
+        axes[row, 0].imshow(to_numpy_image(images[i]))
+        for j, c in enumerate(comparisons):
+            for k, (maps, who) in enumerate(((c.maps_a, "true labels"), (c.maps_b, c.label))):
+                ax = axes[row, 1 + 2 * j + k]
+                ax.imshow(overlay(images[i], maps[i], 0.55))
+                if row == 0:
+                    ax.set_title(f"{c.method}\n{who}", fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Exercise checker
+
+
+def check_spearman(fn: Callable[[Tensor, Tensor], float]) -> bool:
+    """Exercise (notebook 08): Spearman rank correlation of two maps, ties given their average rank.
+
+    ``fn(a, b) -> float`` for two tensors of the same shape (flattened); checked against scipy on random maps,
+    maps with ties, a monotone transform (must give exactly 1) and a reversal (-1). Prints ``✓`` or raises
+    ``AssertionError`` with a hint; an unsolved exercise (``NotImplementedError``) gets a reminder.
+    """
+    g = torch.Generator().manual_seed(8)
+    a = torch.rand(1, 12, 12, generator=g)
+    b = 0.5 * a + 0.5 * torch.rand(1, 12, 12, generator=g)
+    ties_a = (a * 4).floor() / 4  # four values only: many ties
+    ties_b = (b * 3).floor() / 3
+    try:
+        fn(a, b)
+    except NotImplementedError:
+        print(
+            "… not solved yet: replace `raise NotImplementedError` with your code, then run this cell again."
+        )
+        return False
+    cases = {
+        "two random maps": (a, b),
+        "maps with ties": (ties_a, ties_b),
+        "a map and its cube (same order)": (a, a**3),
+        "a map and its reverse": (a, 1 - a),
     }
-    return RandomizationResult(steps, maps, sims)
+    for what, (x, y) in cases.items():
+        got = float(fn(x, y))
+        want = spearman(x, y)
+        if abs(got - want) > 1e-6:
+            hint = ""
+            if abs(got - float(np.corrcoef(_flat(x), _flat(y))[0, 1])) < 1e-6:
+                hint = ": that is Pearson's correlation of the values; correlate their ranks instead"
+            elif what == "maps with ties":
+                hint = ": give tied values their average rank (e.g. scipy.stats.rankdata)"
+            raise AssertionError(f"{what}: expected {want:.4f}, got {got:.4f}{hint}")
+    print("✓ correct: the correlation of the ranks; any increasing transform of a map leaves it at 1.")
+    return True
+
+
+__all__ = [
+    "CASCADES",
+    "MEASURES",
+    "PASS_THRESHOLD",
+    "SIMILARITIES",
+    "ModelComparison",
+    "RandomizationResult",
+    "average_ranks",
+    "cascading_randomization",
+    "check_spearman",
+    "compare_models",
+    "default_cascade",
+    "edge_detector",
+    "hog_similarity",
+    "parameter_randomization_test",
+    "plot_cascade",
+    "randomization_table",
+    "randomize_module",
+    "show_cascade",
+    "show_comparison",
+    "similarities",
+    "spearman",
+    "ssim",
+    "verdicts",
+]
