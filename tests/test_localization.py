@@ -1,14 +1,22 @@
 """Appendix B localisation metrics on hand-made maps whose answers are known."""
 
+import math
+
 import pytest
 import torch
 
+from opticam_lib.errors import InputError
 from opticam_lib.localization import (
+    COLUMNS,
+    best_method,
     box_accuracy,
     box_iou,
+    energy_pointing_game,
+    format_localization,
     largest_component_box,
     localization_table,
     localize,
+    pointing_game,
     predicted_box,
     union_mask,
 )
@@ -53,8 +61,6 @@ def test_perfect_map_scores_perfectly():
     assert r.SP == 1.0
     assert r.EP == pytest.approx(1.0)
     # SM = log(max(0.05, 25/400)) - log(1)
-    import math
-
     assert r.SM == pytest.approx(math.log(25 / 400))
 
 
@@ -99,3 +105,100 @@ def test_box_accuracy_and_table():
     assert table["OM"] == pytest.approx(50.0)  # first: correct and perfect; second: wrong class -> 1
     assert table["SP"] == pytest.approx(50.0)
     assert set(table) == {"OM", "LE", "F1", "SP", "EP", "BA", "SM"}
+
+
+def test_constant_map_predicts_the_whole_image():
+    # S >= mean: a map without structure gives the whole image as B_p, not "no box" (which SM would reward)
+    s = torch.zeros(1, 12, 16)
+    assert predicted_box(s) == (0, 0, 16, 12)
+    r = localize(s, torch.tensor([[2.0, 2.0, 6.0, 6.0]]), correct=True, probability=0.5)
+    assert r.SM == pytest.approx(math.log(1.0) - math.log(0.5))
+    assert r.EP == 0.0 and r.F1 == 0.0  # no mass at all
+
+
+def test_boxacc_threshold_is_strict():
+    s = square_map()  # values 0 and 1: eta = 0 keeps the square, no eta in [0, 1) keeps the background
+    assert predicted_box(s, 0.0) == (5, 5, 10, 10)
+    assert predicted_box(torch.zeros(1, 5, 5), 0.0) is None
+
+
+def test_pointing_game_ties_fake_cam():
+    # Fake-CAM: 1 everywhere but the top-left pixel; the first maximum in row-major order is pixel (0, 1)
+    s = torch.ones(1, 20, 20)
+    s[0, 0, 0] = 0
+    boxes = torch.tensor([[8.0, 8.0, 14.0, 14.0]])
+    assert pointing_game(s, boxes, ties="any") == 1.0
+    assert pointing_game(s, boxes, ties="first") == 0.0
+    assert pointing_game(s, torch.tensor([[1.0, 0.0, 2.0, 1.0]]), ties="first") == 1.0
+    with pytest.raises(InputError):
+        pointing_game(s, boxes, ties="random")
+
+
+def test_pointing_game_single_peak():
+    s = torch.rand(1, 20, 20, generator=torch.Generator().manual_seed(0)) * 0.5
+    s[0, 3, 17] = 1.0  # peak at x = 17, y = 3
+    assert pointing_game(s, torch.tensor([[15.0, 0.0, 20.0, 5.0]])) == 1.0
+    assert pointing_game(s, torch.tensor([[0.0, 0.0, 15.0, 20.0]])) == 0.0
+
+
+def test_energy_pointing_game_by_hand():
+    s = torch.zeros(10, 10)
+    s[0:2, 0:2] = 1.0  # 4 units of mass inside the box
+    s[8, 8] = 4.0  # 4 units outside
+    box = torch.tensor([[0.0, 0.0, 5.0, 5.0]])
+    assert energy_pointing_game(s, box) == pytest.approx(0.5)
+    assert localize(s, box, True, 0.5).EP == pytest.approx(0.5)
+    assert energy_pointing_game(torch.zeros(4, 4), torch.tensor([[0.0, 0.0, 2.0, 2.0]])) == 0.0
+
+
+def test_recall_and_box_are_reported():
+    s = square_map(box=(0, 0, 10, 10)) * 0.5
+    r = localize(s, torch.tensor([[0.0, 0.0, 10.0, 20.0]]), True, 0.5)
+    assert r.recall == pytest.approx(0.5 * 100 / 200)
+    assert r.box == (0, 0, 10, 10)
+
+
+def test_wrong_inputs_are_refused():
+    s = square_map()
+    box = torch.tensor([[5.0, 5.0, 10.0, 10.0]])
+    with pytest.raises(InputError, match="no ground-truth box"):
+        localize(s, torch.zeros(0, 4), True, 0.5)
+    with pytest.raises(InputError, match="x1 > x0"):
+        localize(s, torch.tensor([[5.0, 5.0, 5.0, 10.0]]), True, 0.5)
+    with pytest.raises(InputError, match="NaN"):
+        localize(s * float("nan"), box, True, 0.5)
+    with pytest.raises(InputError, match="negative"):
+        localize(-s, box, True, 0.5)
+    with pytest.raises(InputError, match="probability"):
+        localize(s, box, True, 1.5)
+    with pytest.raises(InputError, match=r"\(H, W\)"):
+        localize(torch.zeros(2, 3, 4, 4), box, True, 0.5)
+    with pytest.raises(InputError, match="another length"):
+        localization_table(
+            torch.stack([s, s]), [box], torch.tensor([1, 1]), torch.tensor([1, 1]), torch.ones(2)
+        )
+    with pytest.raises(InputError, match=r"\(N, 1, H, W\)"):
+        localization_table(s, [box], torch.tensor([1]), torch.tensor([1]), torch.ones(1))
+
+
+def test_box_as_its_own_map_is_perfect_on_every_box_metric():
+    # the box study of section 5.4 uses S := B; on localisation metrics it cannot be beaten
+    from opticam_lib.images import boxes_to_mask
+
+    boxes = torch.tensor([[3.0, 4.0, 15.0, 11.0]])
+    s = boxes_to_mask(boxes, (16, 20))
+    t = localization_table(s[None], [boxes], torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]))
+    assert t["OM"] == pytest.approx(0) and t["LE"] == pytest.approx(0)
+    assert t["F1"] == pytest.approx(100) and t["EP"] == pytest.approx(100) and t["SP"] == 100
+    assert t["BA"] == pytest.approx(100)
+    assert list(t) == list(COLUMNS)
+
+
+def test_best_method_and_format():
+    table = {"A": {c: 1.0 for c in COLUMNS}, "B": {c: 2.0 for c in COLUMNS}}
+    assert best_method(table, "OM") == "A" and best_method(table, "EP") == "B"
+    assert best_method(table, "EP", exclude=["B"]) == "A"
+    text = format_localization(table, paper={"A": {c: 9.0 for c in COLUMNS}})
+    lines = text.splitlines()
+    assert len(lines) == 3 and "OM↓" in lines[0] and "EP↑" in lines[0]
+    assert lines[1].split("|")[1].split()[0] == "9.0" and lines[2].endswith("-")
