@@ -19,6 +19,7 @@ What this implementation does that the authors' script does not (FACTS.md sectio
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,33 @@ from .models import Classifier
 OBJECTIVES: tuple[str, ...] = ("mask", "diff", "iomask", "iodiff")
 SELECTORS: tuple[str, ...] = ("logit", "prob", "logprob")
 INITS: tuple[str, ...] = ("constant", "random")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
+Schedule = str | Callable[[int, int], float]
+
+
+def lr_factor(schedule: Schedule, step: int, total: int) -> float:
+    """The learning-rate multiplier of ``schedule`` for 0-based ``step`` of ``total`` steps.
+
+    - ``"constant"``: 1 (the paper's setting);
+    - ``"cosine"``: ``(1 + cos(pi * step / total)) / 2``, from 1 down towards 0, as
+      ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=total, eta_min=0)``;
+    - ``"step"``: 1 for the first half of the steps, then 0.1, as ``StepLR(step_size=ceil(total / 2), gamma=0.1)``;
+    - a callable ``f(step, total) -> float`` (non-negative) for anything else.
+    """
+    if callable(schedule):
+        factor = float(schedule(step, total))
+        if not math.isfinite(factor) or factor < 0:
+            raise InputError(
+                f"a schedule must return a finite non-negative factor, got {factor!r} at step {step}"
+            )
+        return factor
+    check_choice(schedule, "schedule", SCHEDULES)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / total))
+    if schedule == "step":
+        return 0.1 ** (step // math.ceil(total / 2))
+    return 1.0
 
 
 @dataclass
@@ -170,12 +198,16 @@ def optimize(
     init: str | Tensor = "constant",
     seed: int | None = None,
     tol: float | None = 1e-10,
+    patience: int = 1,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
+    schedule: Schedule = "constant",
     callback: Callable[[int, OptiCAMResult], None] | None = None,
     callback_every: int = 10,
     progress: bool = True,
     amp: bool = False,
 ) -> OptiCAMResult:
-    """Opti-CAM, eq. (9)-(11): maximise F over u with Adam, for a batch of images at once.
+    """Opti-CAM, eq. (9)-(11): maximise F over u with Adam (or SGD), for a batch of images at once.
 
     Args:
         classifier: the model (its device is used).
@@ -192,6 +224,12 @@ def optimize(
             seeded by ``seed``) or a tensor (K,) or (N, K).
         tol: an image stops when its objective changes by less than ``tol`` between two iterations
             (paper: 1e-10); None runs every iteration.
+        patience: ... for ``patience`` iterations in a row (default 1: the paper's rule).
+        optimizer: ``"adam"`` (the paper's) or ``"sgd"`` (stochastic gradient ascent with heavy-ball
+            ``momentum``, as ``torch.optim.SGD(momentum=momentum, maximize=True)``; betas and eps unused).
+        momentum: SGD's momentum in [0, 1) (ignored by Adam).
+        schedule: the learning rate at iteration t is ``lr * lr_factor(schedule, t, iterations)``:
+            ``"constant"`` (default, the paper's), ``"cosine"``, ``"step"`` or a callable (see ``lr_factor``).
         callback: called as ``callback(step, partial_result)`` every ``callback_every`` iterations and at the
             end (for live plots); the partial result's maps are those of the current u.
         progress: show a progress bar.
@@ -210,6 +248,12 @@ def optimize(
         check_choice(init, "init", INITS)
     if not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
         raise InputError(f"lr must be a positive number, got {lr!r}")
+    patience = check_positive_int(patience, "patience")
+    check_choice(optimizer, "optimizer", OPTIMIZERS)
+    if not (isinstance(momentum, int | float) and not isinstance(momentum, bool) and 0 <= momentum < 1):
+        raise InputError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    if not callable(schedule):
+        check_choice(schedule, "schedule", SCHEDULES)
     start_time = time.perf_counter()
     device = classifier.device
     size = tuple(images.shape[-2:])
@@ -226,6 +270,7 @@ def optimize(
     history = torch.full((n, iterations), float("nan"))
     active = torch.ones(n, dtype=torch.bool, device=device)
     previous = torch.full((n,), float("nan"), device=device)
+    calm = torch.zeros(n, dtype=torch.long, device=device)  # iterations in a row with a change below tol
     b1, b2 = betas
     autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
@@ -258,18 +303,24 @@ def optimize(
             with torch.no_grad():
                 f = f.detach()
                 history[idx.cpu(), it] = f.cpu()
-                # Adam, ascent on F (element-wise, so each image is optimised exactly as if it were alone)
+                # ascent on F (element-wise, so each image is optimised exactly as if it were alone)
                 steps[idx] += 1
                 g = -grad  # minimise -F
-                m[idx] = b1 * m[idx] + (1 - b1) * g
-                v[idx] = b2 * v[idx] + (1 - b2) * g * g
-                t = steps[idx][:, None]
-                m_hat = m[idx] / (1 - b1**t)
-                v_hat = v[idx] / (1 - b2**t)
-                u[idx] = u[idx] - lr * m_hat / (v_hat.sqrt() + eps)
+                lr_t = lr * lr_factor(schedule, it, iterations)
+                if optimizer == "adam":
+                    m[idx] = b1 * m[idx] + (1 - b1) * g
+                    v[idx] = b2 * v[idx] + (1 - b2) * g * g
+                    t = steps[idx][:, None]
+                    m_hat = m[idx] / (1 - b1**t)
+                    v_hat = v[idx] / (1 - b2**t)
+                    u[idx] = u[idx] - lr_t * m_hat / (v_hat.sqrt() + eps)
+                else:  # SGD with heavy-ball momentum (torch.optim.SGD, dampening 0)
+                    m[idx] = momentum * m[idx] + g
+                    u[idx] = u[idx] - lr_t * m[idx]
                 if tol is not None:
-                    converged = (f - previous[idx]).abs() < tol
-                    active[idx[converged]] = False
+                    small = (f - previous[idx]).abs() < tol
+                    calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
+                    active[idx[calm[idx] >= patience]] = False
                 previous[idx] = f
             if progress:
                 bar.set_postfix(objective=f"{float(f.mean()):.3f}", active=int(active.sum()))

@@ -1,0 +1,270 @@
+"""Notebook 10's library: the optimisers and schedules of ``optimize`` (checked against torch.optim), patience
+for per-image early stopping, time-to-quality curves, several classes of one image, early-stop study, the
+exercise's checker and the upload helper."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from opticam_lib import InputError, optimize
+from opticam_lib.beyond import (
+    check_first_reaching,
+    curves_table,
+    early_stop_study,
+    explain_top_classes,
+    first_reaching,
+    format_rows,
+    image_from_upload,
+    image_picker,
+    map_overlap,
+    plot_time_to_quality,
+    time_to_quality,
+)
+from opticam_lib.masking import features
+from opticam_lib.metrics import class_probability, classification_metrics
+from opticam_lib.opticam import lr_factor
+
+FAST = {"progress": False}
+NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+def torch_reference(clf, image, target, iterations, make_opt, make_sched=None):
+    """Maximise F (eq. 10) for one image with a torch optimiser (and scheduler) on -F."""
+    acts, _ = features(clf, image)
+    u = torch.full((1, acts.shape[1]), 0.5, requires_grad=True)
+    opt = make_opt([u])
+    sched = make_sched(opt) if make_sched else None
+    history = []
+    for _ in range(iterations):
+        w = torch.softmax(u, dim=1)
+        s = (w[:, :, None, None] * acts).sum(1, keepdim=True)
+        up = F.interpolate(s, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        mask = (up - up.min()) / (up.max() - up.min())
+        f = clf.model(image * mask)[0, target]
+        (u.grad,) = torch.autograd.grad(-f, u)
+        opt.step()
+        if sched:
+            sched.step()
+        history.append(float(f.detach()))
+    return u.detach(), torch.tensor(history)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# optimize: optimisers and schedules
+
+
+def test_sgd_momentum_matches_torch(bn_cnn, images):
+    ours = optimize(
+        bn_cnn, images[:1], 2, iterations=10, lr=5.0, optimizer="sgd", momentum=0.9, tol=None, **FAST
+    )
+    u_ref, h_ref = torch_reference(
+        bn_cnn, images[:1], 2, 10, lambda p: torch.optim.SGD(p, lr=5.0, momentum=0.9)
+    )
+    assert torch.allclose(ours.history[0], h_ref, atol=1e-5)
+    assert torch.allclose(ours.u, u_ref, atol=1e-4)
+    assert not torch.allclose(ours.u, torch.full_like(ours.u, 0.5)), "SGD must move u"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "make_sched"),
+    [
+        ("cosine", lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=9, eta_min=0)),
+        ("step", lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=5, gamma=0.1)),
+    ],
+)
+def test_adam_schedules_match_torch(tiny_vit, images, schedule, make_sched):
+    ours = optimize(tiny_vit, images[:1], 1, iterations=9, lr=0.2, schedule=schedule, tol=None, **FAST)
+    u_ref, h_ref = torch_reference(
+        tiny_vit, images[:1], 1, 9, lambda p: torch.optim.Adam(p, lr=0.2), make_sched
+    )
+    assert torch.allclose(ours.history[0], h_ref, atol=1e-5)
+    assert torch.allclose(ours.u, u_ref, atol=1e-4)
+    constant = optimize(tiny_vit, images[:1], 1, iterations=9, lr=0.2, tol=None, **FAST)
+    assert not torch.allclose(ours.u, constant.u, atol=1e-4), "the schedule must change the result"
+
+
+def test_lr_factor_values_and_callable(tiny_cnn, images):
+    assert lr_factor("constant", 7, 10) == 1.0
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert [lr_factor("step", s, 10) for s in (0, 4, 5, 9)] == pytest.approx([1, 1, 0.1, 0.1])
+    assert lr_factor("step", 4, 9) == 1.0 and lr_factor("step", 5, 9) == pytest.approx(0.1)  # ceil(9/2) = 5
+    frozen_u = optimize(tiny_cnn, images, 0, iterations=4, schedule=lambda s, t: 0.0, tol=None, **FAST).u
+    assert torch.equal(frozen_u, torch.full_like(frozen_u, 0.5)), "a zero learning rate leaves u alone"
+    with pytest.raises(InputError, match="non-negative"):
+        optimize(tiny_cnn, images, 0, iterations=2, schedule=lambda s, t: -1.0, **FAST)
+    with pytest.raises(InputError, match="schedule"):
+        optimize(tiny_cnn, images, 0, iterations=2, schedule="warmup", **FAST)
+    with pytest.raises(InputError, match="optimizer"):
+        optimize(tiny_cnn, images, 0, iterations=2, optimizer="lbfgs", **FAST)
+    with pytest.raises(InputError, match="momentum"):
+        optimize(tiny_cnn, images, 0, iterations=2, optimizer="sgd", momentum=1.0, **FAST)
+    with pytest.raises(InputError, match="patience"):
+        optimize(tiny_cnn, images, 0, iterations=2, patience=0, **FAST)
+
+
+def test_patience_delays_the_stop(tiny_cnn, images):
+    """A black image gives a constant map and objective: the change is 0 from iteration 2 on, so it stops after
+    1 + patience iterations; the other images run on, unaffected."""
+    x = images.clone()
+    x[1] = 0
+    for patience in (1, 3):
+        r = optimize(tiny_cnn, x, [0, 1, 2], iterations=10, tol=1e-10, patience=patience, **FAST)
+        assert r.iterations.tolist() == [10, 1 + patience, 10]
+    full = optimize(tiny_cnn, x, [0, 1, 2], iterations=10, tol=None, **FAST)
+    assert torch.allclose(r.maps[[0, 2]], full.maps[[0, 2]], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# time to quality
+
+
+def test_time_to_quality_checkpoints_and_scores(bn_cnn, images):
+    targets = torch.tensor([0, 1, 2])
+    curves = time_to_quality(
+        bn_cnn,
+        images,
+        targets,
+        {"Adam": {"lr": 0.1}, "SGD": {"optimizer": "sgd", "lr": 50.0}},
+        iterations=7,
+        every=3,
+    )
+    assert list(curves) == ["Adam", "SGD"]
+    p = class_probability(bn_cnn, images, targets)
+    for c in curves.values():
+        assert c.iterations == [0, 3, 6, 7]
+        assert c.seconds[0] == 0 and all(b >= a for a, b in zip(c.seconds, c.seconds[1:]))
+        final = classification_metrics(p, class_probability(bn_cnn, images * c.result.maps, targets))
+        assert c.AG[-1] == pytest.approx(final["AG"], abs=1e-4) and c.AD[-1] == pytest.approx(
+            final["AD"], abs=1e-4
+        )
+        assert c.result.iterations.tolist() == [7, 7, 7]
+    assert curves["Adam"].AG[0] == curves["SGD"].AG[0], "both start from the same uniform-weight map"
+    rows = curves_table(curves, level=curves["Adam"].AG[-1])
+    assert rows[0]["iterations to level"] == first_reaching(
+        curves["Adam"].iterations, curves["Adam"].AG, rows[0]["AG"]
+    )
+    assert "setting" in format_rows(rows)
+    fig = plot_time_to_quality(curves, reference=1.0)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3
+    with pytest.raises(InputError, match="set by time_to_quality"):
+        time_to_quality(bn_cnn, images, targets, {"x": {"iterations": 3}}, iterations=2)
+    with pytest.raises(InputError, match="at least one"):
+        time_to_quality(bn_cnn, images, targets, {}, iterations=2)
+
+
+def test_first_reaching():
+    assert first_reaching([0, 5, 10], [1.0, 3.0, 2.0], 2.5) == 5
+    assert first_reaching([0, 5, 10], [1.0, 3.0, 2.0], 3.5) is None
+    with pytest.raises(InputError):
+        first_reaching([0, 5], [1.0], 1.0)
+
+
+def test_check_first_reaching(capsys):
+    assert check_first_reaching(lambda its, ag, level: first_reaching(its, ag, level)) is True
+    assert "✓" in capsys.readouterr().out
+
+    def todo(its, ag, level):
+        raise NotImplementedError
+
+    assert check_first_reaching(todo) is False
+    assert "not solved yet" in capsys.readouterr().out
+    best = lambda its, ag, level: its[max(range(len(ag)), key=ag.__getitem__)] if max(ag) >= level else None  # noqa: E731
+    with pytest.raises(AssertionError, match="first checkpoint"):
+        check_first_reaching(best)
+    strict = lambda its, ag, level: next((i for i, v in zip(its, ag) if v > level), None)  # noqa: E731
+    with pytest.raises(AssertionError):
+        check_first_reaching(strict)
+    with pytest.raises(AssertionError, match="None"):
+        check_first_reaching(lambda its, ag, level: first_reaching(its, ag, level) or its[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# several classes, early stop, overlap
+
+
+def test_explain_top_classes_equals_one_class_at_a_time(tiny_cnn, images):
+    cm = explain_top_classes(tiny_cnn, images[0], k=3, iterations=5)
+    top = tiny_cnn.top(images[:1], 3)[0]
+    assert cm.classes.tolist() == [c for c, _, _ in top] and cm.names == [n for _, n, _ in top]
+    assert cm.maps.shape == (3, 1, 32, 32)
+    assert torch.allclose(cm.p, torch.tensor([p for _, _, p in top]), atol=1e-5)
+    for i, c in enumerate(cm.classes.tolist()):
+        alone = optimize(tiny_cnn, images[:1], c, iterations=5, **FAST)
+        assert torch.allclose(alone.maps[0], cm.maps[i], atol=1e-4)
+    assert cm.o.shape == (3,) and ((cm.o >= 0) & (cm.o <= 1)).all()
+    with pytest.raises(InputError, match="classes"):
+        explain_top_classes(tiny_cnn, images[0], k=99)
+    with pytest.raises(InputError, match="one"):
+        explain_top_classes(tiny_cnn, images, k=2)
+
+
+def test_early_stop_study(tiny_cnn, images):
+    x = images.clone()
+    x[0] = 0  # constant objective: stops after 1 + patience iterations
+    study = early_stop_study(tiny_cnn, x, [0, 1, 2], tol=1e-10, patience=2, iterations=8)
+    assert study.used.tolist()[0] == 3 and study.budget == 8
+    assert study.forwards_full == 24 and study.forwards_early == int(study.used.sum()) < 24
+    assert study.full.iterations.tolist() == [8, 8, 8]
+    assert study.used.tolist()[1:] == [8, 8]  # the others never stall: same maps as without early stopping
+    assert torch.allclose(study.early.maps[1:], study.full.maps[1:], atol=1e-6)
+    with pytest.raises(InputError, match="tol"):
+        early_stop_study(tiny_cnn, x, [0, 1, 2], tol=0)
+
+
+def test_map_overlap():
+    a = torch.zeros(1, 4, 4)
+    b = torch.zeros(1, 4, 4)
+    a[0, :2] = 1
+    b[0, 1:3] = 1
+    assert map_overlap(a, a) == 1.0 and map_overlap(a, b) == pytest.approx(4 / 12)
+    assert map_overlap(torch.zeros(2, 2), torch.zeros(2, 2)) == 1.0
+    with pytest.raises(InputError):
+        map_overlap(a, torch.zeros(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# your own images
+
+
+def _png_bytes(color=(255, 0, 0), size=(40, 20)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_from_upload():
+    image, name = image_from_upload([{"name": "red.png", "content": memoryview(_png_bytes())}], size=32)
+    assert name == "red.png" and image.shape == (3, 32, 32)
+    assert torch.allclose(image[0], torch.ones(32, 32)) and image[1:].abs().max() < 1e-6
+    with pytest.raises(InputError, match="no file uploaded"):
+        image_from_upload(())
+    with pytest.raises(InputError, match=r"notes\.png"):
+        image_from_upload([{"name": "notes.png", "content": b"not an image"}])
+
+
+def test_image_picker_calls_show_and_reports_errors():
+    pytest.importorskip("ipywidgets")
+    seen = []
+    box = image_picker(lambda image, name: seen.append((tuple(image.shape), name)) or name)
+    upload, status = box.controls["upload"], box.controls["status"]
+    upload.value = ({"name": "red.png", "type": "image/png", "size": 1, "content": memoryview(_png_bytes()),
+                     "last_modified": NOW},)  # fmt: skip
+    assert seen == [((3, 224, 224), "red.png")] and "done" in status.value
+    upload.value = ({"name": "bad.jpg", "type": "image/jpeg", "size": 1, "content": memoryview(b"xx"),
+                     "last_modified": NOW},)  # fmt: skip
+    assert "error" in status.value and "bad.jpg" in status.value and len(seen) == 1
+
+
+def test_cosine_schedule_formula():
+    total = 30
+    factors = [lr_factor("cosine", s, total) for s in range(total)]
+    assert factors[0] == 1.0 and all(b < a for a, b in itertools.pairwise(factors))
+    assert factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 29 / 30)))
