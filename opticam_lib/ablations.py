@@ -299,6 +299,7 @@ def run_grid(
         layer = opts["layer"] if opts["layer"] is not None else classifier.target_layer
         ident = (
             classifier.name,
+            id(classifier.net),
             id(images),
             tuple(images.shape),
             tuple(labels.tolist()),
@@ -533,7 +534,7 @@ def plot_lr_iterations(table, metrics: Sequence[str] = METRICS, title: str = "")
                     ha="center",
                     va="center",
                     fontsize=9,
-                    color="white" if im.norm(v) < 0.6 else "black",
+                    color="white" if sum(im.cmap(im.norm(v))[:3]) < 1.5 else "black",
                 )
         ax.set_xticks(range(piv.shape[1]), [str(c) for c in piv.columns])
         ax.set_yticks(range(piv.shape[0]), [f"{r:g}" for r in piv.index])
