@@ -475,8 +475,8 @@ def finetune(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                epoch_losses.append(float(loss))
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                epoch_losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
                 steps += 1
                 if config.max_steps is not None and steps >= config.max_steps:
                     break
