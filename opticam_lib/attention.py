@@ -7,8 +7,8 @@ like timm's ``Attention`` (``qkv`` linear, ``num_heads``, ``head_dim``, ``scale`
 
 - **Raw attention** (section 5.3.1): the attention of the class token to the patch tokens in the *last*
   block, averaged over heads.
-- **Rollout** (Abnar & Zuidema 2020, eq. 1 there; the implementation the paper's baselines come from,
-  Chefer et al.'s Transformer-Explainability, computes the same): each block's head-averaged attention
+- **Rollout** (Abnar & Zuidema 2020, eq. 1 there; Chefer et al.'s Transformer-Explainability, the repository
+  the paper cites for TIBAV in footnote 9, computes the same): each block's head-averaged attention
   :math:`W_l` gets the residual connection, :math:`\\hat A_l = \\tfrac12 W_l + \\tfrac12 I` (rows renormalised,
   which only matters for max/min head fusion), and the blocks are chained from the input side,
   :math:`R = \\hat A_L \\hat A_{L-1} \\cdots \\hat A_1`; the map is the class token's row of R over the patches.
