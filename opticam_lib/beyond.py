@@ -39,7 +39,7 @@ class QualityCurve:
         iterations: checkpoints (0 = the starting map, uniform weights), ascending.
         seconds: optimisation time up to each checkpoint (features included; the checkpoints' own evaluation
             excluded), 0 at iteration 0.
-        AG, AD: eq. (15) and (13) in percent at each checkpoint, over all images.
+        AG, AD, AI: eq. (15), (13) and (14) in percent at each checkpoint, over all images.
         result: the final ``OptiCAMResult``.
     """
 
@@ -49,6 +49,7 @@ class QualityCurve:
     seconds: list[float] = field(default_factory=list)
     AG: list[float] = field(default_factory=list)
     AD: list[float] = field(default_factory=list)
+    AI: list[float] = field(default_factory=list)
     result: OptiCAMResult | None = None
 
     def first_reaching(self, level: float) -> tuple[int, float] | None:
@@ -110,7 +111,7 @@ def time_to_quality(
         for key in ("iterations", "callback", "callback_every"):
             if key in options:
                 raise InputError(f"setting {name!r}: {key!r} is set by time_to_quality")
-        curve = QualityCurve(name, dict(options), [0], [0.0], [start["AG"]], [start["AD"]])
+        curve = QualityCurve(name, dict(options), [0], [0.0], [start["AG"]], [start["AD"]], [start["AI"]])
         clock = {"start": 0.0, "eval": 0.0}  # the checkpoints' own evaluation time is left out
 
         def checkpoint(step: int, partial: OptiCAMResult, curve=curve, clock=clock) -> None:
@@ -120,6 +121,7 @@ def time_to_quality(
             curve.seconds.append(entered - clock["start"] - clock["eval"])
             curve.AG.append(s["AG"])
             curve.AD.append(s["AD"])
+            curve.AI.append(s["AI"])
             clock["eval"] += time.perf_counter() - entered
 
         clock["start"] = time.perf_counter()
@@ -423,3 +425,33 @@ def image_picker(show: Callable[[Tensor, str], object], description: str = "your
     box = w.VBox([w.HBox([upload, status]), out])
     box.controls = {"upload": upload, "status": status, "output": out}
     return box
+
+
+def explain_image(
+    classifier: Classifier, image: Tensor, name: str = "your image", *, k: int = 3, **options
+) -> Figure:
+    """One image (3, H, W) in [0, 1]: its ``k`` most probable classes, and Grad-CAM's and Opti-CAM's maps for the
+    most probable one, with p and o (the class probability on the image and on the masked image) in the titles.
+    ``options`` go to ``optimize``. The notebook's static figure and its file picker both call this."""
+    from .cam import gradcam
+    from .plots import overlay, to_numpy_image
+
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        raise InputError(f"image must be one (3, H, W) tensor, got {getattr(image, 'shape', type(image))}")
+    x = image[None].to(classifier.device)
+    top = classifier.top(x, k)[0]
+    c = torch.tensor([top[0][0]], device=classifier.device)
+    options.setdefault("progress", False)
+    maps = {"Grad-CAM": gradcam(classifier, x, c), "Opti-CAM": optimize(classifier, x, c, **options).maps}
+    p = float(class_probability(classifier, x, c)[0])
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(to_numpy_image(image))
+    axes[0].set_title(f"{name}\n" + "\n".join(f"{n} {q:.2f}" for _, n, q in top), fontsize=8, loc="left")
+    for ax, (method, m) in zip(axes[1:], maps.items()):
+        o = float(class_probability(classifier, x * m, c)[0])
+        ax.imshow(overlay(image, m[0].cpu()))
+        ax.set_title(f"{method}: {top[0][1]}\np = {p:.2f} → o = {o:.2f}", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig

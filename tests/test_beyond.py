@@ -19,6 +19,7 @@ from opticam_lib.beyond import (
     check_first_reaching,
     curves_table,
     early_stop_study,
+    explain_image,
     explain_top_classes,
     first_reaching,
     format_rows,
@@ -268,3 +269,10 @@ def test_cosine_schedule_formula():
     factors = [lr_factor("cosine", s, total) for s in range(total)]
     assert factors[0] == 1.0 and all(b < a for a, b in itertools.pairwise(factors))
     assert factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 29 / 30)))
+
+
+def test_explain_image_figure(tiny_cnn, images):
+    fig = explain_image(tiny_cnn, images[0], "img", k=2, iterations=3)
+    assert len(fig.axes) == 3 and "Opti-CAM" in fig.axes[2].get_title() and "p = " in fig.axes[1].get_title()
+    with pytest.raises(InputError, match="one"):
+        explain_image(tiny_cnn, images)
