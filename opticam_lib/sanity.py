@@ -323,9 +323,13 @@ def parameter_randomization_test(
     return RandomizationResult(steps, maps, sims, name or display_name(method), int(seed))
 
 
-def randomization_table(results: Sequence[RandomizationResult] | Mapping[str, RandomizationResult]):
+def randomization_table(
+    results: Sequence[RandomizationResult | ModelComparison]
+    | Mapping[str, RandomizationResult | ModelComparison],
+):
     """One tidy pandas DataFrame for several methods: rows (method, step, measure), columns ``method, step,
-    position, measure, mean, std, n`` (see ``RandomizationResult.table``)."""
+    position, measure, mean, std, n`` (see ``RandomizationResult.table``; ``ModelComparison`` results give one
+    step, their label)."""
     import pandas as pd
 
     items = list(results.values()) if isinstance(results, Mapping) else list(results)
