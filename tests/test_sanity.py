@@ -294,6 +294,8 @@ def test_compare_models_label_permutation_layout():
     t = diff.table()
     assert list(t["step"].unique()) == ["permuted"] and len(t) == len(MEASURES)
     assert len(verdicts(t)) == 1
+    both = randomization_table([same, diff])  # comparisons go into the same tidy table
+    assert len(both) == 2 * len(MEASURES) and set(both["step"]) == {"permuted"}
     with pytest.raises(InputError, match="target classes"):
         compare_models(a, b, "gradcam", x, None)
     other = wrap_classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5)), "1", num_classes=5)
