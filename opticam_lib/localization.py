@@ -17,8 +17,8 @@ Definitions (appendix B.1), with the choices the paper leaves open made explicit
   (``BOXACC_IOUS`` = 0.3, 0.5, 0.7, as in Choe et al. 2020, the paper's [66]).
 - SP (A6) = 1[p* in U], p* = argmax_p S_p. When several pixels share the maximum, ``ties="any"`` (default)
   counts a hit if any of them is in U; ``ties="first"`` uses the first in row-major order (``torch.argmax``).
-  The paper's Fake-CAM row (SP 99.8 while EP is 28.5) can only come from a rule like ``"any"``: Fake-CAM is 1
-  everywhere but the top-left pixel, so a first-index rule would point at the image's corner.
+  The paper's Fake-CAM row (SP 99.8 while EP is 28.5) cannot come from a first-index rule: Fake-CAM is 1
+  everywhere but the top-left pixel, so that rule points at the image's corner; ``"any"`` reproduces it.
 - SM (A7) = log max(0.05, |B_p| / hw) - log p^c, natural logarithms, p^c the probability of the true class.
 
 Note: appendix B numbers its equations A1-A7 like appendix F does; here they are the localisation ones.
