@@ -544,6 +544,10 @@ def test_widget_notebook_in_jupyterlab(notebook: Path, sync_playwright, lab: Lab
             page = browser.new_page()
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            # listening from the start turns the interception of file dialogs on well before any Enter
+            # (expect_file_chooser turns it on without waiting, and lost the race on the loaded machine)
+            choosers: list = []
+            page.on("filechooser", lambda chooser: choosers.append(chooser))
             page.goto(f"{lab.url}lab/tree/{copy.name}?token={lab.token}", timeout=SERVER_START_S * 1000)
             wait_for(page, JS_KERNEL_IDLE, SERVER_START_S, "the notebook to open and its kernel to start")
             timings["open"] = time.monotonic() - t0
@@ -614,9 +618,12 @@ def test_widget_notebook_in_jupyterlab(notebook: Path, sync_playwright, lab: Lab
                 from opticam_lib.images import sample_names, sample_path
 
                 assert tab_to(page, cell, upload.first) is not None, "Tab does not reach the upload button"
-                with page.expect_file_chooser(timeout=30_000) as chooser:
-                    page.keyboard.press("Enter")
-                chooser.value.set_files(str(sample_path(sample_names()[1])))
+                page.keyboard.press("Enter")
+                deadline = time.monotonic() + 30
+                while not choosers and time.monotonic() < deadline:
+                    page.wait_for_timeout(200)
+                assert choosers, "Enter on the upload button opened no file dialog within 30 s"
+                choosers[-1].set_files(str(sample_path(sample_names()[1])))
                 after = wait_for_redraw(page, cell, first, "a photo was chosen with the upload button")
                 shoot(page, cell, shots / "4_after_upload.png")
 
