@@ -293,11 +293,14 @@ def optimize(
             idx = active.nonzero()[:, 0]
             if idx.numel() == 0:
                 break
-            u_a = u[idx].clone().requires_grad_(True)
+            everyone = idx.numel() == n  # no copies of the images and features while every image is active
+            u_a = (u if everyone else u[idx]).clone().requires_grad_(True)
+            acts_a = acts if everyone else acts[idx]
+            images_a = images if everyone else images[idx]
             with torch.enable_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=amp):
-                masks = saliency_map(u_a, acts[idx], size, normalization, activation)
+                masks = saliency_map(u_a, acts_a, size, normalization, activation)
                 f = compute_objective(
-                    classifier, images[idx], masks, targets[idx], objective, selector, original[idx]
+                    classifier, images_a, masks, targets[idx], objective, selector, original[idx]
                 ).float()
                 (grad,) = torch.autograd.grad(f.sum(), u_a)
             with torch.no_grad():
