@@ -251,6 +251,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         iterations=args.iterations if args.iterations is not None else 100,
+        lr=args.lr,
+        layer=args.layer,
         steps=args.steps,
         amp=args.amp,
         out=args.out,

@@ -103,6 +103,9 @@ class Config:
         device: ``cpu``, ``cuda``...; under torchrun with CUDA each rank takes ``cuda:LOCAL_RANK``.
         batch_size: images per batch (also the unit of caching and of sharding).
         iterations: Opti-CAM iterations (the paper: 100).
+        lr: Opti-CAM's learning rate (the paper: 0.1).
+        layer: the target layer of the methods that take one (Grad-CAM and its variants, Score-CAM,
+            Ablation-CAM, Opti-CAM); None: the model's own. CAM, Fake-CAM and the attention baselines ignore it.
         steps: insertion/deletion steps (default: the image side, 224 pixels a step at 224 px).
         amp: Opti-CAM's masked forward passes under autocast (``04_making_it_fast``); changes the maps slightly.
         out: output folder (default ``outputs/reproduce/table<T>_<model>_<hash>``).
@@ -115,6 +118,8 @@ class Config:
     device: str = "cpu"
     batch_size: int = 8
     iterations: int = 100
+    lr: float = 0.1
+    layer: str | None = None
     steps: int | None = None
     amp: bool = False
     out: str = ""
@@ -122,6 +127,9 @@ class Config:
     def key(self) -> str:
         """A short hash of what determines the results (not the device or the output folder)."""
         d = {k: v for k, v in asdict(self).items() if k not in ("device", "out")}
+        for k, default in (("lr", 0.1), ("layer", None)):  # added later: caches made before them stay valid
+            if d[k] == default:
+                del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -145,6 +153,8 @@ def _check_config(config: Config) -> None:
     for name, value in (("batch_size", config.batch_size), ("iterations", config.iterations)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(config.lr, bool) or not isinstance(config.lr, int | float) or not config.lr > 0:
+        raise InputError(f"lr must be a positive number, got {config.lr!r}")
     if config.steps is not None and (not isinstance(config.steps, int) or config.steps < 1):
         raise InputError(f"steps must be a positive integer or None, got {config.steps!r}")
     for m in config.methods:
@@ -359,6 +369,8 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
     if world > 1 and device.startswith("cuda") and ":" not in device:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     clf = load_model(config.model, device=device, normalize=config.table != "A14")
+    if config.layer is not None:
+        clf.layer(config.layer)  # an unknown name fails here, naming the valid ones, before any work
     if config.table == "2" and clf.prefix_tokens is None:
         raise InputError(
             f"table 2 is the transformers' table (raw attention, rollout); {clf.name} is a CNN. "
@@ -416,12 +428,25 @@ def _targets_for(clf: Classifier, images: torch.Tensor, labels: torch.Tensor, va
     return {"most": order[:, 0], "second": order[:, 1], "least": order[:, -1]}[variant]
 
 
+LAYER_METHODS = (
+    "gradcam",
+    "gradcampp",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "scorecam",
+    "ablationcam",
+    "opticam",
+)
+
+
 def _method_options(method: str, config: Config) -> dict:
+    opts: dict = {"layer": config.layer} if config.layer and method in LAYER_METHODS else {}
     if method == "opticam":
-        return {"iterations": config.iterations, "progress": False, "amp": config.amp}
+        opts.update(iterations=config.iterations, lr=config.lr, progress=False, amp=config.amp)
     if method in ("scorecam", "ablationcam"):
-        return {"progress": False}
-    return {}
+        opts["progress"] = False
+    return opts
 
 
 def _evaluate_batch(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opticam_lib import classification_metrics, gradcam, load_classifier
+from opticam_lib import classification_metrics, gradcam, load_classifier, optimize
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.metrics import class_probability
 from opticam_lib.paper import paper_tables
@@ -154,6 +154,31 @@ def test_table1_values_equal_a_direct_computation(world_cnn, tmp_path):
         assert result.table["Grad-CAM"][k] == pytest.approx(expected[k], abs=1e-4)
 
 
+def test_layer_and_lr_reach_the_methods(world_cnn, tmp_path):
+    """--layer and --lr are not silently ignored: the table equals a direct computation with them."""
+    data = load_image_spec(f"world:{N}", 64, world_cnn)
+    p = class_probability(world_cnn, data.images, data.labels)
+    result = run(cfg(tmp_path, "layer", methods=["gradcam", "cam"], layer="features.2"), progress=False)
+    maps = gradcam(world_cnn, data.images, data.labels, layer="features.2")
+    expected = classification_metrics(p, class_probability(world_cnn, data.images * maps, data.labels))
+    assert result.table["Grad-CAM"]["AD"] == pytest.approx(expected["AD"], abs=1e-4)
+    default = run(cfg(tmp_path, "default", methods=["gradcam"]), progress=False)
+    assert default.table["Grad-CAM"]["AD"] != pytest.approx(result.table["Grad-CAM"]["AD"], abs=1e-4)
+
+    result = run(cfg(tmp_path, "lr", methods=["opticam"], lr=0.5), progress=False)
+    maps = optimize(
+        world_cnn, data.images, data.labels, iterations=FAST["iterations"], lr=0.5, progress=False
+    ).maps
+    expected = classification_metrics(p, class_probability(world_cnn, data.images * maps, data.labels))
+    assert result.table["Opti-CAM"]["AD"] == pytest.approx(expected["AD"], abs=1e-4)
+
+
+def test_default_layer_and_lr_keep_the_cache_key():
+    """Caches written before --layer/--lr existed stay valid; any other value is another run."""
+    assert Config().key() == Config(lr=0.1, layer=None).key()
+    assert Config(lr=0.2).key() != Config().key() != Config(layer="features.2").key()
+
+
 def test_table5_box_rows(world_cnn, tmp_path):
     result = run(cfg(tmp_path, table="5", methods=["box", "gradcam"]), progress=False)
     data = load_image_spec(f"world:{N}", 64, world_cnn)
@@ -173,6 +198,10 @@ def test_bad_configs(tmp_path):
         run(cfg(tmp_path, methods=["box"]), progress=False)
     with pytest.raises(InputError, match="unknown method"):
         run(cfg(tmp_path, methods=["gradkam"]), progress=False)
+    with pytest.raises(InputError, match="unknown layer 'layer9'"):
+        run(cfg(tmp_path, layer="layer9"), progress=False)
+    with pytest.raises(InputError, match="lr must be a positive"):
+        run(cfg(tmp_path, lr=0), progress=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
