@@ -53,12 +53,69 @@ _WNID = re.compile(r"^n\d{8}$")
 # ImageSet
 
 
+class LazyImages:
+    """Image files that stand in for an (N, 3, S, S) float tensor in [0, 1] and are decoded only when indexed.
+
+    For folders too large to hold in memory (the 50,000 ImageNet validation images would take 30 GB at
+    S = 224): ``lazy[indices]`` (an int, slice, sequence of ints or a long/bool tensor) reads, orients and resizes
+    just those files, as ``load_image`` does, and returns a tensor (a read error names the file then).
+    ``shape``, ``dim()``, ``len()``, ``dtype`` and ``device`` answer as the tensor would.
+    """
+
+    def __init__(self, files: Sequence[PathLike], size: int) -> None:
+        _check_size(size, allow_none=False)
+        self.files = [Path(f) for f in files]
+        self.size = size
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.files), 3, self.size, self.size))
+
+    dtype = torch.float32
+    device = torch.device("cpu")
+
+    def dim(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> Tensor:
+        n = len(self.files)
+        if isinstance(index, slice):
+            idx = list(range(n))[index]
+        elif isinstance(index, Tensor):
+            idx = (
+                index.nonzero().flatten().tolist() if index.dtype == torch.bool else index.flatten().tolist()
+            )
+        elif isinstance(index, (int, np.integer)):
+            if not -n <= int(index) < n:
+                raise InputError(f"index {int(index)} out of range for {n} images")
+            return resize(_read(self.files[int(index)]), self.size)
+        else:
+            idx = [int(i) for i in index]
+        bad = [i for i in idx if not -n <= i < n]
+        if bad:
+            raise InputError(f"indices {bad[:5]} out of range for {n} images")
+        if not idx:
+            return torch.empty(0, 3, self.size, self.size)
+        return torch.stack([resize(_read(self.files[i]), self.size) for i in idx])
+
+    def to(self, device: str | torch.device) -> LazyImages | Tensor:
+        """Itself on the CPU (still lazy); on another device, every image decoded and moved there."""
+        return self if torch.device(device).type == "cpu" else self[:].to(device)
+
+    def __repr__(self) -> str:
+        return f"LazyImages({len(self.files)} files, size={self.size})"
+
+
 @dataclass
 class ImageSet:
     """A batch of images with their classes and ground-truth boxes.
 
     Attributes:
-        images: (N, 3, S, S) float in [0, 1], RGB.
+        images: (N, 3, S, S) float in [0, 1], RGB; or ``LazyImages`` (``load_imagenet_folder(lazy=True)``), which
+            decodes the files of ``images[indices]`` on demand. ``subset`` always returns decoded images.
         labels: (N,) long, ground-truth class ids (ImageNet: 0..999).
         boxes: N tensors, each (M_i, 4) float xyxy in pixels of the S x S image (x1, y1 exclusive); M_i may be 0
             when an image has no box.
@@ -66,7 +123,7 @@ class ImageSet:
         sources: N strings saying where each image came from (package and path, or file path).
     """
 
-    images: Tensor
+    images: Tensor | LazyImages
     labels: Tensor
     boxes: list[Tensor]
     names: list[str]
@@ -247,6 +304,20 @@ def _read(path: PathLike) -> Tensor:
         return _to_tensor(im, where=str(p))
     finally:
         im.close()
+
+
+def _oriented_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file after its EXIF orientation, read from the header (no pixel decoding)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            try:
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:  # a malformed EXIF block: _read keeps the stored orientation too
+                orientation = 1
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def load_image(path: PathLike, size: int | None = 224) -> Tensor:
@@ -616,6 +687,7 @@ def load_imagenet_folder(
     limit: int | None = None,
     boxes_dir: PathLike | None = None,
     labels_file: PathLike | None = None,
+    lazy: bool = False,
 ) -> ImageSet:
     """An ImageNet-style validation folder as an ImageSet.
 
@@ -641,7 +713,9 @@ def load_imagenet_folder(
     Order: deterministic and shuffle-free: ILSVRC2012_val_* files by file name (so both layouts of the same
     images agree); other names round-robin over the classes (sorted), files sorted within a class, so that a
     ``limit`` spans the classes. ``limit`` keeps the first ``limit`` of that order. The images are decoded into
-    memory (3 x S x S floats each, 0.6 MB at S = 224): use ``limit`` for large folders.
+    memory (3 x S x S floats each, 0.6 MB at S = 224), unless ``lazy``: then ``images`` is a ``LazyImages`` that
+    decodes only the files a batch indexes (an unreadable file is reported when its batch is read), and the
+    boxes are scaled with the size read from each file's header.
 
     Returns:
         ImageSet: images (N, 3, S, S) in [0, 1], labels (N,), boxes (M_i, 4) in pixels of the S x S image, names
@@ -739,8 +813,7 @@ def load_imagenet_folder(
     wnids = imagenet_wnids()
     images, out_boxes, names, sources = [], [], [], []
     for f in files:
-        x = _read(f)
-        h, w = x.shape[-2:]
+        x = None if lazy else _read(f)
         wnid = wnids[labels[f]]
         frame, objs = annotations.get(f.stem, (None, []))
         if bdir is not None:
@@ -749,16 +822,22 @@ def load_imagenet_folder(
             )
             if xml is not None:
                 frame, objs = parse_voc_xml(xml)
-        fh, fw = frame or (h, w)
         kept = [b for name, b in objs if name == wnid]
+        if frame is not None:
+            fh, fw = frame
+        elif x is not None:
+            fh, fw = x.shape[-2:]
+        else:  # lazy: the oriented size from the header; not needed when the image has no box
+            fh, fw = _oriented_size(f) if kept else (size, size)
         b = torch.tensor(kept, dtype=torch.float32).reshape(-1, 4)
         b = torch.minimum(b.clamp(min=0), torch.tensor([fw, fh, fw, fh], dtype=torch.float32))
         out_boxes.append(scale_boxes(b, (fh, fw), (size, size)))
-        images.append(resize(x, size))
+        if x is not None:
+            images.append(resize(x, size))
         names.append(f.stem)
         sources.append(str(f))
     return ImageSet(
-        images=torch.stack(images),
+        images=LazyImages(files, size) if lazy else torch.stack(images),
         labels=torch.tensor([labels[f] for f in files], dtype=torch.long),
         boxes=out_boxes,
         names=names,

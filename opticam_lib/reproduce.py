@@ -219,7 +219,7 @@ def load_image_spec(spec: str, size: int, classifier: Classifier | None = None) 
                 )
         else:
             root = Path(name)
-        data = load_imagenet_folder(root, size=size, limit=limit)
+        data = load_imagenet_folder(root, size=size, limit=limit, lazy=True)  # each rank decodes its batches
     if classifier is not None and len(data) and int(data.labels.max()) >= classifier.num_classes:
         raise InputError(
             f"the images {spec!r} have class ids up to {int(data.labels.max())} but {classifier.name} has "

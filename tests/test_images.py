@@ -454,3 +454,50 @@ def test_classifier_top5_contains_the_label_for_most_samples(real_classifier, sa
         samples.names, ranks.tolist()
     ):  # the manifest's ranks are current (top-5 ones exactly)
         assert (rank <= 5) == (manifest[name] <= 5), (name, rank, manifest[name])
+
+
+def test_lazy_folder_equals_the_decoded_one_and_reads_only_what_is_indexed(tmp_path):
+    """``lazy=True`` (what ``reproduce`` uses, so that 50,000 images need not fit in memory) gives the same
+    names, labels, boxes and pixels; boxes are scaled with the header size (EXIF orientation included)."""
+    flat = tmp_path / "val"
+    rows = ["ImageId,PredictionString"]  # Kaggle's CSV gives no image size: the size must come from the file
+    for i, wnid, w, h, bs in VAL:
+        _jpeg(flat / f"{_val_name(i)}.JPEG", w, h, (20 * i, 200, 90))
+        objs = bs or [(5, 5, 9, 9)]
+        rows.append(f"{_val_name(i)}," + " ".join(f"{wnid} {b[0]} {b[1]} {b[2]} {b[3]}" for b in objs))
+    # a 4th image stored 80 x 40 and rotated by its EXIF tag (6: 90 degrees) to 40 x 80
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (80, 40), (10, 10, 200)).save(flat / f"{_val_name(4)}.JPEG", exif=exif.tobytes())
+    rows.append(f"{_val_name(4)},{TENCH} 0 0 39 79")
+    (tmp_path / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+
+    eager = load_imagenet_folder(flat, size=20)
+    lazy = load_imagenet_folder(flat, size=20, lazy=True)
+    assert type(lazy.images).__name__ == "LazyImages" and len(lazy) == 4
+    assert lazy.images.shape == eager.images.shape and lazy.size == 20
+    assert lazy.names == eager.names and lazy.labels.tolist() == eager.labels.tolist()
+    for a, b in zip(lazy.boxes, eager.boxes, strict=True):
+        assert torch.allclose(a, b)
+    assert torch.allclose(lazy.boxes[3], torch.tensor([[0.0, 0.0, 20.0, 20.0]]))  # the whole rotated image
+    assert torch.equal(lazy.images[[2, 0]], eager.images[[2, 0]])
+    assert torch.equal(lazy.images[1], eager.images[1]) and torch.equal(lazy.images[:], eager.images)
+    assert torch.equal(lazy.subset([3, 1]).images, eager.subset([3, 1]).images)  # a subset is decoded
+
+    # a file whose box needs its size and cannot be read is named when the folder is loaded
+    (flat / f"{_val_name(2)}.JPEG").write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match=_val_name(2)):
+        load_imagenet_folder(flat, size=20, lazy=True)
+    # with no box to scale, nothing is read when loading: a broken file is named when its batch is read
+    (tmp_path / "LOC_val_solution.csv").unlink()  # (it would be found from the folder below too)
+    folders = tmp_path / "folders"
+    for i, wnid, w, h, _ in VAL:
+        _jpeg(folders / wnid / f"{_val_name(i)}.JPEG", w, h, (20 * i, 200, 90))
+    (folders / GOLDFISH / f"{_val_name(2)}.JPEG").write_bytes(b"not a jpeg")
+    broken = load_imagenet_folder(folders, size=20, lazy=True)
+    assert broken.names == [_val_name(1), _val_name(2), _val_name(3)]
+    assert torch.equal(broken.images[[0, 2]], eager.images[[0, 2]])
+    with pytest.raises(InputError, match=_val_name(2)):
+        broken.images[[1]]
+    with pytest.raises(InputError, match="out of range"):
+        broken.images[[7]]
