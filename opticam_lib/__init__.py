@@ -9,9 +9,11 @@ Calling convention of every method: ``method(classifier, images, targets=None, *
     >>> maps = opticam(clf, s.images[:2], s.labels[:2], iterations=30)
 """
 
+from .attribution import gradientshap, lime
 from .cam import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
-from .errors import InputError, MissingDataError, MissingWeightsError, OptiCAMError
+from .errors import InputError, MissingDataError, MissingDependencyError, MissingWeightsError, OptiCAMError
 from .evaluate import Evaluation, evaluate, format_table
+from .extremal import extremal_perturbation
 from .masking import ablationcam, fakecam, scorecam
 from .methods import METHODS, display_name, explain, get_method
 from .metrics import (
@@ -46,6 +48,7 @@ __all__ = [
     "Evaluation",
     "InputError",
     "MissingDataError",
+    "MissingDependencyError",
     "MissingWeightsError",
     "OptiCAMError",
     "OptiCAMResult",
@@ -61,14 +64,17 @@ __all__ = [
     "display_name",
     "evaluate",
     "explain",
+    "extremal_perturbation",
     "fakecam",
     "format_table",
     "get_method",
     "gradcam",
     "gradcampp",
+    "gradientshap",
     "hirescam",
     "insertion_curve",
     "layercam",
+    "lime",
     "load_classifier",
     "masked_probabilities",
     "opticam",

@@ -157,16 +157,16 @@ def _load(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace, method: str) -> dict:
+    from .methods import LAYER_METHODS, PROGRESS_METHODS
+
     opts: dict = {}
-    if method in ("cam", "fakecam"):
-        return opts
-    if args.layer:
+    if args.layer and method in LAYER_METHODS:
         opts["layer"] = args.layer
     if method == "opticam":
         opts["lr"] = args.lr
         if args.iterations is not None:
             opts["iterations"] = args.iterations
-    if method in ("opticam", "scorecam", "ablationcam"):
+    if method in PROGRESS_METHODS:
         opts["progress"] = not args.quiet
     return opts
 

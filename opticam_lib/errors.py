@@ -17,3 +17,7 @@ class MissingWeightsError(OptiCAMError, FileNotFoundError):
 
 class MissingDataError(OptiCAMError, FileNotFoundError):
     """A data set is not in the cache; the message gives the command that fetches it."""
+
+
+class MissingDependencyError(OptiCAMError, ImportError):
+    """An optional dependency (the ``peers`` extra) is not installed; the message gives the pip command."""

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError, MissingDataError
 from .images import ImageSet, boxes_to_mask, load_imagenet_folder, load_samples
-from .methods import display_name, get_method
+from .methods import LAYER_METHODS, PROGRESS_METHODS, display_name, get_method
 from .metrics import (
     area_under_curve,
     class_probability,
@@ -47,7 +47,9 @@ from .models import Classifier, load_classifier
 from .paper import paper_tables
 from .paths import datasets_dir
 
-CNN_METHODS = [
+# each table's rows in the paper's order, as the library names them (TIBAV, a row of tables 2, 3 and A7, is not
+# implemented)
+CNN_METHODS = [  # Table 1
     "fakecam",
     "gradcam",
     "gradcampp",
@@ -55,22 +57,32 @@ CNN_METHODS = [
     "ablationcam",
     "xgradcam",
     "layercam",
+    "experturbation",
     "hirescam",
+    "lime",
+    "gradientshap",
     "opticam",
 ]
-VIT_METHODS = [
+VIT_METHODS = [  # Table 2
     "fakecam",
     "gradcam",
     "gradcampp",
     "scorecam",
     "xgradcam",
     "layercam",
+    "experturbation",
     "rawatt",
     "rollout",
     "hirescam",
+    "lime",
+    "gradientshap",
     "opticam",
 ]
-A10_METHODS = [m for m in CNN_METHODS if m != "hirescam"]
+# Table 3 (insertion/deletion): no HiRes-CAM; Ablation-CAM for CNNs only
+TABLE3_CNN_METHODS = [m for m in CNN_METHODS if m != "hirescam"]
+TABLE3_VIT_METHODS = [m for m in VIT_METHODS if m != "hirescam"]
+# Tables 5, A10 and A14: the CAM family, ExPerturbation and Opti-CAM
+A10_METHODS = [m for m in CNN_METHODS if m not in ("hirescam", "lime", "gradientshap")]
 TABLES: dict[str, str] = {
     "1": "AD, AG, AI and T per method (CNNs)",
     "2": "AD, AG, AI and T per method (transformers, with raw attention and rollout)",
@@ -134,15 +146,17 @@ class Config:
 
 
 def default_methods(table: str, classifier: Classifier) -> list[str]:
-    """The methods the paper's table lists (those this library implements; LIME, GradientShap,
-    ExPerturbation and TIBAV are not implemented)."""
-    if table == "2" or classifier.prefix_tokens is not None:
+    """The methods the paper's table lists, in its order (TIBAV is not implemented)."""
+    vit = classifier.prefix_tokens is not None
+    if table == "3":
+        return list(TABLE3_VIT_METHODS if vit else TABLE3_CNN_METHODS)
+    if table == "2" or vit:
         return list(VIT_METHODS)
     if table == "A9":
         return ["gradcam", "gradcampp", "scorecam", "opticam"]
     if table == "5":
-        return ["box", "complement", *[m for m in CNN_METHODS if m != "hirescam"]]
-    if table == "A10":
+        return ["box", "complement", *A10_METHODS]
+    if table in ("A10", "A14"):
         return list(A10_METHODS)
     return list(CNN_METHODS)
 
@@ -428,23 +442,11 @@ def _targets_for(clf: Classifier, images: torch.Tensor, labels: torch.Tensor, va
     return {"most": order[:, 0], "second": order[:, 1], "least": order[:, -1]}[variant]
 
 
-LAYER_METHODS = (
-    "gradcam",
-    "gradcampp",
-    "xgradcam",
-    "layercam",
-    "hirescam",
-    "scorecam",
-    "ablationcam",
-    "opticam",
-)
-
-
 def _method_options(method: str, config: Config) -> dict:
     opts: dict = {"layer": config.layer} if config.layer and method in LAYER_METHODS else {}
     if method == "opticam":
-        opts.update(iterations=config.iterations, lr=config.lr, progress=False, amp=config.amp)
-    if method in ("scorecam", "ablationcam"):
+        opts.update(iterations=config.iterations, lr=config.lr, amp=config.amp)
+    if method in PROGRESS_METHODS:
         opts["progress"] = False
     return opts
 

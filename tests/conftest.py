@@ -26,11 +26,14 @@ from torch import nn
 from opticam_lib import (
     ablationcam,
     cam,
+    extremal_perturbation,
     fakecam,
     gradcam,
     gradcampp,
+    gradientshap,
     hirescam,
     layercam,
+    lime,
     opticam,
     scorecam,
     wrap_classifier,
@@ -200,6 +203,9 @@ def _fast_options(name: str) -> dict:
         "scorecam": {"progress": False},
         "ablationcam": {"progress": False},
         "opticam": {"iterations": 8, "progress": False},
+        "experturbation": {"iterations": 6, "progress": False},
+        "lime": {"n_samples": 24, "cell": 8, "progress": False},
+        "gradientshap": {"n_samples": 4},
     }.get(name, {})
 
 
@@ -213,6 +219,9 @@ ALL_METHODS = {
     "scorecam": scorecam,
     "ablationcam": ablationcam,
     "fakecam": fakecam,
+    "experturbation": extremal_perturbation,
+    "lime": lime,
+    "gradientshap": gradientshap,
     "opticam": opticam,
 }
 

@@ -8,6 +8,7 @@ from torch import nn
 from opticam_lib import wrap_classifier
 from opticam_lib.attention import (
     TABLE2_METHODS,
+    TABLE2_SLOW,
     attention_maps,
     attention_probabilities,
     class_token_grid,
@@ -231,7 +232,39 @@ def test_table2_names_rows_as_the_paper(tiny_vit):
         table2(tiny_vit, x, None, ["TIBAV"])
     with pytest.raises(InputError, match="at least one row"):
         format_table2([])
-    assert len(TABLE2_METHODS) == 10
+    # every row of the paper's Table 2 but TIBAV, in the paper's order
+    paper_rows = [r for r in paper_table("2", "vit_b_16") if r != "TIBAV"]
+    assert [name for name, _ in TABLE2_METHODS] == paper_rows
+
+
+def test_table2_runs_the_slow_perturbation_rows_only_when_named(tiny_vit, monkeypatch):
+    import sys
+
+    evaluate_module = sys.modules["opticam_lib.evaluate"]  # (the package's ``evaluate`` is the function)
+
+    seen = []
+    real = evaluate_module.evaluate
+
+    def spy(classifier, method, *args, **kwargs):
+        name = (
+            method
+            if isinstance(method, str)
+            else {"raw_attention": "rawatt"}.get(method.__name__, method.__name__)
+        )
+        seen.append(name)
+        kept = {k: v for k, v in kwargs.items() if k in ("batch_size", "keep_maps")}
+        return real(
+            classifier, "fakecam", *args, **kept
+        )  # (the slow methods themselves are tested elsewhere)
+
+    monkeypatch.setattr(evaluate_module, "evaluate", spy)
+    x = images(2, 3)
+    table2(tiny_vit, x, [0, 1])
+    assert seen == [lib for _, lib in TABLE2_METHODS if lib not in TABLE2_SLOW]
+    seen.clear()
+    rows = table2(tiny_vit, x, [0, 1], ["ExPerturbation", "LIME", "GradientShap"])
+    assert seen == ["experturbation", "lime", "gradientshap"]
+    assert [r.method for r in rows] == ["ExPerturbation", "LIME", "GradientShap"]
 
 
 def test_checkers_accept_solutions_and_explain_mistakes(capsys):

@@ -148,6 +148,9 @@ EXPLODE_AT = {
     "scorecam": ([0, 1, 2], 3),  # features, baseline, then a masked batch
     "ablationcam": ([0, 1, 2], 3),  # features, then the second ablation batch, under replace_output
     "opticam": ([0, 1, 2], 4),  # features, iterations 1 and 2, then the third
+    "experturbation": ([0, 1, 2], 3),  # the third iteration
+    "lime": ([0, 1, 2], 2),  # the second chunk of perturbed images
+    "gradientshap": ([0, 1, 2], 2),  # the second image's samples
 }
 
 
