@@ -70,6 +70,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -469,48 +470,11 @@ def optimize_extremal(
 
 
 def extremal_perturbation(
-    classifier: Classifier,
-    images: Tensor,
-    targets: Targets = None,
-    *,
-    area: float = 0.1,
-    iterations: int = 800,
-    perturbation: str = "blur",
-    variant: str = "preserve",
-    step: int = 7,
-    sigma: float = 21.0,
-    num_levels: int = 8,
-    max_blur: float = 20.0,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    area_weight: float = 300.0,
-    area_growth: float = 1.0035,
-    jitter: str = "flip",
-    seed: int = 0,
-    progress: bool = True,
+    classifier: Classifier, images: Tensor, targets: Targets = None, **options: Any
 ) -> Tensor:
     """Extremal perturbation maps (N, 1, H, W) in [0, 1] for images (N, 3, H, W) in [0, 1].
 
-    The library's common calling convention; the options (TorchRay's defaults, as the paper used them) are
-    documented in ``optimize_extremal``, which also returns the full masks and the per-iteration history.
+    The library's common calling convention; ``options`` (TorchRay's defaults, as the paper used them) are those
+    of ``optimize_extremal``, which also returns the full masks and the per-iteration history.
     """
-    return optimize_extremal(
-        classifier,
-        images,
-        targets,
-        area=area,
-        iterations=iterations,
-        perturbation=perturbation,
-        variant=variant,
-        step=step,
-        sigma=sigma,
-        num_levels=num_levels,
-        max_blur=max_blur,
-        lr=lr,
-        momentum=momentum,
-        area_weight=area_weight,
-        area_growth=area_growth,
-        jitter=jitter,
-        seed=seed,
-        progress=progress,
-    ).maps
+    return optimize_extremal(classifier, images, targets, **options).maps

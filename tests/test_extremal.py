@@ -416,7 +416,7 @@ def test_real_classifier(real_classifier, real_images):
 
 
 def test_defaults_are_torchrays():
-    params = inspect.signature(extremal_perturbation).parameters
+    params = inspect.signature(optimize_extremal).parameters
     defaults = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
     assert defaults == {
         "targets": None,
