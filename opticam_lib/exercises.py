@@ -257,3 +257,45 @@ def check_rollout(fn: Callable[[list[Tensor]], Tensor]) -> bool:
     _close(got, want, "rollout")
     print("✓ correct: (A + I) / 2 per block, heads averaged, multiplied from the first block to the last.")
     return True
+
+
+def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
+    """Exercise (notebook 11): the ranking area constraint of extremal perturbations.
+
+    ``fn(masks (N, ...), area) -> (N,)`` with ``R_a(m) = mean_i (sort(m)_i - r_a,i)^2``, the mask values sorted in
+    ascending order and r_a the reference: floor(M (1 - a)) zeros, then ones (M values per mask).
+    """
+    from .extremal import area_loss, area_reference
+
+    g = torch.Generator().manual_seed(11)
+    masks = torch.rand(3, 1, 6, 5, generator=g)
+    masks[1] = (masks[1] > 0.7).float()  # a binary mask
+    area = 0.2
+    got, done = _run(fn, masks.clone(), area)
+    if not done:
+        return False
+    want = area_loss(masks, area)
+    if isinstance(got, Tensor) and tuple(got.shape) == tuple(want.shape):
+        flat = masks.flatten(1)
+        ref = area_reference(flat.shape[1], area)
+        wrong = {
+            "unsorted": ((flat - ref) ** 2).mean(dim=1),
+            "descending": ((flat.sort(dim=1, descending=True).values - ref) ** 2).mean(dim=1),
+            "sum": ((flat.sort(dim=1).values - ref) ** 2).sum(dim=1),
+            "mean area": (flat.mean(dim=1) - area) ** 2,
+        }
+        hints = {
+            "unsorted": "sort the mask values first: R_a compares the *sorted* mask with r_a, wherever the pixels are",
+            "descending": "sort in ascending order: r_a starts with its zeros and ends with its ones",
+            "sum": "average the squared differences over the M values (a mean), do not sum them",
+            "mean area": "(mean(m) - a)^2 only constrains the average; R_a compares every sorted value with r_a",
+        }
+        for key, value in wrong.items():
+            if torch.allclose(got.float(), value, atol=1e-6):
+                raise AssertionError(hints[key])
+    _close(got, want, "R_a(m)", atol=1e-6)
+    print(
+        "✓ correct: R_a(m) = mean (sort(m) - r_a)^2, zero only for a mask equal to 1 on a fraction a of its "
+        "pixels and 0 elsewhere."
+    )
+    return True

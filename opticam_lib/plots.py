@@ -228,3 +228,61 @@ def time_bars(
     ax.grid(axis="x", alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     return fig
+
+
+def plot_extremal_history(
+    scores: Tensor,
+    area_losses: Tensor,
+    labels: Sequence[str] | None = None,
+    area_weights: Tensor | None = None,
+) -> Figure:
+    """Extremal perturbation's optimisation (notebook 11): the class score and the area loss per iteration.
+
+    Args:
+        scores: (N, T) the class logit of the perturbed image at each iteration (``ExtremalResult.scores``).
+        area_losses: (N, T) R_a(m) at each iteration (``ExtremalResult.area_losses``).
+        labels: N names for the legend.
+        area_weights: (T,) lambda_t; when given, a third panel shows lambda_t * R_a(m), the penalty's size.
+    """
+    panels = [(scores, "class score f_c (logit)"), (area_losses, "area loss R_a(m)")]
+    if area_weights is not None:
+        panels.append((area_losses * area_weights.reshape(1, -1), "penalty lambda_t R_a(m)"))
+    fig = Figure(figsize=(3.6 * len(panels), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (values, title) in zip(axes, panels):
+        v = values.detach().cpu().float()
+        for i in range(v.shape[0]):
+            ax.plot(torch.arange(1, v.shape[1] + 1), v[i], label=labels[i] if labels else None)
+        ax.set_xlabel("iteration")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    if labels:
+        axes[0].legend(fontsize=8)
+    return fig
+
+
+def plot_superpixel_weights(image: Tensor, segments: Tensor, weights: Tensor, title: str = "") -> Figure:
+    """LIME's view of an image (notebook 11): the superpixel grid, and one weight per superpixel painted on it.
+
+    Args:
+        image: (3, H, W) float in [0, 1].
+        segments: (H, W) long superpixel ids 0..F-1 (``attribution.grid_superpixels``).
+        weights: (F,) the surrogate's coefficients (any sign; a diverging colour map centred at 0).
+    """
+    seg = segments.detach().cpu()
+    w = weights.detach().cpu().double().reshape(-1)
+    fig = Figure(figsize=(7.6, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    edges = (seg[1:, :] != seg[:-1, :])[:, :-1] | (seg[:, 1:] != seg[:, :-1])[:-1, :]
+    shown = to_numpy_image(image).copy()
+    shown[:-1, :-1][edges.numpy()] = (1.0, 1.0, 1.0)
+    left.imshow(shown)
+    left.set_title(f"{int(seg.max()) + 1} superpixels", fontsize=10)
+    painted = w[seg].numpy()
+    bound = float(w.abs().max()) or 1.0
+    im = right.imshow(painted, cmap="RdBu_r", vmin=-bound, vmax=bound)
+    right.set_title(title or "surrogate weight b_k per superpixel", fontsize=10)
+    fig.colorbar(im, ax=right, shrink=0.8)
+    for ax in (left, right):
+        ax.set_axis_off()
+    return fig
