@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from .cam import Targets, _prepare
-from .checks import check_choice, check_images, check_positive_int
+from .checks import check_choice, check_images, check_number, check_positive_int
 from .errors import InputError, MissingDependencyError
 from .hooks import frozen
 from .maps import normalize
@@ -86,15 +86,6 @@ def _check_seed(seed: object) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise InputError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     return seed
-
-
-def _check_float(value: object, name: str, *, positive: bool) -> float:
-    """A finite real number, > 0 (``positive``) or >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise InputError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
 
 
 @contextmanager
@@ -182,7 +173,7 @@ def gradientshap(
     images, targets = _prepare(classifier, images, targets)
     n_samples = check_positive_int(n_samples, "n_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
-    stdevs = _check_float(stdevs, "stdevs", positive=False)
+    stdevs = check_number(stdevs, "stdevs", low=0.0, closed_low=True)
     seed = _check_seed(seed)
     check_choice(reduce, "reduce", REDUCTIONS)
     base = _baseline_set(baselines, images, n_samples, seed)
@@ -344,7 +335,7 @@ def lime(
     n_samples = check_positive_int(n_samples, "n_samples")
     cell = check_positive_int(cell, "cell")
     batch_size = check_positive_int(batch_size, "batch_size")
-    kernel_width = _check_float(kernel_width, "kernel_width", positive=True)
+    kernel_width = check_number(kernel_width, "kernel_width", low=0.0, closed_low=False)
     seed = _check_seed(seed)
     n, _, h, w = images.shape
     segments = grid_superpixels(h, w, cell).to(images.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -95,3 +96,15 @@ def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise InputError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
     return value
+
+
+def check_number(value: object, name: str, *, low: float, high: float = math.inf, closed_low: bool) -> float:
+    """A real number (not bool) in (low, high) or [low, high), else an InputError naming the interval."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if closed_low else value > low) and value < high
+    if not ok:
+        left = "[" if closed_low else "("
+        right = "inf)" if high == math.inf else f"{high:g})"
+        raise InputError(f"{name} must be a number in {left}{low:g}, {right}, got {value!r}")
+    return float(value)

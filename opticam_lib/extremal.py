@@ -78,7 +78,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .cam import Targets, _prepare
-from .checks import check_choice, check_positive_int
+from .checks import check_choice, check_number, check_positive_int
 from .errors import InputError
 from .hooks import frozen
 from .models import Classifier
@@ -93,20 +93,8 @@ COLDNESS = 20.0  # T of the smooth max (TorchRay's value)
 # checks
 
 
-def _check_number(value: object, name: str, *, low: float, high: float = math.inf, closed_low: bool) -> float:
-    """A real number (not bool) in (low, high) or [low, high), else an InputError naming the interval."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value >= low if closed_low else value > low) and value < high
-    if not ok:
-        left = "[" if closed_low else "("
-        right = "inf)" if high == math.inf else f"{high:g})"
-        raise InputError(f"{name} must be a number in {left}{low:g}, {right}, got {value!r}")
-    return float(value)
-
-
 def _check_area(area: object) -> float:
-    return _check_number(area, "area", low=0.0, high=1.0, closed_low=False)
+    return check_number(area, "area", low=0.0, high=1.0, closed_low=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -125,7 +113,7 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     Returns:
         (N, C, H, W), same dtype and device.
     """
-    sigma = _check_number(sigma, "sigma", low=0.0, closed_low=True)
+    sigma = check_number(sigma, "sigma", low=0.0, closed_low=True)
     if sigma == 0:
         return images.clone()
     width = math.ceil(4 * sigma)
@@ -154,7 +142,7 @@ def perturbation_pyramid(
     if num_levels < 2:
         raise InputError(f"num_levels must be at least 2, got {num_levels}")
     check_choice(perturbation, "perturbation", PERTURBATIONS)
-    max_blur = _check_number(max_blur, "max_blur", low=0.0, closed_low=False)
+    max_blur = check_number(max_blur, "max_blur", low=0.0, closed_low=False)
     levels = []
     with torch.no_grad():
         for level in range(num_levels):
@@ -221,8 +209,8 @@ class SmoothMaskGenerator:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.step = check_positive_int(step, "step")
-        self.sigma = _check_number(sigma, "sigma", low=0.0, closed_low=False)
-        self.coldness = _check_number(coldness, "coldness", low=0.0, closed_low=False)
+        self.sigma = check_number(sigma, "sigma", low=0.0, closed_low=False)
+        self.coldness = check_number(coldness, "coldness", low=0.0, closed_low=False)
         self.size = (int(size[0]), int(size[1]))
         self.radius = 1 + math.ceil(self.sigma / self.step)
         self.padding = 1 + math.ceil(
@@ -397,15 +385,15 @@ def optimize_extremal(
     check_choice(variant, "variant", VARIANTS)
     check_choice(jitter, "jitter", JITTERS)
     step = check_positive_int(step, "step")
-    sigma = _check_number(sigma, "sigma", low=0.0, closed_low=False)
+    sigma = check_number(sigma, "sigma", low=0.0, closed_low=False)
     num_levels = check_positive_int(num_levels, "num_levels")
     if num_levels < 2:
         raise InputError(f"num_levels must be at least 2, got {num_levels}")
-    max_blur = _check_number(max_blur, "max_blur", low=0.0, closed_low=False)
-    lr = _check_number(lr, "lr", low=0.0, closed_low=False)
-    momentum = _check_number(momentum, "momentum", low=0.0, high=1.0, closed_low=True)
-    area_weight = _check_number(area_weight, "area_weight", low=0.0, closed_low=True)
-    area_growth = _check_number(area_growth, "area_growth", low=0.0, closed_low=False)
+    max_blur = check_number(max_blur, "max_blur", low=0.0, closed_low=False)
+    lr = check_number(lr, "lr", low=0.0, closed_low=False)
+    momentum = check_number(momentum, "momentum", low=0.0, high=1.0, closed_low=True)
+    area_weight = check_number(area_weight, "area_weight", low=0.0, closed_low=True)
+    area_growth = check_number(area_growth, "area_growth", low=0.0, closed_low=False)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer, got {seed!r}")
 
