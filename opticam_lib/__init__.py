@@ -1,5 +1,9 @@
 """opticam_lib: saliency maps for image classifiers around Opti-CAM (Zhang et al., CVIU 2024).
 
+Three wings (ARCHITECTURE.md): the library (this namespace: models, methods, metrics, images, plots), the
+course (``opticam_lib.course``, what only the notebooks use) and the paper's reproduction
+(``opticam_lib.paper``); the controlled world is ``opticam_lib.world``.
+
 Calling convention of every method: ``method(classifier, images, targets=None, **options) -> maps`` with images
 (N, 3, H, W) float in [0, 1] and maps (N, 1, H, W) float in [0, 1].
 
@@ -9,34 +13,38 @@ Calling convention of every method: ``method(classifier, images, targets=None, *
     >>> maps = opticam(clf, s.images[:2], s.labels[:2], iterations=30)
 """
 
-from .attribution import gradientshap, lime
-from .cam import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
-from .errors import InputError, MissingDataError, MissingDependencyError, MissingWeightsError, OptiCAMError
-from .evaluate import Evaluation, evaluate, format_table
-from .extremal import extremal_perturbation
-from .masking import ablationcam, fakecam, scorecam
-from .methods import METHODS, display_name, explain, get_method
-from .metrics import (
-    area_under_curve,
+from opticam_lib.errors import (
+    InputError,
+    MissingDataError,
+    MissingDependencyError,
+    MissingWeightsError,
+    OptiCAMError,
+)
+from opticam_lib.methods.attribution import gradientshap, lime
+from opticam_lib.methods.cam import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
+from opticam_lib.methods.extremal import extremal_perturbation
+from opticam_lib.methods.masking import ablationcam, fakecam, scorecam
+from opticam_lib.methods.opticam import OptiCAMResult, opticam, optimize
+from opticam_lib.methods.registry import METHODS, display_name, explain, get_method
+from opticam_lib.metrics.classification import (
     average_drop,
     average_gain,
     average_increase,
     classification_metrics,
-    deletion_curve,
-    insertion_curve,
     masked_probabilities,
 )
-from .models import Classifier, available_models, load_classifier, wrap_classifier
-from .opticam import OptiCAMResult, opticam, optimize
-from .profiles import profile, use_profile
+from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
+from opticam_lib.metrics.evaluate import Evaluation, evaluate, format_table
+from opticam_lib.models import Classifier, available_models, load_classifier, wrap_classifier
+from opticam_lib.profiles import profile, use_profile
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # images.py is built alongside; import lazily so the core works without it
+    # the photo loaders import PIL and read the sample manifest: only when asked for
     if name in ("load_samples", "load_image", "load_images", "ImageSet"):
-        from . import images
+        from opticam_lib import images
 
         return getattr(images, name)
     raise AttributeError(f"module 'opticam_lib' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import OptiCAMError
+from opticam_lib.errors import OptiCAMError
 
 EPILOG = """examples:
   python -m opticam_lib explain photo.jpg                       Opti-CAM map of photo.jpg, predicted class
@@ -30,7 +30,7 @@ and VGG16 on 1,000 ImageNet validation images.
 
 
 def _methods_arg(text: str) -> list[str]:
-    from .methods import METHODS
+    from opticam_lib.methods.registry import METHODS
 
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n.lower().replace("-", "") not in METHODS]
@@ -132,9 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(rp)
 
     sub.add_parser("models", help="list the models and whether their weights are available offline")
-    from .medical import add_parser as add_medical_parser
-
-    add_medical_parser(sub)
+    _add_medical_parser(sub)
     return parser
 
 
@@ -148,7 +146,7 @@ def _methods_or_extra(text: str) -> list[str]:
 
 
 def _load(args: argparse.Namespace):
-    from .models import load_classifier
+    from opticam_lib.models.registry import load_classifier
 
     clf = load_classifier(args.model, device=args.device)
     if args.layer:
@@ -157,7 +155,7 @@ def _load(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace, method: str) -> dict:
-    from .methods import LAYER_METHODS, PROGRESS_METHODS
+    from opticam_lib.methods.registry import LAYER_METHODS, PROGRESS_METHODS
 
     opts: dict = {}
     if args.layer and method in LAYER_METHODS:
@@ -174,16 +172,16 @@ def _options(args: argparse.Namespace, method: str) -> dict:
 def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .checks import check_targets
-    from .images import load_images
-    from .methods import display_name, explain
-    from .metrics import masked_probabilities
-    from .plots import save_overlay
+    from opticam_lib.images import load_images
+    from opticam_lib.inputs import validate_targets
+    from opticam_lib.methods.registry import display_name, explain
+    from opticam_lib.metrics.classification import masked_probabilities
+    from opticam_lib.plots import save_overlay
 
     clf = _load(args)
     images = load_images(args.images, size=clf.input_size).to(clf.device)
     targets = None if args.target is None else [args.target] * len(args.images)
-    t = check_targets(targets, clf, images)
+    t = validate_targets(targets, clf, images)
     maps = explain(clf, images, args.method, t, **_options(args, args.method))
     p, o = masked_probabilities(clf, images, maps, t)
     out = Path(args.out)
@@ -204,8 +202,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_table, save_json
-    from .images import load_samples
+    from opticam_lib.images import load_samples
+    from opticam_lib.metrics.evaluate import evaluate, format_table, save_json
 
     clf = _load(args)
     samples = load_samples(size=clf.input_size)
@@ -241,7 +239,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import Config, run
+    from opticam_lib.paper.reproduce import Config, run
 
     config = Config(
         table=args.table,
@@ -267,14 +265,111 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_medical(args: argparse.Namespace) -> int:
-    from .medical import main as medical_main
+def _add_medical_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``medical`` subcommand (appendix E)."""
+    from opticam_lib.paper.medical import DATASETS, PAPER_EPOCHS, PAPER_LR, PAPER_MOMENTUM
+    from opticam_lib.paper.medical import __doc__ as medical_doc
 
-    return medical_main(args)
+    md = sub.add_parser(
+        "medical",
+        help="appendix E: fine-tune on Chest X-ray / Kvasir, then Table A10",
+        description=(medical_doc or "").split("\n\n")[1],
+    )
+    msub = md.add_subparsers(dest="medical_command", metavar="STEP")
+    msub.required = True
+    ft = msub.add_parser("finetune", help="appendix E.2: train the last layer, then the entire network")
+    ft.add_argument("--dataset", choices=DATASETS, required=True)
+    ft.add_argument(
+        "--model", default="resnet50", help="resnet50 or vgg16_bn (the paper's); default %(default)s"
+    )
+    ft.add_argument("--root", default=None, help="data folder (default: the data_download cache)")
+    ft.add_argument("--head-epochs", type=int, default=5, help="phase 1 epochs (not in the paper; default 5)")
+    ft.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help="phase 2 epochs (paper: 50)")
+    ft.add_argument("--head-lr", type=float, default=None, help="phase 1 lr (default: the paper's)")
+    ft.add_argument("--lr", type=float, default=PAPER_LR, help="phase 2 lr (paper: 1e-5)")
+    ft.add_argument("--momentum", type=float, default=PAPER_MOMENTUM)
+    ft.add_argument("--batch-size", type=int, default=32, help="not in the paper; default 32")
+    ft.add_argument("--device", default="cpu")
+    ft.add_argument("--workers", type=int, default=2, help="data loading processes")
+    ft.add_argument("--limit", type=int, default=None, help="first N images of each split (quick look)")
+    ft.add_argument("--max-steps", type=int, default=None, help="stop each phase after N steps (smoke test)")
+    ft.add_argument("--random", action="store_true", help="start from random weights (no download needed)")
+    ft.add_argument("--out", default="", help="default: outputs/medical/<dataset>_<model>")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--quiet", action="store_true")
+    ev = msub.add_parser("evaluate", help="Table A10 (AD/AG/AI) on the test split = reproduce --table A10")
+    ev.add_argument("--checkpoint", required=True, help="model.pt written by 'medical finetune'")
+    ev.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
+    ev.add_argument("--methods", default=None, help="comma-separated (default: those of Table A10)")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--iterations", type=int, default=100)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--out", default="")
+    ev.add_argument("--quiet", action="store_true")
+
+
+def cmd_medical(args: argparse.Namespace) -> int:
+    """Run ``medical finetune`` or ``medical evaluate`` (= ``reproduce --table A10``)."""
+    import torch
+
+    from opticam_lib.errors import InputError
+    from opticam_lib.paper.medical import FinetuneConfig, finetune, format_result
+
+    if args.medical_command == "finetune":
+        config = FinetuneConfig(
+            dataset=args.dataset,
+            model=args.model,
+            root=args.root,
+            head_epochs=args.head_epochs,
+            epochs=args.epochs,
+            head_lr=args.head_lr,
+            lr=args.lr,
+            momentum=args.momentum,
+            batch_size=args.batch_size,
+            device=args.device,
+            out=args.out,
+            limit=args.limit,
+            max_steps=args.max_steps,
+            workers=args.workers,
+            seed=args.seed,
+            pretrained=not args.random,
+        )
+        print(format_result(finetune(config, progress=not args.quiet)))
+        return 0
+    from opticam_lib.paper.reproduce import Config, run
+
+    ck = (
+        torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        if Path(args.checkpoint).is_file()
+        else None
+    )
+    if ck is None:
+        raise InputError(
+            f"no checkpoint at {args.checkpoint}; make one with: python -m opticam_lib medical finetune"
+        )
+    dataset = ck["meta"]["dataset"]
+    spec = dataset if args.images is None else f"{dataset}:{args.images}"
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else []
+    result = run(
+        Config(
+            table="A10",
+            model=str(args.checkpoint),
+            images=spec,
+            methods=methods,
+            device=args.device,
+            batch_size=args.batch_size,
+            iterations=args.iterations,
+            out=args.out,
+        ),
+        progress=not args.quiet,
+    )
+    print(result.text)
+    print(f"wrote {result.out}/table.json, table.csv, table.txt")
+    return 0
 
 
 def cmd_models(_args: argparse.Namespace) -> int:
-    from .models import _REGISTRY, available_models, weights_path
+    from opticam_lib.models.registry import _REGISTRY, available_models, weights_path
 
     for name, desc in available_models().items():
         spec = _REGISTRY[name]

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from .models import Classifier
+if TYPE_CHECKING:  # annotations only: the models import this module
+    from opticam_lib.models.classifier import Classifier
 
 
 @contextmanager

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from .errors import InputError, MissingDataError, OptiCAMError
+from opticam_lib.errors import InputError, MissingDataError, OptiCAMError
 
 PathLike = str | Path
 
@@ -202,7 +202,7 @@ class ImageSet:
     def label_names(self, categories: Sequence[str] | None = None) -> list[str]:
         """The class name of each label (default: the ImageNet names of ``opticam_lib.models``)."""
         if categories is None:
-            from .models import imagenet_categories
+            from opticam_lib.models.classifier import imagenet_categories
 
             categories = imagenet_categories()
         return [categories[int(c)] for c in self.labels]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from .errors import InputError
+from opticam_lib.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,406 @@
+"""What the paper leaves open, measured (notebook 10): time-to-quality curves of Opti-CAM's optimiser and
+schedule, several classes of one image in one batch, per-image early stopping, and the exercise's checker.
+
+Every study here calls ``opticam.optimize`` (Adam or SGD, constant / cosine / step learning rate, per-image
+early stop); the quality is the paper's average gain AG (eq. 15), with the average drop AD beside it, measured on
+the maps at regular checkpoints of the optimisation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from opticam_lib.errors import InputError
+from opticam_lib.inputs import Targets, prepare, validate_positive_int
+from opticam_lib.methods.features import features
+from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map
+from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.models.classifier import Classifier
+
+
+@dataclass
+class QualityCurve:
+    """AG and AD of one optimiser setting at checkpoints of the optimisation.
+
+    Attributes:
+        name: the setting's label.
+        options: the ``optimize`` options of this setting.
+        iterations: checkpoints (0 = the starting map, uniform weights), ascending.
+        seconds: optimisation time up to each checkpoint (features included; the checkpoints' own evaluation
+            excluded), 0 at iteration 0.
+        AG, AD, AI: eq. (15), (13) and (14) in percent at each checkpoint, over all images.
+        result: the final ``OptiCAMResult``.
+    """
+
+    name: str
+    options: dict
+    iterations: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    AG: list[float] = field(default_factory=list)
+    AD: list[float] = field(default_factory=list)
+    AI: list[float] = field(default_factory=list)
+    result: OptiCAMResult | None = None
+
+    def first_reaching(self, level: float) -> tuple[int, float] | None:
+        """(iteration, seconds) of the first checkpoint with AG >= ``level``; None if no checkpoint reaches it."""
+        i = first_reaching(self.iterations, self.AG, level)
+        return None if i is None else (i, self.seconds[self.iterations.index(i)])
+
+
+def first_reaching(iterations: Sequence[int], values: Sequence[float], level: float) -> int | None:
+    """The first entry of ``iterations`` whose value is at least ``level`` (curves need not be monotone);
+    None when none is. ``iterations`` and ``values`` have the same length."""
+    if len(iterations) != len(values):
+        raise InputError(f"{len(iterations)} iterations but {len(values)} values")
+    for it, v in zip(iterations, values):
+        if v >= level:
+            return int(it)
+    return None
+
+
+def time_to_quality(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Targets,
+    settings: Mapping[str, Mapping],
+    *,
+    iterations: int = 30,
+    every: int = 5,
+) -> dict[str, QualityCurve]:
+    """Run Opti-CAM once per setting and measure AG/AD every ``every`` iterations.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1].
+        targets: one class per image (None: the predicted class).
+        settings: {label: options for ``optimize``} (e.g. ``{"Adam 0.1": {"lr": 0.1}, "SGD": {"optimizer":
+            "sgd", "lr": 4.0}}``). Early stopping is off (``tol=None``) unless a setting sets ``tol``.
+        iterations: iterations per setting; every: checkpoint spacing.
+    Returns:
+        {label: QualityCurve}, with a checkpoint at iteration 0 (uniform weights), every ``every`` iterations
+        and at the end.
+    """
+    iterations = validate_positive_int(iterations, "iterations")
+    every = validate_positive_int(every, "every")
+    if not settings:
+        raise InputError("give at least one setting")
+    images, targets = prepare(classifier, images, targets)
+    p = class_probability(classifier, images, targets)
+
+    def scores(maps: Tensor) -> dict[str, float]:
+        return classification_metrics(p, class_probability(classifier, images * maps, targets))
+
+    acts, _ = features(classifier, images)
+    start_map = saliency_map(
+        torch.full(acts.shape[:2], 0.5, device=acts.device), acts, tuple(images.shape[-2:])
+    )
+    start = scores(start_map)
+    curves = {}
+    for name, options in settings.items():
+        options = {"tol": None, "progress": False, **options}
+        for key in ("iterations", "callback", "callback_every"):
+            if key in options:
+                raise InputError(f"setting {name!r}: {key!r} is set by time_to_quality")
+        curve = QualityCurve(name, dict(options), [0], [0.0], [start["AG"]], [start["AD"]], [start["AI"]])
+        clock = {"start": 0.0, "eval": 0.0}  # the checkpoints' own evaluation time is left out
+
+        def checkpoint(step: int, partial: OptiCAMResult, curve=curve, clock=clock) -> None:
+            entered = time.perf_counter()
+            s = scores(partial.maps)
+            curve.iterations.append(step)
+            curve.seconds.append(entered - clock["start"] - clock["eval"])
+            curve.AG.append(s["AG"])
+            curve.AD.append(s["AD"])
+            curve.AI.append(s["AI"])
+            clock["eval"] += time.perf_counter() - entered
+
+        clock["start"] = time.perf_counter()
+        curve.result = optimize(
+            classifier,
+            images,
+            targets,
+            iterations=iterations,
+            callback=checkpoint,
+            callback_every=every,
+            **options,
+        )
+        curves[name] = curve
+    return curves
+
+
+def plot_time_to_quality(
+    curves: Mapping[str, QualityCurve], reference: float | None = None, reference_label: str = "reference"
+) -> Figure:
+    """Two panels: AG against iterations and against seconds, one line per setting; ``reference`` a dashed AG
+    level."""
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for name, c in curves.items():
+        axes[0].plot(c.iterations, c.AG, marker="o", ms=3, label=name)
+        axes[1].plot(c.seconds, c.AG, marker="o", ms=3, label=name)
+    for ax, xlabel in zip(axes, ("iterations", "seconds of optimisation (this machine)")):
+        if reference is not None:
+            ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("AG (%) ↑")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+@dataclass
+class ClassMaps:
+    """Opti-CAM for the top-k classes of one image, one row per class.
+
+    Attributes:
+        classes: (k,) class ids, most probable first; names: their names.
+        p: (k,) probability of each class on the image; o: on the image masked by that class's map.
+        maps: (k, 1, H, W) in [0, 1]; result: the ``OptiCAMResult`` of the batch.
+    """
+
+    classes: Tensor
+    names: list[str]
+    p: Tensor
+    o: Tensor
+    maps: Tensor
+    result: OptiCAMResult
+
+
+def explain_top_classes(classifier: Classifier, image: Tensor, k: int = 3, **options) -> ClassMaps:
+    """Opti-CAM maps of one image (3, H, W) in [0, 1] for its ``k`` most probable classes, in one batch: the
+    image is repeated k times with one target each (``optimize`` takes one target per image). ``options`` go to
+    ``optimize``."""
+    k = validate_positive_int(k, "k")
+    if not isinstance(image, Tensor) or image.dim() != 3:
+        raise InputError(f"image must be one (3, H, W) tensor, got {getattr(image, 'shape', type(image))}")
+    if k > classifier.num_classes:
+        raise InputError(f"k={k} but the classifier has {classifier.num_classes} classes")
+    x = image[None].to(classifier.device)
+    top = classifier.top(x, k)[0]
+    classes = torch.tensor([c for c, _, _ in top], device=classifier.device)
+    batch = x.expand(k, -1, -1, -1)
+    options.setdefault("progress", False)
+    result = optimize(classifier, batch, classes, **options)
+    p = class_probability(classifier, batch, classes)
+    o = class_probability(classifier, batch * result.maps, classes)
+    return ClassMaps(classes.cpu(), [n for _, n, _ in top], p.cpu(), o.cpu(), result.maps.cpu(), result)
+
+
+def map_overlap(a: Tensor, b: Tensor) -> float:
+    """Soft intersection over union of two maps in [0, 1] of the same shape: sum(min) / sum(max), in [0, 1]
+    (1: identical maps; 0: disjoint). Two all-zero maps give 1."""
+    if a.shape != b.shape:
+        raise InputError(f"maps of different shapes: {tuple(a.shape)} and {tuple(b.shape)}")
+    hi = torch.maximum(a, b).sum()
+    return 1.0 if float(hi) == 0 else float(torch.minimum(a, b).sum() / hi)
+
+
+@dataclass
+class EarlyStop:
+    """One batch optimised twice: for every iteration, and with per-image early stopping.
+
+    Attributes:
+        used: (N,) iterations each image ran with early stopping; budget: the iteration budget.
+        seconds_full, seconds_early: wall-clock time of the two runs (same batch, same machine).
+        forwards_full, forwards_early: image-iterations (forward + backward passes) of each run.
+        AG_full, AG_early, AD_full, AD_early: eq. (15) and (13) in percent.
+        full, early: the two ``OptiCAMResult``.
+    """
+
+    used: Tensor
+    budget: int
+    seconds_full: float
+    seconds_early: float
+    forwards_full: int
+    forwards_early: int
+    AG_full: float
+    AG_early: float
+    AD_full: float
+    AD_early: float
+    full: OptiCAMResult
+    early: OptiCAMResult
+
+
+def early_stop_study(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Targets,
+    *,
+    tol: float,
+    patience: int = 3,
+    iterations: int = 30,
+    **options,
+) -> EarlyStop:
+    """Optimise ``images`` for ``iterations`` with ``tol=None``, then with early stopping (an image stops after
+    ``patience`` iterations in a row whose objective changed by less than ``tol``), and compare."""
+    if not (isinstance(tol, int | float) and tol > 0):
+        raise InputError(f"tol must be a positive number, got {tol!r}")
+    images, targets = prepare(classifier, images, targets)
+    options.setdefault("progress", False)
+    full = optimize(classifier, images, targets, iterations=iterations, tol=None, **options)
+    early = optimize(
+        classifier, images, targets, iterations=iterations, tol=tol, patience=patience, **options
+    )
+    p = class_probability(classifier, images, targets)
+    s_full = classification_metrics(p, class_probability(classifier, images * full.maps, targets))
+    s_early = classification_metrics(p, class_probability(classifier, images * early.maps, targets))
+    return EarlyStop(
+        used=early.iterations,
+        budget=iterations,
+        seconds_full=full.seconds,
+        seconds_early=early.seconds,
+        forwards_full=int(full.iterations.sum()),
+        forwards_early=int(early.iterations.sum()),
+        AG_full=s_full["AG"],
+        AG_early=s_early["AG"],
+        AD_full=s_full["AD"],
+        AD_early=s_early["AD"],
+        full=full,
+        early=early,
+    )
+
+
+def curves_table(curves: Mapping[str, QualityCurve], level: float) -> list[dict]:
+    """One row per setting: final AG and AD, its time, and the first checkpoint reaching AG ``level``."""
+    rows = []
+    for name, c in curves.items():
+        hit = c.first_reaching(level)
+        rows.append(
+            {
+                "setting": name,
+                "AG": c.AG[-1],
+                "AD": c.AD[-1],
+                "seconds": c.seconds[-1],
+                "iterations to level": None if hit is None else hit[0],
+                "seconds to level": None if hit is None else hit[1],
+            }
+        )
+    return rows
+
+
+def format_rows(rows: Sequence[Mapping], digits: int = 1) -> str:
+    """A plain-text table of ``rows`` (dicts with the same keys); None shows as ``—``."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+
+    def cell(v) -> str:
+        if v is None:
+            return "—"
+        if isinstance(v, float | np.floating):
+            return f"{v:.{digits}f}"
+        return str(v)
+
+    table = [[str(k) for k in keys]] + [[cell(r[k]) for k in keys] for r in rows]
+    widths = [max(len(row[j]) for row in table) for j in range(len(keys))]
+    lines = [
+        "  ".join(v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(row, widths)))
+        for row in table
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def image_from_upload(value, size: int = 224) -> tuple[Tensor, str]:
+    """The first file of an ipywidgets ``FileUpload.value`` as ((3, size, size) float in [0, 1], file name).
+
+    ``value`` is what ipywidgets 8 gives: a sequence of dicts with ``"name"`` and ``"content"`` (bytes or
+    memoryview). The bytes are written to a temporary file and read by ``images.load_image`` (same conversions
+    and the same clear errors as for a path). Raises InputError when nothing was uploaded.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from opticam_lib.images import load_image
+
+    files = list(value.values()) if isinstance(value, Mapping) else list(value or ())
+    if not files:
+        raise InputError("no file uploaded yet: choose an image file with the upload button")
+    first = files[0]
+    name = str(first.get("name", "upload"))
+    content = first.get("content")
+    if content is None:
+        raise InputError(f"the upload of {name!r} has no content")
+    suffix = Path(name).suffix or ".img"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(bytes(content))
+        try:
+            image = load_image(path, size)
+        except InputError as err:
+            raise InputError(str(err).replace(str(path), name)) from None
+    return image, name
+
+
+def image_picker(show: Callable[[Tensor, str], object], description: str = "your image"):
+    """An ipywidgets file picker: choosing an image file calls ``show(image (3, 224, 224) in [0, 1], name)`` and
+    displays what it returns (e.g. a figure) below the button; errors are shown there in words.
+
+    Returns the widget box; ``box.controls`` maps ``"upload"``, ``"status"``, ``"output"`` to the widgets.
+    """
+    import html as _html
+
+    import ipywidgets as w
+    from IPython.display import display
+
+    upload = w.FileUpload(
+        accept="image/*", multiple=False, description=description, layout=w.Layout(width="260px")
+    )
+    status = w.HTML(
+        "<i>choose a photo (JPEG, PNG, ...): it is explained here, nothing leaves this machine</i>"
+    )
+    out = w.Output()
+
+    def changed(*_):
+        try:
+            image, name = image_from_upload(upload.value)
+            status.value = f"<i>running on {_html.escape(name)}…</i>"
+            shown = show(image, name)
+        except Exception as err:  # show it where the user looks
+            status.value = f"<span style='color:#b00'>error: {_html.escape(str(err))}</span>"
+            return
+        status.value = f"{_html.escape(name)}: done"
+        out.clear_output(wait=True)
+        with out:
+            display(shown)
+
+    upload.observe(changed, names="value")
+    box = w.VBox([w.HBox([upload, status]), out])
+    box.controls = {"upload": upload, "status": status, "output": out}
+    return box
+
+
+def explain_image(
+    classifier: Classifier, image: Tensor, name: str = "your image", *, k: int = 3, **options
+) -> Figure:
+    """One image (3, H, W) in [0, 1]: its ``k`` most probable classes, and Grad-CAM's and Opti-CAM's maps for the
+    most probable one, with p and o (the class probability on the image and on the masked image) in the titles.
+    ``options`` go to ``optimize``. The notebook's static figure and its file picker both call this."""
+    from opticam_lib.methods.cam import gradcam
+    from opticam_lib.plots import overlay, to_numpy_image
+
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        raise InputError(f"image must be one (3, H, W) tensor, got {getattr(image, 'shape', type(image))}")
+    x = image[None].to(classifier.device)
+    top = classifier.top(x, k)[0]
+    c = torch.tensor([top[0][0]], device=classifier.device)
+    options.setdefault("progress", False)
+    maps = {"Grad-CAM": gradcam(classifier, x, c), "Opti-CAM": optimize(classifier, x, c, **options).maps}
+    p = float(class_probability(classifier, x, c)[0])
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(to_numpy_image(image))
+    axes[0].set_title(f"{name}\n" + "\n".join(f"{n} {q:.2f}" for _, n, q in top), fontsize=8, loc="left")
+    for ax, (method, m) in zip(axes[1:], maps.items()):
+        o = float(class_probability(classifier, x * m, c)[0])
+        ax.imshow(overlay(image, m[0].cpu()))
+        ax.set_title(f"{method}: {top[0][1]}\np = {p:.2f} → o = {o:.2f}", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig

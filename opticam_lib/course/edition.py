@@ -1,0 +1,295 @@
+"""The course's two derived editions, each one command:
+
+- the **student edition** (``python -m opticam_lib.edition student`` -> ``student/``): every notebook of
+  ``notebooks/`` with the exercise solutions removed and all outputs cleared, everything else identical;
+- the **static HTML site** (``python -m opticam_lib.edition html`` -> ``site/``): the committed, executed
+  notebooks rendered by nbconvert's HTML exporter (figures embedded as PNG, math by MathJax), with an index page
+  linking them in order.
+
+``python -m opticam_lib.edition check`` lists notebooks whose exercises break the course's convention (below).
+
+The convention (``notebooks/README.md``): an **exercise** is a code cell that contains ``raise
+NotImplementedError`` (the student replaces it) and calls a checker ``check_...(...)``; it is followed at once
+by its **solution**, a code cell tagged ``solution``, hidden (``"jupyter": {"source_hidden": true}``), whose
+first line is ``# SOLUTION`` and which calls the checker again. Neither edition executes anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import html
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from opticam_lib.errors import InputError
+
+SOLUTION_TAG = "solution"
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+MATHJAX_NOTE = (
+    "Equations are typeset by MathJax, which these pages load from a CDN "
+    "(cdnjs.cloudflare.com): offline, the math shows as LaTeX source such as $\\sum_k w_k A^k$; "
+    "figures and text need no network."
+)
+_CHECKER = re.compile(r"\bcheck_\w+\s*\(")
+_RAISE_TODO = re.compile(r"^\s*raise NotImplementedError\b", re.MULTILINE)
+
+
+def _nbformat():
+    try:
+        import nbformat
+    except ImportError as err:  # pragma: no cover - nbformat comes with jupyter
+        raise InputError("the editions need nbformat: pip install nbformat nbconvert") from err
+    return nbformat
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def is_solution(cell) -> bool:
+    """True for a cell tagged ``solution`` (its metadata ``tags`` holds ``"solution"``)."""
+    return SOLUTION_TAG in (cell.get("metadata", {}).get("tags") or [])
+
+
+def is_exercise(cell) -> bool:
+    """True for a code cell, not a solution, that holds a ``raise NotImplementedError`` for the student."""
+    return (
+        cell.get("cell_type") == "code" and not is_solution(cell) and bool(_RAISE_TODO.search(_source(cell)))
+    )
+
+
+def read_notebook(path: str | Path):
+    """Read an .ipynb file (nbformat 4). Raises InputError naming the path when it is missing or not a notebook."""
+    nbformat = _nbformat()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"notebook not found: {path}")
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises several types for bad JSON / schema
+        raise InputError(f"cannot read {path} as a notebook: {err}") from None
+
+
+def student_notebook(nb):
+    """The student version of notebook ``nb`` (not modified): solution cells removed; every code cell's outputs
+    and execution count cleared, with the run's records (cell metadata ``execution`` timestamps, the
+    notebook's saved ``widgets`` state). Every other cell, source and metadata is kept as it is."""
+    out = copy.deepcopy(nb)
+    out.cells = [c for c in out.cells if not is_solution(c)]
+    for cell in out.cells:
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        cell.get("metadata", {}).pop("execution", None)
+    out.metadata.pop("widgets", None)
+    return out
+
+
+def has_outputs(nb) -> bool:
+    """True when any code cell of ``nb`` has an output or an execution count."""
+    return any(
+        c.get("cell_type") == "code" and (c.get("outputs") or c.get("execution_count") is not None)
+        for c in nb.cells
+    )
+
+
+def exercise_problems(nb, name: str = "notebook") -> list[str]:
+    """Every way ``nb`` breaks the exercise convention (module docstring); an empty list when it follows it.
+
+    Also reports a notebook with no exercise at all (every notebook of the course has at least one)."""
+    problems: list[str] = []
+    cells = nb.cells
+    exercises = 0
+    for i, cell in enumerate(cells):
+        where = f"{name} cell {i}"
+        if is_exercise(cell):
+            exercises += 1
+            nxt = cells[i + 1] if i + 1 < len(cells) else None
+            if nxt is None or not is_solution(nxt):
+                problems.append(f"{where}: exercise not followed by a cell tagged {SOLUTION_TAG!r}")
+            if not _CHECKER.search(_source(cell)):
+                problems.append(f"{where}: exercise calls no checker check_...(...)")
+        elif is_solution(cell):
+            src = _source(cell)
+            if cell.get("cell_type") != "code":
+                problems.append(f"{where}: a {cell.get('cell_type')} cell is tagged {SOLUTION_TAG!r}")
+                continue
+            if i == 0 or not is_exercise(cells[i - 1]):
+                problems.append(
+                    f"{where}: solution does not follow an exercise cell (raise NotImplementedError)"
+                )
+            if not src.lstrip().startswith("# SOLUTION"):
+                problems.append(f"{where}: solution's first line is not '# SOLUTION'")
+            if not cell.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
+                problems.append(f"{where}: solution is not hidden (metadata jupyter.source_hidden)")
+            if not _CHECKER.search(src):
+                problems.append(f"{where}: solution calls no checker check_...(...)")
+    if exercises == 0:
+        problems.append(f"{name}: no exercise (a code cell with raise NotImplementedError and a checker)")
+    return problems
+
+
+def course_notebooks(src: str | Path = "notebooks") -> list[Path]:
+    """The course's notebooks in ``src`` (files ``NN_name.ipynb``), in order. Raises InputError if there are none."""
+    src = Path(src)
+    if not src.is_dir():
+        raise InputError(f"notebook folder not found: {src}")
+    found = sorted(src.glob(NOTEBOOK_GLOB))
+    if not found:
+        raise InputError(f"no course notebooks (NN_name.ipynb) in {src}")
+    return found
+
+
+def write_student_edition(src: str | Path = "notebooks", dst: str | Path = "student") -> list[Path]:
+    """Write ``student_notebook`` of every course notebook of ``src`` into ``dst`` (created), plus ``src``'s
+    README.md if there is one. Notebooks left in ``dst`` from an earlier run whose source is gone are removed.
+    Returns the notebooks written, in order."""
+    nbformat = _nbformat()
+    src, dst = Path(src), Path(dst)
+    sources = course_notebooks(src)
+    if dst.resolve() == src.resolve():
+        raise InputError("the student edition must go to another folder than its sources")
+    dst.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sources:
+        target = dst / path.name
+        nbformat.write(student_notebook(read_notebook(path)), target)
+        written.append(target)
+    keep = {p.name for p in sources}
+    for stale in dst.glob(NOTEBOOK_GLOB):
+        if stale.name not in keep:
+            stale.unlink()
+    readme = src / "README.md"
+    if readme.is_file():
+        (dst / "README.md").write_text(readme.read_text(encoding="utf-8"), encoding="utf-8")
+    return written
+
+
+def notebook_title(nb, fallback: str) -> str:
+    """The text of the first level-1 heading (``# ...``) of the first markdown cells, else ``fallback``."""
+    for cell in nb.cells:
+        if cell.get("cell_type") != "markdown":
+            continue
+        for line in _source(cell).splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return fallback
+
+
+def _index_html(entries: Sequence[tuple[str, str, bool]]) -> str:
+    items = "\n".join(
+        f'    <li><a href="{html.escape(href)}">{html.escape(title)}</a>'
+        + ("" if executed else " <em>(not executed: no outputs saved)</em>")
+        + "</li>"
+        for href, title, executed in entries
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>The Opti-CAM course</title>
+  <style>body {{ font-family: sans-serif; max-width: 46em; margin: 2em auto; line-height: 1.5; padding: 0 1em; }}
+  li {{ margin: 0.4em 0; }} .note {{ color: #555; font-size: 0.95em; }}</style>
+</head>
+<body>
+  <h1>The Opti-CAM course</h1>
+  <p>Notebooks around <em>Opti-CAM: Optimizing saliency maps for interpretability</em> (Zhang et al., CVIU 2024),
+  executed on a laptop CPU with the default profile, in the order to read them. To run them, open
+  <code>notebooks/</code> in JupyterLab (see <code>notebooks/README.md</code>).</p>
+  <ol>
+{items}
+  </ol>
+  <p class="note">{html.escape(MATHJAX_NOTE)} Interactive widgets are shown as saved when the notebook was
+  executed; they need a running kernel to react.</p>
+</body>
+</html>
+"""
+
+
+def build_html(
+    src: str | Path = "notebooks", dst: str | Path = "site", names: Iterable[str] | None = None
+) -> Path:
+    """Render the course's executed notebooks to ``dst`` (one ``NN_name.html`` each) and write ``dst/index.html``
+    linking them in order. Nothing is executed: the pages show the outputs committed with the notebooks.
+
+    Args:
+        src: folder of the notebooks.
+        dst: output folder (created).
+        names: only these notebooks (file names or stems, e.g. ``["03_opti_cam"]``); default all, in order.
+    Returns:
+        the path of ``index.html``.
+    """
+    try:
+        from nbconvert import HTMLExporter
+    except ImportError as err:  # pragma: no cover
+        raise InputError("the HTML build needs nbconvert: pip install nbconvert") from err
+    sources = course_notebooks(src)
+    if names is not None:
+        wanted = {Path(n).stem for n in names}
+        unknown = wanted - {p.stem for p in sources}
+        if unknown:
+            raise InputError(f"not a course notebook in {src}: {', '.join(sorted(unknown))}")
+        sources = [p for p in sources if p.stem in wanted]
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")
+    entries = []
+    for path in sources:
+        nb = read_notebook(path)
+        title = notebook_title(nb, path.stem)
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+        target = dst / f"{path.stem}.html"
+        target.write_text(body, encoding="utf-8")
+        entries.append((target.name, title, has_outputs(nb)))
+    index = dst / "index.html"
+    index.write_text(_index_html(entries), encoding="utf-8")
+    return index
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m opticam_lib.edition {student,html,check}``; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m opticam_lib.edition", description=__doc__.split("\n\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("student", help="write the student edition (solutions removed, outputs cleared)")
+    st.add_argument("--src", default="notebooks")
+    st.add_argument("--dst", default="student")
+    ht = sub.add_parser("html", help="render the executed notebooks to a static site with an index")
+    ht.add_argument("--src", default="notebooks")
+    ht.add_argument("--dst", default="site")
+    ht.add_argument("names", nargs="*", help="only these notebooks (e.g. 03_opti_cam); default all")
+    ck = sub.add_parser("check", help="list exercises that break the convention (exit 1 if any)")
+    ck.add_argument("--src", default="notebooks")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "student":
+            written = write_student_edition(args.src, args.dst)
+            print(
+                f"wrote {len(written)} student notebooks to {args.dst}/ (solutions removed, outputs cleared)"
+            )
+        elif args.command == "html":
+            index = build_html(args.src, args.dst, args.names or None)
+            pages = len(list(index.parent.glob("[0-9][0-9]_*.html")))
+            print(f"wrote {index} and {pages} notebook pages (MathJax from its CDN for the equations)")
+        else:
+            problems = [
+                p
+                for path in course_notebooks(args.src)
+                for p in exercise_problems(read_notebook(path), path.name)
+            ]
+            print("\n".join(problems) if problems else "every exercise has a hidden solution and a checker")
+            return 1 if problems else 0
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

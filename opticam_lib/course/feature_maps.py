@@ -1,0 +1,161 @@
+"""Notebooks 00-01: predictions on the sample photos, and the feature maps A^k behind a CAM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from opticam_lib.errors import InputError
+from opticam_lib.inputs import validate_images, validate_positive_int
+from opticam_lib.models.classifier import Classifier
+from opticam_lib.plots import to_numpy_image
+
+
+def prediction_table(
+    classifier: Classifier,
+    images: Tensor,
+    labels: Sequence[int] | Tensor,
+    names: Sequence[str] | None = None,
+    k: int = 5,
+):
+    """Top-1 / top-k predictions against the ground truth, one row per image, as a pandas DataFrame.
+
+    Columns: ``image``, ``truth`` (class name), ``top-1`` (class name), ``p(top-1)``, ``p(truth)``,
+    ``rank of truth`` (1..C), ``top-1 correct``, ``in top-k`` (bool).
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1].
+        labels: N ground-truth class ids.
+    """
+    import pandas as pd
+
+    images = validate_images(images)
+    k = validate_positive_int(k, "k")
+    labels = torch.as_tensor(labels).long().cpu()
+    if labels.shape != (images.shape[0],):
+        raise InputError(
+            f"labels must give one class per image ({images.shape[0]}), got {tuple(labels.shape)}"
+        )
+    probs = classifier.predict(images).cpu()
+    order = probs.argsort(dim=1, descending=True)
+    rows = []
+    for i in range(images.shape[0]):
+        c = int(labels[i])
+        rank = int((order[i] == c).nonzero()[0, 0]) + 1
+        top1 = int(order[i, 0])
+        rows.append(
+            {
+                "image": names[i] if names is not None else f"image {i}",
+                "truth": classifier.categories[c],
+                "top-1": classifier.categories[top1],
+                "p(top-1)": round(float(probs[i, top1]), 3),
+                "p(truth)": round(float(probs[i, c]), 3),
+                "rank of truth": rank,
+                "top-1 correct": rank == 1,
+                f"in top-{k}": rank <= k,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _boxes(ax, boxes: Tensor | None) -> None:
+    if boxes is None:
+        return
+    for x0, y0, x1, y1 in torch.as_tensor(boxes).reshape(-1, 4).tolist():
+        ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=2))
+
+
+def show_samples(
+    images: Tensor,
+    titles: Sequence[str],
+    boxes: Sequence[Tensor] | None = None,
+    cols: int = 4,
+    size: float = 2.6,
+) -> Figure:
+    """A grid of photos with a title each (e.g. their ground-truth class) and their boxes drawn in green.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1].
+        titles: N strings.
+        boxes: N tensors (M, 4) of xyxy pixel boxes, or None.
+    """
+    n = images.shape[0]
+    cols = min(validate_positive_int(cols, "cols"), n)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(size * cols, (size + 0.3) * rows), layout="constrained")
+    axes = np.array(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i in range(n):
+        ax = axes.flat[i]
+        ax.imshow(to_numpy_image(images[i]))
+        ax.set_title(titles[i], fontsize=10)
+        _boxes(ax, None if boxes is None else boxes[i])
+    return fig
+
+
+def top_channels(activations: Tensor, n: int = 8) -> list[int]:
+    """The ``n`` channels with the largest mean activation: activations (K, h, w) -> n channel ids."""
+    if activations.dim() != 3:
+        raise InputError(f"activations must be (K, h, w) for one image, got {tuple(activations.shape)}")
+    return activations.mean(dim=(1, 2)).argsort(descending=True)[:n].tolist()
+
+
+def show_feature_maps(
+    image: Tensor, activations: Tensor, channels: Sequence[int], cols: int = 5, size: float = 2.2
+) -> Figure:
+    """The image, then the feature maps A^k of the given channels, each at its own resolution and scale.
+
+    Args:
+        image: (3, H, W) float in [0, 1].
+        activations: (K, h, w) feature maps of that image.
+        channels: channel ids to show.
+    """
+    panels = 1 + len(channels)
+    cols = min(cols, panels)
+    rows = -(-panels // cols)
+    fig = Figure(figsize=(size * cols, (size + 0.25) * rows), layout="constrained")
+    axes = np.array(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    axes.flat[0].imshow(to_numpy_image(image))
+    axes.flat[0].set_title("image", fontsize=10)
+    h, w = activations.shape[-2:]
+    for ax, k in zip(axes.flat[1:], channels):
+        a = activations[k].detach().float().cpu()
+        ax.imshow(a.numpy(), cmap="viridis", vmin=0)
+        ax.set_title(f"A^{k}  ({h}×{w}, max {float(a.max()):.2f})", fontsize=9)
+    return fig
+
+
+def show_masks(
+    image: Tensor, masks: Tensor, titles: Sequence[str], scores: Sequence[str], size: float = 2.2
+) -> Figure:
+    """Score-CAM's masking (eq. 3) for a few channels: the mask n(up(A^k)) above, the masked image below.
+
+    Args:
+        image: (3, H, W) float in [0, 1].
+        masks: (M, 1, H, W) float in [0, 1].
+        titles: M titles for the masks (e.g. the channel id).
+        scores: M titles for the masked images (e.g. the class score u_k).
+    """
+    m = masks.shape[0]
+    fig = Figure(figsize=(size * (m + 1), size * 2 + 0.5), layout="constrained")
+    axes = np.array(fig.subplots(2, m + 1, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    axes[0, 0].imshow(to_numpy_image(image))
+    axes[0, 0].set_title("image x", fontsize=10)
+    axes[1, 0].imshow(np.zeros((*image.shape[-2:], 3)))
+    axes[1, 0].set_title("baseline x_b = 0", fontsize=10)
+    for j in range(m):
+        axes[0, j + 1].imshow(masks[j, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[0, j + 1].set_title(titles[j], fontsize=10)
+        axes[1, j + 1].imshow(to_numpy_image(image * masks[j].to(image.device)))
+        axes[1, j + 1].set_title(scores[j], fontsize=10)
+    return fig

@@ -1,0 +1,244 @@
+"""ipywidgets explorers. They only wire controls to library functions (``explore_opticam`` and
+``plots.opticam_panel``), so everything they show can be computed and tested without a browser.
+
+Every control is a standard ipywidget (reachable with Tab, changed with the arrow keys) with a
+readable description; figures use large fonts for projectors.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from matplotlib.figure import Figure
+
+from opticam_lib.course.figures import opticam_panel
+from opticam_lib.inputs import validate_targets
+from opticam_lib.methods.maps import NORMALIZATIONS
+from opticam_lib.methods.opticam import OBJECTIVES, OptiCAMResult, optimize
+from opticam_lib.metrics.classification import class_probability
+from opticam_lib.models.classifier import Classifier
+
+if TYPE_CHECKING:  # only for the annotation: any object with .images, .labels and .names will do
+    from opticam_lib.images import ImageSet
+
+
+@dataclass
+class Exploration:
+    """One run of the explorer: the result and the figure that shows it."""
+
+    result: OptiCAMResult
+    figure: Figure
+    p: float
+    o: float
+
+
+def explore_opticam(
+    classifier: Classifier,
+    image: torch.Tensor,
+    target: int,
+    *,
+    layer: str | None = None,
+    objective: str = "mask",
+    normalization: str = "range",
+    lr: float = 0.1,
+    iterations: int = 30,
+    callback=None,
+    progress: bool = False,
+    input_normalization: bool = True,
+) -> Exploration:
+    """Run Opti-CAM on one image (3, H, W) in [0, 1] for class ``target`` and draw ``plots.opticam_panel``.
+
+    The explorer widget calls exactly this; notebooks call it once first for a static figure.
+    ``input_normalization=False`` feeds the network raw [0, 1] pixels, for the map and for p and o
+    (the paper's appendix H, ``ablations.without_input_normalization``).
+    """
+    if not input_normalization:
+        from opticam_lib.course.ablations import without_input_normalization
+
+        classifier = without_input_normalization(classifier)
+    images = image[None].to(classifier.device)
+    t = validate_targets([target], classifier, images)
+    result = optimize(
+        classifier,
+        images,
+        t,
+        layer=layer,
+        objective=objective,
+        normalization=normalization,
+        lr=lr,
+        iterations=iterations,
+        callback=callback,
+        callback_every=max(1, iterations // 20),
+        progress=progress,
+    )
+    p = float(class_probability(classifier, images, t)[0])
+    o = float(class_probability(classifier, images * result.maps, t)[0])
+    title = f"class {target}: {classifier.categories[target]}"
+    fig = opticam_panel(image, result.maps[0], result.history[0], title, (p, o))
+    return Exploration(result, fig, p, o)
+
+
+def candidate_layers(classifier: Classifier, count: int = 4) -> list[str]:
+    """The default target layer and a few earlier top-level blocks, for the layer dropdown."""
+    names = [classifier.target_layer]
+    children = [n for n, _ in classifier.net.named_children()]
+    for n in reversed(children):
+        mods = dict(classifier.net.named_children())[n]
+        subs = [f"{n}.{s}" for s, _ in mods.named_children()]
+        if len(subs) > 2 and all(s.split(".")[-1].isdigit() for s in subs):
+            names += list(reversed(subs))[1:count]
+            break
+    return names
+
+
+def opticam_explorer(
+    classifier: Classifier,
+    samples: ImageSet,
+    layers: Sequence[str] | None = None,
+    iterations: int = 30,
+):
+    """An ipywidgets explorer: image, target class (ground truth, the top 5, the least probable), layer,
+    objective, normalisation, learning rate, iterations, and input normalisation on or off.
+
+    Any change re-runs the optimisation (with a progress bar) and redraws the panel. Returns the widget box;
+    ``box.controls`` maps names (``"image"``, ``"target"``, ``"layer"``, ``"objective"``, ``"normalization"``,
+    ``"lr"``, ``"iterations"``, ``"input_normalization"``, ``"progress"``, ``"status"``, ``"output"``) to the widgets.
+    """
+    import ipywidgets as w
+    from IPython.display import display
+
+    style = {"description_width": "initial"}
+    wide = w.Layout(width="420px")
+    image = w.Dropdown(  # options are (label, value) pairs: the name is shown, the index is the value
+        options=[(str(name), i) for i, name in enumerate(samples.names)],
+        value=0,
+        description="image",
+        style=style,
+        layout=wide,
+    )
+    target = w.Dropdown(description="target class", style=style, layout=wide)
+    layer = w.Dropdown(
+        options=list(layers or candidate_layers(classifier)), description="layer", style=style, layout=wide
+    )
+    objective = w.Dropdown(options=list(OBJECTIVES), value="mask", description="objective", style=style)
+    normalization = w.Dropdown(
+        options=list(NORMALIZATIONS), value="range", description="normalisation", style=style
+    )
+    lr = w.FloatLogSlider(
+        value=0.1,
+        base=10,
+        min=-3,
+        max=0,
+        step=0.25,
+        description="learning rate",
+        continuous_update=False,
+        style=style,
+        layout=wide,
+    )
+    raw = w.Checkbox(
+        value=True,
+        description="input normalisation (off: appendix H, Table A14)",
+        style=style,
+        layout=wide,
+        indent=False,
+    )
+    its = w.IntSlider(
+        value=iterations,
+        min=1,
+        max=100,
+        description="iterations",
+        continuous_update=False,
+        style=style,
+        layout=wide,
+    )
+    bar = w.IntProgress(value=0, min=0, max=iterations, description="optimising", style=style)
+    status = w.HTML()
+    out = w.Output()
+
+    busy = {"on": False}
+
+    def set_targets(*_):
+        i = image.value
+        gt = int(samples.labels[i])
+        top = classifier.top(samples.images[i : i + 1], 5)[0]
+        opts = [(f"{gt}: {classifier.categories[gt]} (ground truth)", gt)]
+        opts += [(f"{c}: {name} (p={p:.2f})", c) for c, name, p in top if c != gt]
+        probs = classifier.predict(samples.images[i : i + 1])[0]
+        least = int(probs.argmin())
+        if least not in [v for _, v in opts]:
+            opts.append(
+                (
+                    f"{least}: {classifier.categories[least]} (least probable, p={float(probs[least]):.1e})",
+                    least,
+                )
+            )
+        busy["on"] = True  # changing the options must not trigger a run of its own
+        try:
+            target.options = opts
+            target.value = gt
+        finally:
+            busy["on"] = False
+
+    def run(*_):
+        if busy["on"]:
+            return
+        bar.max = its.value
+        bar.value = 0
+
+        def tick(step, _partial):
+            bar.value = step
+
+        status.value = "<i>running…</i>"
+        try:
+            ex = explore_opticam(
+                classifier,
+                samples.images[image.value],
+                int(target.value),
+                layer=layer.value,
+                objective=objective.value,
+                normalization=normalization.value,
+                lr=lr.value,
+                iterations=its.value,
+                callback=tick,
+                input_normalization=raw.value,
+            )
+        except Exception as err:  # show it where the user looks, instead of in the kernel's log
+            status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
+            return
+        bar.value = bar.max
+        status.value = (
+            f"p = {ex.p:.3f} → o = {ex.o:.3f} after masking; "
+            f"{int(ex.result.iterations[0])} iterations in {ex.result.seconds:.1f} s"
+        )
+        out.clear_output(wait=True)
+        with out:
+            display(ex.figure)
+
+    set_targets()
+    image.observe(lambda ch: (set_targets(), run()), names="value")
+    for control in (target, layer, objective, normalization, lr, its, raw):
+        control.observe(run, names="value")
+    run()
+    controls = w.VBox(
+        [image, target, layer, w.HBox([objective, normalization]), lr, its, raw, w.HBox([bar, status])]
+    )
+    box = w.VBox([controls, out])
+    # named handles on the controls, for tests and for users who want to drive the explorer from code
+    box.controls = {
+        "image": image,
+        "target": target,
+        "layer": layer,
+        "objective": objective,
+        "normalization": normalization,
+        "lr": lr,
+        "iterations": its,
+        "input_normalization": raw,
+        "progress": bar,
+        "status": status,
+        "output": out,
+    }
+    return box

@@ -1,0 +1,131 @@
+"""The front door of every method: images, maps and targets checked once, each bad input an ``InputError``
+that names the problem; and the validators of options (``validate_*``).
+
+``prepare(classifier, images, targets)`` is what every saliency method calls first: images (N, 3, H, W)
+float in [0, 1] on the model's device and dtype, and one class per image as a (N,) long tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from opticam_lib.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: the models import this module
+    from opticam_lib.models.classifier import Classifier
+
+
+def validate_images(images: object, name: str = "images") -> Tensor:
+    """Check a batch of images and return it as a float tensor.
+
+    Args:
+        images: (N, 3, H, W) float tensor in [0, 1], finite. A single (3, H, W) image is refused with a hint.
+    """
+    if not isinstance(images, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
+    if images.dim() == 3:
+        raise InputError(f"{name} has shape {tuple(images.shape)}: add a batch dimension, e.g. images[None]")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise InputError(f"{name} must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch")
+    if not images.is_floating_point():
+        raise InputError(
+            f"{name} must be float in [0, 1], got dtype {images.dtype} (divide uint8 images by 255)"
+        )
+    if not torch.isfinite(images).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise InputError(
+            f"{name} must be raw RGB in [0, 1] (the model normalises inside); got values in [{lo:.3g}, {hi:.3g}]"
+        )
+    return images
+
+
+def validate_maps(maps: object, images: Tensor, name: str = "maps") -> Tensor:
+    """Check saliency maps against their images: (N, 1, H, W) float in [0, 1], finite."""
+    if not isinstance(maps, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of shape (N, 1, H, W), got {type(maps).__name__}")
+    n, _, h, w = images.shape
+    if maps.dim() == 3 and maps.shape == (n, h, w):
+        maps = maps[:, None]
+    if tuple(maps.shape) != (n, 1, h, w):
+        raise InputError(
+            f"{name} must have shape {(n, 1, h, w)} to match the images, got {tuple(maps.shape)}"
+        )
+    if not torch.isfinite(maps).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    if float(maps.min()) < -1e-4 or float(maps.max()) > 1 + 1e-4:
+        raise InputError(f"{name} must lie in [0, 1], got [{float(maps.min()):.3g}, {float(maps.max()):.3g}]")
+    return maps.float()
+
+
+def validate_targets(
+    targets: int | Sequence[int] | Tensor | None,
+    classifier: Classifier,
+    images: Tensor,
+) -> Tensor:
+    """One class per image as a (N,) long tensor on the model's device.
+
+    ``None`` means the predicted class of each image. An int is used for every image.
+    """
+    n = images.shape[0]
+    if targets is None:
+        return classifier.predict(images).argmax(dim=1)
+    if isinstance(targets, int):
+        targets = [targets] * n
+    t = torch.as_tensor(targets)
+    if t.dim() == 0:
+        t = t.expand(n)
+    if t.dim() != 1 or t.shape[0] != n:
+        raise InputError(f"targets must give one class per image ({n}), got shape {tuple(t.shape)}")
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise InputError(f"targets must be integer class ids, got dtype {t.dtype}")
+    c = classifier.num_classes
+    bad = [int(x) for x in t if not 0 <= int(x) < c]
+    if bad:
+        raise InputError(f"target class {bad[0]} out of range: {classifier.name!r} has classes 0..{c - 1}")
+    return t.long().to(classifier.device)
+
+
+def validate_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def validate_choice(value: str, name: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise InputError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    return value
+
+
+def validate_number(
+    value: object, name: str, *, low: float, high: float = math.inf, closed_low: bool
+) -> float:
+    """A real number (not bool) in (low, high) or [low, high), else an InputError naming the interval."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if closed_low else value > low) and value < high
+    if not ok:
+        left = "[" if closed_low else "("
+        right = "inf)" if high == math.inf else f"{high:g})"
+        raise InputError(f"{name} must be a number in {left}{low:g}, {right}, got {value!r}")
+    return float(value)
+
+
+Targets = int | Sequence[int] | Tensor | None
+
+
+def prepare(classifier: Classifier, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
+    """Checked images on the model's device in the model's float dtype (float64 or float16 input would otherwise
+    fail in the first convolution, or silently change precision), and one class per image."""
+    dtype = next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
+    images = validate_images(images).to(classifier.device, dtype=dtype)
+    return images, validate_targets(targets, classifier, images)

@@ -1,0 +1,38 @@
+"""The feature pass, in one place: a layer's feature maps A^k with no graph (``features``), or with the
+gradients dy_c/dA^k of one backward pass (``activations_and_gradients``). Parameters are frozen during
+the pass, so no ``.grad`` is left anywhere, and the caller's train/eval flags are restored."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from opticam_lib.hooks import capture, frozen
+from opticam_lib.models.classifier import Classifier
+
+
+def features(classifier: Classifier, images: Tensor, layer: str | None = None) -> tuple[Tensor, Tensor]:
+    """One no-grad forward pass: the feature maps A (N, K, h, w) of ``layer`` and the logits (N, C), detached."""
+    with frozen(classifier.model), capture(classifier, layer) as cap, torch.no_grad():
+        logits = classifier.model(images.to(classifier.device))
+    return cap.activations.detach(), logits.detach()
+
+
+def activations_and_gradients(
+    classifier: Classifier, images: Tensor, targets: Tensor, layer: str | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward and one backward pass: feature maps A, gradients dy_c/dA and the logits.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1] (checked by the caller).
+        targets: (N,) long, class c of each image.
+    Returns:
+        A (N, K, h, w), dy_c/dA (N, K, h, w), logits (N, C); all detached.
+        Parameters are frozen during the pass, so no ``.grad`` is left anywhere.
+    """
+    x = images.to(classifier.device).detach().clone().requires_grad_(True)
+    with frozen(classifier.model), capture(classifier, layer) as cap, torch.enable_grad():
+        logits = classifier.model(x)
+        score = logits.gather(1, targets[:, None]).sum()
+        (grads,) = torch.autograd.grad(score, cap.activations)
+    return cap.activations.detach(), grads.detach(), logits.detach()

@@ -1,0 +1,127 @@
+"""Masking-based maps: Score-CAM (eq. 3-4), Ablation-CAM, and Fake-CAM (the trivial map of Poppi et al. 2021).
+
+Same calling convention as ``opticam_lib.cam``: ``method(classifier, images, targets=None, **options)`` returns
+(N, 1, H, W) float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from opticam_lib.hooks import frozen, replace_output
+from opticam_lib.inputs import Targets, prepare, validate_images, validate_positive_int
+from opticam_lib.methods.features import features
+from opticam_lib.methods.maps import combine, normalize, to_saliency, upsample
+from opticam_lib.models.classifier import Classifier
+
+
+def channel_scores(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Tensor,
+    activations: Tensor,
+    channels: Tensor | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> Tensor:
+    """Score-CAM's eq. (3)-(4) channel by channel: ``u_k = f(x ⊙ n(up(A^k)))_c - f(x_b)_c``.
+
+    The black baseline x_b = 0, bilinear ``up`` and range ``n`` (eq. 4). The masked images of each image are
+    forwarded in chunks of ``batch_size``.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1], checked, on the model's device.
+        targets: (N,) long, the class c of each image.
+        activations: (N, K, h, w) the feature maps A^k of those images.
+        channels: (M,) long, the channels to score (default all K); the others keep u_k = 0.
+        progress: a progress bar over the N * M forward passes.
+    Returns:
+        (N, K) float, u_k of every channel.
+    """
+    n, k = activations.shape[:2]
+    todo = torch.arange(k, device=activations.device) if channels is None else channels.to(activations.device)
+    size = tuple(images.shape[-2:])
+    scores = torch.zeros(n, k, device=activations.device)
+    bar = tqdm(total=n * len(todo), desc="Score-CAM forward passes", disable=not progress, leave=False)
+    with frozen(classifier.model), torch.no_grad():
+        baseline = classifier.model(torch.zeros_like(images[:1]))[0]
+        for i in range(n):
+            c = int(targets[i])
+            for start in range(0, len(todo), batch_size):
+                idx = todo[start : start + batch_size]
+                masks = normalize(upsample(activations[i, idx, None], size), "range")  # eq. (4): (B, 1, H, W)
+                logits = classifier.model(images[i : i + 1] * masks)
+                scores[i, idx] = logits[:, c] - baseline[c]  # eq. (3)
+                bar.update(len(idx))
+    bar.close()
+    return scores
+
+
+def scorecam(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Targets = None,
+    layer: str | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Tensor:
+    """Score-CAM, eq. (3)-(4): one forward pass per channel (``channel_scores``).
+
+    Weights ``softmax(u)`` over channels, map ``relu(sum_k softmax(u)_k A^k)``; a progress bar over all N*K
+    forward passes. Returns (N, 1, H, W) in [0, 1].
+    """
+    images, targets = prepare(classifier, images, targets)
+    batch_size = validate_positive_int(batch_size, "batch_size")
+    acts, _ = features(classifier, images, layer)
+    scores = channel_scores(classifier, images, targets, acts, batch_size=batch_size, progress=progress)
+    return to_saliency(combine(torch.softmax(scores, dim=1), acts, "relu"), tuple(images.shape[-2:]))
+
+
+def ablationcam(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Targets = None,
+    layer: str | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Tensor:
+    """Ablation-CAM (Desai & Ramaswamy 2020): one forward pass per channel with that channel zeroed.
+
+    ``w_k = (y_c - y_c^(k)) / y_c`` with y_c^(k) the logit when feature map k is set to zero at ``layer``;
+    map ``relu(sum_k w_k A^k)``. Returns (N, 1, H, W) in [0, 1].
+    """
+    images, targets = prepare(classifier, images, targets)
+    batch_size = validate_positive_int(batch_size, "batch_size")
+    acts, logits = features(classifier, images, layer)
+    n, k = acts.shape[:2]
+    weights = torch.empty(n, k, device=acts.device)
+    bar = tqdm(total=n * k, desc="Ablation-CAM forward passes", disable=not progress, leave=False)
+    with frozen(classifier.model), torch.no_grad():
+        for i in range(n):
+            c = int(targets[i])
+            y = logits[i, c]
+            for start in range(0, k, batch_size):
+                idx = torch.arange(start, min(start + batch_size, k), device=acts.device)
+                grid = acts[i : i + 1].repeat(len(idx), 1, 1, 1)
+                grid[torch.arange(len(idx)), idx] = 0
+                with replace_output(classifier, layer, grid):
+                    ablated = classifier.model(images[i : i + 1].expand(len(idx), -1, -1, -1))[:, c]
+                denom = y if y.abs() > 1e-7 else torch.ones_like(y)
+                weights[i, idx] = (y - ablated) / denom
+                bar.update(len(idx))
+    bar.close()
+    return to_saliency(combine(weights, acts, "relu"), tuple(images.shape[-2:]))
+
+
+def fakecam(classifier: Classifier | None, images: Tensor, targets: Targets = None) -> Tensor:
+    """Fake-CAM (Poppi et al. 2021): 1 everywhere except 0 at the top-left pixel.
+
+    It ignores the model and the target, yet wins average drop and average increase; average gain (eq. 15)
+    exposes it. Returns (N, 1, H, W) in {0, 1}.
+    """
+    images = validate_images(images)
+    maps = torch.ones(images.shape[0], 1, *images.shape[-2:], device=images.device)
+    maps[:, :, 0, 0] = 0
+    return maps

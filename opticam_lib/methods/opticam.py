@@ -1,0 +1,366 @@
+"""Opti-CAM (eq. 8-11) and the variants the paper studies (eq. 16-19, A1, A2).
+
+The saliency map is a convex combination of the feature maps of layer l (eq. 8), ``S(x; u) =
+h(sum_k softmax(u)_k A^k)``, and u maximises the objective F (eq. 9), by default the logit of class c for the
+image masked by the upsampled, normalised map (eq. 10). Adam, lr 0.1, 100 iterations, stop when the change in
+the objective is below 1e-10 (appendix A).
+
+What this implementation does that the authors' script does not (FACTS.md section 2):
+
+- the feature maps and the unmasked logits are computed once, with no graph, and detached;
+- the model's parameters are frozen during the optimisation (so each backward pass computes gradients for u
+  only) and their ``requires_grad`` and train/eval flags are restored afterwards, also after an exception;
+  no ``.grad`` is left in any parameter;
+- a constant map normalises to zeros, not NaN;
+- a whole batch is optimised at once, one u and one target per image; each image stops on its own, and images
+  that stopped are no longer forwarded. Adam's update is element-wise, so this is exactly the result of
+  optimising each image alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from opticam_lib.errors import InputError
+from opticam_lib.hooks import frozen
+from opticam_lib.inputs import Targets, prepare, validate_choice, validate_positive_int
+from opticam_lib.methods.features import features
+from opticam_lib.methods.maps import NORMALIZATIONS, combine, to_saliency
+from opticam_lib.models.classifier import Classifier
+
+OBJECTIVES: tuple[str, ...] = ("mask", "diff", "iomask", "iodiff")
+SELECTORS: tuple[str, ...] = ("logit", "prob", "logprob")
+INITS: tuple[str, ...] = ("constant", "random")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
+Schedule = str | Callable[[int, int], float]
+
+
+def lr_factor(schedule: Schedule, step: int, total: int) -> float:
+    """The learning-rate multiplier of ``schedule`` for 0-based ``step`` of ``total`` steps.
+
+    - ``"constant"``: 1 (the paper's setting);
+    - ``"cosine"``: ``(1 + cos(pi * step / total)) / 2``, from 1 down towards 0, as
+      ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=total, eta_min=0)``;
+    - ``"step"``: 1 for the first half of the steps, then 0.1, as ``StepLR(step_size=ceil(total / 2), gamma=0.1)``;
+    - a callable ``f(step, total) -> float`` (non-negative) for anything else.
+    """
+    if callable(schedule):
+        factor = float(schedule(step, total))
+        if not math.isfinite(factor) or factor < 0:
+            raise InputError(
+                f"a schedule must return a finite non-negative factor, got {factor!r} at step {step}"
+            )
+        return factor
+    validate_choice(schedule, "schedule", SCHEDULES)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / total))
+    if schedule == "step":
+        return 0.1 ** (step // math.ceil(total / 2))
+    return 1.0
+
+
+@dataclass
+class OptiCAMResult:
+    """What ``optimize`` returns.
+
+    Attributes:
+        maps: (N, 1, H, W) float in [0, 1], ``n(up(S(x; u*)))`` (eq. 11).
+        u: (N, K) the optimised variable u*.
+        weights: (N, K) ``softmax(u*)``, the channel weights (non-negative, summing to 1).
+        history: (N, T) the objective F of every image at every iteration (T = ``iterations``); NaN after the
+            iteration where the image stopped early.
+        iterations: (N,) iterations run for each image.
+        targets: (N,) the class c of each image.
+        seconds: wall-clock time of the optimisation (features included).
+    """
+
+    maps: Tensor
+    u: Tensor
+    weights: Tensor
+    history: Tensor
+    iterations: Tensor
+    targets: Tensor
+    seconds: float
+
+
+def saliency_map(
+    u: Tensor,
+    activations: Tensor,
+    size: tuple[int, int],
+    normalization: str = "range",
+    activation: str = "identity",
+) -> Tensor:
+    """Eq. (8) then ``n(up(.))``: ``n(up(h(sum_k softmax(u)_k A^k)))``.
+
+    Args:
+        u: (N, K) variable.
+        activations: (N, K, h, w) feature maps A^k (fixed).
+        size: (H, W) of the input image.
+        normalization: n, ``"range"`` (eq. 16, default), ``"max"`` (eq. 17) or ``"sigmoid"`` (eq. 18).
+        activation: h, ``"identity"`` (the paper's choice) or ``"relu"``.
+    Returns:
+        (N, 1, H, W) float in [0, 1], differentiable in u.
+    """
+    return to_saliency(combine(torch.softmax(u, dim=1), activations, activation), size, normalization)
+
+
+def select(logits: Tensor, targets: Tensor, selector: str = "logit") -> Tensor:
+    """The selector g_c of eq. (10) on logits (N, C): logit y_c, probability p_c or log-probability. -> (N,)."""
+    if selector == "logit":
+        out = logits
+    elif selector == "prob":
+        out = torch.softmax(logits, dim=1)
+    elif selector == "logprob":
+        out = torch.log_softmax(logits, dim=1)
+    else:
+        validate_choice(selector, "selector", SELECTORS)
+    return out.gather(1, targets[:, None])[:, 0]
+
+
+def compute_objective(
+    classifier: Classifier,
+    images: Tensor,
+    masks: Tensor,
+    targets: Tensor,
+    kind: str = "mask",
+    selector: str = "logit",
+    original: Tensor | None = None,
+) -> Tensor:
+    """The objective F for each image, to be maximised. -> (N,).
+
+    With s = n(up(S(x; u))) the mask (N, 1, H, W) in [0, 1] and g = g_c(f(.)):
+
+    - ``"mask"`` (eq. 10): ``g(x ⊙ s)``;
+    - ``"diff"`` (eq. 19): ``-|g(x) - g(x ⊙ s)|``;
+    - ``"iomask"`` (eq. A1): ``g(x ⊙ s) - g(x ⊙ (1 - s))``;
+    - ``"iodiff"`` (eq. A2): ``-|g(x) - g(x ⊙ s)| + |g(x) - g(x ⊙ (1 - s))|``.
+
+    ``original`` (N,) is g(x) on the unmasked images, needed by the Diff variants (computed once, no graph).
+    The In/Out variants forward both masked images in one batch.
+    """
+    validate_choice(kind, "objective", OBJECTIVES)
+    n = images.shape[0]
+    if kind in ("iomask", "iodiff"):
+        batch = torch.cat([images * masks, images * (1 - masks)])
+        g = select(classifier.model(batch), torch.cat([targets, targets]), selector)
+        g_in, g_out = g[:n], g[n:]
+    else:
+        g_in = select(classifier.model(images * masks), targets, selector)
+    if kind == "mask":
+        return g_in
+    if kind == "iomask":
+        return g_in - g_out
+    if original is None:
+        raise InputError(f"objective {kind!r} needs the original scores g_c(f(x))")
+    if kind == "diff":
+        return -(original - g_in).abs()
+    return -(original - g_in).abs() + (original - g_out).abs()
+
+
+def _initial_u(init: str | Tensor, n: int, k: int, seed: int | None, device: torch.device) -> Tensor:
+    if isinstance(init, Tensor):
+        u = init.detach().to(device=device, dtype=torch.float32)
+        if u.dim() == 1:
+            u = u.expand(n, -1)
+        if tuple(u.shape) != (n, k):
+            raise InputError(f"init tensor must have shape ({k},) or ({n}, {k}), got {tuple(init.shape)}")
+        return u.clone()
+    validate_choice(init, "init", INITS)
+    if init == "constant":  # the authors' choice: 0.5 everywhere, i.e. uniform weights 1/K
+        return torch.full((n, k), 0.5, device=device)
+    gen = torch.Generator().manual_seed(0 if seed is None else seed)
+    return torch.randn(n, k, generator=gen).to(device)
+
+
+def optimize(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Targets = None,
+    *,
+    layer: str | None = None,
+    objective: str = "mask",
+    normalization: str = "range",
+    selector: str = "logit",
+    activation: str = "identity",
+    iterations: int = 100,
+    lr: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    init: str | Tensor = "constant",
+    seed: int | None = None,
+    tol: float | None = 1e-10,
+    patience: int = 1,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
+    schedule: Schedule = "constant",
+    callback: Callable[[int, OptiCAMResult], None] | None = None,
+    callback_every: int = 10,
+    progress: bool = True,
+    amp: bool = False,
+) -> OptiCAMResult:
+    """Opti-CAM, eq. (9)-(11): maximise F over u with Adam (or SGD), for a batch of images at once.
+
+    Args:
+        classifier: the model (its device is used).
+        images: (N, 3, H, W) float in [0, 1].
+        targets: one class per image (None: the predicted class).
+        layer: feature layer l (default: the classifier's target layer).
+        objective: ``"mask"`` (eq. 10, default), ``"diff"`` (19), ``"iomask"`` (A1), ``"iodiff"`` (A2).
+        normalization: ``"range"`` (16, default), ``"max"`` (17), ``"sigmoid"`` (18).
+        selector: g_c, ``"logit"`` (default), ``"prob"`` or ``"logprob"``.
+        activation: h in eq. (8), ``"identity"`` (default) or ``"relu"``.
+        iterations: at most this many Adam steps (paper: 100).
+        lr, betas, eps: Adam's settings (paper: lr 0.1, PyTorch's defaults otherwise).
+        init: ``"constant"`` (u = 0.5: uniform weights, the authors' choice), ``"random"`` (standard normal,
+            seeded by ``seed``) or a tensor (K,) or (N, K).
+        tol: an image stops when its objective changes by less than ``tol`` between two iterations
+            (paper: 1e-10); None runs every iteration.
+        patience: ... for ``patience`` iterations in a row (default 1: the paper's rule).
+        optimizer: ``"adam"`` (the paper's) or ``"sgd"`` (stochastic gradient ascent with heavy-ball
+            ``momentum``, as ``torch.optim.SGD(momentum=momentum, maximize=True)``; betas and eps unused).
+        momentum: SGD's momentum in [0, 1) (ignored by Adam).
+        schedule: the learning rate at iteration t is ``lr * lr_factor(schedule, t, iterations)``:
+            ``"constant"`` (default, the paper's), ``"cosine"``, ``"step"`` or a callable (see ``lr_factor``).
+        callback: called as ``callback(step, partial_result)`` every ``callback_every`` iterations and at the
+            end (for live plots); the partial result's maps are those of the current u.
+        progress: show a progress bar.
+        amp: run the masked forward passes under autocast (bfloat16 on CPU, float16 on CUDA).
+    Returns:
+        ``OptiCAMResult`` with maps (N, 1, H, W) in [0, 1] and the per-iteration objective of every image.
+    """
+    images, targets = prepare(classifier, images, targets)
+    iterations = validate_positive_int(iterations, "iterations")
+    callback_every = validate_positive_int(callback_every, "callback_every")
+    validate_choice(objective, "objective", OBJECTIVES)
+    validate_choice(normalization, "normalization", NORMALIZATIONS)
+    validate_choice(selector, "selector", SELECTORS)
+    validate_choice(activation, "activation", ("identity", "relu"))
+    if not isinstance(init, Tensor):
+        validate_choice(init, "init", INITS)
+    if not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
+        raise InputError(f"lr must be a positive number, got {lr!r}")
+    patience = validate_positive_int(patience, "patience")
+    validate_choice(optimizer, "optimizer", OPTIMIZERS)
+    if not (isinstance(momentum, int | float) and not isinstance(momentum, bool) and 0 <= momentum < 1):
+        raise InputError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    if not callable(schedule):
+        validate_choice(schedule, "schedule", SCHEDULES)
+    start_time = time.perf_counter()
+    device = classifier.device
+    size = tuple(images.shape[-2:])
+
+    acts, logits = features(classifier, images, layer)  # once, no graph, detached
+    acts = acts.float()
+    original = select(logits.float(), targets, selector)
+    n, k = acts.shape[:2]
+
+    u = _initial_u(init, n, k, seed, device)
+    m = torch.zeros_like(u)
+    v = torch.zeros_like(u)
+    steps = torch.zeros(n, device=device)
+    history = torch.full((n, iterations), float("nan"))
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    previous = torch.full((n,), float("nan"), device=device)
+    calm = torch.zeros(n, dtype=torch.long, device=device)  # iterations in a row with a change below tol
+    b1, b2 = betas
+    autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+
+    def partial() -> OptiCAMResult:
+        with torch.no_grad():
+            maps = saliency_map(u, acts, size, normalization, activation)
+        return OptiCAMResult(
+            maps=maps,
+            u=u.clone(),
+            weights=torch.softmax(u, dim=1),
+            history=history.clone(),
+            iterations=steps.long().cpu(),
+            targets=targets,
+            seconds=time.perf_counter() - start_time,
+        )
+
+    bar = tqdm(range(iterations), desc="Opti-CAM", disable=not progress, leave=False)
+    with frozen(classifier.model):
+        for it in bar:
+            idx = active.nonzero()[:, 0]
+            if idx.numel() == 0:
+                break
+            everyone = idx.numel() == n  # no copies of the images and features while every image is active
+            u_a = (u if everyone else u[idx]).clone().requires_grad_(True)
+            acts_a = acts if everyone else acts[idx]
+            images_a = images if everyone else images[idx]
+            with torch.enable_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=amp):
+                masks = saliency_map(u_a, acts_a, size, normalization, activation)
+                f = compute_objective(
+                    classifier, images_a, masks, targets[idx], objective, selector, original[idx]
+                ).float()
+                (grad,) = torch.autograd.grad(f.sum(), u_a)
+            with torch.no_grad():
+                f = f.detach()
+                history[idx.cpu(), it] = f.cpu()
+                # ascent on F (element-wise, so each image is optimised exactly as if it were alone)
+                steps[idx] += 1
+                g = -grad  # minimise -F
+                lr_t = lr * lr_factor(schedule, it, iterations)
+                if optimizer == "adam":
+                    m[idx] = b1 * m[idx] + (1 - b1) * g
+                    v[idx] = b2 * v[idx] + (1 - b2) * g * g
+                    t = steps[idx][:, None]
+                    m_hat = m[idx] / (1 - b1**t)
+                    v_hat = v[idx] / (1 - b2**t)
+                    u[idx] = u[idx] - lr_t * m_hat / (v_hat.sqrt() + eps)
+                else:  # SGD with heavy-ball momentum (torch.optim.SGD, dampening 0)
+                    m[idx] = momentum * m[idx] + g
+                    u[idx] = u[idx] - lr_t * m[idx]
+                if tol is not None:
+                    small = (f - previous[idx]).abs() < tol
+                    calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
+                    active[idx[calm[idx] >= patience]] = False
+                previous[idx] = f
+            if progress:
+                bar.set_postfix(objective=f"{float(f.mean()):.3f}", active=int(active.sum()))
+            if callback is not None and (it + 1) % callback_every == 0:
+                callback(it + 1, partial())
+    bar.close()
+    result = partial()
+    if callback is not None and int(steps.max()) % callback_every != 0:
+        callback(int(steps.max()), result)
+    return result
+
+
+def opticam(classifier: Classifier, images: Tensor, targets: Targets = None, **options) -> Tensor:
+    """Opti-CAM maps (N, 1, H, W) in [0, 1]; ``options`` are those of ``optimize``.
+
+    The library's common calling convention; use ``optimize`` for the objective's history."""
+    return optimize(classifier, images, targets, **options).maps
+
+
+def masked_score(
+    classifier: Classifier,
+    images: Tensor,
+    weights: Tensor,
+    activations: Tensor,
+    targets: Tensor,
+    normalization: str = "range",
+    selector: str = "logit",
+) -> Tensor:
+    """Eq. (5): ``F(w) = g_c(f(x ⊙ n(up(sum_k w_k A^k))))`` for arbitrary channel weights w (no softmax).
+
+    With w = e_k (the k-th basis vector) and the black baseline, ``F(e_k) - F(0)`` is Score-CAM's u_k (eq. 3 as
+    the finite difference of eq. 6, since n(0) := 0). Differentiable in ``weights``.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1]; weights: (N, K); activations: (N, K, h, w); targets: (N,) long.
+    Returns:
+        (N,) the selected score of each masked image.
+    """
+    masks = to_saliency(combine(weights, activations, "identity"), tuple(images.shape[-2:]), normalization)
+    with frozen(classifier.model):
+        return select(classifier.model(images.to(classifier.device) * masks), targets, selector)

@@ -1,0 +1,155 @@
+"""Run a method over a set of images and report the paper's Table 1 columns: AD, AG, AI and T.
+
+T is the time per batch of 8 images, as in the paper: the method's wall-clock time over all batches,
+divided by the number of images, times 8. It depends on the machine: always say which device gave it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from opticam_lib.inputs import validate_images, validate_positive_int, validate_targets
+from opticam_lib.methods.registry import Method, display_name, get_method
+from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.models.classifier import Classifier
+
+
+@dataclass
+class Evaluation:
+    """One method on one set of images.
+
+    Attributes:
+        method: display name (``"Opti-CAM"``).
+        model: classifier name.
+        device: where it ran (``"cpu"``, ``"cuda"``).
+        p, o: (N,) class probability on each image and on the masked image.
+        AD, AG, AI: eq. (13), (15), (14), in percent.
+        T: seconds per batch of 8 images.
+        maps: (N, 1, H, W) maps when ``keep_maps`` was set.
+    """
+
+    method: str
+    model: str
+    device: str
+    p: Tensor
+    o: Tensor
+    AD: float
+    AG: float
+    AI: float
+    T: float
+    targets: Tensor
+    options: dict = field(default_factory=dict)
+    maps: Tensor | None = None
+
+    def row(self) -> dict[str, float | str]:
+        """The table row: method, AD, AG, AI, T."""
+        return {"method": self.method, "AD": self.AD, "AG": self.AG, "AI": self.AI, "T": self.T}
+
+    def to_json(self) -> dict:
+        """Everything but the maps, as plain Python values."""
+        d = asdict(self)
+        d.pop("maps")
+        for k in ("p", "o", "targets"):
+            d[k] = [float(x) if k != "targets" else int(x) for x in d[k]]
+        d["options"] = {
+            k: v if isinstance(v, int | float | str | bool | None) else repr(v)
+            for k, v in self.options.items()
+        }
+        return d
+
+
+def evaluate(
+    classifier: Classifier,
+    method: str | Method,
+    images: Tensor,
+    targets: int | Sequence[int] | Tensor | None = None,
+    *,
+    batch_size: int = 8,
+    keep_maps: bool = False,
+    **options,
+) -> Evaluation:
+    """Maps of ``method`` for every image (in batches), then AD/AG/AI against ``targets`` and the time T.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1].
+        targets: the class c of each image (the paper uses the ground truth); None: the predicted class.
+        batch_size: images per call of the method (8 in the paper's T column).
+        options: passed to the method (e.g. ``iterations=30`` for Opti-CAM); ``progress`` defaults to False.
+    """
+    images = validate_images(images)
+    batch_size = validate_positive_int(batch_size, "batch_size")
+    targets = validate_targets(targets, classifier, images.to(classifier.device))
+    fn = get_method(method)
+    if _accepts_progress(fn):
+        options.setdefault("progress", False)
+    maps = []
+    seconds = 0.0
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(classifier.device)
+        t = targets[start : start + batch_size]
+        _sync(classifier.device)
+        t0 = time.perf_counter()
+        m = fn(classifier, x, t, **options)
+        _sync(classifier.device)
+        seconds += time.perf_counter() - t0
+        maps.append(m.detach())
+    maps_all = torch.cat(maps)
+    images_dev = images.to(classifier.device)
+    p = class_probability(classifier, images_dev, targets)
+    o = class_probability(classifier, images_dev * maps_all, targets)
+    scores = classification_metrics(p, o)
+    return Evaluation(
+        method=display_name(method),
+        model=classifier.name,
+        device=str(classifier.device),
+        p=p,
+        o=o,
+        targets=targets.cpu(),
+        T=seconds / images.shape[0] * 8,
+        options=dict(options),
+        maps=maps_all.cpu() if keep_maps else None,
+        **scores,
+    )
+
+
+def _accepts_progress(fn: Method) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "progress" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def format_table(rows: Sequence[Evaluation | dict], title: str = "") -> str:
+    """The paper's Table 1 layout: METHOD, AD↓, AG↑, AI↑, T (one decimal, T two)."""
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append(f"{'METHOD':<16}{'AD↓':>8}{'AG↑':>8}{'AI↑':>8}{'T':>9}")
+    for r in rows:
+        d = r.row() if isinstance(r, Evaluation) else r
+        lines.append(f"{d['method']:<16}{d['AD']:>8.1f}{d['AG']:>8.1f}{d['AI']:>8.1f}{d['T']:>9.2f}")
+    return "\n".join(lines)
+
+
+def save_json(rows: Sequence[Evaluation], path: str | Path, meta: dict | None = None) -> Path:
+    """Write the evaluations (per-image p, o and the averages) as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta or {}, "results": [r.to_json() for r in rows]}
+    path.write_text(json.dumps(payload, indent=2))
+    return path

@@ -1,0 +1,206 @@
+"""``Classifier``: a network with what saliency methods need to know about it (target layer, classes,
+input size, linear head, token layout), the input normalisation inside the model, and ``wrap_classifier``
+for your own network."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+
+from opticam_lib.errors import InputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class InputNormalized(nn.Module):
+    """``net((x - mean) / std)``: a network that takes (N, 3, H, W) float in [0, 1].
+
+    With ``mean=None`` the input goes to ``net`` unchanged (the paper's appendix H, Table A14).
+    Layer names (``"layer4"``, ``"features.42"``) are relative to ``net``.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        super().__init__()
+        self.net = net
+        self.normalized = mean is not None
+        m = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0)).view(1, -1, 1, 1)
+        s = torch.tensor(std if std is not None else (1.0, 1.0, 1.0)).view(1, -1, 1, 1)
+        self.register_buffer("mean", m)
+        self.register_buffer("std", s)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) float in [0, 1] -> logits (N, C)."""
+        if self.normalized:
+            x = (x - self.mean) / self.std
+        return self.net(x)
+
+
+@dataclass
+class Classifier:
+    """A classifier and what saliency methods need to know about it.
+
+    Attributes:
+        name: registry name (``"efficientnet_lite0"``) or a user's label.
+        model: ``InputNormalized`` in eval mode; input (N, 3, H, W) float in [0, 1], output logits (N, C).
+        target_layer: default layer for saliency maps, named relative to ``model.net``.
+        categories: C class names, index = class id.
+        input_size: side of the square input the model was trained on (224 for ImageNet models).
+        linear_head: name of the final ``nn.Linear`` that follows global average pooling of ``target_layer``
+            (so CAM, eq. 1, applies exactly); None when the network has no such head.
+        prefix_tokens: for transformers, the number of leading tokens (class/distillation) dropped before the
+            token sequence is reshaped to a grid; None for CNNs (activations are already (N, K, h, w)).
+    """
+
+    name: str
+    model: InputNormalized
+    target_layer: str
+    categories: list[str]
+    input_size: int
+    linear_head: str | None = None
+    prefix_tokens: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def net(self) -> nn.Module:
+        """The network without the input normalisation."""
+        return self.model.net
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's first parameter or buffer."""
+        for t in self.model.parameters():
+            return t.device
+        for t in self.model.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    def to(self, device: str | torch.device) -> Classifier:
+        """Move the model to ``device`` (in place) and return self."""
+        self.model.to(device)
+        return self
+
+    def layer_names(self) -> list[str]:
+        """Every named sub-module of ``net`` that can serve as a target layer."""
+        return [n for n, _ in self.net.named_modules() if n]
+
+    def layer(self, name: str | None = None) -> nn.Module:
+        """The module called ``name`` in ``net`` (default: ``target_layer``).
+
+        Raises:
+            InputError: unknown name; the message lists the valid ones (or the closest ones).
+        """
+        name = self.target_layer if name is None else name
+        modules = dict(self.net.named_modules())
+        if name in modules and name:
+            return modules[name]
+        names = self.layer_names()
+        close = [n for n in names if name.split(".")[0] in n][:20]
+        shown = close or (names[:40] + (["..."] if len(names) > 40 else []))
+        raise InputError(
+            f"unknown layer {name!r} for model {self.name!r}; valid layers include: {', '.join(shown)} "
+            f"(all names: classifier.layer_names())"
+        )
+
+    def to_grid(self, activations: Tensor) -> Tensor:
+        """Feature maps as (N, K, h, w).
+
+        CNN activations (N, K, h, w) pass through. Transformer tokens (N, T, K) lose their ``prefix_tokens``
+        leading tokens and the remaining T' = h*w tokens (h = w = sqrt(T')) become (N, K, h, w).
+        """
+        if self.prefix_tokens is None:
+            if activations.dim() != 4:
+                raise InputError(
+                    f"layer output has shape {tuple(activations.shape)}; a CNN layer must give (N, K, h, w). "
+                    "For a transformer, set prefix_tokens so tokens are reshaped to a grid."
+                )
+            return activations
+        if activations.dim() != 3:
+            raise InputError(
+                f"transformer layer output has shape {tuple(activations.shape)}; expected tokens (N, T, K)"
+            )
+        tokens = activations[:, self.prefix_tokens :, :]
+        n, t, k = tokens.shape
+        side = math.isqrt(t)
+        if side * side != t:
+            raise InputError(
+                f"{t} patch tokens do not form a square grid (prefix_tokens={self.prefix_tokens})"
+            )
+        return tokens.transpose(1, 2).reshape(n, k, side, side)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Tensor:
+        """Class probabilities (N, C) for images (N, 3, H, W) float in [0, 1], in eval mode."""
+        from opticam_lib.hooks import eval_mode
+
+        with eval_mode(self.model):
+            return torch.softmax(self.model(images.to(self.device)), dim=1)
+
+    def top(self, images: Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
+        """The k most probable classes of each image: [(class id, name, probability), ...] per image."""
+        probs = self.predict(images)
+        values, indices = probs.topk(k, dim=1)
+        return [
+            [(int(i), self.categories[int(i)], float(v)) for v, i in zip(vs, ix)]
+            for vs, ix in zip(values, indices)
+        ]
+
+
+def wrap_classifier(
+    net: nn.Module,
+    target_layer: str,
+    *,
+    name: str = "custom",
+    categories: Sequence[str] | None = None,
+    input_size: int = 224,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+    linear_head: str | None = None,
+    prefix_tokens: int | None = None,
+    num_classes: int | None = None,
+) -> Classifier:
+    """Wrap a user's network (which expects normalised input) as a ``Classifier``.
+
+    Args:
+        net: takes normalised (N, 3, H, W) and returns logits (N, C).
+        target_layer: default layer name in ``net`` (checked here).
+        categories: class names; default ``["class 0", ...]`` (needs ``num_classes``).
+        mean, std: per-channel normalisation applied inside the model; None for none.
+    """
+    if categories is None:
+        if num_classes is None:
+            raise InputError("give categories (a list of class names) or num_classes")
+        categories = [f"class {i}" for i in range(num_classes)]
+    clf = Classifier(
+        name=name,
+        model=InputNormalized(net, mean, std).eval(),
+        target_layer=target_layer,
+        categories=list(categories),
+        input_size=input_size,
+        linear_head=linear_head,
+        prefix_tokens=prefix_tokens,
+    )
+    clf.layer(target_layer)
+    if linear_head is not None and not isinstance(clf.layer(linear_head), nn.Linear):
+        raise InputError(f"linear_head {linear_head!r} is not an nn.Linear")
+    return clf
+
+
+@lru_cache(maxsize=1)
+def imagenet_categories() -> list[str]:
+    """The 1,000 ImageNet class names (short form, e.g. ``"tabby cat"``), from timm's bundled metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i).split(",")[0] for i in range(1000)]

@@ -1,0 +1,559 @@
+"""The medical sets of appendix E: fine-tune a classifier on Chest X-ray or Kvasir, then Table A10.
+
+Appendix E.2, as the paper states it: first train only the last fully-connected layer (replaced to have one
+output per class) with the backbone frozen, at learning rate 1e-3 on Chest X-ray (both networks), 1e-4 (ResNet50)
+or 5e-3 (VGG16) on Kvasir; then fine-tune the entire network with learning rate 1e-5 for 50 epochs, SGD with
+momentum 0.9. The paper reports test accuracies of 82.0% (ResNet50) and 83.2% (VGG16) on Chest X-ray, 89.8% and
+89.5% on Kvasir. It does not state the number of epochs of the first phase, the batch size or any augmentation:
+the defaults here (5 epochs, batch 32, none) are ours, and are options.
+
+    python -m data_download chest-xray                       # once: the data, split into train/val/test
+    python -m opticam_lib medical finetune --dataset chest-xray --model resnet50 --device cuda
+    python -m opticam_lib medical evaluate --checkpoint outputs/medical/chest-xray_resnet50/model.pt
+
+``evaluate`` is ``reproduce --table A10`` (AD/AG/AI of every method on the test split, next to the paper's
+Table A10), with its cache, resume and torchrun sharding.
+
+Data layout (what ``data_download`` writes): ``ROOT/{train,val,test}/<class>/<image>`` with ``classes.json``
+(the class order) and ``splits.csv`` (``file, split, class_name, class_index``). A folder without the two files
+works too: classes are then the sorted sub-folders of ``train``.
+
+Checkpoints (``model.pt``) hold only tensors and plain data (``torch.load(path, weights_only=True)``):
+``{"state_dict": the whole model including its input normalisation, "meta": {...}}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from opticam_lib.errors import InputError, MissingDataError
+from opticam_lib.images import ImageSet, load_image
+from opticam_lib.models.classifier import Classifier
+from opticam_lib.models.registry import load_classifier
+from opticam_lib.paths import ENV_VAR, datasets_dir
+
+DATASETS = ("chest-xray", "kvasir")
+SPLITS = ("train", "val", "test")
+# appendix E.2: learning rate of the first phase (last layer only, backbone frozen)
+PAPER_HEAD_LR = {
+    ("chest-xray", "resnet50"): 1e-3,
+    ("chest-xray", "vgg16_bn"): 1e-3,
+    ("kvasir", "resnet50"): 1e-4,
+    ("kvasir", "vgg16_bn"): 5e-3,
+}
+PAPER_LR = 1e-5  # second phase: the entire network
+PAPER_EPOCHS = 50
+PAPER_MOMENTUM = 0.9
+PAPER_ACCURACY = {  # test accuracy (%) the paper reports after fine-tuning
+    ("chest-xray", "resnet50"): 82.0,
+    ("chest-xray", "vgg16_bn"): 83.2,
+    ("kvasir", "resnet50"): 89.8,
+    ("kvasir", "vgg16_bn"): 89.5,
+}
+PAPER_SPLIT_SIZES = {"chest-xray": (5216, 16, 624), "kvasir": (6000, 1000, 1000)}  # appendix E.1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def _is_image(p: Path) -> bool:
+    return (
+        p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") and not p.name.startswith(".")
+    )
+
+
+def dataset_root(dataset: str, root: str | Path | None = None) -> Path:
+    """``root`` if given, else ``datasets_dir() / dataset``; checked to hold a ``train`` folder.
+
+    Raises:
+        MissingDataError: the folder is missing (the message gives ``python -m data_download <dataset>``).
+    """
+    if root is None:
+        if dataset not in DATASETS:
+            raise InputError(f"unknown medical data set {dataset!r}; choose one of: {', '.join(DATASETS)}")
+        path = datasets_dir() / dataset
+    else:
+        path = Path(root)
+    if not (path / "train").is_dir() and not (path / "test").is_dir():
+        fetch = dataset if dataset in DATASETS else "chest-xray (or kvasir)"
+        raise MissingDataError(
+            f"the {dataset} data set is not at {path} (no train/ or test/ folder in it). Fetch and split it "
+            f"once with:\npython -m data_download {fetch}\n(the cache folder is set by ${ENV_VAR}; "
+            "a folder of your own needs ROOT/{train,val,test}/<class>/<images>)"
+        )
+    return path
+
+
+def read_classes(root: Path) -> list[str]:
+    """The class names in label order: ``classes.json``, else the sorted sub-folders of ``train`` (or ``test``)."""
+    f = root / "classes.json"
+    if f.is_file():
+        classes = json.loads(f.read_text())
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+            raise InputError(f"{f} must hold a JSON list of class names")
+        return classes
+    for split in ("train", "test", "val"):
+        d = root / split
+        if d.is_dir():
+            classes = sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if classes:
+                return classes
+    raise InputError(f"no class folders in {root}/train (expected {root}/train/<class>/<images>)")
+
+
+def list_split(root: Path, split: str, classes: Sequence[str] | None = None) -> list[tuple[Path, int]]:
+    """(file, class index) of every image of one split, classes interleaved (round-robin over classes, files
+    sorted within each class), so that the first N images of a split hold every class.
+
+    Reads ``splits.csv`` when present (data_download's record of the split), else the folders.
+    """
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    classes = list(classes) if classes is not None else read_classes(root)
+    index = {c: i for i, c in enumerate(classes)}
+    per_class: dict[int, list[Path]] = {i: [] for i in range(len(classes))}
+    table = root / "splits.csv"
+    if table.is_file():
+        with open(table, newline="") as f:
+            for row in csv.DictReader(f):
+                if row["split"] == split:
+                    if row["class_name"] not in index:
+                        raise InputError(f"{table}: class {row['class_name']!r} is not in {classes}")
+                    per_class[index[row["class_name"]]].append(root / row["file"])
+    else:
+        for c, i in index.items():
+            d = root / split / c
+            per_class[i] = [p for p in sorted(d.iterdir()) if _is_image(p)] if d.is_dir() else []
+    for files in per_class.values():
+        files.sort()
+    out: list[tuple[Path, int]] = []
+    for k in range(max((len(v) for v in per_class.values()), default=0)):
+        out += [(files[k], i) for i, files in per_class.items() if k < len(files)]
+    return out
+
+
+class MedicalImages(Dataset):
+    """One split as a torch Dataset: item = (image (3, S, S) float in [0, 1], class index). Images are read and
+    resized (squashed to S x S, as the paper's "resized to 224 x 224 x 3") when asked for; grey X-rays become
+    3 equal channels."""
+
+    def __init__(self, items: Sequence[tuple[Path, int]], size: int = 224) -> None:
+        self.items = list(items)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        path, label = self.items[i]
+        return load_image(path, size=self.size), label
+
+
+def load_split(
+    root: str | Path,
+    split: str = "test",
+    size: int = 224,
+    limit: int | None = None,
+    dataset: str = "chest-xray",
+) -> ImageSet:
+    """The first ``limit`` images of a split (classes interleaved) as an ``ImageSet`` (no boxes), for the
+    saliency tables. Labels index ``read_classes(root)``."""
+    root = dataset_root(dataset, root)
+    items = list_split(root, split)
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise InputError(f"the {split} split of {root} holds no images")
+    ds = MedicalImages(items, size)
+    return ImageSet(
+        images=torch.stack([ds[i][0] for i in range(len(ds))]),
+        labels=torch.tensor([label for _, label in items], dtype=torch.long),
+        boxes=[torch.zeros(0, 4) for _ in items],
+        names=[p.stem for p, _ in items],
+        sources=[str(p) for p, _ in items],
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model
+
+
+def head_name(net: nn.Module) -> str:
+    """The name of the last ``nn.Linear`` of ``net`` (resnet50: ``fc``; vgg16_bn: ``classifier.6``)."""
+    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise InputError(f"{type(net).__name__} has no nn.Linear layer to replace by a new classifier head")
+    return names[-1]
+
+
+def replace_head(classifier: Classifier, classes: Sequence[str], seed: int = 0) -> str:
+    """Replace the last linear layer of ``classifier.net`` by a new one with ``len(classes)`` outputs (seeded
+    initialisation) and set the class names. Returns the layer's name."""
+    name = head_name(classifier.net)
+    parent_name, _, attr = name.rpartition(".")
+    parent = classifier.net.get_submodule(parent_name) if parent_name else classifier.net
+    old: nn.Linear = getattr(parent, attr)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = nn.Linear(old.in_features, len(classes), bias=old.bias is not None)
+    setattr(parent, attr, new.to(old.weight.device, old.weight.dtype))
+    classifier.categories = list(classes)
+    return name
+
+
+def load_finetuned(
+    path: str | Path, device: str | torch.device | None = None, normalize: bool = True
+) -> Classifier:
+    """A checkpoint of ``finetune`` as a ``Classifier`` (categories = the data set's classes,
+    ``extra["paper_key"]`` = e.g. ``"chest-xray/resnet50"``, the part of the paper's Table A10 to compare with).
+
+    Raises:
+        InputError: the file is missing or not a checkpoint of this module.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"no checkpoint at {path}; make one with: python -m opticam_lib medical finetune ..."
+        )
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or "state_dict" not in ck or "arch" not in ck.get("meta", {}):
+        raise InputError(f"{path} is not a checkpoint of opticam_lib.medical (no state_dict / meta.arch)")
+    meta = ck["meta"]
+    clf = load_classifier(meta["arch"], pretrained=False, normalize=normalize)
+    replace_head(clf, meta["classes"])
+    clf.model.load_state_dict(ck["state_dict"])
+    clf.model.eval()
+    clf.name = f"{meta['arch']}@{meta['dataset']}"
+    clf.extra = {**clf.extra, "paper_key": f"{meta['dataset']}/{meta['arch']}", "checkpoint": str(path)}
+    return clf.to(device) if device is not None else clf
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def classification_report(logits: Tensor, labels: Tensor, classes: Sequence[str]) -> dict:
+    """Accuracy (the paper's number), balanced accuracy, per-class precision/recall/F1 and the confusion matrix.
+
+    Args:
+        logits: (N, C) scores; labels: (N,) class indices in 0..C-1.
+    Returns:
+        {"accuracy": %, "balanced_accuracy": %, "macro_f1": %, "per_class": {class: {precision, recall, f1,
+        support}}, "confusion": C x C list (row = true class, column = predicted), "n": N}.
+    """
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise InputError(
+            f"logits (N, C) and labels (N,) expected; got {tuple(logits.shape)}, {tuple(labels.shape)}"
+        )
+    c = len(classes)
+    pred = logits.argmax(dim=1).cpu()
+    labels = labels.cpu().long()
+    confusion = torch.zeros(c, c, dtype=torch.long)
+    confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+    tp = confusion.diag().double()
+    support = confusion.sum(dim=1).double()
+    predicted = confusion.sum(dim=0).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp)
+    )
+    present = support > 0
+    n = int(labels.numel())
+    return {
+        "accuracy": 100 * float(tp.sum()) / max(n, 1),
+        "balanced_accuracy": 100 * float(recall[present].mean()) if present.any() else 0.0,
+        "macro_f1": 100 * float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {
+            name: {
+                "precision": 100 * float(precision[i]),
+                "recall": 100 * float(recall[i]),
+                "f1": 100 * float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(classes)
+        },
+        "confusion": confusion.tolist(),
+        "n": n,
+    }
+
+
+@torch.no_grad()
+def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Logits (N, C) and labels (N,) over a loader, in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    try:
+        for x, y in loader:
+            logits.append(model(x.to(device)).float().cpu())
+            labels.append(torch.as_tensor(y))
+    finally:
+        model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning of appendix E.2 (defaults: the paper's values where it gives them).
+
+    Attributes:
+        dataset: ``chest-xray`` or ``kvasir`` (names the paper's numbers; the data is read from ``root``).
+        model: a registered model (the paper: ``resnet50``, ``vgg16_bn``; ``world_cnn`` for quick checks).
+        root: data folder (default: ``datasets_dir() / dataset``, where data_download puts it).
+        head_epochs: epochs of phase 1 (last layer only; not stated in the paper: 5 is ours).
+        epochs: epochs of phase 2 (entire network; the paper: 50).
+        head_lr: phase 1 learning rate (default: the paper's for this data set and model, else 1e-3).
+        lr: phase 2 learning rate (the paper: 1e-5).
+        momentum: SGD momentum of both phases (the paper: 0.9).
+        batch_size: not stated in the paper (32 is ours).
+        limit: use only the first N images of each split (classes interleaved), for a quick look.
+        max_steps: stop each phase after this many optimiser steps (for tests and smoke runs).
+        pretrained: start from the ImageNet weights (the paper); False: random weights.
+    """
+
+    dataset: str = "chest-xray"
+    model: str = "resnet50"
+    root: str | None = None
+    head_epochs: int = 5
+    epochs: int = PAPER_EPOCHS
+    head_lr: float | None = None
+    lr: float = PAPER_LR
+    momentum: float = PAPER_MOMENTUM
+    batch_size: int = 32
+    device: str = "cpu"
+    out: str = ""
+    limit: int | None = None
+    max_steps: int | None = None
+    workers: int = 2
+    seed: int = 0
+    pretrained: bool = True
+
+    def resolved_head_lr(self) -> float:
+        """``head_lr`` or the paper's value for (dataset, model), else 1e-3."""
+        if self.head_lr is not None:
+            return self.head_lr
+        return PAPER_HEAD_LR.get((self.dataset, self.model), 1e-3)
+
+
+@dataclass
+class FinetuneResult:
+    """What ``finetune`` returns.
+
+    Attributes:
+        checkpoint: path of ``model.pt`` (``load_finetuned`` reads it).
+        losses: training loss of every optimiser step, phase 1 then phase 2.
+        phases: per phase, per epoch: mean loss, validation accuracy, seconds.
+        val, test: ``classification_report`` of the final model on the validation and test splits.
+        paper_accuracy: the paper's test accuracy for (dataset, model), or None.
+    """
+
+    checkpoint: Path
+    losses: list[float]
+    phases: dict[str, list[dict]]
+    val: dict | None
+    test: dict | None
+    paper_accuracy: float | None
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+
+def _check_finetune_config(c: FinetuneConfig) -> None:
+    for name in ("head_epochs", "epochs"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise InputError(f"{name} must be a non-negative integer, got {v!r}")
+    for name in ("batch_size",):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"{name} must be a positive integer, got {v!r}")
+    for name in ("limit", "max_steps"):
+        v = getattr(c, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise InputError(f"{name} must be a positive integer or None, got {v!r}")
+    for name in ("lr", "momentum"):
+        v = getattr(c, name)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
+    if c.head_lr is not None and (not math.isfinite(c.head_lr) or c.head_lr < 0):
+        raise InputError(f"head_lr must be a finite non-negative number, got {c.head_lr!r}")
+
+
+def _loader(
+    items: list[tuple[Path, int]], size: int, c: FinetuneConfig, shuffle: bool, seed: int
+) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        MedicalImages(items, size),
+        batch_size=c.batch_size,
+        shuffle=shuffle,
+        generator=gen,
+        num_workers=c.workers,
+        persistent_workers=False,
+    )
+
+
+def finetune(
+    config: FinetuneConfig, classifier: Classifier | None = None, progress: bool = True
+) -> FinetuneResult:
+    """Fine-tune ``config.model`` (or ``classifier``) on a medical data set as in appendix E.2, evaluate it on the
+    validation and test splits, and save ``OUT/model.pt`` and ``OUT/report.json``.
+
+    Phase 1 trains only the new last linear layer (the rest frozen, BatchNorm statistics frozen too) for
+    ``head_epochs`` at ``head_lr``; phase 2 trains everything (train mode) for ``epochs`` at ``lr``; both SGD
+    with ``momentum``, cross-entropy loss.
+
+    Raises:
+        MissingDataError: the data set is not downloaded (the message gives the data_download command).
+    """
+    _check_finetune_config(config)
+    t_start = time.perf_counter()
+    root = dataset_root(config.dataset, config.root)
+    classes = read_classes(root)
+    splits = {s: list_split(root, s, classes) for s in SPLITS}
+    if config.limit is not None:
+        splits = {s: v[: config.limit] for s, v in splits.items()}
+    if not splits["train"]:
+        raise InputError(f"the train split of {root} holds no images")
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    if classifier is None:
+        classifier = load_classifier(config.model, pretrained=config.pretrained)
+    head = replace_head(classifier, classes, seed=config.seed)
+    classifier.to(device)
+    model = classifier.model
+    size = classifier.input_size
+    train_loader = _loader(splits["train"], size, config, True, config.seed)
+    eval_loaders = {s: _loader(splits[s], size, config, False, 0) for s in ("val", "test") if splits[s]}
+    loss_fn = nn.CrossEntropyLoss()
+    losses: list[float] = []
+    phases: dict[str, list[dict]] = {"head": [], "full": []}
+    out = Path(config.out or f"outputs/medical/{config.dataset}_{config.model}")
+    out.mkdir(parents=True, exist_ok=True)
+    head_params = list(classifier.net.get_submodule(head).parameters())
+    from tqdm.auto import tqdm
+
+    plan = [("head", config.head_epochs, config.resolved_head_lr()), ("full", config.epochs, config.lr)]
+    for phase, epochs, lr in plan:
+        if epochs == 0:
+            continue
+        for p in model.parameters():
+            p.requires_grad_(phase == "full")
+        for p in head_params:
+            p.requires_grad_(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=lr, momentum=config.momentum)
+        steps = 0
+        for epoch in range(epochs):
+            if phase == "full":
+                model.train()
+            else:  # backbone frozen, BatchNorm statistics too; only the head learns
+                model.eval()
+            t0 = time.perf_counter()
+            epoch_losses = []
+            bar = tqdm(
+                train_loader, desc=f"{phase} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+            )
+            for x, y in bar:
+                logits = model(x.to(device))
+                loss = loss_fn(logits, torch.as_tensor(y).to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                epoch_losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
+                steps += 1
+                if config.max_steps is not None and steps >= config.max_steps:
+                    break
+            losses += epoch_losses
+            record = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "loss": sum(epoch_losses) / len(epoch_losses),
+                "seconds": time.perf_counter() - t0,
+            }
+            if "val" in eval_loaders:
+                logits, labels = predict_loader(model, eval_loaders["val"], device)
+                record["val_accuracy"] = classification_report(logits, labels, classes)["accuracy"]
+            phases[phase].append(record)
+            if progress:
+                val = f", val accuracy {record['val_accuracy']:.1f}%" if "val_accuracy" in record else ""
+                print(f"{phase} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}{val}")
+            if config.max_steps is not None and steps >= config.max_steps:
+                break
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    reports = {}
+    for s, loader in eval_loaders.items():
+        logits, labels = predict_loader(model, loader, device)
+        reports[s] = classification_report(logits, labels, classes)
+    paper_acc = PAPER_ACCURACY.get((config.dataset, config.model))
+    meta = {
+        "arch": config.model if config.model else classifier.name,
+        "dataset": config.dataset,
+        "classes": list(classes),
+        "head": head,
+        "input_size": size,
+        "config": asdict(config),
+        "losses": losses,
+        "phases": phases,
+        "val": reports.get("val"),
+        "test": reports.get("test"),
+        "paper_test_accuracy": paper_acc,
+    }
+    checkpoint = out / "model.pt"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = checkpoint.with_suffix(".pt.part")
+    torch.save({"state_dict": state, "meta": meta}, tmp)
+    tmp.replace(checkpoint)  # a checkpoint is whole or absent
+    seconds = time.perf_counter() - t_start
+    (out / "report.json").write_text(json.dumps({**meta, "seconds": seconds}, indent=2) + "\n")
+    return FinetuneResult(
+        checkpoint,
+        losses,
+        phases,
+        reports.get("val"),
+        reports.get("test"),
+        paper_acc,
+        seconds,
+        asdict(config),
+    )
+
+
+def format_result(result: FinetuneResult) -> str:
+    """Test (and validation) accuracy next to the paper's, and where the checkpoint is."""
+    c = result.config
+    lines = [
+        f"{c['model']} fine-tuned on {c['dataset']} ({len(result.losses)} steps, {result.seconds:.0f} s)"
+    ]
+    for split, rep in (("val", result.val), ("test", result.test)):
+        if rep is not None:
+            ref = (
+                f" [paper {result.paper_accuracy:.1f}%]" if split == "test" and result.paper_accuracy else ""
+            )
+            lines.append(
+                f"  {split}: accuracy {rep['accuracy']:.1f}%{ref}, balanced accuracy "
+                f"{rep['balanced_accuracy']:.1f}%, macro F1 {rep['macro_f1']:.1f}% on {rep['n']} images"
+            )
+    lines.append(f"  checkpoint: {result.checkpoint}")
+    lines.append(
+        f"  Table A10 (AD/AG/AI of every method): python -m opticam_lib medical evaluate --checkpoint "
+        f"{result.checkpoint}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,627 @@
+"""Reproduce the paper's tables: every method the table lists, printed next to the paper's own numbers.
+
+    python -m opticam_lib reproduce --table 1                       # offline default: efficientnet_lite0, samples
+    python -m opticam_lib reproduce --table 1 --model resnet50 --images imagenet-val:1000 --device cuda
+    torchrun --nproc_per_node 4 -m opticam_lib reproduce --table 1 --model resnet50 --images imagenet-val
+    python -m opticam_lib reproduce --table A10 --model outputs/medical/chest-xray_resnet50/model.pt \
+        --images chest-xray:624                                    # appendix E, after `medical finetune`
+
+Images (``--images``): ``samples`` (the 10 offline photos), ``imagenet-val[:N]``, ``imagenette[:N]`` (after
+``python -m data_download ...``), ``chest-xray[:N]`` / ``kvasir[:N]`` (their test split), ``world[:N]``
+(generated images of the controlled world, for the ``world_*`` models: seconds on a CPU) or a folder ``PATH[:N]``.
+
+Work is cut into fixed batches of ``batch_size`` consecutive images (batch b = images b*B .. b*B+B-1), the same
+in every run. Each finished batch appends one JSON line per image and method to ``OUT/records-<rank>.jsonl``, so
+an interrupted run resumes where it stopped: batches whose records are all there are not recomputed. Under
+``torchrun`` batch b goes to rank b mod world size, each rank writes its own records file, and every rank merges
+all of them after a barrier (rank 0 writes the table). Since every batch holds the same images as in a
+single-process run and every metric is an average of per-image values taken in the images' order, the merged
+AD/AG/AI/I/D are those of a single-process run (T, a time, is measured on each rank).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from opticam_lib.errors import InputError, MissingDataError
+from opticam_lib.images import ImageSet, boxes_to_mask, load_imagenet_folder, load_samples
+from opticam_lib.methods.registry import LAYER_METHODS, PROGRESS_METHODS, display_name, get_method
+from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
+from opticam_lib.models.classifier import Classifier
+from opticam_lib.models.registry import load_classifier
+from opticam_lib.paper.tables import paper_tables
+from opticam_lib.paths import datasets_dir
+
+# each table's rows in the paper's order, as the library names them (TIBAV, a row of tables 2, 3 and A7, is not
+# implemented)
+CNN_METHODS = [  # Table 1
+    "fakecam",
+    "gradcam",
+    "gradcampp",
+    "scorecam",
+    "ablationcam",
+    "xgradcam",
+    "layercam",
+    "experturbation",
+    "hirescam",
+    "lime",
+    "gradientshap",
+    "opticam",
+]
+VIT_METHODS = [  # Table 2
+    "fakecam",
+    "gradcam",
+    "gradcampp",
+    "scorecam",
+    "xgradcam",
+    "layercam",
+    "experturbation",
+    "rawatt",
+    "rollout",
+    "hirescam",
+    "lime",
+    "gradientshap",
+    "opticam",
+]
+# Table 3 (insertion/deletion): no HiRes-CAM; Ablation-CAM for CNNs only
+TABLE3_CNN_METHODS = [m for m in CNN_METHODS if m != "hirescam"]
+TABLE3_VIT_METHODS = [m for m in VIT_METHODS if m != "hirescam"]
+# Tables 5, A10 and A14: the CAM family, ExPerturbation and Opti-CAM
+A10_METHODS = [m for m in CNN_METHODS if m not in ("hirescam", "lime", "gradientshap")]
+TABLES: dict[str, str] = {
+    "1": "AD, AG, AI and T per method (CNNs)",
+    "2": "AD, AG, AI and T per method (transformers, with raw attention and rollout)",
+    "3": "insertion and deletion per method (predicted class)",
+    "5": "bounding-box study: S, B∩S, S\\B, and the box and its complement as maps",
+    "A9": "AD, AG, AI for maps of the ground-truth, most, second and least probable class",
+    "A10": "AD, AG, AI on a medical test set with a fine-tuned network (appendix E)",
+    "A14": "Table 1 without input normalisation",
+}
+A9_TARGETS = ("ground_truth", "most", "second", "least")
+MEDICAL_SETS = ("chest-xray", "kvasir")
+EXTRA_METHODS = ("rawatt", "rollout", "box", "complement")
+# the row names of the paper's data file where they differ from ours
+PAPER_ROW = {"S := B": "$S := B$", "S := I \\ B": "$S := I \\setminus B$"}
+# the model whose numbers are shown when the paper has none for ours (e.g. the offline efficientnet_lite0)
+PAPER_FALLBACK = {"1": "resnet50", "2": "vit_b_16", "3": "resnet50", "5": "vgg16_bn", "A9": "resnet50"}
+PAPER_FALLBACK.update({"A10": "chest-xray/resnet50", "A14": "resnet50"})
+WORLD_SEED = 20240101  # world[:N] images: generate(config, N, seed=WORLD_SEED), the same in every run
+
+
+@dataclass
+class Config:
+    """One reproduction run (the CLI's options).
+
+    Attributes:
+        table: one of ``TABLES``.
+        model: a registered model name, or a fine-tuned checkpoint (``.pt``) of ``opticam_lib.medical``.
+        images: image spec (see the module docstring).
+        methods: method names (default: those the paper's table lists).
+        device: ``cpu``, ``cuda``...; under torchrun with CUDA each rank takes ``cuda:LOCAL_RANK``.
+        batch_size: images per batch (also the unit of caching and of sharding).
+        iterations: Opti-CAM iterations (the paper: 100).
+        lr: Opti-CAM's learning rate (the paper: 0.1).
+        layer: the target layer of the methods that take one (Grad-CAM and its variants, Score-CAM,
+            Ablation-CAM, Opti-CAM); None: the model's own. CAM, Fake-CAM and the attention baselines ignore it.
+        steps: insertion/deletion steps (default: the image side, 224 pixels a step at 224 px).
+        amp: Opti-CAM's masked forward passes under autocast (``04_making_it_fast``); changes the maps slightly.
+        out: output folder (default ``outputs/reproduce/table<T>_<model>_<hash>``).
+    """
+
+    table: str = "1"
+    model: str = "efficientnet_lite0"
+    images: str = "samples"
+    methods: list[str] = field(default_factory=list)
+    device: str = "cpu"
+    batch_size: int = 8
+    iterations: int = 100
+    lr: float = 0.1
+    layer: str | None = None
+    steps: int | None = None
+    amp: bool = False
+    out: str = ""
+
+    def key(self) -> str:
+        """A short hash of what determines the results (not the device or the output folder)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("device", "out")}
+        for k, default in (("lr", 0.1), ("layer", None)):  # added later: caches made before them stay valid
+            if d[k] == default:
+                del d[k]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_methods(table: str, classifier: Classifier) -> list[str]:
+    """The methods the paper's table lists, in its order (TIBAV is not implemented)."""
+    vit = classifier.prefix_tokens is not None
+    if table == "3":
+        return list(TABLE3_VIT_METHODS if vit else TABLE3_CNN_METHODS)
+    if table == "2" or vit:
+        return list(VIT_METHODS)
+    if table == "A9":
+        return ["gradcam", "gradcampp", "scorecam", "opticam"]
+    if table == "5":
+        return ["box", "complement", *A10_METHODS]
+    if table in ("A10", "A14"):
+        return list(A10_METHODS)
+    return list(CNN_METHODS)
+
+
+def _check_config(config: Config) -> None:
+    if config.table not in TABLES:
+        raise InputError(f"unknown table {config.table!r}; choose one of: {', '.join(TABLES)}")
+    for name, value in (("batch_size", config.batch_size), ("iterations", config.iterations)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(config.lr, bool) or not isinstance(config.lr, int | float) or not config.lr > 0:
+        raise InputError(f"lr must be a positive number, got {config.lr!r}")
+    if config.steps is not None and (not isinstance(config.steps, int) or config.steps < 1):
+        raise InputError(f"steps must be a positive integer or None, got {config.steps!r}")
+    for m in config.methods:
+        if m not in EXTRA_METHODS:
+            get_method(m)  # raises InputError naming the known methods
+        if m in ("box", "complement") and config.table != "5":
+            raise InputError(f"method {m!r} (the box as a map) belongs to table 5 only")
+
+
+def _parse_spec(spec: str) -> tuple[str, int | None]:
+    """``NAME[:N]`` -> (NAME, N or None)."""
+    name, sep, limit_text = spec.rpartition(":")
+    if not sep:
+        return spec, None
+    if not limit_text.lstrip("+-").isdigit() or int(limit_text) < 1:
+        raise InputError(f"bad image count in {spec!r}: expected NAME:N with N a positive integer")
+    return name, int(limit_text)
+
+
+def load_image_spec(spec: str, size: int, classifier: Classifier | None = None) -> ImageSet:
+    """The images of a spec: ``samples[:N]``, ``imagenet-val[:N]``, ``imagenette[:N]``, ``chest-xray[:N]``,
+    ``kvasir[:N]`` (test split), ``world[:N]`` or a folder ``PATH[:N]``, as (N, 3, size, size) in [0, 1].
+
+    ``world`` renders the world of ``classifier`` (its ``extra["world_config"]``; default ``WorldConfig(size)``)
+    with a fixed seed. When ``classifier`` is given, labels must be classes of it.
+
+    Raises:
+        InputError: bad spec, or labels the classifier does not have (e.g. ImageNet photos for a world model).
+        MissingDataError: a data set that is not downloaded (the message gives the data_download command).
+    """
+    if not spec:
+        raise InputError("empty image spec; use samples, imagenet-val[:N], world[:N], ... or a folder path")
+    name, limit = _parse_spec(spec)
+    if name == "samples":
+        s = load_samples(size=size)
+        data = s.subset(list(range(min(limit or len(s), len(s)))))
+    elif name == "world":
+        from opticam_lib.world.scenes import WorldConfig, generate
+
+        config = (classifier.extra.get("world_config") if classifier is not None else None) or WorldConfig()
+        if config.size != size:
+            config = WorldConfig.from_dict({**asdict(config), "size": size})
+        batch = generate(config, limit or 64, seed=WORLD_SEED)
+        data = ImageSet(
+            images=batch.images,
+            labels=batch.labels,
+            boxes=[b[None].float() for b in batch.boxes],
+            names=[f"world_{i}" for i in range(len(batch))],
+            sources=[f"opticam_lib.world.generate(seed={WORLD_SEED})[{i}]" for i in range(len(batch))],
+        )
+    elif name in MEDICAL_SETS:
+        from opticam_lib.paper.medical import load_split
+
+        data = load_split(datasets_dir() / name, "test", size=size, limit=limit, dataset=name)
+    else:
+        if name in ("imagenet-val", "imagenette"):
+            root = datasets_dir() / name
+            if not root.exists():
+                raise MissingDataError(
+                    f"{name} is not in the cache ({root} is missing). Fetch and prepare it once with:\n"
+                    f"python -m data_download {name}"
+                )
+        else:
+            root = Path(name)
+        data = load_imagenet_folder(root, size=size, limit=limit, lazy=True)  # each rank decodes its batches
+    if classifier is not None and len(data) and int(data.labels.max()) >= classifier.num_classes:
+        raise InputError(
+            f"the images {spec!r} have class ids up to {int(data.labels.max())} but {classifier.name} has "
+            f"{classifier.num_classes} classes; use images of its own classes (world[:N] for world_* models)"
+        )
+    return data
+
+
+def load_model(name: str, device: str, normalize: bool = True) -> Classifier:
+    """A registered model, or a fine-tuned checkpoint file of ``opticam_lib.medical`` (``*.pt``)."""
+    if name.endswith((".pt", ".pth")) or Path(name).is_file():
+        from opticam_lib.paper.medical import load_finetuned
+
+        return load_finetuned(name, device=device, normalize=normalize)
+    return load_classifier(name, device=device, normalize=normalize)
+
+
+def _rank_world() -> tuple[int, int]:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return 0, 1
+
+
+def _maybe_init_distributed(device: str) -> bool:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo otherwise). True if we created it."""
+    _, world = _rank_world()
+    if world == 1:
+        return False
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return True
+
+
+def _records_path(out: Path, rank: int) -> Path:
+    return out / f"records-{rank}.jsonl"
+
+
+def _load_records(out: Path) -> dict[tuple[str, str, int], dict]:
+    """Every complete record of every rank's file. A line cut short by an interruption is skipped (its batch is
+    then recomputed)."""
+    done: dict[tuple[str, str, int], dict] = {}
+    for path in sorted(out.glob("records-*.jsonl")):
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                done[(r["method"], r["variant"], int(r["index"]))] = r
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+    return done
+
+
+def _map_fn(name: str) -> Callable:
+    if name in ("rawatt", "rollout"):
+        from opticam_lib.methods.attention import raw_attention, rollout
+
+        return raw_attention if name == "rawatt" else rollout
+    return get_method(name)
+
+
+def _display(name: str) -> str:
+    return {
+        "rawatt": "RawAtt",
+        "rollout": "Rollout",
+        "box": "S := B",
+        "complement": "S := I \\ B",
+    }.get(name, display_name(name))
+
+
+def batches(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """The batches of image indices that ``rank`` of ``world`` computes: batch b = [b*B, b*B+B) ∩ [0, n),
+    for every b with b mod world == rank."""
+    all_batches = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+    return [b for j, b in enumerate(all_batches) if j % world == rank]
+
+
+def _prepare_out(config: Config, resolved: Config, rank: int) -> Path:
+    out = Path(
+        config.out or f"outputs/reproduce/table{config.table}_{Path(config.model).stem}_{resolved.key()}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.is_file():
+        try:
+            old = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError:
+            old = None
+        old_key = Config(**{k: v for k, v in old.items() if k in asdict(resolved)}).key() if old else None
+        if old_key is not None and old_key != resolved.key():
+            raise InputError(
+                f"{out} holds the records of another run ({cfg_path}: {json.dumps(old)}); its cached results "
+                "would be mixed with this one's. Use another --out, or delete that folder."
+            )
+    elif rank == 0:
+        cfg_path.write_text(json.dumps(asdict(resolved), indent=2) + "\n")
+    return out
+
+
+@dataclass
+class Reproduction:
+    """What ``run`` returns (on every rank).
+
+    Attributes:
+        table: {row name: {column: value, "images": count}} (see ``summarize``).
+        text: the table in the paper's layout next to the paper's numbers (``format_reproduction``).
+        out: the output folder (records, config.json and, written by rank 0, table.json/.csv/.txt).
+        computed: batches this process computed (0 when everything came from the cache).
+        seconds: wall-clock time of this call.
+    """
+
+    table: dict
+    text: str
+    out: Path
+    computed: int
+    seconds: float
+
+
+def run(
+    config: Config,
+    progress: bool = True,
+    evaluate_batch: Callable[..., list[dict]] | None = None,
+) -> Reproduction:
+    """Run (or resume) a reproduction and return the merged table (on every rank; rank 0 also writes
+    ``table.json``, ``table.csv``, ``table.txt`` in the output folder).
+
+    ``evaluate_batch`` replaces ``_evaluate_batch`` (same arguments); tests use it to count what is computed.
+    """
+    _check_config(config)
+    created = _maybe_init_distributed(config.device)
+    try:
+        return _run(config, progress, evaluate_batch or _evaluate_batch)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict]]) -> Reproduction:
+    t_start = time.perf_counter()
+    rank, world = _rank_world()
+    device = config.device
+    if world > 1 and device.startswith("cuda") and ":" not in device:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    clf = load_model(config.model, device=device, normalize=config.table != "A14")
+    if config.layer is not None:
+        clf.layer(config.layer)  # an unknown name fails here, naming the valid ones, before any work
+    if config.table == "2" and clf.prefix_tokens is None:
+        raise InputError(
+            f"table 2 is the transformers' table (raw attention, rollout); {clf.name} is a CNN. "
+            "Use --model vit_b_16, deit_b_16 or world_vit, or table 1 for CNNs."
+        )
+    methods = list(config.methods) or default_methods(config.table, clf)
+    if clf.prefix_tokens is None and any(m in ("rawatt", "rollout") for m in methods):
+        raise InputError(f"raw attention and rollout need a transformer; {clf.name} is a CNN")
+    resolved = Config(**{**asdict(config), "methods": methods})
+    data = load_image_spec(config.images, clf.input_size, clf)
+    if len(data) == 0:
+        raise InputError(f"no images in {config.images!r}")
+    out = _prepare_out(config, resolved, rank)
+    done = _load_records(out)
+    variants = list(A9_TARGETS) if config.table == "A9" else ["main"]
+    mine = batches(len(data), config.batch_size, rank, world)
+    todo = [
+        (m, v, b) for m in methods for v in variants for b in mine if any((m, v, i) not in done for i in b)
+    ]
+    bar = tqdm(
+        total=sum(len(b) for _, _, b in todo),
+        desc=f"table {config.table} [rank {rank}/{world}]",
+        unit="img",
+        position=rank,
+        disable=not progress,
+    )
+    with open(_records_path(out, rank), "a") as sink:
+        for method, variant, idx in todo:
+            bar.set_postfix_str(f"{method} {variant}" if variant != "main" else method)
+            records = evaluate_batch(clf, data, idx, method, variant, resolved)
+            sink.write("".join(json.dumps(r) + "\n" for r in records))  # one write per batch
+            sink.flush()
+            bar.update(len(idx))
+    bar.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    records = _load_records(out)
+    table = summarize(resolved, records, methods, len(data))
+    if rank == 0:
+        write_outputs(out, resolved, table, clf)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
+    text = format_reproduction(resolved, table, clf)
+    return Reproduction(table, text, out, len(todo), time.perf_counter() - t_start)
+
+
+def _targets_for(clf: Classifier, images: torch.Tensor, labels: torch.Tensor, variant: str) -> torch.Tensor:
+    if variant in ("main", "ground_truth"):
+        return labels
+    order = clf.predict(images).argsort(dim=1, descending=True)
+    return {"most": order[:, 0], "second": order[:, 1], "least": order[:, -1]}[variant]
+
+
+def _method_options(method: str, config: Config) -> dict:
+    opts: dict = {"layer": config.layer} if config.layer and method in LAYER_METHODS else {}
+    if method == "opticam":
+        opts.update(iterations=config.iterations, lr=config.lr, amp=config.amp)
+    if method in PROGRESS_METHODS:
+        opts["progress"] = False
+    return opts
+
+
+def _evaluate_batch(
+    clf: Classifier, data: ImageSet, idx: Sequence[int], method: str, variant: str, config: Config
+) -> list[dict]:
+    """One record per image of the batch ``idx``: p and o (or I and D, or the box study's o's) and the time."""
+    images = data.images[list(idx)].to(clf.device)
+    labels = data.labels[list(idx)].to(clf.device)
+    table = config.table
+    if table == "3":
+        targets = clf.predict(images).argmax(
+            dim=1
+        )  # insertion/deletion: the predicted class, as in the paper
+    else:
+        targets = _targets_for(clf, images, labels, variant)
+    box = None
+    if table == "5" or method in ("box", "complement"):
+        size = tuple(images.shape[-2:])
+        box = torch.stack([boxes_to_mask(data.boxes[i].cpu(), size) for i in idx]).to(clf.device)
+    if clf.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    if method == "box":
+        maps = box
+    elif method == "complement":
+        maps = 1 - box
+    else:
+        maps = _map_fn(method)(clf, images, targets, **_method_options(method, config))
+    if clf.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    base = {"method": method, "variant": variant, "seconds_per_image": seconds / len(idx)}
+    if table == "3":
+        deletion = area_under_curve(deletion_curve(clf, images, maps, targets, config.steps, progress=False))
+        insertion = area_under_curve(
+            insertion_curve(clf, images, maps, targets, config.steps, progress=False)
+        )
+        return [
+            {**base, "index": i, "I": float(insertion[j]), "D": float(deletion[j])} for j, i in enumerate(idx)
+        ]
+    p = class_probability(clf, images, labels)
+    if table == "5":
+        parts = {"S": maps}
+        if method not in ("box", "complement"):
+            parts.update({"B_and_S": maps * box, "S_minus_B": maps * (1 - box)})
+        o_parts = {k: class_probability(clf, images * m, labels) for k, m in parts.items()}
+        return [
+            {**base, "index": i, "p": float(p[j]), **{f"o_{k}": float(v[j]) for k, v in o_parts.items()}}
+            for j, i in enumerate(idx)
+        ]
+    o = class_probability(clf, images * maps, labels)  # AD/AG/AI always against the ground-truth class
+    records = [{**base, "index": i, "p": float(p[j]), "o": float(o[j])} for j, i in enumerate(idx)]
+    if (
+        table == "A9"
+    ):  # for the paper's "Most (Mis.)" columns: the most probable class on misclassified images
+        correct = (clf.predict(images).argmax(dim=1) == labels).cpu()
+        for j, r in enumerate(records):
+            r["correct"] = bool(correct[j])
+    return records
+
+
+def summarize(config: Config, records: dict, methods: Sequence[str], n: int) -> dict:
+    """Average the per-image records into the table: {row name: {column: value, "images": count}}.
+
+    AD/AG/AI in percent (eq. 13-15), I/D in percent (area under the curve x 100), T in seconds per batch of 8.
+    """
+
+    def rows_of(method: str, variant: str) -> list[dict]:
+        return [records[(method, variant, i)] for i in range(n) if (method, variant, i) in records]
+
+    def adagai(rs: list[dict], key: str = "o") -> dict[str, float]:
+        p = torch.tensor([r["p"] for r in rs], dtype=torch.float64)
+        o = torch.tensor([r[key] for r in rs], dtype=torch.float64)
+        return classification_metrics(p, o)
+
+    table: dict[str, dict[str, float]] = {}
+    for method in methods:
+        name = _display(method)
+        if config.table == "A9":
+            row: dict[str, float] = {}
+            count = 0
+            for v in A9_TARGETS:
+                rs = rows_of(method, v)
+                count = max(count, len(rs))
+                if rs:
+                    row.update({f"{k}_{v}": val for k, val in adagai(rs).items()})
+                if v == "most":
+                    mis = [r for r in rs if not r.get("correct", True)]
+                    if mis:
+                        row.update({f"{k}_most_misclassified": val for k, val in adagai(mis).items()})
+            if count:
+                table[name] = {**row, "images": count}
+            continue
+        rs = rows_of(method, "main")
+        if not rs:
+            continue
+        if config.table == "3":
+            row = {
+                "I": 100 * sum(r["I"] for r in rs) / len(rs),
+                "D": 100 * sum(r["D"] for r in rs) / len(rs),
+            }
+        elif config.table == "5":
+            row = {}
+            for part in ("S", "B_and_S", "S_minus_B"):
+                if f"o_{part}" in rs[0]:
+                    row.update({f"{k}_{part}": val for k, val in adagai(rs, f"o_{part}").items()})
+        else:
+            row = adagai(rs)
+            if method not in ("box", "complement"):
+                row["T"] = 8 * sum(r["seconds_per_image"] for r in rs) / len(rs)
+        table[name] = {**row, "images": len(rs)}
+    return table
+
+
+def paper_reference(config: Config, classifier: Classifier | None = None) -> tuple[str | None, dict]:
+    """(the paper's model key, its rows) to print beside ours: our model's own when the paper has it, else the
+    table's usual one (e.g. resnet50 for Table 1), labelled as such."""
+    data = paper_tables().get(config.table, {}).get("data", {})
+    key = (classifier.extra.get("paper_key") if classifier is not None else None) or config.model
+    if key not in data:
+        key = PAPER_FALLBACK.get(config.table)
+    if key not in data:
+        return None, {}
+    return key, {k: v for k, v in data[key].items() if k}  # "" is a header row in the data file
+
+
+def _columns(table: dict) -> list[str]:
+    cols: list[str] = []
+    for row in table.values():
+        cols += [c for c in row if c != "images" and c not in cols]
+    return cols
+
+
+def format_reproduction(config: Config, table: dict, classifier: Classifier | None = None) -> str:
+    """The table in the paper's layout, each of our values followed by the paper's in brackets when it has one."""
+    key, paper = paper_reference(config, classifier)
+    columns = _columns(table)
+    width = max([16, *(len(n) + 2 for n in table)])
+    lines = [f"Table {config.table} ({TABLES[config.table]}): {config.model}, images {config.images}"]
+    lines.append(f"{'METHOD':<{width}}" + "".join(f"{c:>22}" for c in columns) + f"{'images':>8}")
+    for name, row in table.items():
+        ref_row = paper.get(PAPER_ROW.get(name, name), {})
+        cells = []
+        for c in columns:
+            ours = row.get(c)
+            text = "-" if ours is None else f"{ours:.2f}" if c == "T" else f"{ours:.1f}"
+            ref = ref_row.get(c)
+            if isinstance(ref, (int, float)):
+                text += f" [{ref:.2f}]" if c == "T" else f" [{ref:.1f}]"
+            cells.append(f"{text:>22}")
+        lines.append(f"{name:<{width}}" + "".join(cells) + f"{row.get('images', 0):>8}")
+    if key is None:
+        lines.append("(the paper has no numbers for this table: ours only)")
+    else:
+        own = key == config.model or (classifier is not None and classifier.extra.get("paper_key") == key)
+        whose = f"the paper's value for {key}" + ("" if own else f" (the paper did not use {config.model})")
+        lines.append(
+            f"[x] = {whose}; the paper used 1,000 ImageNet validation images (Table 1: 50,000 for Fake-CAM/"
+            "Grad-CAM), its medical test sets for A10. AD, AG, AI, I, D in %; T = s per batch of 8 on this device."
+        )
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, config: Config, table: dict, classifier: Classifier | None = None) -> None:
+    """``table.json`` (config, our table, the paper's rows), ``table.csv`` (one row per method, ours then
+    ``paper_<column>``) and ``table.txt`` (the printed layout) in ``out``."""
+    key, paper = paper_reference(config, classifier)
+    (out / "table.json").write_text(
+        json.dumps({"config": asdict(config), "table": table, "paper_model": key, "paper": paper}, indent=2)
+        + "\n"
+    )
+    columns = _columns(table)
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", *columns, "images", *[f"paper_{c}" for c in columns]])
+        for name, row in table.items():
+            ref = paper.get(PAPER_ROW.get(name, name), {})
+            paper_cells = [ref.get(c, "") if isinstance(ref.get(c), (int, float)) else "" for c in columns]
+            w.writerow([name, *[row.get(c, "") for c in columns], row.get("images", 0), *paper_cells])
+    (out / "table.txt").write_text(format_reproduction(config, table, classifier) + "\n")
