@@ -26,7 +26,7 @@ import torch
 from opticam_lib import load_classifier, optimize
 from opticam_lib.hooks import frozen
 from opticam_lib.images import load_samples
-from opticam_lib.masking import features
+from opticam_lib.methods.features import features
 
 
 def _sync(device: torch.device) -> None:

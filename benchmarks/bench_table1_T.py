@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from opticam_lib import gradcam, load_classifier, optimize, scorecam
-from opticam_lib.paper import paper_table
+from opticam_lib.paper.tables import paper_table
 
 METHODS = {"gradcam": "Grad-CAM", "scorecam": "Score-CAM", "opticam": "Opti-CAM"}
 

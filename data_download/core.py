@@ -43,40 +43,34 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+#: the environment variable that sets the cache folder; the library (``opticam_lib.paths``) reads the same one
+CACHE_ENV_VAR = "OPTICAM_CACHE"
+
+
 def default_cache() -> Path:
-    """The cache folder the library reads: ``opticam_lib.paths.cache_dir()`` ($OPTICAM_CACHE)."""
-    from opticam_lib import paths
-
-    return paths.cache_dir()
-
-
-def _relative_to_cache(path: Path, fallback: Path) -> Path:
-    from opticam_lib import paths
-
-    try:
-        return path.relative_to(paths.cache_dir())
-    except ValueError:
-        return fallback
+    """The cache folder the library reads: ``$OPTICAM_CACHE``, else ``$XDG_CACHE_HOME/opticam`` or
+    ``~/.cache/opticam``, the rule of ``opticam_lib.paths.cache_dir()`` (a test checks that the two agree; this
+    package does not import the torch library it serves)."""
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "opticam"
 
 
 def weights_target(item: Item, cache: Path) -> Path:
-    """Where the weights of ``item`` go: ``opticam_lib.models.weights_path(model)``, moved into ``cache``.
-
-    With the default cache this is exactly ``weights_path(model)``, so ``load_classifier`` finds the file.
-    """
+    """Where the weights of ``item`` go: ``cache/weights/<file name>``, the place
+    ``opticam_lib.models.weights_path(model)`` reads (``item.target``, relative to the cache, when the manifest
+    names one). The file name is the manifest's, so this needs no model code."""
     if item.target is not None:
         return Path(cache) / item.target
-    from opticam_lib import models  # imports torch; only needed for weights
-
-    default = models.weights_path(item.model or item.name)
-    return Path(cache) / _relative_to_cache(default, Path("weights") / default.name)
+    return Path(cache) / "weights" / item.files[0].name
 
 
 def dataset_folder(item: Item, cache: Path) -> Path:
-    """Where data set ``item`` is prepared: ``opticam_lib.paths.datasets_dir() / folder``, moved into ``cache``."""
-    from opticam_lib import paths
-
-    return Path(cache) / _relative_to_cache(paths.datasets_dir(), Path("datasets")) / str(item.folder)
+    """Where data set ``item`` is prepared: ``cache/datasets/<folder>`` (``opticam_lib.paths.datasets_dir()``)."""
+    return Path(cache) / "datasets" / str(item.folder)
 
 
 def downloads_dir(cache: Path) -> Path:

@@ -107,7 +107,8 @@ def _timm_info_file(name: str) -> Path | None:
 def imagenet_classes() -> list[tuple[str, str]]:
     """The 1,000 ImageNet-1k classes in index order: (WordNet id, short name), e.g. (``"n01440764"``, ``"tench"``).
 
-    Read from the metadata timm ships (the order torchvision and timm use: sorted WordNet ids).
+    Read from the metadata files timm ships (the order torchvision and timm use: sorted WordNet ids), without
+    importing timm or torch.
     """
     synsets = _timm_info_file("imagenet_synsets.txt")
     lemmas = _timm_info_file("imagenet_synset_to_lemma.txt")
@@ -115,16 +116,10 @@ def imagenet_classes() -> list[tuple[str, str]]:
         wnids = synsets.read_text().split()
         names = dict(line.split("\t", 1) for line in lemmas.read_text().splitlines() if "\t" in line)
         return [(w, names.get(w, w).split(",")[0].strip()) for w in wnids]
-    try:  # pragma: no cover - an installed timm always ships the files above
-        from timm.data import ImageNetInfo
-    except ImportError as e:  # pragma: no cover
-        raise DataDownloadError(
-            "the ImageNet class list comes from timm; install it (pip install timm)"
-        ) from e
-    info = ImageNetInfo()  # pragma: no cover
-    return [  # pragma: no cover
-        (info.index_to_label_name(i), info.index_to_description(i).split(",")[0]) for i in range(1000)
-    ]
+    raise DataDownloadError(
+        "the ImageNet class list is read from the metadata files timm ships (data/_info/imagenet_synsets.txt); "
+        "install timm: pip install timm"
+    )
 
 
 def _wnid_index() -> dict[str, tuple[int, str]]:

@@ -88,8 +88,9 @@ class Item:
         title, licence, source, homepage, notes: words for LIST and --help.
         files: the files to fetch (weights: exactly one; data sets: the archive(s), or alternatives by role).
         model: registry name in ``opticam_lib.models`` (weights only).
-        target: for weights, a path relative to the cache folder that overrides ``weights_path(model)``
-            (used by tests and for files the library does not register).
+        target: for weights, the path relative to the cache folder where the file goes when its name there is not
+            the download's (it must be the path ``weights_path(model)`` reads; a test checks it), or for files
+            the library does not register (tests).
         folder: folder name under the data sets folder (data sets only).
         prepare: which preparation turns the archive into that folder (data sets only).
         manual: True when the item cannot be downloaded (the user passes ``--from``).

@@ -1,4 +1,4 @@
-"""opticam_lib.ablations: the option grid of notebook 06 against direct calls of optimize and the metrics,
+"""opticam_lib.course.ablations: the option grid of notebook 06 against direct calls of optimize and the metrics,
 the target rules of Table A9, the classifier without input normalisation (Table A14), the paper's rows,
 the figures and the exercise checker. Tiny models only (conftest), so every run takes milliseconds."""
 
@@ -10,12 +10,11 @@ from conftest import make_images
 from matplotlib.figure import Figure
 
 from opticam_lib import InputError, classification_metrics, optimize
-from opticam_lib.ablations import (
+from opticam_lib.course.ablations import (
     DEFAULTS,
     TARGET_RULES,
     GridCache,
     ablation_settings,
-    check_target_rule,
     choose_targets,
     paper_rows,
     paper_target_classes,
@@ -25,9 +24,10 @@ from opticam_lib.ablations import (
     side_by_side,
     without_input_normalization,
 )
+from opticam_lib.course.exercises import check_target_rule
 from opticam_lib.images import sample_names
-from opticam_lib.metrics import class_probability
-from opticam_lib.paper import paper_value
+from opticam_lib.metrics.classification import class_probability
+from opticam_lib.paper.tables import paper_value
 from opticam_lib.profiles import PROFILES
 
 LABELS = torch.tensor([1, 3, 0])
@@ -120,7 +120,7 @@ def test_checkpoints_equal_shorter_runs(tiny_cnn, images):
 
 
 def test_cache_reuses_a_shared_configuration(tiny_cnn, images, monkeypatch):
-    import opticam_lib.ablations as ab
+    import opticam_lib.course.ablations as ab
 
     calls = []
     real = ab._run_one

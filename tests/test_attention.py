@@ -6,23 +6,20 @@ import torch
 from torch import nn
 
 from opticam_lib import wrap_classifier
-from opticam_lib.attention import (
-    TABLE2_METHODS,
-    TABLE2_SLOW,
+from opticam_lib.errors import InputError
+from opticam_lib.hooks import hook_count
+from opticam_lib.methods.attention import (
     attention_maps,
     attention_probabilities,
     class_token_grid,
-    format_table2,
     fuse_heads,
     raw_attention,
     rollout,
     rollout_matrix,
-    table2,
 )
-from opticam_lib.errors import InputError
-from opticam_lib.hooks import hook_count
-from opticam_lib.maps import to_saliency
-from opticam_lib.paper import paper_table
+from opticam_lib.methods.maps import to_saliency
+from opticam_lib.paper.tables import paper_table
+from opticam_lib.paper.transformers import TABLE2_METHODS, TABLE2_SLOW, format_table2, table2
 
 
 def make_vit(fused: bool, prefix: int = 1, seed: int = 0):
@@ -240,7 +237,9 @@ def test_table2_names_rows_as_the_paper(tiny_vit):
 def test_table2_runs_the_slow_perturbation_rows_only_when_named(tiny_vit, monkeypatch):
     import sys
 
-    evaluate_module = sys.modules["opticam_lib.evaluate"]  # (the package's ``evaluate`` is the function)
+    evaluate_module = sys.modules[
+        "opticam_lib.metrics.evaluate"
+    ]  # (the package's ``evaluate`` is the function)
 
     seen = []
     real = evaluate_module.evaluate
@@ -268,7 +267,7 @@ def test_table2_runs_the_slow_perturbation_rows_only_when_named(tiny_vit, monkey
 
 
 def test_checkers_accept_solutions_and_explain_mistakes(capsys):
-    from opticam_lib.exercises import check_rollout, check_tokens_to_grid
+    from opticam_lib.course.exercises import check_rollout, check_tokens_to_grid
 
     def grid(tokens, prefix):
         n, t, k = tokens.shape

@@ -1,4 +1,4 @@
-"""GradientShap and LIME via Captum (``opticam_lib.attribution``): closed forms on hand-made models, the grid of
+"""GradientShap and LIME via Captum (``opticam_lib.methods.attribution``): closed forms on hand-made models, the grid of
 superpixels, LIME's kernel and ridge surrogate, determinism, the caller's model and random state left as found,
 clear errors, and a helpful message when Captum is missing."""
 
@@ -15,8 +15,8 @@ from test_hooks_and_state import Bomb, assert_same_state, set_mixed_state, snaps
 from torch import nn
 
 from opticam_lib import wrap_classifier
-from opticam_lib.attribution import (
-    MissingDependencyError,
+from opticam_lib.errors import InputError, MissingDependencyError, OptiCAMError
+from opticam_lib.methods.attribution import (
     _lime_samples,
     gradientshap,
     grid_superpixels,
@@ -24,8 +24,7 @@ from opticam_lib.attribution import (
     lime_kernel,
     weighted_ridge,
 )
-from opticam_lib.errors import InputError, OptiCAMError
-from opticam_lib.maps import normalize
+from opticam_lib.methods.maps import normalize
 
 pytest.importorskip("captum")
 

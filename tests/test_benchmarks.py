@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from opticam_lib.paper import paper_table
+from opticam_lib.paper.tables import paper_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from opticam_lib import InputError, optimize
-from opticam_lib.beyond import (
-    check_first_reaching,
+from opticam_lib.course.beyond import (
     curves_table,
     early_stop_study,
     explain_image,
@@ -29,9 +28,10 @@ from opticam_lib.beyond import (
     plot_time_to_quality,
     time_to_quality,
 )
-from opticam_lib.masking import features
-from opticam_lib.metrics import class_probability, classification_metrics
-from opticam_lib.opticam import lr_factor
+from opticam_lib.course.exercises import check_first_reaching
+from opticam_lib.methods.features import features
+from opticam_lib.methods.opticam import lr_factor
+from opticam_lib.metrics.classification import class_probability, classification_metrics
 
 FAST = {"progress": False}
 NOW = datetime.datetime.now(datetime.timezone.utc)

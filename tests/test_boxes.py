@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 
-from opticam_lib.boxes import (
+from opticam_lib.course.bounding_boxes import (
     PARTS,
     BoxStudy,
     box_masks,
     box_study,
-    check_energy_pointing_game,
     context_agreement,
     context_share,
     format_box_table,
@@ -19,10 +18,11 @@ from opticam_lib.boxes import (
     reliance_per_image,
     split_by_region,
 )
+from opticam_lib.course.exercises import check_energy_pointing_game
 from opticam_lib.errors import InputError
-from opticam_lib.localization import energy_pointing_game
-from opticam_lib.metrics import class_probability, classification_metrics
-from opticam_lib.paper import paper_table
+from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.metrics.localization import energy_pointing_game
+from opticam_lib.paper.tables import paper_table
 
 
 def test_box_masks_union_and_shape():

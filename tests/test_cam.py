@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from conftest import ALL_METHODS, _fast_options, make_images
 
 from opticam_lib import InputError, cam, gradcam, gradcampp, hirescam, layercam, xgradcam
-from opticam_lib.cam import activations_and_gradients
-from opticam_lib.methods import LAYER_METHODS
+from opticam_lib.methods.features import activations_and_gradients
+from opticam_lib.methods.registry import LAYER_METHODS
 
 # ---------------------------------------------------------------------------------------------------------------
 # hand computations

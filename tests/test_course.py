@@ -1,4 +1,4 @@
-"""opticam_lib.course (helpers of notebooks 00-02) and the notebook-00 exercise checker."""
+"""opticam_lib.course.environment, feature_maps, channel_scores (helpers of notebooks 00-02) and the notebook-00 exercise checker."""
 
 from __future__ import annotations
 
@@ -8,11 +8,26 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from opticam_lib import course, scorecam
+from opticam_lib import scorecam
+from opticam_lib.course.channel_scores import (
+    constant_channels,
+    fit_line,
+    plot_channel_scores,
+    plot_cost,
+    scorecam_scores,
+)
+from opticam_lib.course.environment import environment_report, model_weights, show_environment
+from opticam_lib.course.exercises import check_masked_probability
+from opticam_lib.course.feature_maps import (
+    prediction_table,
+    show_feature_maps,
+    show_masks,
+    show_samples,
+    top_channels,
+)
 from opticam_lib.errors import InputError
-from opticam_lib.exercises import check_masked_probability
-from opticam_lib.maps import combine, to_saliency
-from opticam_lib.models import weights_path
+from opticam_lib.methods.maps import combine, to_saliency
+from opticam_lib.models.registry import weights_path
 from opticam_lib.paths import ENV_VAR
 
 # --- environment -------------------------------------------------------------------------------------------
@@ -35,7 +50,7 @@ def no_network(monkeypatch):
 def test_environment_report_offline(no_network, monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     monkeypatch.delenv("OPTICAM_PROFILE", raising=False)
-    r = course.environment_report()
+    r = environment_report()
     for key in (
         "python",
         "torch",
@@ -69,7 +84,7 @@ def test_environment_report_sees_cached_weights(no_network, monkeypatch, tmp_pat
     path = weights_path("resnet50")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not really weights")  # presence only: the report never loads them
-    r = course.environment_report()
+    r = environment_report()
     assert r["models"]["resnet50"] == {"source": "cache", "path": str(path), "present": True}
     assert "resnet50" not in r["missing"]
 
@@ -77,14 +92,14 @@ def test_environment_report_sees_cached_weights(no_network, monkeypatch, tmp_pat
 def test_environment_report_paper_profile_needs_download(no_network, monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
     monkeypatch.setenv("OPTICAM_PROFILE", "paper")
-    r = course.environment_report()
+    r = environment_report()
     assert r["profile"] == "paper" and r["default_model"] == "resnet50"
     assert r["offline_ready"] is False
 
 
 def test_show_environment_prints(no_network, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    course.show_environment()
+    show_environment()
     out = capsys.readouterr().out
     assert "torch" in out and "efficientnet_lite0" in out
     assert "python -m data_download resnet50" in out
@@ -93,7 +108,7 @@ def test_show_environment_prints(no_network, capsys, monkeypatch, tmp_path):
 
 def test_model_weights_unknown_name():
     with pytest.raises(InputError, match="unknown model"):
-        course.model_weights("no_such_model")
+        model_weights("no_such_model")
 
 
 # --- samples and predictions ---------------------------------------------------------------------------------
@@ -102,7 +117,7 @@ def test_model_weights_unknown_name():
 def test_prediction_table(tiny_cnn, images):
     probs = tiny_cnn.predict(images)
     labels = probs.argsort(dim=1, descending=True)[:, [0, 1, 4]].diagonal()  # ranks 1, 2 and 5
-    table = course.prediction_table(tiny_cnn, images, labels, names=["a", "b", "c"], k=2)
+    table = prediction_table(tiny_cnn, images, labels, names=["a", "b", "c"], k=2)
     assert list(table["image"]) == ["a", "b", "c"]
     assert list(table["rank of truth"]) == [1, 2, 5]
     assert list(table["top-1 correct"]) == [True, False, False]
@@ -113,7 +128,7 @@ def test_prediction_table(tiny_cnn, images):
 
 def test_prediction_table_checks_labels(tiny_cnn, images):
     with pytest.raises(InputError, match="one class per image"):
-        course.prediction_table(tiny_cnn, images, [0, 1])
+        prediction_table(tiny_cnn, images, [0, 1])
 
 
 def test_figures(images):
@@ -122,35 +137,35 @@ def test_figures(images):
         torch.zeros(0, 4),
         torch.tensor([[0.0, 0, 5, 5], [5, 5, 9, 9]]),
     ]
-    fig = course.show_samples(images, ["x", "y", "z"], boxes, cols=2)
+    fig = show_samples(images, ["x", "y", "z"], boxes, cols=2)
     assert isinstance(fig, Figure)
     assert [ax.get_title() for ax in fig.axes[:3]] == ["x", "y", "z"]
     assert len(fig.axes[0].patches) == 1 and len(fig.axes[2].patches) == 2
     acts = torch.rand(6, 4, 4)
-    fig = course.show_feature_maps(images[0], acts, [5, 0, 2])
+    fig = show_feature_maps(images[0], acts, [5, 0, 2])
     assert isinstance(fig, Figure) and fig.axes[1].get_title().startswith("A^5")
-    fig = course.show_masks(images[0], torch.rand(3, 1, 32, 32), ["k=1", "k=2", "k=3"], ["1", "2", "3"])
+    fig = show_masks(images[0], torch.rand(3, 1, 32, 32), ["k=1", "k=2", "k=3"], ["1", "2", "3"])
     assert isinstance(fig, Figure) and len(fig.axes) == 8
-    fig = course.plot_cost([10, 20, 40], [1.0, 2.1, 3.9], ["a", "b", "c"], predict={"d": 100})
+    fig = plot_cost([10, 20, 40], [1.0, 2.1, 3.9], ["a", "b", "c"], predict={"d": 100})
     assert isinstance(fig, Figure)
     with pytest.raises(InputError):
-        course.plot_cost([1, 2], [1.0], ["a", "b"])
+        plot_cost([1, 2], [1.0], ["a", "b"])
 
 
 def test_top_channels():
     acts = torch.zeros(4, 2, 2)
     acts[2] = 3
     acts[0] = 1
-    assert course.top_channels(acts, 2) == [2, 0]
+    assert top_channels(acts, 2) == [2, 0]
     with pytest.raises(InputError):
-        course.top_channels(torch.zeros(1, 4, 2, 2))
+        top_channels(torch.zeros(1, 4, 2, 2))
 
 
 def test_fit_line():
-    slope, intercept = course.fit_line([1, 2, 3], [2.5, 4.5, 6.5])
+    slope, intercept = fit_line([1, 2, 3], [2.5, 4.5, 6.5])
     assert slope == pytest.approx(2.0) and intercept == pytest.approx(0.5)
     with pytest.raises(InputError):
-        course.fit_line([1], [1])
+        fit_line([1], [1])
 
 
 # --- Score-CAM channel by channel ----------------------------------------------------------------------------
@@ -158,7 +173,7 @@ def test_fit_line():
 
 def test_scorecam_scores_match_scorecam(tiny_cnn, images):
     x = images[:1]
-    s = course.scorecam_scores(tiny_cnn, x[0], target=3, batch_size=4)
+    s = scorecam_scores(tiny_cnn, x[0], target=3, batch_size=4)
     k = s.activations.shape[1]
     assert s.scores.shape == (k,) and s.constant.shape == (k,)
     assert s.passes == k - int(s.constant.sum())
@@ -171,8 +186,8 @@ def test_scorecam_scores_match_scorecam(tiny_cnn, images):
 def test_scorecam_scores_skips_dead_channels_exactly(tiny_cnn, images):
     with torch.no_grad():
         tiny_cnn.net.features[2].bias[1] = -1e3  # channel 1 is zero everywhere after the ReLU
-    fast = course.scorecam_scores(tiny_cnn, images[1], target=0)
-    slow = course.scorecam_scores(tiny_cnn, images[1], target=0, skip_constant=False)
+    fast = scorecam_scores(tiny_cnn, images[1], target=0)
+    slow = scorecam_scores(tiny_cnn, images[1], target=0, skip_constant=False)
     k = fast.activations.shape[1]
     assert bool(fast.constant[1]) and fast.scores[1] == 0
     assert fast.passes == k - int(fast.constant.sum()) and slow.passes == k
@@ -185,16 +200,16 @@ def test_scorecam_scores_skips_dead_channels_exactly(tiny_cnn, images):
 
 def test_scorecam_scores_checks_input(tiny_cnn, images):
     with pytest.raises(InputError, match="one image"):
-        course.scorecam_scores(tiny_cnn, images, target=0)
+        scorecam_scores(tiny_cnn, images, target=0)
     with pytest.raises(InputError, match="out of range"):
-        course.scorecam_scores(tiny_cnn, images[0], target=99)
+        scorecam_scores(tiny_cnn, images[0], target=99)
 
 
 def test_constant_channels():
     acts = torch.rand(2, 3, 4, 4)
     acts[0, 1] = 0
     acts[1, 2] = 5
-    assert course.constant_channels(acts).tolist() == [[False, True, False], [False, False, True]]
+    assert constant_channels(acts).tolist() == [[False, True, False], [False, False, True]]
 
 
 # --- the notebook-00 exercise checker -------------------------------------------------------------------------
@@ -245,16 +260,16 @@ def test_check_masked_probability_hints():
 
 def test_plot_channel_scores():
     u = torch.tensor([3.0, 0.0, -1.0, 2.0, 0.0])
-    fig = course.plot_channel_scores(u, torch.tensor([False, True, False, False, True]), top=2)
+    fig = plot_channel_scores(u, torch.tensor([False, True, False, False, True]), top=2)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
-    assert isinstance(course.plot_channel_scores(u), Figure)
+    assert isinstance(plot_channel_scores(u), Figure)
 
 
 @pytest.mark.slow
 def test_scorecam_scores_match_scorecam_on_real_model(real_classifier, real_images):
     """On efficientnet_lite0 at blocks.2 (40 channels, none constant): the same map as the library's scorecam."""
     x = real_images[:1]
-    s = course.scorecam_scores(real_classifier, x[0], target=281, layer="blocks.2", batch_size=20)
+    s = scorecam_scores(real_classifier, x[0], target=281, layer="blocks.2", batch_size=20)
     assert s.passes == 40 and not s.constant.any()
     ours = to_saliency(combine(s.weights[None], s.activations, "relu"), x.shape[-2:])
     theirs = scorecam(real_classifier, x, [281], layer="blocks.2", progress=False)

@@ -726,7 +726,7 @@ def test_shipped_manifest_is_complete_and_consistent() -> None:
 
 
 def test_weights_go_where_the_library_looks(cache: Path) -> None:
-    from opticam_lib.models import weights_path
+    from opticam_lib.models.registry import weights_path
 
     m = load_manifest()
     for name in ("resnet50", "vgg16_bn", "vit_b_16", "deit_b_16"):
@@ -743,3 +743,16 @@ def test_imagenet_subset_is_fixed() -> None:
 
 
 PINNED_SUBSET = "beadcc5752021969"  # imagenet_subset_ids(1000) starts 8, 40, 52, 103, 107
+
+
+def test_default_cache_is_the_library_cache(monkeypatch, tmp_path):
+    """data_download computes the cache folder itself (it does not import the library): the two rules agree."""
+    from opticam_lib import paths
+
+    for env in ({}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {"OPTICAM_CACHE": str(tmp_path / "c")}):
+        monkeypatch.delenv("OPTICAM_CACHE", raising=False)
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert data_download.core.default_cache() == paths.cache_dir()
+    assert data_download.core.CACHE_ENV_VAR == paths.ENV_VAR

@@ -6,10 +6,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from opticam_lib.attribution import grid_superpixels
-from opticam_lib.exercises import check_area_loss
-from opticam_lib.extremal import area_reference
-from opticam_lib.plots import plot_extremal_history, plot_superpixel_weights
+from opticam_lib.course.exercises import check_area_loss
+from opticam_lib.course.figures import plot_extremal_history, plot_superpixel_weights
+from opticam_lib.methods.attribution import grid_superpixels
+from opticam_lib.methods.extremal import area_reference
 
 
 def _solution(masks, area):

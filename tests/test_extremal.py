@@ -15,7 +15,8 @@ from test_hooks_and_state import Bomb, assert_same_state, set_mixed_state, snaps
 from torch import nn
 
 from opticam_lib import InputError, wrap_classifier
-from opticam_lib.extremal import (
+from opticam_lib.hooks import hook_count
+from opticam_lib.methods.extremal import (
     SmoothMaskGenerator,
     apply_perturbation,
     area_loss,
@@ -25,7 +26,6 @@ from opticam_lib.extremal import (
     optimize_extremal,
     perturbation_pyramid,
 )
-from opticam_lib.hooks import hook_count
 
 # Small geometry for 32 x 32 images: TorchRay's step 7 / sigma 21 are meant for 224 x 224. With step 4 and
 # sigma 6 the full mask is 41 x 41 (M = 1681 pixels, 25 times fewer than 260 x 260), so each parameter's share

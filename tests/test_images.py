@@ -26,8 +26,8 @@ from opticam_lib.images import (
     sample_path,
     wnid_to_index,
 )
-from opticam_lib.localization import union_mask
-from opticam_lib.models import imagenet_categories
+from opticam_lib.metrics.localization import union_mask
+from opticam_lib.models.classifier import imagenet_categories
 
 # --- the manifest -----------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from opticam_lib.errors import InputError
-from opticam_lib.localization import (
+from opticam_lib.metrics.localization import (
     COLUMNS,
     best_method,
     box_accuracy,

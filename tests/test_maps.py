@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from opticam_lib.errors import InputError
-from opticam_lib.maps import combine, normalize, to_saliency, upsample
+from opticam_lib.methods.maps import combine, normalize, to_saliency, upsample
 
 # Two 2x2 feature maps (N=1, K=2).
 A1 = [[1.0, 0.0], [0.0, 1.0]]
@@ -131,13 +131,13 @@ def test_to_saliency_upsamples_then_normalises():
 
 
 def test_check_maps():
-    from opticam_lib.checks import check_maps
+    from opticam_lib.inputs import validate_maps
 
     images = torch.rand(2, 3, 4, 5)
     maps = torch.rand(2, 1, 4, 5)
-    assert torch.equal(check_maps(maps, images), maps)
-    assert check_maps(maps[:, 0], images).shape == (2, 1, 4, 5)  # (N, H, W) accepted
-    assert check_maps(maps.double(), images).dtype == torch.float32
+    assert torch.equal(validate_maps(maps, images), maps)
+    assert validate_maps(maps[:, 0], images).shape == (2, 1, 4, 5)  # (N, H, W) accepted
+    assert validate_maps(maps.double(), images).dtype == torch.float32
     for bad, message in (
         (torch.rand(2, 1, 4, 4), "must have shape"),
         (torch.rand(1, 1, 4, 5), "must have shape"),
@@ -146,4 +146,4 @@ def test_check_maps():
         (maps.numpy(), "torch.Tensor"),
     ):
         with pytest.raises(InputError, match=message):
-            check_maps(bad, images)
+            validate_maps(bad, images)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import make_images
 
 from opticam_lib import InputError, ablationcam, fakecam, scorecam
-from opticam_lib.masking import features
+from opticam_lib.methods.features import features
 
 
 def hand_saliency(raw, size):

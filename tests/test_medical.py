@@ -16,7 +16,7 @@ from PIL import Image
 from opticam_lib import load_classifier
 from opticam_lib.__main__ import main as cli
 from opticam_lib.errors import InputError, MissingDataError
-from opticam_lib.medical import (
+from opticam_lib.paper.medical import (
     PAPER_HEAD_LR,
     FinetuneConfig,
     classification_report,

@@ -10,8 +10,8 @@ from conftest import TinyCNN, make_images
 from torch import nn
 
 from opticam_lib import InputError, MissingWeightsError, available_models, load_classifier, wrap_classifier
-from opticam_lib.cam import activations_and_gradients
-from opticam_lib.models import _load_state_dict, weights_path
+from opticam_lib.methods.features import activations_and_gradients
+from opticam_lib.models.registry import load_state_dict, weights_path
 
 # ---------------------------------------------------------------------------------------------------------------
 # efficientnet_lite0, the offline default
@@ -81,7 +81,7 @@ def test_pretrained_false_and_normalize_false(real_classifier, real_images):
 def test_efficientnet_lite0_state_dict_fills_every_tensor():
     import timm
 
-    from opticam_lib.models import efficientnet_lite0_state_dict
+    from opticam_lib.models.zoo import efficientnet_lite0_state_dict
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = efficientnet_lite0_state_dict(net)
@@ -139,7 +139,7 @@ def test_unreadable_weights_without_checksum_are_refused_clearly(tmp_path):
         bad = tmp_path / name
         bad.write_bytes(b"\x00garbage" * 64)
         with pytest.raises(MissingWeightsError, match=r"corrupted or incomplete.*python -m data_download"):
-            _load_state_dict(bad)
+            load_state_dict(bad)
 
 
 def test_weights_with_a_matching_checksum_load(tmp_path):
@@ -151,7 +151,7 @@ def test_weights_with_a_matching_checksum_load(tmp_path):
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]
     good = tmp_path / f"tiny-{digest}.pth"
     tmp.rename(good)
-    assert torch.equal(_load_state_dict(good)["w"], state["w"])
+    assert torch.equal(load_state_dict(good)["w"], state["w"])
 
 
 def test_pretrained_false_needs_no_weights(empty_cache):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from opticam_lib.errors import InputError
-from opticam_lib.paper import paper_table, paper_tables, paper_value
+from opticam_lib.paper.tables import paper_table, paper_tables, paper_value
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "opticam-paper.txt"
 

@@ -20,9 +20,8 @@ import torch
 
 from opticam_lib import classification_metrics, gradcam, load_classifier, optimize
 from opticam_lib.errors import InputError, MissingDataError
-from opticam_lib.metrics import class_probability
-from opticam_lib.paper import paper_tables
-from opticam_lib.reproduce import (
+from opticam_lib.metrics.classification import class_probability
+from opticam_lib.paper.reproduce import (
     PAPER_ROW,
     Config,
     _evaluate_batch,
@@ -32,6 +31,7 @@ from opticam_lib.reproduce import (
     paper_reference,
     run,
 )
+from opticam_lib.paper.tables import paper_tables
 
 N = 4  # images per run
 FAST = {"batch_size": 2, "iterations": 3}

@@ -7,21 +7,19 @@ from scipy.stats import pearsonr, rankdata
 from torch import nn
 
 from opticam_lib import fakecam, gradcam, wrap_classifier
+from opticam_lib.course.exercises import check_spearman
+from opticam_lib.course.sanity_checks import plot_cascade, show_cascade, show_comparison
 from opticam_lib.errors import InputError
-from opticam_lib.sanity import (
+from opticam_lib.metrics.sanity import (
     MEASURES,
     cascading_randomization,
-    check_spearman,
     compare_models,
     default_cascade,
     edge_detector,
     hog_similarity,
     parameter_randomization_test,
-    plot_cascade,
     randomization_table,
     randomize_module,
-    show_cascade,
-    show_comparison,
     similarities,
     spearman,
     ssim,
@@ -78,7 +76,7 @@ def test_spearman_is_pearson_of_average_ranks():
 
 
 def test_average_ranks_match_scipy():
-    from opticam_lib.sanity import average_ranks
+    from opticam_lib.metrics.sanity import average_ranks
 
     g = np.random.default_rng(0)
     for x in (g.random(50), g.integers(0, 4, 60).astype(float), np.array([2.0, 2.0, 2.0]), np.array([1.0])):

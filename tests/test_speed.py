@@ -1,4 +1,4 @@
-"""opticam_lib.speed (notebook 04) and the two timing figures of opticam_lib.plots.
+"""opticam_lib.course.speed (notebook 04) and the two timing figures of opticam_lib.plots.
 
 No test asserts on a duration: machines differ and are shared. The tests check structure (how many timings,
 in which order the functions ran, what is synchronised), that the slow variants compute the same maps as the
@@ -13,9 +13,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from opticam_lib import optimize, wrap_classifier
-from opticam_lib.opticam import masked_score
-from opticam_lib.plots import plot_scaling, time_bars
-from opticam_lib.speed import (
+from opticam_lib.course.figures import plot_scaling, time_bars
+from opticam_lib.course.speed import (
     IterationTiming,
     Timing,
     cpu_supports_bf16,
@@ -34,6 +33,7 @@ from opticam_lib.speed import (
     time_call,
     time_interleaved,
 )
+from opticam_lib.methods.opticam import masked_score
 
 
 def small_cnn(seed: int = 0):
@@ -160,7 +160,7 @@ def test_forward_backward_unfrozen_accumulates_parameter_grads(clf, images):
 
 def test_masked_forward_passes_are_scorecam_scores(clf, images):
     """Eq. (3) with the black baseline equals F(e_k) - F(0) of eq. (5)."""
-    from opticam_lib.masking import features
+    from opticam_lib.methods.features import features
 
     acts, _ = features(clf, images[:1])
     k = acts.shape[1]

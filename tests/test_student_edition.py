@@ -16,7 +16,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from opticam_lib import InputError
-from opticam_lib.edition import (
+from opticam_lib.course.edition import (
     build_html,
     course_notebooks,
     exercise_problems,

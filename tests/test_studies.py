@@ -1,4 +1,4 @@
-"""opticam_lib.studies: selectivity (Fig. A4), insertion/deletion of several methods, tables next to the paper's."""
+"""opticam_lib.course.faithfulness: selectivity (Fig. A4), insertion/deletion of several methods, tables next to the paper's."""
 
 import pytest
 import torch
@@ -6,9 +6,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from opticam_lib import evaluate, fakecam, gradcam, wrap_classifier
-from opticam_lib.errors import InputError
-from opticam_lib.metrics import average_drop, average_gain, average_increase, class_probability
-from opticam_lib.studies import (
+from opticam_lib.course.faithfulness import (
     PAPER_ALPHAS,
     CurveStudy,
     insertion_deletion,
@@ -18,6 +16,8 @@ from opticam_lib.studies import (
     selectivity,
     with_paper,
 )
+from opticam_lib.errors import InputError
+from opticam_lib.metrics.classification import average_drop, average_gain, average_increase, class_probability
 
 
 def tiny_cnn():

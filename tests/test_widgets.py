@@ -1,4 +1,4 @@
-"""opticam_lib.widgets: the pure function behind the explorer over the slider grid, and the explorer itself.
+"""opticam_lib.course.widgets: the pure function behind the explorer over the slider grid, and the explorer itself.
 
 Everything the widget shows comes from ``explore_opticam``, so the grid test covers what a user can see;
 the explorer test checks the wiring (controls exist, each change re-runs exactly once) without a browser.
@@ -14,11 +14,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-import opticam_lib.widgets as widgets
+import opticam_lib.course.widgets as widgets
 from opticam_lib import wrap_classifier
-from opticam_lib.maps import NORMALIZATIONS
-from opticam_lib.opticam import OBJECTIVES
-from opticam_lib.widgets import Exploration, candidate_layers, explore_opticam, opticam_explorer
+from opticam_lib.course.widgets import Exploration, candidate_layers, explore_opticam, opticam_explorer
+from opticam_lib.methods.maps import NORMALIZATIONS
+from opticam_lib.methods.opticam import OBJECTIVES
 
 SIZE = 16
 
@@ -164,7 +164,7 @@ def test_opticam_explorer_wiring(clf, monkeypatch):
 
 
 def test_explore_opticam_without_input_normalization(clf):
-    from opticam_lib.ablations import without_input_normalization
+    from opticam_lib.course.ablations import without_input_normalization
 
     raw_clf = tiny_classifier()  # same weights as clf (same seed)
     raw_clf.model.mean.fill_(0.5)  # make normalisation matter: mean 0.5, std 0.25 inside the model

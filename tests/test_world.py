@@ -4,29 +4,19 @@ and the accuracies they report, the evidence measure, map mass, and saliency met
 import ast
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from opticam_lib import available_models, cam, gradcam, load_classifier, opticam
-from opticam_lib.attention import rollout
 from opticam_lib.errors import InputError
-from opticam_lib.localization import union_mask
-from opticam_lib.world import (
-    MODELS,
-    PALETTE,
-    REPORT_PATH,
-    WorldBatch,
-    WorldConfig,
-    batch_at,
-    evidence,
-    generate,
-    map_mass,
-    read_report,
-    stream,
-    train,
-    weights_file,
-)
+from opticam_lib.methods.attention import rollout
+from opticam_lib.metrics.localization import union_mask
+from opticam_lib.world.evidence import evidence, map_mass
+from opticam_lib.world.networks import MODELS, weights_file
+from opticam_lib.world.scenes import PALETTE, WorldBatch, WorldConfig, batch_at, generate, stream
+from opticam_lib.world.training import REPORT_PATH, read_report, train
 
 CLEAN = WorldConfig(noise=0.0, colour_jitter=0.0)  # exact pixel colours
 
@@ -227,16 +217,24 @@ def world_vit():
 
 
 def test_import_is_cheap():
-    """load_classifier imports the module to register its models: no timm/tqdm at import, no weights read."""
+    """The registry names the world's loader lazily; the world's modules import no timm/tqdm at import time and
+    read no weights at import time."""
+    import opticam_lib.models.registry as registry
     import opticam_lib.world as world
 
-    tree = ast.parse(open(world.__file__).read())
-    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    names = {a.name for n in top for a in n.names} | {n.module for n in top if isinstance(n, ast.ImportFrom)}
-    assert not any(str(m).split(".")[0] in ("timm", "tqdm") for m in names)
-    module_level = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.ClassDef)]
-    calls = [ast.unparse(c.func) for n in module_level for c in ast.walk(n) if isinstance(c, ast.Call)]
-    assert not any(c.endswith(".load") or "checkpoint" in c for c in calls), calls
+    assert "opticam_lib.world" not in open(registry.__file__).read().replace(
+        '"opticam_lib.world.networks:', ""
+    )
+    for path in Path(world.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        names = {a.name for n in top for a in n.names} | {
+            n.module for n in top if isinstance(n, ast.ImportFrom)
+        }
+        assert not any(str(m).split(".")[0] in ("timm", "tqdm") for m in names), path
+        module_level = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.ClassDef | ast.If)]
+        calls = [ast.unparse(c.func) for n in module_level for c in ast.walk(n) if isinstance(c, ast.Call)]
+        assert not any(c.endswith(".load") or "checkpoint" in c for c in calls), (path, calls)
     assert {"world_cnn", "world_vit", "world_cnn_permuted"} <= set(available_models())
 
 
@@ -395,10 +393,10 @@ def test_token_reshape_on_world_vit(world_vit):
 
 
 def test_missing_weights_say_how_to_train(tmp_path, monkeypatch):
-    import opticam_lib.world as world
+    import opticam_lib.world.networks as networks
     from opticam_lib.errors import MissingWeightsError
 
-    monkeypatch.setattr(world, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(networks, "DATA_DIR", tmp_path)
     with pytest.raises(
         MissingWeightsError, match=re.escape("python -m opticam_lib.world train --arch cnn --permuted-labels")
     ):
@@ -408,7 +406,8 @@ def test_missing_weights_say_how_to_train(tmp_path, monkeypatch):
 
 
 def test_train_command_writes_weights_and_report(tmp_path, capsys):
-    from opticam_lib.world import load_checkpoint, main
+    from opticam_lib.world.__main__ import main
+    from opticam_lib.world.networks import load_checkpoint
 
     out, rep = tmp_path / "tiny.pt", tmp_path / "report.json"
     args = ["train", "--arch", "cnn", "--steps", "3", "--eval-n", "16", "--batch-size", "8", "--threads", "1"]

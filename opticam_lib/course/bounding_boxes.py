@@ -45,7 +45,7 @@ PART_LABELS: dict[str, str] = {"S": "S", "B_and_S": "B∩S", "S_minus_B": "S\\B"
 METRICS: tuple[str, ...] = ("AD", "AG", "AI")
 
 
-#: our row names -> the paper's (``opticam_lib.paper.paper_table("5", "vgg16_bn")``)
+#: our row names -> the paper's (``opticam_lib.paper.tables.paper_table("5", "vgg16_bn")``)
 PAPER_ROWS: dict[str, str] = {"S := B": "$S := B$", "S := I \\ B": "$S := I \\setminus B$"}
 
 
@@ -211,7 +211,7 @@ def format_box_table(
 
     Args:
         study: a ``BoxStudy`` or its ``rows()``.
-        paper: the paper's rows (``opticam_lib.paper.paper_table("5", "vgg16_bn")``); our row names map to the
+        paper: the paper's rows (``opticam_lib.paper.tables.paper_table("5", "vgg16_bn")``); our row names map to the
             paper's through ``PAPER_ROWS`` (the region rows) or are the same (the methods).
     """
     rows = study.rows() if isinstance(study, BoxStudy) else study

@@ -47,7 +47,7 @@ def with_paper(
     Args:
         rows: ``Evaluation`` objects or dicts with ``"method"`` (the paper's name, e.g. ``"Grad-CAM"``) and
             one value per column; a ``"note"`` key (e.g. ``"2 images"``) is printed at the end of the line.
-        table, model: which of the paper's tables to print beside ours (``opticam_lib.paper.paper_table``).
+        table, model: which of the paper's tables to print beside ours (``opticam_lib.paper.tables.paper_table``).
         columns: the columns to show, e.g. ``("AD", "AG", "AI")`` for Table 1, ``("I", "D")`` for Table 3.
     Returns:
         one line per row: method, our columns, the paper's columns (``-`` where the paper has no number).

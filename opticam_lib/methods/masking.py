@@ -1,6 +1,6 @@
 """Masking-based maps: Score-CAM (eq. 3-4), Ablation-CAM, and Fake-CAM (the trivial map of Poppi et al. 2021).
 
-Same calling convention as ``opticam_lib.cam``: ``method(classifier, images, targets=None, **options)`` returns
+Same calling convention as ``opticam_lib.methods.cam``: ``method(classifier, images, targets=None, **options)`` returns
 (N, 1, H, W) float in [0, 1].
 """
 

@@ -303,7 +303,7 @@ def format_localization(
 
     Args:
         table: {method: {column: value}} from ``localization_table`` (percent; SM in nats).
-        paper: the paper's rows for the same methods (``opticam_lib.paper.paper_table("A7", model)``).
+        paper: the paper's rows for the same methods (``opticam_lib.paper.tables.paper_table("A7", model)``).
     """
     arrows = {c: "↓" if c in LOWER_IS_BETTER else "↑" for c in COLUMNS}
     head = f"{'METHOD':<16}" + "".join(f"{c + arrows[c]:>7}" for c in COLUMNS)

@@ -105,7 +105,7 @@ class Config:
 
     Attributes:
         table: one of ``TABLES``.
-        model: a registered model name, or a fine-tuned checkpoint (``.pt``) of ``opticam_lib.medical``.
+        model: a registered model name, or a fine-tuned checkpoint (``.pt``) of ``opticam_lib.paper.medical``.
         images: image spec (see the module docstring).
         methods: method names (default: those the paper's table lists).
         device: ``cpu``, ``cuda``...; under torchrun with CUDA each rank takes ``cuda:LOCAL_RANK``.
@@ -239,7 +239,7 @@ def load_image_spec(spec: str, size: int, classifier: Classifier | None = None) 
 
 
 def load_model(name: str, device: str, normalize: bool = True) -> Classifier:
-    """A registered model, or a fine-tuned checkpoint file of ``opticam_lib.medical`` (``*.pt``)."""
+    """A registered model, or a fine-tuned checkpoint file of ``opticam_lib.paper.medical`` (``*.pt``)."""
     if name.endswith((".pt", ".pth")) or Path(name).is_file():
         from opticam_lib.paper.medical import load_finetuned
 

@@ -57,7 +57,7 @@ def table2(
         iterations, lr: Opti-CAM's settings (the paper: 100 and 0.1).
         progress: print one line per method as it finishes.
     Returns:
-        a list of ``opticam_lib.evaluate.Evaluation``, one per method, ``method`` set to the paper's name, maps
+        a list of ``opticam_lib.metrics.evaluate.Evaluation``, one per method, ``method`` set to the paper's name, maps
         (N, 1, H, W) kept when ``keep_maps``.
     """
     from opticam_lib.metrics.evaluate import evaluate
