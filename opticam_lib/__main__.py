@@ -3,6 +3,7 @@
 python -m opticam_lib explain IMAGE... --method opticam --out maps/
 python -m opticam_lib evaluate --methods fakecam,gradcam,scorecam,opticam
 python -m opticam_lib models
+python -m opticam_lib precompute --layer bn2
 python -m opticam_lib reproduce --table 1|2|3|5|A9|A10|A14 --model resnet50 --images imagenet-val:1000
 python -m opticam_lib medical finetune --dataset chest-xray --model resnet50
 """
@@ -132,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     common(rp)
 
     sub.add_parser("models", help="list the models and whether their weights are available offline")
+    pc = sub.add_parser(
+        "precompute",
+        help="Score-CAM's and Ablation-CAM's channel weights on the sample photos, saved as package data",
+        description="Compute every channel's value of Score-CAM (u_k, eq. 3) and Ablation-CAM (w_k) on the sample "
+        "photos with their ground-truth classes, and save them in opticam_lib/data/channel_weights/, keyed by the "
+        "model's weights, the layer, the images and the classes (notebook 05 loads them; a cache, never a result "
+        "nobody can reproduce).",
+    )
+    pc.add_argument("--model", default="efficientnet_lite0", help="classifier (default: %(default)s)")
+    pc.add_argument(
+        "--layer", default=None, help="target layer (default: the model's own, bn2 for the default)"
+    )
+    pc.add_argument("--out", default=None, help="file to write (default: the package's cache file)")
+    pc.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_medical_parser(sub)
     return parser
 
@@ -235,6 +250,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     save_json(rows, path, meta)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_precompute(args: argparse.Namespace) -> int:
+    from opticam_lib.course.channel_cache import build_channel_cache
+    from opticam_lib.images import load_samples
+    from opticam_lib.models.registry import load_classifier
+
+    clf = load_classifier(args.model)
+    samples = load_samples(size=clf.input_size)
+    layer = args.layer or clf.target_layer
+    clf.layer(layer)  # an unknown layer fails here, before minutes of work
+    cache = build_channel_cache(
+        clf,
+        samples.images,
+        samples.labels,
+        list(samples.names),
+        layer,
+        path=args.out,
+        progress=not args.quiet,
+    )
+    print(cache.note())
+    print(f"wrote {cache.path}")
     return 0
 
 
@@ -401,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         "reproduce": cmd_reproduce,
         "models": cmd_models,
         "medical": cmd_medical,
+        "precompute": cmd_precompute,
     }
     try:
         return commands[args.command](args)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen, replace_output
 from opticam_lib.inputs import Targets, prepare, validate_images, validate_positive_int
 from opticam_lib.methods.features import features
@@ -59,6 +60,62 @@ def channel_scores(
     return scores
 
 
+def ablation_weights(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Tensor,
+    activations: Tensor,
+    logits: Tensor,
+    layer: str | None = None,
+    channels: Tensor | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> Tensor:
+    """Ablation-CAM's channel weights: ``w_k = (y_c - y_c^(k)) / y_c``, with y_c^(k) the logit when feature map
+    k is set to zero at ``layer``; one forward pass per channel.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1], checked, on the model's device.
+        targets: (N,) long; activations: (N, K, h, w) at ``layer``; logits: (N, C) of the unablated images.
+        channels: (M,) long, the channels to ablate (default all K); the others keep w_k = 0.
+    Returns:
+        (N, K) float.
+    """
+    n, k = activations.shape[:2]
+    todo = torch.arange(k, device=activations.device) if channels is None else channels.to(activations.device)
+    weights = torch.zeros(n, k, device=activations.device)
+    bar = tqdm(total=n * len(todo), desc="Ablation-CAM forward passes", disable=not progress, leave=False)
+    with frozen(classifier.model), torch.no_grad():
+        for i in range(n):
+            c = int(targets[i])
+            y = logits[i, c]
+            for start in range(0, len(todo), batch_size):
+                idx = todo[start : start + batch_size]
+                grid = activations[i : i + 1].repeat(len(idx), 1, 1, 1)
+                grid[torch.arange(len(idx)), idx] = 0
+                with replace_output(classifier, layer, grid):
+                    ablated = classifier.model(images[i : i + 1].expand(len(idx), -1, -1, -1))[:, c]
+                denom = y if y.abs() > 1e-7 else torch.ones_like(y)
+                weights[i, idx] = (y - ablated) / denom
+                bar.update(len(idx))
+    bar.close()
+    return weights
+
+
+def _given_weights(channel_weights: Tensor, activations: Tensor) -> Tensor:
+    """Check precomputed per-channel values against the feature maps: (N, K), finite."""
+    if not isinstance(channel_weights, Tensor):
+        raise InputError(f"channel_weights must be a tensor (N, K), got {type(channel_weights).__name__}")
+    want = tuple(activations.shape[:2])
+    if tuple(channel_weights.shape) != want:
+        raise InputError(
+            f"channel_weights has shape {tuple(channel_weights.shape)}, but the layer gives {want} (images, channels)"
+        )
+    if not torch.isfinite(channel_weights).all():
+        raise InputError("channel_weights contains NaN or infinite values")
+    return channel_weights.to(activations.device, torch.float32)
+
+
 def scorecam(
     classifier: Classifier,
     images: Tensor,
@@ -66,16 +123,22 @@ def scorecam(
     layer: str | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    channel_weights: Tensor | None = None,
 ) -> Tensor:
     """Score-CAM, eq. (3)-(4): one forward pass per channel (``channel_scores``).
 
     Weights ``softmax(u)`` over channels, map ``relu(sum_k softmax(u)_k A^k)``; a progress bar over all N*K
-    forward passes. Returns (N, 1, H, W) in [0, 1].
+    forward passes. ``channel_weights`` (N, K), the scores u of eq. (3) computed before (for these images,
+    targets and layer), skips those passes: one forward pass for the feature maps remains.
+    Returns (N, 1, H, W) in [0, 1].
     """
     images, targets = prepare(classifier, images, targets)
     batch_size = validate_positive_int(batch_size, "batch_size")
     acts, _ = features(classifier, images, layer)
-    scores = channel_scores(classifier, images, targets, acts, batch_size=batch_size, progress=progress)
+    if channel_weights is not None:
+        scores = _given_weights(channel_weights, acts)
+    else:
+        scores = channel_scores(classifier, images, targets, acts, batch_size=batch_size, progress=progress)
     return to_saliency(combine(torch.softmax(scores, dim=1), acts, "relu"), tuple(images.shape[-2:]))
 
 
@@ -86,32 +149,22 @@ def ablationcam(
     layer: str | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    channel_weights: Tensor | None = None,
 ) -> Tensor:
     """Ablation-CAM (Desai & Ramaswamy 2020): one forward pass per channel with that channel zeroed.
 
-    ``w_k = (y_c - y_c^(k)) / y_c`` with y_c^(k) the logit when feature map k is set to zero at ``layer``;
-    map ``relu(sum_k w_k A^k)``. Returns (N, 1, H, W) in [0, 1].
+    Weights from ``ablation_weights``, map ``relu(sum_k w_k A^k)``. ``channel_weights`` (N, K), the w_k computed
+    before, skips the K passes per image. Returns (N, 1, H, W) in [0, 1].
     """
     images, targets = prepare(classifier, images, targets)
     batch_size = validate_positive_int(batch_size, "batch_size")
     acts, logits = features(classifier, images, layer)
-    n, k = acts.shape[:2]
-    weights = torch.empty(n, k, device=acts.device)
-    bar = tqdm(total=n * k, desc="Ablation-CAM forward passes", disable=not progress, leave=False)
-    with frozen(classifier.model), torch.no_grad():
-        for i in range(n):
-            c = int(targets[i])
-            y = logits[i, c]
-            for start in range(0, k, batch_size):
-                idx = torch.arange(start, min(start + batch_size, k), device=acts.device)
-                grid = acts[i : i + 1].repeat(len(idx), 1, 1, 1)
-                grid[torch.arange(len(idx)), idx] = 0
-                with replace_output(classifier, layer, grid):
-                    ablated = classifier.model(images[i : i + 1].expand(len(idx), -1, -1, -1))[:, c]
-                denom = y if y.abs() > 1e-7 else torch.ones_like(y)
-                weights[i, idx] = (y - ablated) / denom
-                bar.update(len(idx))
-    bar.close()
+    if channel_weights is not None:
+        weights = _given_weights(channel_weights, acts)
+    else:
+        weights = ablation_weights(
+            classifier, images, targets, acts, logits, layer, batch_size=batch_size, progress=progress
+        )
     return to_saliency(combine(weights, acts, "relu"), tuple(images.shape[-2:]))
 
 

@@ -228,7 +228,9 @@ def load_finetuned(
         )
     ck = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ck, dict) or "state_dict" not in ck or "arch" not in ck.get("meta", {}):
-        raise InputError(f"{path} is not a checkpoint of opticam_lib.paper.medical (no state_dict / meta.arch)")
+        raise InputError(
+            f"{path} is not a checkpoint of opticam_lib.paper.medical (no state_dict / meta.arch)"
+        )
     meta = ck["meta"]
     clf = load_classifier(meta["arch"], pretrained=False, normalize=normalize)
     replace_head(clf, meta["classes"])
