@@ -66,3 +66,26 @@ def test_bench_table1_T_times_every_method_beside_the_paper(tmp_path: Path) -> N
     assert report["paper_T"]["resnet50"]["Opti-CAM"] == pytest.approx(
         paper_table("1", "resnet50")["Opti-CAM"]["T"]
     )
+
+
+def test_bench_time_to_quality_reports_passes_to_the_reference(tmp_path: Path) -> None:
+    report = run_script(
+        "bench_time_to_quality.py",
+        *("--sets", "world", "--world-n", "8", "--reference", "6", "--budget", "4"),
+        tmp_path=tmp_path,
+    )
+    world = report["sets"]["world"]
+    assert world["model"] == "world_cnn" and world["images"] == 8 and world["reference"]["iterations"] == 6
+    ref = world["reference"]
+    assert ref["reached_at"] is not None and ref["reached_at"][0] <= 6  # the reference reaches its own level
+    assert set(world["solvers"]) == {
+        "Adam lr 0.5",
+        "Adam lr 0.5, cosine",
+        "SGD lr 50, momentum 0.9",
+        "iRprop+ (optimizer='rprop')",
+    }
+    for row in world["solvers"].values():
+        p = row["passes_to_reference"]
+        assert p is None or 1 <= p <= 4
+        assert (p is None) == (row["seconds_to_reference"] is None)
+        assert row["at_10"] is None and row["final"]["passes"] == 4  # a budget of 4 has no 10th pass
