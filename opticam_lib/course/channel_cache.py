@@ -82,7 +82,7 @@ class ChannelCache:
         m = self.meta
         spent = ", ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items())
         return (
-            f"channel weights loaded from {self.path.name}: computed {m['date']} with `{m['command']}` "
+            f"channel weights from {self.path.name}: computed {m['date']} with `{m['command']}` "
             f"({spent} on {m['machine']}); keyed by the model's weights, layer {m['layer']!r}, "
             f"the {len(m['images'])} images and their target classes"
         )
