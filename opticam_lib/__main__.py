@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer", default=None, help="target layer (default: the model's own, bn2 for the default)"
     )
     pc.add_argument("--out", default=None, help="file to write (default: the package's cache file)")
+    pc.add_argument(
+        "--ablations",
+        action="store_true",
+        help="instead: notebook 06's Opti-CAM option grids at convergence on its four photos (about 5 minutes), "
+        "saved in opticam_lib/data/ablations/",
+    )
     pc.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_medical_parser(sub)
     return parser
@@ -259,6 +265,8 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     from opticam_lib.models.registry import load_classifier
 
     clf = load_classifier(args.model)
+    if args.ablations:
+        return _precompute_ablations(clf, args)
     samples = load_samples(size=clf.input_size)
     layer = args.layer or clf.target_layer
     clf.layer(layer)  # an unknown layer fails here, before minutes of work
@@ -273,6 +281,33 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     )
     print(cache.note())
     print(f"wrote {cache.path}")
+    return 0
+
+
+def _precompute_ablations(clf, args: argparse.Namespace) -> int:
+    from opticam_lib.course.ablation_cache import (
+        ablation_cache_path,
+        build_ablation_cache,
+        cache_note,
+        load_ablation_cache,
+    )
+    from opticam_lib.course.ablations import ablation_settings
+    from opticam_lib.images import load_samples
+    from opticam_lib.profiles import PROFILES
+
+    if args.layer is not None:
+        print("--layer is not used with --ablations (the grids name their layers)", file=sys.stderr)
+        return 2
+    settings = ablation_settings(PROFILES["laptop"])
+    samples = load_samples(names=list(settings.images), size=clf.input_size)
+    path = Path(args.out) if args.out else None
+    build_ablation_cache(
+        clf, samples.images, samples.labels, settings, list(samples.names), path=path, progress=not args.quiet
+    )
+    written = path or ablation_cache_path(clf.name)
+    _, meta = load_ablation_cache(clf, samples.images, samples.labels, written)
+    print(cache_note(meta, written))
+    print(f"wrote {written}")
     return 0
 
 

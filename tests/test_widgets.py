@@ -16,7 +16,8 @@ from torch import nn
 
 import opticam_lib.course.widgets as widgets
 from opticam_lib import wrap_classifier
-from opticam_lib.course.widgets import Exploration, candidate_layers, explore_opticam, opticam_explorer
+from opticam_lib.course.ablations import candidate_layers
+from opticam_lib.course.widgets import Exploration, explore_opticam, opticam_explorer
 from opticam_lib.methods.maps import NORMALIZATIONS
 from opticam_lib.methods.opticam import OBJECTIVES
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from matplotlib.figure import Figure
 
+from opticam_lib.course.ablations import candidate_layers
 from opticam_lib.course.figures import opticam_panel
 from opticam_lib.inputs import validate_targets
 from opticam_lib.methods.maps import NORMALIZATIONS
@@ -80,19 +81,6 @@ def explore_opticam(
     title = f"class {target}: {classifier.categories[target]}"
     fig = opticam_panel(image, result.maps[0], result.history[0], title, (p, o))
     return Exploration(result, fig, p, o)
-
-
-def candidate_layers(classifier: Classifier, count: int = 4) -> list[str]:
-    """The default target layer and a few earlier top-level blocks, for the layer dropdown."""
-    names = [classifier.target_layer]
-    children = [n for n, _ in classifier.net.named_children()]
-    for n in reversed(children):
-        mods = dict(classifier.net.named_children())[n]
-        subs = [f"{n}.{s}" for s, _ in mods.named_children()]
-        if len(subs) > 2 and all(s.split(".")[-1].isdigit() for s in subs):
-            names += list(reversed(subs))[1:count]
-            break
-    return names
 
 
 def opticam_explorer(

@@ -42,6 +42,7 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd", "rprop")
 #: iRprop+'s fixed settings (Igel & Huesken 2000): step factors on a kept / flipped gradient sign, step bounds
 RPROP_ETAS: tuple[float, float] = (1.2, 0.5)
 RPROP_STEPS: tuple[float, float] = (1e-3, 1.0)
+RPROP_ZERO: float = 1e-5  # gradient components below this fraction of the image's largest count as zero
 #: the default first step (``lr``) of each optimizer
 DEFAULT_LR: dict[str, float] = {"adam": 0.1, "sgd": 0.1, "rprop": 0.5}
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
@@ -351,7 +352,9 @@ def optimize(
                 else:  # iRprop+: ascent on F, one step size per coordinate, undo where the sign flipped and F fell
                     up, down = RPROP_ETAS
                     # float noise has no sign: components below 1e-5 of the image's largest count as zero
-                    grad = torch.where(grad.abs() > 1e-5 * grad.abs().amax(dim=1, keepdim=True), grad, 0.0)
+                    grad = torch.where(
+                        grad.abs() > RPROP_ZERO * grad.abs().amax(dim=1, keepdim=True), grad, 0.0
+                    )
                     sign_kept = grad * m[idx]
                     step = torch.where(
                         sign_kept > 0, v[idx] * up, torch.where(sign_kept < 0, v[idx] * down, v[idx])
