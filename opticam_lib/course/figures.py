@@ -43,7 +43,7 @@ def opticam_panel(
         history: (T,) objective per iteration (NaN after an early stop).
         probabilities: (p, o), class probability before and after masking, shown in the titles.
     """
-    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    fig = Figure(figsize=(11, 2.9), layout="constrained")
     axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.5])
     axes[0].imshow(to_numpy_image(image))
     axes[0].set_title(title or "image", fontsize=12)
