@@ -42,10 +42,7 @@ CANDIDATES: dict[str, dict] = {
 
 def reached(curve: QualityCurve, ag: float, ad: float) -> tuple[int, float] | None:
     """(passes, seconds) at the first checkpoint with AG >= ag - 1 and AD <= ad + 1; None if none."""
-    for it, s, g, d in zip(curve.iterations, curve.seconds, curve.AG, curve.AD):
-        if it > 0 and g >= ag - 1 and d <= ad + 1:
-            return it, s
-    return None
+    return curve.reaching_quality(ag, ad, margin=1.0)
 
 
 def at(curve: QualityCurve, passes: int) -> dict | None:

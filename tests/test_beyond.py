@@ -276,3 +276,36 @@ def test_explain_image_figure(tiny_cnn, images):
     assert len(fig.axes) == 3 and "Opti-CAM" in fig.axes[2].get_title() and "p = " in fig.axes[1].get_title()
     with pytest.raises(InputError, match="one"):
         explain_image(tiny_cnn, images)
+
+
+def test_reaching_quality_needs_both_ag_and_ad():
+    from opticam_lib.course.beyond import QualityCurve, quality_table
+
+    ref = QualityCurve(
+        "ref", {}, [0, 10, 20], [0.0, 1.0, 2.0], [5.0, 40.0, 50.0], [30.0, 3.0, 0.5], [0, 50, 100]
+    )
+    c = QualityCurve(
+        "c", {}, [0, 5, 10, 15], [0.0, 0.5, 1.0, 1.5], [5.0, 49.5, 52.0, 51.0], [30.0, 4.0, 1.4, 1.2], [0] * 4
+    )
+    # at 5 AG is within 1 point but AD (4.0) is not within 1 of 0.5; at 10 both hold
+    assert c.reaching_quality(50.0, 0.5) == (10, 1.0)
+    assert c.reaching_quality(50.0, 0.5, margin=0.1) is None  # AG 52 but AD never <= 0.6
+    assert ref.reaching_quality(50.0, 0.5) == (20, 2.0)  # the reference reaches itself at its end
+    assert (
+        QualityCurve("s", {}, [0], [0.0], [60.0], [0.0], [100]).reaching_quality(50.0, 0.5) is None
+    )  # start
+    assert c.at(10) == {"AG": 52.0, "AD": 1.4, "AI": 0, "seconds": 1.0} and c.at(7) is None
+    rows = quality_table({"c": c}, ref, at=(5, 20))
+    assert rows == [
+        {
+            "setting": "c",
+            "passes to ref.": 10,
+            "seconds to ref.": 1.0,
+            "AG@5": 49.5,
+            "AD@5": 4.0,
+            "AG@20": None,
+            "AD@20": None,
+            "AG end": 51.0,
+            "AD end": 1.2,
+        }
+    ]

@@ -53,6 +53,22 @@ class QualityCurve:
         i = first_reaching(self.iterations, self.AG, level)
         return None if i is None else (i, self.seconds[self.iterations.index(i)])
 
+    def reaching_quality(self, ag: float, ad: float, margin: float = 1.0) -> tuple[int, float] | None:
+        """(iteration, seconds) of the first checkpoint after the start with AG >= ``ag - margin`` and
+        AD <= ``ad + margin`` (percent): the time-to-quality rule of ``benchmarks/bench_time_to_quality.py``,
+        with (ag, ad) a reference's final values. None if no checkpoint gets there."""
+        for it, sec, g, d in zip(self.iterations, self.seconds, self.AG, self.AD):
+            if it > 0 and g >= ag - margin and d <= ad + margin:
+                return it, sec
+        return None
+
+    def at(self, iteration: int) -> dict[str, float] | None:
+        """AG, AD, AI and seconds at checkpoint ``iteration``; None if it is not a checkpoint."""
+        if iteration not in self.iterations:
+            return None
+        i = self.iterations.index(iteration)
+        return {"AG": self.AG[i], "AD": self.AD[i], "AI": self.AI[i], "seconds": self.seconds[i]}
+
 
 def first_reaching(iterations: Sequence[int], values: Sequence[float], level: float) -> int | None:
     """The first entry of ``iterations`` whose value is at least ``level`` (curves need not be monotone);
@@ -281,6 +297,27 @@ def curves_table(curves: Mapping[str, QualityCurve], level: float) -> list[dict]
                 "seconds to level": None if hit is None else hit[1],
             }
         )
+    return rows
+
+
+def quality_table(
+    curves: Mapping[str, QualityCurve], reference: QualityCurve, at: Sequence[int] = (10, 20)
+) -> list[dict]:
+    """One row per setting: passes and seconds until the reference's final quality (``reaching_quality``), and
+    AG/AD after each of the ``at`` passes (None where that is not a checkpoint). For ``format_rows``."""
+    ag, ad = reference.AG[-1], reference.AD[-1]
+    rows = []
+    for name, c in curves.items():
+        hit = c.reaching_quality(ag, ad)
+        row: dict = {"setting": name, "passes to ref.": None, "seconds to ref.": None}
+        if hit is not None:
+            row["passes to ref."], row["seconds to ref."] = hit
+        for n in at:
+            q = c.at(n)
+            row[f"AG@{n}"] = None if q is None else q["AG"]
+            row[f"AD@{n}"] = None if q is None else q["AD"]
+        row["AG end"], row["AD end"] = c.AG[-1], c.AD[-1]
+        rows.append(row)
     return rows
 
 
