@@ -158,6 +158,11 @@ def test_opticam_explorer_wiring(clf, monkeypatch):
     other = next(v for _, v in c["target"].options if v != c["target"].value)
     c["target"].value = other
     assert len(runs) == 8
+    # the optimiser: one run, with iRprop+'s own first step in the learning-rate slider
+    assert c["optimizer"].value == "adam"
+    c["optimizer"].value = "rprop"
+    assert len(runs) == 9 and runs[-1]["optimizer"] == "rprop"
+    assert runs[-1]["lr"] == pytest.approx(0.5) and c["lr"].value == pytest.approx(0.5)
     assert "p = " in c["status"].value and "error" not in c["status"].value
 
 

@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 
 from opticam_lib.course.ablations import candidate_layers
 from opticam_lib.course.figures import opticam_panel
-from opticam_lib.inputs import validate_targets
+from opticam_lib.inputs import validate_choice, validate_targets
 from opticam_lib.methods.maps import NORMALIZATIONS
-from opticam_lib.methods.opticam import OBJECTIVES, OptiCAMResult, optimize
+from opticam_lib.methods.opticam import DEFAULT_LR, OBJECTIVES, OptiCAMResult, optimize
 from opticam_lib.metrics.classification import class_probability
 from opticam_lib.models.classifier import Classifier
 
@@ -45,17 +45,19 @@ def explore_opticam(
     layer: str | None = None,
     objective: str = "mask",
     normalization: str = "range",
-    lr: float = 0.1,
+    lr: float | None = 0.1,
     iterations: int = 30,
     callback=None,
     progress: bool = False,
     input_normalization: bool = True,
+    optimizer: str = "adam",
 ) -> Exploration:
     """Run Opti-CAM on one image (3, H, W) in [0, 1] for class ``target`` and draw ``plots.opticam_panel``.
 
     The explorer widget calls exactly this; notebooks call it once first for a static figure.
     ``input_normalization=False`` feeds the network raw [0, 1] pixels, for the map and for p and o
-    (the paper's appendix H, ``ablations.without_input_normalization``).
+    (the paper's appendix H, ``ablations.without_input_normalization``). ``optimizer="rprop"`` (iRprop+) reaches
+    the paper's quality in fewer iterations (notebook 10); ``lr=None`` takes the optimizer's default.
     """
     if not input_normalization:
         from opticam_lib.course.ablations import without_input_normalization
@@ -70,6 +72,7 @@ def explore_opticam(
         layer=layer,
         objective=objective,
         normalization=normalization,
+        optimizer=optimizer,
         lr=lr,
         iterations=iterations,
         callback=callback,
@@ -88,13 +91,15 @@ def opticam_explorer(
     samples: ImageSet,
     layers: Sequence[str] | None = None,
     iterations: int = 30,
+    optimizer: str = "adam",
 ):
     """An ipywidgets explorer: image, target class (ground truth, the top 5, the least probable), layer,
-    objective, normalisation, learning rate, iterations, and input normalisation on or off.
+    objective, normalisation, optimiser (Adam, the paper's, or iRprop+), learning rate (iRprop+: its first step),
+    iterations, and input normalisation on or off.
 
     Any change re-runs the optimisation (with a progress bar) and redraws the panel. Returns the widget box;
     ``box.controls`` maps names (``"image"``, ``"target"``, ``"layer"``, ``"objective"``, ``"normalization"``,
-    ``"lr"``, ``"iterations"``, ``"input_normalization"``, ``"progress"``, ``"status"``, ``"output"``) to the widgets.
+    ``"optimizer"``, ``"lr"``, ``"iterations"``, ``"input_normalization"``, ``"progress"``, ``"status"``, ``"output"``) to the widgets.
     """
     import ipywidgets as w
     from IPython.display import display
@@ -116,8 +121,15 @@ def opticam_explorer(
     normalization = w.Dropdown(
         options=list(NORMALIZATIONS), value="range", description="normalisation", style=style
     )
+    validate_choice(optimizer, "optimizer", ("adam", "rprop"))
+    solver = w.Dropdown(
+        options=[("Adam (the paper's)", "adam"), ("iRprop+ (faster)", "rprop")],
+        value=optimizer,
+        description="optimiser",
+        style=style,
+    )
     lr = w.FloatLogSlider(
-        value=0.1,
+        value=DEFAULT_LR[optimizer],
         base=10,
         min=-3,
         max=0,
@@ -193,6 +205,7 @@ def opticam_explorer(
                 iterations=its.value,
                 callback=tick,
                 input_normalization=raw.value,
+                optimizer=solver.value,
             )
         except Exception as err:  # show it where the user looks, instead of in the kernel's log
             status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
@@ -206,13 +219,32 @@ def opticam_explorer(
         with out:
             display(ex.figure)
 
+    def set_solver(change):
+        busy["on"] = True  # one run for the change of optimiser, with its own default step
+        try:
+            lr.value = DEFAULT_LR[change["new"]]
+        finally:
+            busy["on"] = False
+        run()
+
     set_targets()
     image.observe(lambda ch: (set_targets(), run()), names="value")
+    solver.observe(set_solver, names="value")
     for control in (target, layer, objective, normalization, lr, its, raw):
         control.observe(run, names="value")
     run()
     controls = w.VBox(
-        [image, target, layer, w.HBox([objective, normalization]), lr, its, raw, w.HBox([bar, status])]
+        [
+            image,
+            target,
+            layer,
+            w.HBox([objective, normalization]),
+            solver,
+            lr,
+            its,
+            raw,
+            w.HBox([bar, status]),
+        ]
     )
     box = w.VBox([controls, out])
     # named handles on the controls, for tests and for users who want to drive the explorer from code
@@ -222,6 +254,7 @@ def opticam_explorer(
         "layer": layer,
         "objective": objective,
         "normalization": normalization,
+        "optimizer": solver,
         "lr": lr,
         "iterations": its,
         "input_normalization": raw,
