@@ -202,3 +202,84 @@ def test_best_method_and_format():
     lines = text.splitlines()
     assert len(lines) == 3 and "OM↓" in lines[0] and "EP↑" in lines[0]
     assert lines[1].split("|")[1].split()[0] == "9.0" and lines[2].endswith("-")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SM (eq. A7) scores the class on the crop of the predicted box
+
+
+class ChannelMeans(torch.nn.Module):
+    """Two classes from channel means: logit_0 = a * mean(channel) + b, logit_1 = 0."""
+
+    def __init__(self, channel: int, a: float, b: float):
+        super().__init__()
+        self.channel, self.a, self.b = channel, a, b
+        self.body = torch.nn.Identity()
+
+    def forward(self, x):
+        z = self.body(x)[:, self.channel].mean(dim=(1, 2)) * self.a + self.b
+        return torch.stack([z, torch.zeros_like(z)], dim=1)
+
+
+def scene(size=32, obj=(4, 4, 12, 12)):
+    """A red square (the object) on a green background, (1, 3, size, size) in [0, 1]."""
+    x = torch.zeros(1, 3, size, size)
+    x[:, 1] = 1.0
+    x0, y0, x1, y1 = obj
+    x[:, 0, y0:y1, x0:x1] = 1.0
+    x[:, 1, y0:y1, x0:x1] = 0.0
+    return x
+
+
+def two_class(channel, a, b):
+    from opticam_lib.models.classifier import wrap_classifier
+
+    net = ChannelMeans(channel, a, b)
+    return wrap_classifier(net, "body", name="means", num_classes=2, input_size=32, mean=None, std=None)
+
+
+def test_crop_probability_is_the_class_on_the_resized_crop_by_hand():
+    from opticam_lib.metrics.localization import crop_box, crop_probabilities
+
+    clf = two_class(0, 20.0, -2.0)  # the class is "red"
+    x = scene()
+    tight = square_map(32, (4, 4, 12, 12))[None]  # B_p = the object's box
+    # by hand: the crop of the red square is all red, so mean(R) = 1 and p = sigmoid(20 - 2)
+    crop = crop_box(x[0], (4, 4, 12, 12))
+    assert crop.shape == (3, 32, 32) and torch.allclose(crop[0], torch.ones(32, 32))
+    p = crop_probabilities(clf, x, tight, [0])
+    assert float(p[0]) == pytest.approx(torch.sigmoid(torch.tensor(18.0)).item(), abs=1e-6)
+    # the full image: mean(R) = 64 / 1024, p = sigmoid(20 * 0.0625 - 2)
+    whole = torch.ones(1, 1, 32, 32)
+    assert float(crop_probabilities(clf, x, whole, [0])[0]) == pytest.approx(
+        torch.sigmoid(torch.tensor(-0.75)).item(), abs=1e-6
+    )
+    with pytest.raises(InputError, match="not inside"):
+        crop_box(x[0], (0, 0, 40, 8))
+    with pytest.raises(InputError, match="maps must be"):
+        crop_probabilities(clf, x, whole[0], [0])
+
+
+def test_sm_ordering_follows_the_crop():
+    """Where the class needs its context, Fake-CAM (box = whole image) has the lowest SM, as in Tables A7/A8;
+    where the object alone carries it, a tight box beats Fake-CAM. With the full image's p^c, a tight box would
+    always score at most Fake-CAM's SM (the bug this guards against)."""
+    from opticam_lib.metrics.localization import localization_scores
+
+    x = scene()
+    box = [torch.tensor([[4.0, 4.0, 12.0, 12.0]])]
+    tight = square_map(32, (4, 4, 12, 12))[None]
+    fake = torch.ones(1, 1, 32, 32)
+    fake[..., 0, 0] = 0.0  # Fake-CAM: 1 everywhere but one pixel; its box is the whole image
+    context = two_class(1, 40.0, -30.0)  # the class is "mostly green": the crop of the object loses it
+    obj = two_class(0, 20.0, -2.0)  # the class is "red": the crop of the object gains it
+    sm = {
+        (name, m): localization_scores(clf, x, maps, box, [0])["SM"]
+        for name, clf in [("context", context), ("object", obj)]
+        for m, maps in [("tight", tight), ("fake", fake)]
+    }
+    assert sm[("context", "fake")] < sm[("context", "tight")]
+    assert sm[("object", "tight")] < sm[("object", "fake")]
+    # the area term by hand for the tight box: log(64 / 1024); Fake-CAM's is log 1 = 0
+    p_obj = torch.sigmoid(torch.tensor(18.0)).item()
+    assert sm[("object", "tight")] == pytest.approx(math.log(64 / 1024) - math.log(p_obj), abs=1e-5)

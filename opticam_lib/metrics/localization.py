@@ -19,7 +19,12 @@ Definitions (appendix B.1), with the choices the paper leaves open made explicit
   counts a hit if any of them is in U; ``ties="first"`` uses the first in row-major order (``torch.argmax``).
   The paper's Fake-CAM row (SP 99.8 while EP is 28.5) cannot come from a first-index rule: Fake-CAM is 1
   everywhere but the top-left pixel, so that rule points at the image's corner; ``"any"`` reproduces it.
-- SM (A7) = log max(0.05, |B_p| / hw) - log p^c, natural logarithms, p^c the probability of the true class.
+- SM (A7) = log max(0.05, |B_p| / hw) - log p^c, natural logarithms, where p^c is the probability of the true
+  class **on the crop of B_p**: the image cut to the tightest box and resized (bilinear) to the input size, as
+  Dabkowski & Gal (2017), who defined SM, and the paper do (``crop_probabilities``). So a small box pays only if
+  the crop loses the class: Fake-CAM's box is the whole image (area term 0, crop = image), and in the paper's
+  Tables A7/A8 it has the lowest SM because a tight crop of the other methods' boxes loses context. Computed with
+  the full image's p^c instead, every method's SM would be at most Fake-CAM's.
 
 Note: appendix B numbers its equations A1-A7 like appendix F does; here they are the localisation ones.
 """
@@ -36,6 +41,9 @@ from scipy import ndimage
 from torch import Tensor
 
 from opticam_lib.errors import InputError
+from opticam_lib.inputs import prepare, validate_images
+from opticam_lib.metrics.classification import class_probability
+from opticam_lib.models.classifier import Classifier
 
 BOXACC_THRESHOLDS: tuple[float, ...] = tuple(float(v) for v in np.round(np.arange(0.0, 1.0, 0.05), 2))  # eta
 BOXACC_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)  # delta, as in Choe et al. (2020)
@@ -181,8 +189,8 @@ def localize(
         saliency: (1, H, W) or (H, W) float, non-negative (maps are in [0, 1]).
         boxes: (M, 4) ground-truth boxes xyxy in pixels of the same image, M >= 1.
         correct: whether the predicted class equals the ground truth (OM's indicator).
-        probability: p^c in [0, 1], the predicted probability of the ground-truth class (SM; below 1e-12 it
-            counts as 1e-12).
+        probability: p^c in [0, 1], the probability of the ground-truth class on the crop of this map's B_p
+            (``crop_probabilities``; SM, eq. A7; below 1e-12 it counts as 1e-12).
         thresholds, ious: the sets of eta and delta of BoxAcc (A5).
         ties: how SP treats several pixels at the maximum (``pointing_game``).
     """
@@ -230,6 +238,50 @@ def localize(
     )
 
 
+def crop_box(image: Tensor, box: Sequence[int], size: tuple[int, int] | None = None) -> Tensor:
+    """The image (3, H, W) cut to ``box`` (x0, y0, x1, y1; x1/y1 exclusive) and resized to ``size`` (default
+    (H, W)) with bilinear interpolation (``align_corners=False``, no antialiasing): SM's input (eq. A7)."""
+    import torch.nn.functional as F
+
+    if image.dim() != 3:
+        raise InputError(f"image must be (3, H, W); got {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise InputError(f"the box {tuple(box)} is not inside the {w} x {h} image, or empty")
+    crop = image[:, y0:y1, x0:x1][None].float()
+    return F.interpolate(crop, size=size or (h, w), mode="bilinear", align_corners=False)[0]
+
+
+def crop_probabilities(
+    classifier: Classifier,
+    images: Tensor,
+    maps: Tensor,
+    targets: Tensor | Sequence[int],
+    batch_size: int = 32,
+) -> Tensor:
+    """p^c of SM (eq. A7): the probability of each image's class on the crop of its map's box B_p.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1]; maps: (N, 1, H, W) non-negative; targets: (N,) classes
+            (the ground truth, as in the paper).
+    Returns:
+        (N,) float in [0, 1], on the CPU.
+    """
+    images = validate_images(images)
+    if maps.dim() != 4 or maps.shape[1] != 1 or maps.shape[0] != images.shape[0]:
+        raise InputError(f"maps must be (N, 1, H, W) with N = {images.shape[0]}; got {tuple(maps.shape)}")
+    if tuple(maps.shape[-2:]) != tuple(images.shape[-2:]):
+        raise InputError(
+            f"maps {tuple(maps.shape[-2:])} and images {tuple(images.shape[-2:])} differ in size"
+        )
+    images, targets = prepare(classifier, images, targets)
+    crops = torch.stack(
+        [crop_box(images[i].cpu(), predicted_box(maps[i])) for i in range(images.shape[0])]  # never None
+    )
+    return class_probability(classifier, crops, targets, batch_size=batch_size)
+
+
 def box_accuracy(results: Sequence[Localization]) -> float:
     """BoxAcc over a set of images: average over images, max over eta, then mean over delta (appendix B)."""
     if not results:
@@ -245,15 +297,17 @@ def localize_all(
     boxes: Sequence[Tensor],
     predicted: Tensor,
     targets: Tensor,
-    probabilities: Tensor,
+    crop_probs: Tensor,
     ties: str = "any",
 ) -> list[Localization]:
     """``localize`` for every image.
 
     Args:
         maps: (N, 1, H, W) non-negative; boxes: N tensors (M_i, 4) xyxy (M_i >= 1); predicted, targets: (N,)
-        class ids; probabilities: (N,) p^c of the ground-truth class, in (0, 1].
+        class ids; crop_probs: (N,) p^c of the ground-truth class on the crop of each map's B_p, in [0, 1]
+        (``crop_probabilities``; ``localization_scores`` computes it for you).
     """
+    probabilities = crop_probs
     if maps.dim() != 4 or maps.shape[1] != 1:
         raise InputError(f"maps must be (N, 1, H, W); got {tuple(maps.shape)}")
     n = maps.shape[0]
@@ -273,18 +327,40 @@ def localization_table(
     boxes: Sequence[Tensor],
     predicted: Tensor,
     targets: Tensor,
-    probabilities: Tensor,
+    crop_probs: Tensor,
     ties: str = "any",
 ) -> dict[str, float]:
     """Table A7's columns (``COLUMNS``) in percent (SM in nats, as is), averaged over the images.
 
     Args: as ``localize_all``.
     """
-    rows = localize_all(maps, boxes, predicted, targets, probabilities, ties)
+    rows = localize_all(maps, boxes, predicted, targets, crop_probs, ties)
     out = {k: 100 * float(np.mean([getattr(r, k) for r in rows])) for k in ("OM", "LE", "F1", "SP", "EP")}
     out["BA"] = 100 * box_accuracy(rows)
     out["SM"] = float(np.mean([r.SM for r in rows]))
     return {k: out[k] for k in COLUMNS}
+
+
+def localization_scores(
+    classifier: Classifier,
+    images: Tensor,
+    maps: Tensor,
+    boxes: Sequence[Tensor],
+    targets: Tensor | Sequence[int],
+    ties: str = "any",
+) -> dict[str, float]:
+    """Table A7's columns for one method in one call: the predicted classes and SM's crop probabilities are
+    computed here (``crop_probabilities``), then ``localization_table``.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1]; maps: (N, 1, H, W) in [0, 1]; boxes: N tensors (M_i, 4) xyxy;
+        targets: (N,) ground-truth classes.
+    """
+    images = validate_images(images)
+    _, targets = prepare(classifier, images, targets)
+    predicted = classifier.predict(images).argmax(dim=1).cpu()
+    crop = crop_probabilities(classifier, images, maps, targets)
+    return localization_table(maps, boxes, predicted, targets.cpu(), crop, ties)
 
 
 def best_method(table: Mapping[str, Mapping[str, float]], column: str, exclude: Sequence[str] = ()) -> str:
