@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="fetch and prepare again even if already in the cache"
     )
     p.add_argument(
+        "--forget-recorded",
+        action="store_true",
+        help="drop the checksums recorded on first use for the named items (files with no published checksum), "
+        "then fetch: for a file that legitimately changed upstream",
+    )
+    p.add_argument(
         "--verify", action="store_true", help="with LIST: re-hash every file instead of trusting stamps"
     )
     p.add_argument(
@@ -175,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 keep_archive=args.keep_archive,
                 timeout=args.timeout,
                 progress=not args.quiet,
+                forget_recorded=args.forget_recorded,
             )
         except UsageError as e:
             p.error(str(e))

@@ -125,6 +125,7 @@ def fetch_item(
     retries: int = DEFAULT_RETRIES,
     progress: bool = True,
     imagenet_total: int = IMAGENET_VAL_SIZE,
+    forget_recorded: bool = False,
     log: Log = _stderr,
 ) -> Path:
     """Fetch item ``name`` into the cache (download, or take the user's files), verify it, prepare it.
@@ -139,6 +140,8 @@ def fetch_item(
         keep_archive: keep a data set's downloaded archive after preparing it.
         timeout: seconds to wait for a server (connection and each read).
         imagenet_total: number of validation images (50,000; smaller only in tests).
+        forget_recorded: first drop the checksums recorded on first use for this item's files (those without a
+            published checksum), so that a file that legitimately changed upstream is accepted and recorded anew.
 
     Returns:
         The weights file or the prepared data set folder.
@@ -155,6 +158,11 @@ def fetch_item(
         if not s.exists():
             raise UsageError(f"--from {s}: no such file or folder")
     net = {"timeout": timeout, "retries": retries, "progress": progress}
+    if forget_recorded:
+        gone = State(cache).forget(item.name)
+        log(
+            f"{item.name}: forgot the recorded checksums of {', '.join(gone) if gone else 'no file (none recorded)'}"
+        )
     if item.kind == "weights":
         return _fetch_weights(item, cache, sources, force, net, log)
     return _fetch_dataset(item, cache, sources, subset, force, keep_archive, net, imagenet_total, log)

@@ -6,7 +6,12 @@ manifest gives them) *before* it is renamed into place, so the target path only 
 ``.part`` that fails the check is deleted.
 
 Files without a published checksum are trusted on first use: their SHA-256 and size are recorded in
-``<cache>/.data_download/state.json`` and every later copy is checked against them. The same file keeps
+``<cache>/.data_download/state.json`` and every later copy is checked against them (``forget`` drops a record,
+``python -m data_download ITEM --forget-recorded``). Because such a record trusts whatever arrived first, two
+rules keep a wrong file from arriving: a ``.part`` is resumed only with the server's validator (ETag or
+Last-Modified, kept in ``<target>.part.validator`` and sent as ``If-Range``), so a file that changed upstream is
+fetched again from byte 0 instead of stitched; and a response that does not say its length is refused, since
+a connection closed early could not be told from the end of the file. The same file keeps
 "verified" stamps (size + modification time + SHA-256) so that ``LIST`` can say what is verified without
 hashing gigabytes.
 """
@@ -96,7 +101,12 @@ def hash_file(path: Path, *, md5: bool = False, progress: bool = False, desc: st
 
 
 def check_digests(
-    digests: Digests, spec: FileSpec, recorded: dict[str, Any] | None, what: str, source: str = "manifest"
+    digests: Digests,
+    spec: FileSpec,
+    recorded: dict[str, Any] | None,
+    what: str,
+    source: str = "manifest",
+    item: str | None = None,
 ) -> None:
     """Compare measured digests with the manifest (and, without a published SHA-256, with the recorded one).
 
@@ -116,7 +126,10 @@ def check_digests(
         if recorded.get("sha256") != digests.sha256 or recorded.get("size") != digests.size:
             problems.append(
                 f"its SHA-256 is {digests.sha256} ({digests.size:,} bytes), but the copy recorded on "
-                f"{recorded.get('recorded_at', '?')} had {recorded.get('sha256')} ({recorded.get('size')} bytes)"
+                f"{recorded.get('recorded_at', '?')} had {recorded.get('sha256')} ({recorded.get('size')} bytes). "
+                "No checksum is published for it, so the first copy was trusted; if the file upstream changed and "
+                "you trust the new one, drop the record with: python -m data_download "
+                f"{item or 'ITEM'} --forget-recorded"
             )
     if problems:
         raise ChecksumError(f"{what} is not the expected file: " + "; ".join(problems) + ".")
@@ -141,7 +154,18 @@ class State:
     def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            if not isinstance(data, dict):
+                raise json.JSONDecodeError("not an object", "", 0)
+        except FileNotFoundError:
+            return {"recorded": {}, "verified": {}}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            backup = self.path.with_name(f"state.json.corrupt-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                os.replace(self.path, backup)
+            _stderr(
+                f"data_download: {self.path} was unreadable; it was moved to {backup} and a new one is started "
+                "(checksums recorded on first use are in the backup; files will be verified again)"
+            )
             return {"recorded": {}, "verified": {}}
         data.setdefault("recorded", {})
         data.setdefault("verified", {})
@@ -150,7 +174,10 @@ class State:
     def _write(self, data: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"state.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=1, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a crash leaves the old or the new file
         os.replace(tmp, self.path)
 
     @contextlib.contextmanager
@@ -180,6 +207,14 @@ class State:
                 "recorded_at": _now(),
                 "origin": origin,
             }
+
+    def forget(self, item: str) -> list[str]:
+        """Drop the checksums recorded on first use for every file of ``item``; returns the files dropped."""
+        with self._update() as data:
+            gone = [k for k in data["recorded"] if k.split("/", 1)[0] == item]
+            for k in gone:
+                del data["recorded"][k]
+        return gone
 
     def stamp(self, path: Path, digests: Digests) -> None:
         """Remember that ``path`` (as it is now: size and mtime) passed its check."""
@@ -274,7 +309,7 @@ def verify_file(
             return Digests(size=entry["size"], sha256=entry["sha256"])
     digests = hash_file(path, md5=spec.md5 is not None, progress=progress, desc=spec.name)
     recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
-    check_digests(digests, spec, recorded, str(path))
+    check_digests(digests, spec, recorded, str(path), item=item)
     if spec.sha256 is None and recorded is None:
         state.record(item, spec.name, digests, origin)
         log(
@@ -337,10 +372,42 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, (int(total) if total.isdigit() else None)
 
 
-def _open(url: str, offset: int, timeout: float, headers: dict[str, str] | None) -> http.client.HTTPResponse:
+def validator_path(part: Path) -> Path:
+    """``<target>.part.validator``: the ETag / Last-Modified of the response a ``.part`` was started from."""
+    return part.with_name(part.name + ".validator")
+
+
+def _read_validator(part: Path) -> dict[str, str] | None:
+    try:
+        v = json.loads(validator_path(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return v if isinstance(v, dict) else None
+
+
+def _if_range(validator: dict[str, str] | None) -> str | None:
+    """The ``If-Range`` value: a strong ETag, else Last-Modified (RFC 9110 13.1.5); None if there is neither."""
+    if not validator:
+        return None
+    etag = validator.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return validator.get("last_modified") or None
+
+
+def _drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    validator_path(part).unlink(missing_ok=True)
+
+
+def _open(
+    url: str, offset: int, timeout: float, headers: dict[str, str] | None, if_range: str | None = None
+) -> http.client.HTTPResponse:
     hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
     if offset:
         hdrs["Range"] = f"bytes={offset}-"
+        if if_range:
+            hdrs["If-Range"] = if_range
     return urllib.request.urlopen(urllib.request.Request(url, headers=hdrs), timeout=timeout)
 
 
@@ -361,19 +428,29 @@ def _fetch_url(
         offset = part.stat().st_size if part.exists() else 0
         if spec.size is not None and offset > spec.size:
             log(f"{part.name} is longer than the expected {spec.size:,} bytes; starting again")
-            part.unlink()
+            _drop_part(part)
             offset = 0
         if spec.size is not None and offset == spec.size:
             return
+        validator = _read_validator(part) if offset else None
+        if offset and spec.sha256 is None and _if_range(validator) is None:
+            # nothing published to check the stitched file against, and no way to ask the server whether the
+            # bytes we hold still belong to its current file: do not resume
+            log(
+                f"{part.name}: no checksum is published and no validator (ETag or Last-Modified) was kept with "
+                "the partial file, so it cannot be resumed safely; starting again from byte 0"
+            )
+            _drop_part(part)
+            offset, validator = 0, None
         try:
-            resp = _open(url, offset, timeout, headers)
+            resp = _open(url, offset, timeout, headers, _if_range(validator))
         except urllib.error.HTTPError as e:
             if e.code == 416 and offset:
                 _, total = _parse_content_range(e.headers.get("Content-Range"))
                 if total == offset:
-                    return  # the .part already holds the whole file
+                    return  # the .part already holds the whole file (its validator was checked by If-Range)
                 log(f"the server cannot resume {part.name} at byte {offset:,}; starting again")
-                part.unlink()
+                _drop_part(part)
                 failures += 1
                 if failures > retries:
                     raise HTTPDownloadError(f"{url}: the server refused every range request") from None
@@ -395,6 +472,17 @@ def _fetch_url(
 
         with resp:
             start, total = _parse_content_range(resp.headers.get("Content-Range"))
+            now = {
+                "etag": resp.headers.get("ETag") or "",
+                "last_modified": resp.headers.get("Last-Modified") or "",
+            }
+            changed = bool(
+                validator and validator.get("etag") and now["etag"] and now["etag"] != validator["etag"]
+            )
+            if offset and resp.status == 206 and changed:
+                log(f"{spec.name} changed on the server since the partial download began; starting again")
+                _drop_part(part)
+                continue
             if offset and resp.status == 206:
                 if start != offset:
                     raise HTTPDownloadError(
@@ -403,12 +491,23 @@ def _fetch_url(
                 mode = "ab"
             else:
                 if offset:
-                    log(f"{_host(url)} does not resume downloads; starting {part.name} again from byte 0")
+                    log(
+                        f"{_host(url)} sent the whole file (it does not resume, or the file changed since the "
+                        f"partial download began); starting {part.name} again from byte 0"
+                    )
                 offset, mode = 0, "wb"
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
+                if total is None and spec.size is None and spec.sha256 is None:
+                    _drop_part(part)
+                    raise DataDownloadError(
+                        f"{url} does not say how long {spec.name} is, and no size or checksum is published: a "
+                        "connection closed early could not be told from the end of the file, so nothing was "
+                        "kept. Download it by hand and give it with --from PATH."
+                    )
+                validator_path(part).write_text(json.dumps({**now, "url": url}), encoding="utf-8")
             if spec.size is not None and total is not None and total != spec.size:
-                part.unlink(missing_ok=True)
+                _drop_part(part)
                 raise ChecksumError(
                     f"{url} offers {total:,} bytes but the manifest expects {spec.size:,}: the file upstream has "
                     "changed or the URL is wrong; nothing was kept"
@@ -434,7 +533,7 @@ def _fetch_url(
                     bar.update(len(chunk))
                     if spec.size is not None and f.tell() > spec.size:
                         f.close()
-                        part.unlink(missing_ok=True)
+                        _drop_part(part)
                         raise ChecksumError(
                             f"{url} sent more than the expected {spec.size:,} bytes: the file upstream has changed "
                             "or the URL is wrong; nothing was kept"
@@ -503,14 +602,15 @@ def download(
         try:
             digests = hash_file(part, md5=spec.md5 is not None, progress=progress, desc=spec.name)
             recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
-            check_digests(digests, spec, recorded, f"the download of {spec.name} from {used}")
+            check_digests(digests, spec, recorded, f"the download of {spec.name} from {used}", item=item)
         except ChecksumError as e:
-            part.unlink(missing_ok=True)
+            _drop_part(part)
             raise ChecksumError(
                 f"{e} The partial file was deleted and nothing was put in place. Run the same command again "
                 f"({command}); if it fails again the file upstream has changed: please report it."
             ) from None
         os.replace(part, dest)
+        validator_path(part).unlink(missing_ok=True)
         if spec.sha256 is None and recorded is None:
             state.record(item, spec.name, digests, used)
             log(

@@ -38,7 +38,7 @@ from data_download import (
 )
 from data_download.__main__ import main
 from data_download.datasets import KVASIR_CLASSES
-from data_download.fetch import State
+from data_download.fetch import State, validator_path
 
 # ------------------------------------------------------------------------------------------------------------------
 # Fixtures: an HTTP server and an isolated cache
@@ -55,6 +55,9 @@ class _Server(ThreadingHTTPServer):
         self.cut_once: dict[str, int] = {}
         # path -> answer 302 to this path (as the Hugging Face Hub does to its CDN)
         self.redirects: dict[str, str] = {}
+        self.etags: dict[str, str] = {}  # path -> ETag sent with the file
+        self.if_range = True  # honour If-Range (a validator that no longer matches gets the whole file)
+        self.no_length: set[str] = set()  # paths answered without Content-Length (end = connection closed)
         self.requests: list[dict[str, Any]] = []
 
     def url(self, path: str) -> str:
@@ -69,7 +72,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
-        record: dict[str, Any] = {"path": self.path, "range": self.headers.get("Range"), "sent": 0}
+        record: dict[str, Any] = {
+            "path": self.path,
+            "range": self.headers.get("Range"),
+            "if_range": self.headers.get("If-Range"),
+            "sent": 0,
+        }
         self.server.requests.append(record)
         if self.path in self.server.redirects:
             self.send_response(302)
@@ -83,7 +91,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         start = 0
         rng = self.headers.get("Range")
-        if rng and self.server.ranges:
+        etag = self.server.etags.get(self.path)
+        stale = self.headers.get("If-Range") is not None and self.headers.get("If-Range") != etag
+        if rng and self.server.ranges and not (stale and self.server.if_range):
             start = int(rng.removeprefix("bytes=").split("-")[0])
             if start >= len(body):
                 self.send_response(416)
@@ -96,7 +106,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         payload = body[start:]
-        self.send_header("Content-Length", str(len(payload)))
+        if etag:
+            self.send_header("ETag", etag)
+        if self.path in self.server.no_length:
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         cut = self.server.cut_once.pop(self.path, None)
         if cut is not None:
@@ -236,15 +251,95 @@ def test_resume_follows_redirects_with_the_range(server: _Server, cache: Path) -
 
 def test_complete_part_of_unknown_size_is_verified_not_downloaded_again(server: _Server, cache: Path) -> None:
     server.files["/tiny.bin"] = BLOB
+    server.etags["/tiny.bin"] = '"v1"'
     m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB, sha256=None, size=None))
     part = cache / "weights" / "tiny.bin.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(BLOB)  # downloaded completely, then interrupted before the check
+    validator_path(part).write_text(json.dumps({"etag": '"v1"', "last_modified": ""}))
     assert (
         fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None).read_bytes() == BLOB
     )
     assert [r["range"] for r in server.requests] == [f"bytes={len(BLOB)}-"]  # answered 416: nothing left
+    assert server.requests[0]["if_range"] == '"v1"'
     assert server.sent("/tiny.bin") == 0
+    assert not validator_path(part).exists()
+
+
+@pytest.mark.parametrize("if_range", [True, False])
+def test_a_file_changed_upstream_is_not_stitched_to_an_old_part(
+    server: _Server, cache: Path, if_range: bool
+) -> None:
+    """No published checksum: the old part's start must not be joined to the new file's end and recorded."""
+    old, new = BLOB, BLOB[::-1]
+    server.files["/tiny.bin"] = new
+    server.etags["/tiny.bin"] = '"v2"'
+    server.if_range = if_range  # False: a server that ignores If-Range and answers 206 with its new ETag
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), None, sha256=None, size=None))
+    part = cache / "weights" / "tiny.bin.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(old[:100_000])
+    validator_path(part).write_text(json.dumps({"etag": '"v1"', "last_modified": ""}))
+    logs: list[str] = []
+    got = fetch_item("tiny", manifest=m, cache=cache, progress=False, log=logs.append).read_bytes()
+    assert got == new  # the whole new file, not old[:100000] + new[100000:]
+    assert State(cache).recorded("tiny", "tiny.bin")["sha256"] == _sha256(new)
+    assert server.requests[0]["if_range"] == '"v1"'
+    assert any("again" in line for line in logs)
+
+
+def test_a_part_without_validator_and_without_checksum_starts_again(server: _Server, cache: Path) -> None:
+    server.files["/tiny.bin"] = BLOB  # no ETag, no Last-Modified
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), None, sha256=None, size=None))
+    part = cache / "weights" / "tiny.bin.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(BLOB[::-1][:1000])  # from an unknown earlier download
+    logs: list[str] = []
+    assert fetch_item("tiny", manifest=m, cache=cache, progress=False, log=logs.append).read_bytes() == BLOB
+    assert server.requests[0]["range"] is None  # not resumed
+    assert any("cannot be resumed safely" in line for line in logs)
+
+
+def test_unknown_length_without_checksum_is_refused(server: _Server, cache: Path) -> None:
+    """A connection closed early with no Content-Length looks like a complete file: refuse, keep nothing."""
+    server.files["/tiny.bin"] = BLOB
+    server.no_length.add("/tiny.bin")
+    server.cut_once["/tiny.bin"] = 50_000
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), None, sha256=None, size=None))
+    with pytest.raises(data_download.DataDownloadError, match="does not say how long"):
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert State(cache).recorded("tiny", "tiny.bin") is None
+    assert not list((cache / "weights").glob("tiny.bin*"))
+    # with a published checksum the same server is fine: the check catches a short file
+    server.cut_once.clear()
+    m2 = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB, size=None))
+    assert (
+        fetch_item("tiny", manifest=m2, cache=cache, progress=False, log=lambda s: None).read_bytes() == BLOB
+    )
+
+
+def test_forget_recorded_accepts_a_file_that_changed_upstream(server: _Server, cache: Path) -> None:
+    server.files["/tiny.bin"] = BLOB
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), None, sha256=None, size=None))
+    fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    server.files["/tiny.bin"] = BLOB[::-1]
+    with pytest.raises(ChecksumError, match="--forget-recorded"):
+        fetch_item("tiny", manifest=m, cache=cache, force=True, progress=False, log=lambda s: None)
+    path = fetch_item(
+        "tiny", manifest=m, cache=cache, force=True, forget_recorded=True, progress=False, log=lambda s: None
+    )
+    assert path.read_bytes() == BLOB[::-1]
+    assert State(cache).recorded("tiny", "tiny.bin")["sha256"] == _sha256(BLOB[::-1])
+
+
+def test_a_corrupt_state_file_is_kept_aside(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = State(cache)
+    state.dir.mkdir(parents=True)
+    state.path.write_text("{ not json")
+    assert state.recorded("tiny", "tiny.bin") is None
+    backups = list(state.dir.glob("state.json.corrupt-*"))
+    assert len(backups) == 1 and backups[0].read_text() == "{ not json"
+    assert "moved to" in capsys.readouterr().err
 
 
 def test_a_second_process_on_the_same_file_is_refused(cache: Path) -> None:
