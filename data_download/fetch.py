@@ -37,7 +37,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from .errors import ChecksumError, DataDownloadError, HTTPDownloadError, OfflineError
-from .manifest import FileSpec
+from .manifest import FileSpec, url_allowed
 
 try:  # POSIX advisory locks; without them (Windows) two concurrent fetches of one file are not prevented
     import fcntl
@@ -48,6 +48,11 @@ CHUNK = 1 << 20
 USER_AGENT = "opticam-data-download/1 (+https://github.com/; python-urllib)"
 DEFAULT_TIMEOUT = 15.0
 DEFAULT_RETRIES = 3
+#: the overall time a file may take: 10 minutes plus 20 seconds per MiB of its expected size (an hour when the size
+#: is not published); a server that trickles bytes cannot hold a download forever
+DEADLINE_BASE_S = 600.0
+DEADLINE_PER_MIB_S = 20.0
+DEADLINE_UNKNOWN_S = 3600.0
 STATE_DIR = ".data_download"
 
 Log = Callable[[str], None]
@@ -400,6 +405,37 @@ def _drop_part(part: Path) -> None:
     validator_path(part).unlink(missing_ok=True)
 
 
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an address the manifest could name (``url_allowed``): https, or http on this
+    machine; never from https down to http."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not url_allowed(newurl) or (req.full_url.startswith("https:") and not newurl.startswith("https:")):
+            raise HTTPDownloadError(
+                f"{req.full_url} redirects to {newurl}, which is not an https:// address: refused"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SafeRedirects)
+
+
+def deadline_for(spec: FileSpec) -> float:
+    """Seconds one file may take in all (``DEADLINE_*``)."""
+    size = spec.size if spec.size is not None else spec.approx_size
+    if size is None:
+        return DEADLINE_UNKNOWN_S
+    return DEADLINE_BASE_S + DEADLINE_PER_MIB_S * size / (1 << 20)
+
+
 def _open(
     url: str, offset: int, timeout: float, headers: dict[str, str] | None, if_range: str | None = None
 ) -> http.client.HTTPResponse:
@@ -408,7 +444,7 @@ def _open(
         hdrs["Range"] = f"bytes={offset}-"
         if if_range:
             hdrs["If-Range"] = if_range
-    return urllib.request.urlopen(urllib.request.Request(url, headers=hdrs), timeout=timeout)
+    return _OPENER.open(urllib.request.Request(url, headers=hdrs), timeout=timeout)
 
 
 def _fetch_url(
@@ -421,17 +457,33 @@ def _fetch_url(
     progress: bool,
     headers: dict[str, str] | None,
     log: Log,
-) -> None:
-    """Bring ``part`` to the complete content of ``url``, resuming from what it already holds."""
+) -> str:
+    """Bring ``part`` to the complete content of ``url``, resuming from what it already holds.
+
+    Returns the address the bytes finally came from (after redirects). Raises ``DataDownloadError`` when the file
+    takes longer than ``deadline_for(spec)`` in all; the partial file is kept for a later resume."""
     failures = 0
+    final = url
+    limit = deadline_for(spec)
+    stop_at = time.monotonic() + limit
+
+    def too_slow() -> DataDownloadError:
+        got = part.stat().st_size if part.exists() else 0
+        return DataDownloadError(
+            f"{spec.name} took longer than {limit:.0f} s in all ({got:,} bytes received from {_host(url)}, a server "
+            f"sending very slowly?); {part} keeps them: run the same command again to resume"
+        )
+
     while True:
+        if time.monotonic() > stop_at:
+            raise too_slow()
         offset = part.stat().st_size if part.exists() else 0
         if spec.size is not None and offset > spec.size:
             log(f"{part.name} is longer than the expected {spec.size:,} bytes; starting again")
             _drop_part(part)
             offset = 0
         if spec.size is not None and offset == spec.size:
-            return
+            return final
         validator = _read_validator(part) if offset else None
         if offset and spec.sha256 is None and _if_range(validator) is None:
             # nothing published to check the stitched file against, and no way to ask the server whether the
@@ -448,7 +500,7 @@ def _fetch_url(
             if e.code == 416 and offset:
                 _, total = _parse_content_range(e.headers.get("Content-Range"))
                 if total == offset:
-                    return  # the .part already holds the whole file (its validator was checked by If-Range)
+                    return final  # the .part already holds the whole file (its validator was checked by If-Range)
                 log(f"the server cannot resume {part.name} at byte {offset:,}; starting again")
                 _drop_part(part)
                 failures += 1
@@ -471,6 +523,7 @@ def _fetch_url(
             ) from None
 
         with resp:
+            final = resp.geturl() or url
             start, total = _parse_content_range(resp.headers.get("Content-Range"))
             now = {
                 "etag": resp.headers.get("ETag") or "",
@@ -505,7 +558,7 @@ def _fetch_url(
                         "connection closed early could not be told from the end of the file, so nothing was "
                         "kept. Download it by hand and give it with --from PATH."
                     )
-                validator_path(part).write_text(json.dumps({**now, "url": url}), encoding="utf-8")
+                validator_path(part).write_text(json.dumps({**now, "url": final}), encoding="utf-8")
             if spec.size is not None and total is not None and total != spec.size:
                 _drop_part(part)
                 raise ChecksumError(
@@ -523,7 +576,7 @@ def _fetch_url(
             with open(part, mode) as f, _bar(total, offset, spec.name, progress) as bar:
                 while True:
                     try:
-                        chunk = resp.read(CHUNK)
+                        chunk = resp.read1(CHUNK)  # what has arrived, so the deadline is checked often
                     except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
                         lost = e
                         break
@@ -531,6 +584,9 @@ def _fetch_url(
                         break
                     f.write(chunk)
                     bar.update(len(chunk))
+                    if time.monotonic() > stop_at:
+                        f.close()
+                        raise too_slow()
                     if spec.size is not None and f.tell() > spec.size:
                         f.close()
                         _drop_part(part)
@@ -540,7 +596,7 @@ def _fetch_url(
                         )
         got = part.stat().st_size
         if lost is None and (total is None or got >= total):
-            return
+            return final
         failures = 1 if got > offset else failures + 1  # count only failures that brought nothing
         if failures > retries:
             raise DataDownloadError(
@@ -583,7 +639,7 @@ def download(
             try:
                 if part.exists():
                     log(f"{spec.name}: resuming from byte {part.stat().st_size:,} ({part})")
-                _fetch_url(
+                final = _fetch_url(
                     url,
                     part,
                     spec,
@@ -593,7 +649,7 @@ def download(
                     headers=headers,
                     log=log,
                 )
-                used = url
+                used = url if final == url else f"{url} (redirected to {final})"
                 break
             except (OfflineError, HTTPDownloadError) as e:
                 failures.append((url, e))

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ManifestError
 
@@ -150,6 +151,17 @@ def _check_hex(value: Any, length: int | None, where: str) -> str | None:
     return value
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def url_allowed(url: str) -> bool:
+    """https:// anywhere; http:// only to this machine (local mirrors, tests); nothing else (file://, ftp://)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+
+
 def _parse_file(raw: Any, where: str) -> FileSpec:
     if not isinstance(raw, dict):
         raise ManifestError(f"{where}: a file must be an object")
@@ -159,6 +171,12 @@ def _parse_file(raw: Any, where: str) -> FileSpec:
     urls = raw.get("urls", [])
     if not isinstance(urls, list) or not all(isinstance(u, str) and "://" in u for u in urls):
         raise ManifestError(f"{where}: 'urls' must be a list of URLs")
+    for u in urls:
+        if not url_allowed(u):
+            raise ManifestError(
+                f"{where}: {u!r} is not an https:// address (http:// only to this machine, 127.0.0.1 or "
+                "localhost; file:// and ftp:// are refused)"
+            )
     for key in ("size", "approx_size"):
         v = raw.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):

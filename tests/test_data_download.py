@@ -58,6 +58,8 @@ class _Server(ThreadingHTTPServer):
         self.etags: dict[str, str] = {}  # path -> ETag sent with the file
         self.if_range = True  # honour If-Range (a validator that no longer matches gets the whole file)
         self.no_length: set[str] = set()  # paths answered without Content-Length (end = connection closed)
+        self.trickle: set[str] = set()  # paths sent 1 KiB at a time, 20 ms apart
+        self.redirect_to: dict[str, str] = {}  # path -> an absolute address to redirect to
         self.requests: list[dict[str, Any]] = []
 
     def url(self, path: str) -> str:
@@ -79,6 +81,12 @@ class _Handler(BaseHTTPRequestHandler):
             "sent": 0,
         }
         self.server.requests.append(record)
+        if self.path in self.server.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", self.server.redirect_to[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path in self.server.redirects:
             self.send_response(302)
             self.send_header("Location", self.server.url(self.server.redirects[self.path]))
@@ -117,6 +125,16 @@ class _Handler(BaseHTTPRequestHandler):
         if cut is not None:
             payload = payload[:cut]
             self.close_connection = True
+        if self.path in self.server.trickle:
+            try:
+                for i in range(0, len(payload), 1024):
+                    self.wfile.write(payload[i : i + 1024])
+                    self.wfile.flush()
+                    record["sent"] += len(payload[i : i + 1024])
+                    time.sleep(0.02)
+            except OSError:  # the client gave up
+                pass
+            return
         self.wfile.write(payload)
         record["sent"] = len(payload)
 
@@ -330,6 +348,44 @@ def test_forget_recorded_accepts_a_file_that_changed_upstream(server: _Server, c
     )
     assert path.read_bytes() == BLOB[::-1]
     assert State(cache).recorded("tiny", "tiny.bin")["sha256"] == _sha256(BLOB[::-1])
+
+
+def test_a_trickling_server_meets_the_deadline_and_the_part_is_kept(
+    server: _Server, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.files["/tiny.bin"] = BLOB
+    server.trickle.add("/tiny.bin")  # 256 KiB at about 50 KiB/s: about 5 s
+    monkeypatch.setattr(data_download.fetch, "deadline_for", lambda spec: 0.5)
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB))
+    t0 = time.monotonic()
+    with pytest.raises(data_download.DataDownloadError, match="took longer than"):
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert time.monotonic() - t0 < 3
+    part = cache / "weights" / "tiny.bin.part"
+    assert 0 < part.stat().st_size < len(BLOB)  # kept for a resume
+    assert not (cache / "weights" / "tiny.bin").exists()
+
+
+def test_redirects_and_addresses_outside_https_are_refused(server: _Server, cache: Path) -> None:
+    server.files["/tiny.bin"] = BLOB
+    server.redirect_to["/moved.bin"] = "ftp://127.0.0.1/tiny.bin"
+    m = _manifest(tiny=_weights_item(server.url("/moved.bin"), BLOB))
+    with pytest.raises(data_download.HTTPDownloadError, match="not an https:// address: refused"):
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    for bad in ("file:///etc/passwd", "ftp://example.org/x.bin", "http://example.org/x.bin"):
+        with pytest.raises(data_download.ManifestError, match="not an https:// address"):
+            _manifest(tiny=_weights_item(bad, BLOB))
+    _manifest(tiny=_weights_item("https://example.org/x.bin", BLOB))  # https is fine
+
+
+def test_the_final_address_after_a_redirect_is_recorded(server: _Server, cache: Path) -> None:
+    server.files["/cdn/tiny.bin"] = BLOB
+    server.redirects["/tiny.bin"] = "/cdn/tiny.bin"
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), None, sha256=None, size=None))
+    fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert (
+        "redirected to " + server.url("/cdn/tiny.bin") in State(cache).recorded("tiny", "tiny.bin")["origin"]
+    )
 
 
 def test_a_corrupt_state_file_is_kept_aside(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
