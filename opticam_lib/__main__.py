@@ -166,6 +166,39 @@ def _methods_or_extra(text: str) -> list[str]:
     return names
 
 
+def _writable_dir(path: Path, option: str) -> Path:
+    """Create ``path`` (with parents) and check it takes files, before any model is loaded.
+
+    Raises:
+        InputError: one line naming the path, the reason and the option to change."""
+    from opticam_lib.errors import InputError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".opticam-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(
+            f"cannot write to {path}: {e.strerror or e}; choose another folder with {option}"
+        ) from None
+    return path
+
+
+def _unique_stems(paths: list[str]) -> list[str]:
+    """Output names for input files: the file's stem, prefixed by its folder's name where two inputs share a
+    stem (``a/x.jpg``, ``b/x.jpg`` -> ``a_x``, ``b_x``), and numbered if that is not enough."""
+    stems = [Path(p).stem for p in paths]
+    shared = {s for s in stems if stems.count(s) > 1}
+    stems = [f"{Path(p).resolve().parent.name}_{s}" if s in shared else s for p, s in zip(paths, stems)]
+    seen: dict[str, int] = {}
+    out = []
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+        out.append(s if seen[s] == 1 else f"{s}_{seen[s]}")
+    return out
+
+
 def _load(args: argparse.Namespace):
     from opticam_lib.models.registry import load_classifier
 
@@ -193,25 +226,29 @@ def _options(args: argparse.Namespace, method: str) -> dict:
 def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from opticam_lib.errors import InputError
     from opticam_lib.images import load_images
     from opticam_lib.inputs import validate_targets
     from opticam_lib.methods.registry import display_name, explain
     from opticam_lib.metrics.classification import masked_probabilities
     from opticam_lib.plots import save_overlay
 
+    for path in args.images:  # a bad path is reported before the model loads
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such file" if not Path(path).exists() else f"{path}: not a file")
+    out = _writable_dir(Path(args.out), "--out")
     clf = _load(args)
     images = load_images(args.images, size=clf.input_size).to(clf.device)
     targets = None if args.target is None else [args.target] * len(args.images)
     t = validate_targets(targets, clf, images)
     maps = explain(clf, images, args.method, t, **_options(args, args.method))
     p, o = masked_probabilities(clf, images, maps, t)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    stems = _unique_stems(list(args.images))
     print(
         f"{display_name(args.method)} on {clf.name} ({clf.device}); p = class probability, o = after masking"
     )
     for i, path in enumerate(args.images):
-        stem = f"{Path(path).stem}_{args.method}"
+        stem = f"{stems[i]}_{args.method}"
         np.save(out / f"{stem}.npy", maps[i, 0].cpu().numpy().astype(np.float32))
         save_overlay(out / f"{stem}.png", images[i], maps[i])
         c = int(t[i])
@@ -226,6 +263,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from opticam_lib.images import load_samples
     from opticam_lib.metrics.evaluate import evaluate, format_table, save_json
 
+    path = Path(args.json or f"outputs/table1_{args.model}.json")
+    _writable_dir(path.parent, "--json")
     clf = _load(args)
     samples = load_samples(size=clf.input_size)
     if args.limit is not None:
@@ -246,7 +285,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "Not the paper's setting (ResNet50/VGG16, 1,000 ImageNet images)."
     )
     print(format_table(rows, title))
-    path = Path(args.json or f"outputs/table1_{clf.name}.json")
     meta = {
         "model": clf.name,
         "device": str(clf.device),
@@ -480,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except OptiCAMError as e:
         return _fail(str(e))
+    except OSError as e:  # a file system error after the work: one line with the path, not a traceback
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        return _fail(f"{where}{e.strerror or e} (check the path and its folder's permissions and free space)")
     except RuntimeError as e:
         if "device" in str(e).lower() or "cuda" in str(e).lower():
             return _fail(f"device {args.device!r} is not usable here: {e}")
