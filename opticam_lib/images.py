@@ -225,14 +225,19 @@ def _check_size(size: int | None, allow_none: bool = True) -> None:
         raise InputError(f"size must be a positive int{' or None' if allow_none else ''}; got {size!r}")
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode ``path`` with PIL, turning every failure into an InputError that names the path."""
+def _open(path: Path, draft: int | None = None) -> Image.Image:
+    """Open and fully decode ``path`` with PIL, turning every failure into an InputError that names the path.
+
+    ``draft``: a JPEG is decoded directly at a reduced scale (PIL's ``draft``: 1/2, 1/4 or 1/8 in the DCT) while
+    both sides stay at least ``draft`` pixels; other formats decode at full size."""
     if not path.exists():
         raise InputError(f"image file not found: {path}")
     if path.is_dir():
         raise InputError(f"{path} is a directory, not an image file")
     try:
         im = Image.open(path)
+        if draft is not None and im.format == "JPEG":
+            im.draft("RGB", (draft, draft))
         im.load()
     except UnidentifiedImageError:
         raise InputError(
@@ -296,14 +301,31 @@ def resize(image: Tensor, size: int) -> Tensor:
     return x if batch else x[0]
 
 
-def _read(path: PathLike) -> Tensor:
-    """(3, H, W) float in [0, 1] at the file's (EXIF-oriented) size."""
+def _read(path: PathLike, target: int | None = None) -> Tensor:
+    """(3, H, W) float in [0, 1] at the file's (EXIF-oriented) size, or, with ``target``, reduced while still 8-bit
+    to the smallest integer fraction of it whose shorter side is at least 2 x ``target`` (so a large photo is
+    never held as floats at full size: an 8000 x 8000 PNG would need 768 MB as float32)."""
     p = Path(path).expanduser()
-    im = _open(p)
+    im = _open(p, draft=None if target is None else 2 * target)
     try:
+        if target is not None:
+            im = _reduce(im, 2 * target)
         return _to_tensor(im, where=str(p))
     finally:
         im.close()
+
+
+def _reduce(im: Image.Image, least: int) -> Image.Image:
+    """``im`` shrunk by PIL's box ``reduce`` by the largest integer factor keeping both sides >= ``least``."""
+    factor = min(im.width, im.height) // least
+    if factor < 2:
+        return im
+    if im.mode == "P":  # palette indices cannot be averaged
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    try:
+        return im.reduce(factor)
+    except (ValueError, NotImplementedError):  # a mode reduce does not support (e.g. I;16): keep full size
+        return im
 
 
 def _oriented_size(path: Path) -> tuple[int, int]:
@@ -327,13 +349,15 @@ def load_image(path: PathLike, size: int | None = 224) -> Tensor:
     orientation is applied. 16-bit grayscale (PIL modes ``I;16``/``I``) is divided by 65535 at full precision;
     16-bit RGB comes through PIL as 8 bits per channel; float images (mode ``F``) are taken as [0, 1] and
     clipped. Multi-frame files (GIF, TIFF) give their first frame. The image is squashed to ``size`` x ``size``
-    (bilinear, antialiased); ``size=None`` keeps its (oriented) size: (3, H, W).
+    (bilinear, antialiased); ``size=None`` keeps its (oriented) size: (3, H, W). A large file is first reduced
+    while still 8-bit (JPEG: decoded at 1/2, 1/4 or 1/8 scale; others: PIL's box ``reduce``) to about twice
+    ``size``, so memory follows the file's 8-bit size, not four bytes per value at full size.
 
     Raises:
         InputError: the path is missing, is a directory, or is not a readable image (the message names the path).
     """
     _check_size(size)
-    x = _read(path)
+    x = _read(path, target=size)
     return x if size is None else resize(x, size)
 
 

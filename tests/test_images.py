@@ -501,3 +501,40 @@ def test_lazy_folder_equals_the_decoded_one_and_reads_only_what_is_indexed(tmp_p
         broken.images[[1]]
     with pytest.raises(InputError, match="out of range"):
         broken.images[[7]]
+
+
+def _peak_mb(code: str) -> float:
+    """Peak resident memory (MB) of a fresh Python process that runs ``code`` after importing the library."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource\nimport torch\nfrom opticam_lib.images import load_image\n"
+        + code
+        + "\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_large_image_is_reduced_before_it_becomes_floats(tmp_path):
+    """An 8000 x 8000 PNG is 192 MB as 8-bit RGB and 768 MB as float32: loading it for a 224 px model must stay
+    near the 8-bit size (it peaked at about 2.5 GB when the full-size float image was resized)."""
+    from PIL import ImageDraw
+
+    big = Image.new("RGB", (8000, 8000), (40, 90, 160))
+    draw = ImageDraw.Draw(big)
+    for i in range(0, 8000, 400):
+        draw.line([(i, 0), (8000 - i, 8000)], fill=(250, 200, 20), width=30)
+    path = tmp_path / "big.png"
+    big.save(path)
+    del big, draw
+    small = tmp_path / "small.png"
+    Image.new("RGB", (64, 64)).save(small)
+    base = _peak_mb(f"x = load_image({str(small)!r})")
+    peak = _peak_mb(f"x = load_image({str(path)!r}); assert x.shape == (3, 224, 224)")
+    print(f"peak growth {peak - base:.0f} MB")
+    assert peak - base < 450, f"loading an 8000 x 8000 PNG raised the peak by {peak - base:.0f} MB"
