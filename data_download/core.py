@@ -7,6 +7,7 @@ Everything takes the manifest and the cache folder as arguments (defaults: the s
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from .datasets import (
     prepare_kvasir,
     read_marker,
 )
-from .errors import ChecksumError, ManualStepRequired, UsageError
+from .errors import ChecksumError, DataDownloadError, ManualStepRequired, UsageError
 from .fetch import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -263,11 +264,26 @@ def _fetch_dataset(
                     **net,
                 )
             remove_after = not keep_archive
-        _PREPARERS[str(item.prepare)](archive, folder, item=item.name, log=log)
+        if archive.is_file():  # the images do not compress: the folder needs about the archive's size
+            free = shutil.disk_usage(_existing_parent(folder)).free
+            if free < archive.stat().st_size:
+                raise DataDownloadError(
+                    f"not enough disk space to prepare {item.name}: about {human_size(archive.stat().st_size)} "
+                    f"needed, {human_size(free)} free in {folder.parent}. Free some space or choose another "
+                    "cache folder (--cache DIR)."
+                )
+        _PREPARERS[str(item.prepare)](archive, folder, item=item.name, expected_images=item.images, log=log)
         if remove_after:
             archive.unlink(missing_ok=True)
             log(f"{item.name}: removed the archive {archive} (--keep-archive keeps it)")
         return folder
+
+
+def _existing_parent(path: Path) -> Path:
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
 
 
 def _prepare_imagenet_from(

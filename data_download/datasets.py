@@ -142,15 +142,61 @@ class Entry:
         return [p for p in self.name.replace("\\", "/").split("/") if p not in ("", ".")]
 
 
+#: extraction caps for an archive of S bytes: at most 2 S + 64 MiB in all, and 64 MiB per member (the data sets
+#: here are JPEG/PNG images, which do not compress: a member much larger, or a total much above S, is a bomb)
+MAX_MEMBER_BYTES = 64 << 20
+TOTAL_SLACK_BYTES = 64 << 20
+
+
+class _Capped:
+    """A file object that refuses to yield more than its member's and the archive's remaining allowance."""
+
+    def __init__(self, raw: IO[bytes], name: str, budget: dict[str, int], source: Path) -> None:
+        self.raw, self.name, self.budget, self.source, self.read_here = raw, name, budget, source, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n if n is not None and n >= 0 else MAX_MEMBER_BYTES + 1)
+        self.read_here += len(data)
+        self.budget["left"] -= len(data)
+        if self.read_here > MAX_MEMBER_BYTES:
+            raise DataDownloadError(
+                f"{self.source}: the member {self.name} unpacks to more than {MAX_MEMBER_BYTES >> 20} MiB: refused "
+                "(not an image of this data set; a damaged or malicious archive?)"
+            )
+        if self.budget["left"] < 0:
+            raise DataDownloadError(
+                f"{self.source} unpacks to more than {self.budget['cap'] >> 20} MiB, twice its own size: refused "
+                "(a damaged or malicious archive?); nothing was kept"
+            )
+        return data
+
+    def __enter__(self) -> _Capped:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.close()
+
+
 def iter_entries(source: Path) -> Iterator[Entry]:
     """The regular files of a folder, a zip or a tar (any compression), in archive order.
 
-    For tar archives the entries are streamed: read each one before asking for the next.
+    For tar archives the entries are streamed: read each one before asking for the next. An archive's members
+    are read through caps (``MAX_MEMBER_BYTES`` each, 2 x the archive's size + ``TOTAL_SLACK_BYTES`` in all).
 
     Raises:
-        DataDownloadError: ``source`` is none of these.
+        DataDownloadError: ``source`` is none of these, or it unpacks to more than its caps.
     """
     source = Path(source)
+    if source.is_file():
+        cap = 2 * source.stat().st_size + TOTAL_SLACK_BYTES
+        budget = {"cap": cap, "left": cap}
+        for entry in _iter_archive(source):
+            yield Entry(entry.name, lambda e=entry: _Capped(e.open(), e.name, budget, source))  # type: ignore[misc]
+        return
+    yield from _iter_archive(source)
+
+
+def _iter_archive(source: Path) -> Iterator[Entry]:
     if source.is_dir():
         for root, dirs, files in os.walk(source):
             dirs.sort()
@@ -244,6 +290,16 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def check_image_count(marker: dict[str, Any], expected: int | None, source: Path) -> None:
+    """Fail when a prepared folder holds fewer than 95 % of the images the manifest expects."""
+    found = _image_count(marker)
+    if expected is not None and found < 0.95 * expected:
+        raise DataDownloadError(
+            f"{source} gave {found:,} images where the data set has {expected:,}: it is not the archive the "
+            "manifest describes (a partial or different download?); nothing was kept"
+        )
+
+
 def check_folder(folder: Path, *, deep: bool = False) -> str | None:
     """None when ``folder`` holds every file its marker lists (same size; same SHA-256 if ``deep``), else why not."""
     marker = read_marker(folder)
@@ -278,7 +334,7 @@ def describe_marker(marker: dict[str, Any]) -> str:
 
 
 def prepare_imagenette(
-    source: Path, out: Path, *, item: str = "imagenette", log: Log = print
+    source: Path, out: Path, *, item: str = "imagenette", expected_images: int | None = None, log: Log = print
 ) -> dict[str, Any]:
     """Extract only the val split of Imagenette (``.../val/<wnid>/<file>``) to ``out/<wnid>/<file>``; labels.csv.
 
@@ -310,6 +366,7 @@ def prepare_imagenette(
             item,
             {"counts": {"val": len(rows)}, "rule": "the val split of Imagenette, folders are WordNet ids"},
         )
+        check_image_count(marker, expected_images, source)
     log(f"{item}: {len(rows):,} val images in {len({r[1] for r in rows})} classes -> {out}")
     return marker
 
@@ -509,6 +566,7 @@ def prepare_chest_xray(
     *,
     item: str = "chest-xray",
     val_per_class: int = CHEST_VAL_PER_CLASS,
+    expected_images: int | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Chest X-ray (Kermany et al.) into ``out/{train,val,test}/{NORMAL,PNEUMONIA}/`` with splits.csv.
@@ -547,6 +605,7 @@ def prepare_chest_xray(
                 f"sha256('{CHEST_SALT}:<class>/<file>')"
             )
         marker = _write_split_files(tmp, CHEST_CLASSES, rule, item)
+        check_image_count(marker, expected_images, source)
     log(f"{item}: {describe_marker(marker)} -> {out}")
     return marker
 
@@ -558,6 +617,7 @@ def prepare_kvasir(
     item: str = "kvasir",
     val_fraction: float = KVASIR_VAL_FRACTION,
     test_fraction: float = KVASIR_TEST_FRACTION,
+    expected_images: int | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Kvasir v2 into ``out/{train,val,test}/<class>/`` with splits.csv (no official split exists).
@@ -593,5 +653,6 @@ def prepare_kvasir(
             f"next {test_fraction:.1%} test, rest train"
         )
         marker = _write_split_files(tmp, KVASIR_CLASSES, rule, item)
+        check_image_count(marker, expected_images, source)
     log(f"{item}: {describe_marker(marker)} -> {out}")
     return marker

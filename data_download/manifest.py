@@ -95,6 +95,8 @@ class Item:
         folder: folder name under the data sets folder (data sets only).
         prepare: which preparation turns the archive into that folder (data sets only).
         manual: True when the item cannot be downloaded (the user passes ``--from``).
+        images: how many images the prepared folder holds (data sets; None: not checked). A preparation that
+            finds fewer than 95 % of them fails: the archive is not the one the manifest describes.
     """
 
     name: str
@@ -110,6 +112,7 @@ class Item:
     folder: str | None = None
     prepare: str | None = None
     manual: bool = False
+    images: int | None = None
 
     def file(self, name: str) -> FileSpec:
         """The file called ``name`` (KeyError when absent)."""
@@ -148,6 +151,12 @@ def _check_hex(value: Any, length: int | None, where: str) -> str | None:
     if not isinstance(value, str) or not _HEX.match(value) or (length is not None and len(value) != length):
         what = f"{length} lower-case hex digits" if length else "lower-case hex digits"
         raise ManifestError(f"{where}: expected {what} or null, got {value!r}")
+    return value
+
+
+def _count(value: Any, where: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ManifestError(f"{where} must be a positive integer or null, got {value!r}")
     return value
 
 
@@ -227,6 +236,7 @@ def _parse_item(name: str, raw: Any) -> Item:
         target=raw.get("target"),
         folder=raw.get("folder"),
         prepare=raw.get("prepare"),
+        images=_count(raw.get("images"), f"{where}.images"),
         manual=bool(raw.get("manual", False)),
     )
     if kind == "weights":

@@ -851,6 +851,40 @@ def test_kvasir_split_rule(server: _Server, cache: Path) -> None:
     assert (cache / "downloads" / "kvasir-dataset-v2.zip").exists()  # --keep-archive
 
 
+def test_an_archive_with_too_few_images_is_refused(server: _Server, cache: Path) -> None:
+    members = {f"kvasir-dataset-v2/{c}/{c}-0.jpg": c.encode() for c in KVASIR_CLASSES}  # 8 images, not 8,000
+    archive = _zip_bytes(members)
+    server.files["/kvasir.zip"] = archive
+    m = _manifest(
+        kvasir=_dataset_item(
+            "kvasir", "kvasir-dataset-v2.zip", server.url("/kvasir.zip"), archive, images=8000
+        )
+    )
+    with pytest.raises(data_download.DataDownloadError, match="gave 8 images where the data set has 8,000"):
+        fetch_item("kvasir", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert not (cache / "datasets" / "kvasir").exists() and not list((cache / "datasets").glob(".kvasir*"))
+
+
+@pytest.mark.parametrize("shape", ["one big member", "many members"])
+def test_archive_bombs_are_refused(server: _Server, cache: Path, tmp_path: Path, shape: str) -> None:
+    """A small zip that unpacks to far more than its size is refused (caps per member and in total)."""
+    zpath = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        if shape == "one big member":
+            zf.writestr("kvasir-dataset-v2/polyps/p.jpg", b"\0" * (70 << 20))
+        else:
+            for i, c in enumerate(KVASIR_CLASSES * 3):
+                zf.writestr(f"kvasir-dataset-v2/{c}/{i}.jpg", b"\0" * (5 << 20))
+    archive = zpath.read_bytes()
+    assert len(archive) < 1 << 20  # well under a megabyte
+    server.files["/kvasir.zip"] = archive
+    m = _manifest(kvasir=_dataset_item("kvasir", "kvasir-dataset-v2.zip", server.url("/kvasir.zip"), archive))
+    with pytest.raises(data_download.DataDownloadError, match="refused"):
+        fetch_item("kvasir", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert not (cache / "datasets" / "kvasir").exists()
+    assert not list((cache / "datasets").glob(".kvasir*"))  # the half-built folder is gone
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The shipped manifest
 
