@@ -168,6 +168,66 @@ def test_state_restored_after_exception_in_forward(name, tiny_cnn, images):
     assert run(name, tiny_cnn, images, EXPLODE_AT[name][0], **extra).shape == (3, 1, 32, 32)
 
 
+def test_the_method_list_is_the_registry():
+    """Every registered method is covered by these tests, and nothing else."""
+    from opticam_lib.methods.registry import METHODS
+
+    assert set(ALL_METHODS) == set(METHODS)
+
+
+class _BackwardBomb(torch.autograd.Function):
+    """Identity forward; its backward raises on the ``fuse``-th backward call of a counter."""
+
+    @staticmethod
+    def forward(ctx, x, counter):
+        ctx.counter = counter
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.counter["calls"] += 1
+        if ctx.counter["calls"] == ctx.counter["fuse"]:
+            raise RuntimeError("boom in backward")
+        return grad, None
+
+
+def _arm(clf, fuse: int) -> tuple[dict, object]:
+    """A forward hook on the model that routes its logits through ``_BackwardBomb`` (so every backward pass goes
+    through it); returns the counter and the hook's handle (the test removes it before comparing states)."""
+    counter = {"calls": 0, "fuse": fuse}
+    module = clf.model
+
+    def hook(mod, args, out):
+        return _BackwardBomb.apply(out, counter) if torch.is_grad_enabled() and out.requires_grad else out
+
+    return counter, module.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("model", ["tiny_cnn", "bn_cnn", "tiny_vit"])
+@pytest.mark.parametrize("name", GRAD_METHODS)
+def test_state_restored_after_exception_in_backward(name, model, images, request):
+    clf = request.getfixturevalue(model)
+    if name == "cam" and clf.linear_head is None:
+        pytest.skip("CAM needs a linear head")
+    targets = [0, 1, 2]
+    counter, handle = _arm(clf, fuse=-1)  # count the backward passes through the target layer first
+    try:
+        run(name, clf, images, targets)
+    finally:
+        handle.remove()
+    if counter["calls"] == 0:
+        pytest.skip(f"{name} makes no backward pass")
+    set_mixed_state(clf.model)
+    before = snapshot(clf.model)
+    counter, handle = _arm(clf, fuse=max(1, counter["calls"] // 2 + 1))  # mid-way
+    try:
+        with pytest.raises(RuntimeError, match="boom in backward"):
+            run(name, clf, images, targets)
+    finally:
+        handle.remove()
+    assert_same_state(before, snapshot(clf.model))
+
+
 def test_state_restored_after_exception_in_callback(bn_cnn, images):
     set_mixed_state(bn_cnn.model)
     before = snapshot(bn_cnn.model)
@@ -224,6 +284,34 @@ def test_memory_flat_over_repeated_calls(method, options, bn_cnn, images):
     count1, bytes1 = _live_tensors()
     assert (count1, bytes1) == (count0, bytes0)
     assert python_growth < 50_000, python_growth  # bytes still held by Python after the 20 calls
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process in MB (Linux /proc; the test is skipped elsewhere)."""
+    for line in open("/proc/self/status").read().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise OSError("no VmRSS")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_resident_memory_flat_over_a_thousand_calls(tiny_cnn, images):
+    """1,000 calls of each cheap method on a tiny model: the process's resident memory grows by a few MB at most
+    after warm-up (a leaked hook or activation per call would grow it by tens of MB)."""
+    cheap = ["cam", "gradcam", "gradcampp", "layercam", "fakecam"]
+    for name in cheap:  # warm-up
+        for _ in range(20):
+            run(name, tiny_cnn, images, [0, 1, 2])
+    gc.collect()
+    start = _rss_mb()
+    for name in cheap:
+        for _ in range(1000):
+            run(name, tiny_cnn, images, [0, 1, 2])
+        assert hook_count(tiny_cnn.model) == 0
+    gc.collect()
+    grown = _rss_mb() - start
+    assert grown < 8, f"resident memory grew by {grown:.1f} MB over {1000 * len(cheap)} calls"
 
 
 def test_memory_check_detects_a_leaking_hook(bn_cnn, images):
