@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from opticam_lib.course.navigation import COURSE, COURSE_HOME, navigation_problems, write_navigation
 from opticam_lib.errors import InputError
 
 SOLUTION_TAG = "solution"
@@ -251,8 +252,20 @@ def build_html(
     return index
 
 
+def _badge_home(src: str | Path) -> str | None:
+    """The home the notebooks' badges point at now (so ``nav`` and ``check`` keep a teacher's ``home``)."""
+    import json as _json
+
+    first = Path(src) / COURSE[0].file
+    if not first.is_file():
+        return COURSE_HOME
+    text = "".join(_json.loads(first.read_text(encoding="utf-8"))["cells"][0]["source"])
+    found = re.search(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/", text)
+    return found.group(1) if found else COURSE_HOME
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m opticam_lib.edition {student,html,check}``; see the module docstring."""
+    """``python -m opticam_lib.edition {student,html,check,nav,home}``; see the module docstring."""
     parser = argparse.ArgumentParser(
         prog="python -m opticam_lib.edition", description=__doc__.split("\n\n")[0]
     )
@@ -264,8 +277,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ht.add_argument("--src", default="notebooks")
     ht.add_argument("--dst", default="site")
     ht.add_argument("names", nargs="*", help="only these notebooks (e.g. 03_opti_cam); default all")
-    ck = sub.add_parser("check", help="list exercises that break the convention (exit 1 if any)")
+    ck = sub.add_parser(
+        "check", help="list exercises that break the convention, and navigation drift (exit 1 if any)"
+    )
     ck.add_argument("--src", default="notebooks")
+    nv = sub.add_parser("nav", help="write notebook 00's table of contents and every previous/next link")
+    nv.add_argument("--src", default="notebooks")
+    hm = sub.add_parser(
+        "home", help="write Colab badges and install cells for your published copy (none: remove them)"
+    )
+    hm.add_argument("repository", nargs="?", default=None, help="owner/repository on GitHub; omit to remove")
+    hm.add_argument("--src", default="notebooks")
     args = parser.parse_args(argv)
     try:
         if args.command == "student":
@@ -277,13 +299,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             index = build_html(args.src, args.dst, args.names or None)
             pages = len(list(index.parent.glob("[0-9][0-9]_*.html")))
             print(f"wrote {index} and {pages} notebook pages (MathJax from its CDN for the equations)")
+        elif args.command == "nav":
+            changed = write_navigation(args.src, home=_badge_home(args.src))
+            print(f"updated {len(changed)} notebooks from opticam_lib.course.navigation.COURSE")
+        elif args.command == "home":
+            changed = write_navigation(args.src, home=args.repository)
+            where = f"badges and installs from {args.repository}" if args.repository else "no badges"
+            print(f"updated {len(changed)} notebooks: {where}")
         else:
             problems = [
                 p
                 for path in course_notebooks(args.src)
                 for p in exercise_problems(read_notebook(path), path.name)
             ]
-            print("\n".join(problems) if problems else "every exercise has a hidden solution and a checker")
+            if any(
+                (Path(args.src) / c.file).exists() for c in COURSE
+            ):  # the course's folder (not a stray one)
+                problems += navigation_problems(args.src, home=_badge_home(args.src))
+            print(
+                "\n".join(problems)
+                if problems
+                else "every exercise has a hidden solution and a checker; navigation follows COURSE"
+            )
             return 1 if problems else 0
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
