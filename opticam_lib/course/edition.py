@@ -265,7 +265,7 @@ def _badge_home(src: str | Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m opticam_lib.edition {student,html,check,nav,home}``; see the module docstring."""
+    """``python -m opticam_lib.edition {student,html,check,nav,home,grade}``; see the module docstring."""
     parser = argparse.ArgumentParser(
         prog="python -m opticam_lib.edition", description=__doc__.split("\n\n")[0]
     )
@@ -288,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     hm.add_argument("repository", nargs="?", default=None, help="owner/repository on GitHub; omit to remove")
     hm.add_argument("--src", default="notebooks")
+    gr = sub.add_parser(
+        "grade", help="run submitted notebooks in fresh kernels and score their exercises with the checkers"
+    )
+    gr.add_argument("paths", nargs="+", help="submitted notebooks, or folders of them")
+    gr.add_argument("--timeout", type=int, default=600, help="seconds per cell (default %(default)s)")
+    gr.add_argument("--csv", default=None, help="also write the grades to this CSV file")
     args = parser.parse_args(argv)
     try:
         if args.command == "student":
@@ -299,6 +305,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             index = build_html(args.src, args.dst, args.names or None)
             pages = len(list(index.parent.glob("[0-9][0-9]_*.html")))
             print(f"wrote {index} and {pages} notebook pages (MathJax from its CDN for the equations)")
+        elif args.command == "grade":
+            from opticam_lib.course.grader import format_grades, grade_notebook, submissions, write_csv
+
+            if args.timeout < 1:
+                raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+            results = [r for path in submissions(args.paths) for r in grade_notebook(path, args.timeout)]
+            print(format_grades(results))
+            if args.csv:
+                print(f"wrote {write_csv(results, args.csv)}")
         elif args.command == "nav":
             changed = write_navigation(args.src, home=_badge_home(args.src))
             print(f"updated {len(changed)} notebooks from opticam_lib.course.navigation.COURSE")
