@@ -149,7 +149,7 @@ def opticam_explorer(
     its = w.IntSlider(
         value=iterations,
         min=1,
-        max=100,
+        max=max(200, 2 * iterations),  # room above the paper's 100 (notebook 05 goes to 150)
         description="iterations",
         continuous_update=False,
         style=style,
