@@ -155,6 +155,14 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace, manifest: 
     return names
 
 
+def _os_error(e: OSError, cache: Path) -> str:
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    return (
+        f"{e.strerror or e}{where}. Check that the cache folder {cache} is writable and has free space, or choose "
+        "another with --cache DIR; a partial download stays where it is and the same command resumes it."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns 0 (done), 1 (a fetch or check failed) or 2 (bad arguments)."""
     p = build_parser()
@@ -166,7 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = _check_args(p, args, manifest)
     cache = args.cache.expanduser() if args.cache else default_cache()
     if not names or names == ["LIST"]:
-        print(format_list(manifest, cache, deep=args.verify))
+        try:
+            print(format_list(manifest, cache, deep=args.verify))
+        except OSError as e:
+            print(f"{PROG}: LIST: {_os_error(e, cache)}", file=sys.stderr)
+            return 1
         return 0
     failed = 0
     for name in names:
@@ -188,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DataDownloadError as e:
             failed += 1
             print(f"{PROG}: {name}: {e}", file=sys.stderr)
+        except OSError as e:  # an unwritable cache, a full disk: one line, not a traceback
+            failed += 1
+            print(f"{PROG}: {name}: {_os_error(e, cache)}", file=sys.stderr)
         except KeyboardInterrupt:
             print(f"\n{PROG}: interrupted; run the same command again to resume.", file=sys.stderr)
             return 130

@@ -267,23 +267,34 @@ class State:
         locks = self.dir / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha1(str(key).encode(), usedforsecurity=False).hexdigest()[:16]
-        with open(locks / f"{name}.lock", "a") as handle:
-            deadline = time.monotonic() + (5.0 if key == "state" else 0.0)
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if time.monotonic() >= deadline:
-                        raise DataDownloadError(
-                            f"another data_download process is working on {key}; wait for it to finish "
-                            "(or stop it) and run the command again"
-                        ) from None
-                    time.sleep(0.05)
+        path = locks / f"{name}.lock"
+        deadline = time.monotonic() + (5.0 if key == "state" else 0.0)
+        while True:
+            handle = open(path, "a")
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                if time.monotonic() >= deadline:
+                    raise DataDownloadError(
+                        f"another data_download process is working on {key}; wait for it to finish "
+                        "(or stop it) and run the command again"
+                    ) from None
+                time.sleep(0.05)
+                continue
+            try:  # the holder before us may have removed the file after we opened it: then lock the new one
+                if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            handle.close()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # no lock file is left in the cache, whether the work succeeded or failed
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def verify_file(

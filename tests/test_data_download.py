@@ -569,6 +569,29 @@ def test_cli_list_and_fetch(server: _Server, tmp_path: Path, capsys: pytest.Capt
     assert "OPTICAM_CACHE" in capsys.readouterr().err  # told how to make the library read that folder
 
 
+def test_cli_unwritable_cache_is_one_line(
+    server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.files["/tiny.bin"] = BLOB
+    mf = _write_manifest(tmp_path / "m.json", {"tiny": _weights_item(server.url("/tiny.bin"), BLOB)})
+    afile = tmp_path / "afile"
+    afile.write_text("")  # a cache "folder" below a file: every write fails with an OSError
+    assert main(["tiny", "--manifest", str(mf), "--cache", str(afile / "cache"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "is writable" in err and "--cache DIR" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_lock_file_is_left_after_success_or_failure(server: _Server, cache: Path) -> None:
+    server.files["/tiny.bin"] = BLOB
+    ok = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB))
+    fetch_item("tiny", manifest=ok, cache=cache, progress=False, log=lambda s: None)
+    bad = _manifest(tiny=_weights_item(server.url("/missing.bin"), BLOB))
+    with pytest.raises(data_download.DataDownloadError):
+        fetch_item("tiny", manifest=bad, cache=cache, force=True, progress=False, log=lambda s: None)
+    assert list((cache / ".data_download" / "locks").glob("*.lock")) == []
+
+
 def test_cli_offline_exits_1_with_instructions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mf = _write_manifest(tmp_path / "m.json", {"tiny": _weights_item(_closed_port_url(), BLOB)})
     assert main(["tiny", "--manifest", str(mf), "--quiet", "--timeout", "2"]) == 1
