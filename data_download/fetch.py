@@ -676,6 +676,7 @@ def download(
                 f"{e} The partial file was deleted and nothing was put in place. Run the same command again "
                 f"({command}); if it fails again the file upstream has changed: please report it."
             ) from None
+        _fsync(part)  # the bytes reach the disk before the rename makes them the real file
         os.replace(part, dest)
         validator_path(part).unlink(missing_ok=True)
         if spec.sha256 is None and recorded is None:
@@ -685,6 +686,11 @@ def download(
             )
         state.stamp(dest, digests)
         return digests
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def _no_mirror_error(
@@ -744,6 +750,7 @@ def install_copy(
         except ChecksumError:
             part.unlink(missing_ok=True)
             raise
+        _fsync(part)
         os.replace(part, dest)
         state.stamp(dest, digests)
         return digests
