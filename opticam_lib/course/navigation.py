@@ -180,8 +180,10 @@ def install_cell(home: str | None) -> str:
     if home is None:
         return head + (
             'if importlib.util.find_spec("opticam_lib") is None:  # not installed: see the README\n'
-            '    raise ModuleNotFoundError("opticam_lib is not installed: run `bash scripts/setup.sh` in the course '
-            'folder, then open the notebooks with `bash scripts/lab.sh`")'
+            "    raise ModuleNotFoundError(\n"
+            '        "opticam_lib is not installed: run `bash scripts/setup.sh` in the course folder, "\n'
+            '        "then open the notebooks with `bash scripts/lab.sh`"\n'
+            "    )"
         )
     return head + (
         'if importlib.util.find_spec("opticam_lib") is None:  # Colab / hosted Jupyter: install the course library\n'
