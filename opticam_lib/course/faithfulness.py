@@ -150,6 +150,7 @@ def insertion_deletion(
     targets: int | Sequence[int] | Tensor | None = None,
     steps: int | None = None,
     progress: bool = False,
+    substrate: str = "rise",
 ) -> CurveStudy:
     """Insertion and deletion curves (``metrics.insertion_curve`` / ``deletion_curve``) of every method's maps.
 
@@ -158,6 +159,7 @@ def insertion_deletion(
         maps_by_method: {method name: (N, 1, H, W) in [0, 1]}.
         targets: the class to follow; None: the predicted class, as in the paper (section 5.3.2).
         steps: number of steps (None: H, i.e. 224 pixels a step at 224 x 224, as in the paper).
+        substrate: ``"rise"`` (RISE's mean colour and blur, the default) or ``"black"`` (``metrics.curves``).
     Cost: 2 x (steps + 1) forward passes per image and method.
     """
     images = validate_images(images)
@@ -167,8 +169,12 @@ def insertion_deletion(
     ins, dele = {}, {}
     for name, maps in maps_by_method.items():
         validate_maps(maps, images, f"maps of {name!r}")
-        ins[name] = insertion_curve(classifier, images, maps, t, steps=steps, progress=progress)
-        dele[name] = deletion_curve(classifier, images, maps, t, steps=steps, progress=progress)
+        ins[name] = insertion_curve(
+            classifier, images, maps, t, steps=steps, progress=progress, substrate=substrate
+        )
+        dele[name] = deletion_curve(
+            classifier, images, maps, t, steps=steps, progress=progress, substrate=substrate
+        )
     s = next(iter(ins.values())).shape[1] - 1
     return CurveStudy(insertion=ins, deletion=dele, targets=t.cpu(), steps=s)
 

@@ -1,5 +1,16 @@
-"""Insertion and deletion (section 5.3.2, after RISE): pixels inserted into a blurred image or deleted to
-black in the order of the saliency map, the class probability along the way, and its area under the curve."""
+"""Insertion and deletion (section 5.3.2, after RISE): pixels inserted into a blurred image, or deleted, in the
+order of the saliency map; the class probability along the way, and its area under the curve.
+
+Two substrates (what a pixel becomes when deleted, and what the image is before insertion):
+
+- ``"rise"`` (default), RISE's own evaluation code (Petsiuk et al. 2018, ``evaluation.py``), which the paper follows:
+  it works on the network's *normalised* tensor, so deletion sets pixels to 0 there, which is the dataset's mean
+  colour in [0, 1] pixels; insertion starts from that tensor blurred by RISE's ``gkern(11, 5)`` (an 11 x 11
+  Gaussian of sigma 5, made by ``scipy.ndimage.gaussian_filter`` of a unit impulse, so its reflected tails fold back
+  into the window) with zero padding, i.e. mean-colour padding in [0, 1] pixels.
+- ``"black"``: the course's earlier choice: deletion to black pixels (0 in [0, 1]); insertion from a separable
+  truncated Gaussian (11 taps, sigma 5, normalised) with replicate padding.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +22,52 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from opticam_lib.inputs import validate_images, validate_maps, validate_positive_int, validate_targets
+from opticam_lib.inputs import (
+    validate_choice,
+    validate_images,
+    validate_maps,
+    validate_positive_int,
+    validate_targets,
+)
 from opticam_lib.metrics.classification import class_probability
 from opticam_lib.models.classifier import Classifier
 
+SUBSTRATES: tuple[str, ...] = ("rise", "black")
+
+
+def rise_kernel(klen: int = 11, nsig: float = 5.0) -> Tensor:
+    """RISE's ``gkern(klen, nsig)``: ``scipy.ndimage.gaussian_filter`` of a (klen, klen) unit impulse: (klen, klen)
+    float32 summing to 1."""
+    from scipy.ndimage import gaussian_filter
+
+    impulse = torch.zeros(klen, klen, dtype=torch.float64).numpy()
+    impulse[klen // 2, klen // 2] = 1
+    return torch.from_numpy(gaussian_filter(impulse, nsig)).float()
+
+
+def rise_substrates(classifier: Classifier, images: Tensor) -> tuple[Tensor, Tensor]:
+    """(deletion substrate, insertion substrate) of RISE for ``images`` (N, 3, H, W) in [0, 1], both in [0, 1] pixels.
+
+    Deletion: the classifier's mean colour everywhere (0 in its normalised tensor; black for a classifier without
+    input normalisation). Insertion: the normalised tensor blurred by ``rise_kernel`` with zero padding, mapped back.
+    """
+    model = classifier.model
+    mean = getattr(model, "mean", None)
+    std = getattr(model, "std", None)
+    if mean is None or not getattr(model, "normalized", False):
+        mean = torch.zeros(1, images.shape[1], 1, 1, device=images.device)
+        std = torch.ones(1, images.shape[1], 1, 1, device=images.device)
+    mean, std = mean.to(images.device, images.dtype), std.to(images.device, images.dtype)
+    z = (images - mean) / std
+    k = rise_kernel().to(images.device, images.dtype)
+    c = images.shape[1]
+    blurred = F.conv2d(z, k.expand(c, 1, *k.shape), padding=k.shape[-1] // 2, groups=c)
+    return mean.expand_as(images).clone(), blurred * std + mean
+
 
 def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
-    """RISE's blurred substrate for insertion: a Gaussian blur (klen 11, sigma 5), replicate padding."""
+    """The ``"black"`` substrate's blur for insertion: a separable truncated Gaussian (``kernel_size`` taps,
+    ``sigma``), normalised, replicate padding. (RISE's own blur is ``rise_substrates``.)"""
     ax = torch.arange(kernel_size, dtype=images.dtype, device=images.device) - (kernel_size - 1) / 2
     g = torch.exp(-(ax**2) / (2 * sigma**2))
     g = g / g.sum()
@@ -37,14 +87,20 @@ def _curve(
     steps: int | None,
     batch_size: int,
     progress: bool,
+    substrate: str = "rise",
 ) -> Tensor:
+    validate_choice(substrate, "substrate", SUBSTRATES)
     images = validate_images(images).to(classifier.device)
     maps = validate_maps(maps, images).to(classifier.device)
     targets = validate_targets(targets, classifier, images)
     n, _, h, w = images.shape
     steps = validate_positive_int(steps if steps is not None else h, "steps")
     per_step = math.ceil(h * w / steps)  # 224 pixels a step at 224 x 224, as in the paper
-    substrate = torch.zeros_like(images) if mode == "deletion" else gaussian_blur(images)
+    if substrate == "rise":
+        deleted, blurred = rise_substrates(classifier, images)
+        substrate = deleted if mode == "deletion" else blurred
+    else:
+        substrate = torch.zeros_like(images) if mode == "deletion" else gaussian_blur(images)
     counts = torch.clamp(torch.arange(steps + 1, device=images.device) * per_step, max=h * w)
     curves = torch.empty(n, steps + 1)
     bar = tqdm(total=n * (steps + 1), desc=mode.capitalize(), disable=not progress, leave=False)
@@ -55,7 +111,7 @@ def _curve(
         for start in range(0, steps + 1, batch_size):
             k = counts[start : start + batch_size]
             chosen = (rank[None, :] < k[:, None]).float().view(-1, 1, h, w)  # the k most salient pixels
-            if mode == "deletion":  # remove them: set to zero
+            if mode == "deletion":  # remove them: set them to the substrate
                 x = images[i : i + 1] * (1 - chosen) + substrate[i : i + 1] * chosen
             else:  # insert them into the blurred image
                 x = substrate[i : i + 1] * (1 - chosen) + images[i : i + 1] * chosen
@@ -74,11 +130,13 @@ def deletion_curve(
     steps: int | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    substrate: str = "rise",
 ) -> Tensor:
-    """Class probability as the most salient pixels are set to zero, ``steps`` at a time (default H steps:
-    224 pixels a step at 224 x 224). Targets default to the predicted class, as in the paper.
-    Returns (N, steps + 1) probabilities, the first on the intact image."""
-    return _curve(classifier, images, maps, targets, "deletion", steps, batch_size, progress)
+    """Class probability as the most salient pixels are deleted, ``steps`` at a time (default H steps: 224 pixels
+    a step at 224 x 224). Deleted pixels take the ``substrate``: ``"rise"`` (default) the mean colour, ``"black"``
+    zero. Targets default to the predicted class, as in the paper.
+    Returns (N, steps + 1) probabilities in [0, 1], the first on the intact image."""
+    return _curve(classifier, images, maps, targets, "deletion", steps, batch_size, progress, substrate)
 
 
 def insertion_curve(
@@ -89,10 +147,12 @@ def insertion_curve(
     steps: int | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    substrate: str = "rise",
 ) -> Tensor:
-    """Class probability as the most salient pixels are copied into a blurred version of the image.
-    Returns (N, steps + 1) probabilities, the first on the blurred image, the last on the intact image."""
-    return _curve(classifier, images, maps, targets, "insertion", steps, batch_size, progress)
+    """Class probability as the most salient pixels are copied into a blurred version of the image
+    (``substrate``: ``"rise"``, the default, or ``"black"``; see the module docstring).
+    Returns (N, steps + 1) probabilities in [0, 1], the first on the blurred image, the last on the intact image."""
+    return _curve(classifier, images, maps, targets, "insertion", steps, batch_size, progress, substrate)
 
 
 def area_under_curve(curves: Tensor) -> Tensor:
