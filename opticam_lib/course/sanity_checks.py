@@ -85,15 +85,21 @@ def show_cascade(
     return fig
 
 
-def show_comparison(images: Tensor, comparisons: Sequence[ModelComparison], index: Sequence[int] = (0, 1, 2)):
-    """The label-permutation maps: one row per image, the image then, per method, the map of each model."""
+def show_comparison(
+    images: Tensor,
+    comparisons: Sequence[ModelComparison],
+    index: Sequence[int] = (0, 1, 2),
+    size: float = 1.6,
+):
+    """The label-permutation maps: one row per image, the image then, per method, the map of each model.
+    ``size``: inches per panel."""
     from opticam_lib.plots import overlay, to_numpy_image
 
     if not comparisons:
         raise InputError("no comparisons to show")
     idx = list(index)
     cols = 1 + 2 * len(comparisons)
-    fig = Figure(figsize=(1.6 * cols, 1.7 * len(idx) + 0.4), layout="constrained")
+    fig = Figure(figsize=(size * cols, (size + 0.1) * len(idx) + 0.4), layout="constrained")
     axes = np.array(fig.subplots(len(idx), cols, squeeze=False))
     for ax in axes.flat:
         ax.set_axis_off()
