@@ -30,7 +30,7 @@ from opticam_lib.course.ablations import (
     run_grid,
     run_key,
 )
-from opticam_lib.course.channel_cache import _machine, image_digests, model_digest
+from opticam_lib.course.channel_cache import _machine, image_digests, model_digest, validate_cache_key
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.inputs import validate_images, validate_targets
 from opticam_lib.models.classifier import Classifier
@@ -150,15 +150,8 @@ def load_ablation_cache(
             f"{path} cannot be read ({type(e).__name__}): it is truncated or not an ablation cache; "
             f"rebuild it with: {command}"
         ) from e
-    problems = []
-    if meta.get("labels") != [int(v) for v in labels.tolist()]:
-        problems.append("other labels")
-    if meta.get("images") != image_digests(images):
-        problems.append("other images")
-    if not problems and meta.get("model_sha256") != model_digest(classifier):
-        problems.append("other model weights")
-    if problems:
-        raise MissingDataError(f"{path} was made for {', '.join(problems)}; rebuild it with: {command}")
+    expected = {"labels": ([int(v) for v in labels.tolist()], "other labels")}
+    validate_cache_key(meta, path, command, classifier, images, expected)
     cache = GridCache()
     n = images.shape[0]
     for r in runs:

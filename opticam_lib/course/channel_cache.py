@@ -49,6 +49,29 @@ def image_digests(images: Tensor) -> list[str]:
     return [hashlib.sha256(q[i].contiguous().numpy().tobytes()).hexdigest() for i in range(q.shape[0])]
 
 
+def validate_cache_key(
+    meta: dict,
+    path: Path,
+    command: str,
+    classifier: Classifier,
+    images: Tensor,
+    expected: dict[str, tuple[object, str]],
+) -> None:
+    """Refuse a cache file made for anything else: ``expected`` maps a meta key to (the value it must have, how to
+    name a mismatch); the images' and the model's digests are always checked (the model's last, being the costliest).
+
+    Raises:
+        MissingDataError: naming every mismatch and the command that rebuilds the file.
+    """
+    problems = [label for key, (value, label) in expected.items() if meta.get(key) != value]
+    if meta.get("images") != image_digests(images):
+        problems.append("other images")
+    if not problems and meta.get("model_sha256") != model_digest(classifier):
+        problems.append("other model weights")
+    if problems:
+        raise MissingDataError(f"{path} was made for {', '.join(problems)}; rebuild it with: {command}")
+
+
 def cache_path(model: str, layer: str) -> Path:
     """``opticam_lib/data/channel_weights/<model>_<layer>.pt``."""
     return CACHE_DIR / f"{model}_{layer.replace('.', '-')}.pt"
@@ -175,17 +198,11 @@ def cached_channel_weights(
             f"{path} cannot be read ({type(e).__name__}): it is truncated or not a cache of this library; "
             f"rebuild it with: {command}"
         ) from e
-    problems = []
-    if meta.get("layer") != layer:
-        problems.append(f"layer {meta.get('layer')!r}, not {layer!r}")
-    if meta.get("targets") != [int(t) for t in targets.tolist()]:
-        problems.append("other target classes")
-    if meta.get("images") != image_digests(images):
-        problems.append("other images")
-    if not problems and meta.get("model_sha256") != model_digest(classifier):
-        problems.append("other model weights")
-    if problems:
-        raise MissingDataError(f"{path} was made for {', '.join(problems)}; rebuild it with: {command}")
+    expected = {
+        "layer": (layer, f"layer {meta.get('layer')!r}, not {layer!r}"),
+        "targets": ([int(t) for t in targets.tolist()], "other target classes"),
+    }
+    validate_cache_key(meta, path, command, classifier, images, expected)
     for m, w in weights.items():
         if not isinstance(w, Tensor) or w.shape[0] != images.shape[0] or not torch.isfinite(w).all():
             raise InputError(
