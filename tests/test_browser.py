@@ -23,8 +23,8 @@ or a call of a ``*_explorer(...)`` / ``*_picker(...)`` function), this test
 
 Needs ``pip install playwright`` (in the ``dev`` extras; its driver ships inside the wheel, no browser is
 downloaded) and Debian's Chromium (``sudo apt-get install --no-install-recommends chromium``; ``.ci/run``
-installs it), or another Chromium binary named by ``OPTICAM_CHROMIUM``. When either is missing the test
-FAILS and says how to install it; set ``OPTICAM_SKIP_BROWSER_TESTS=1`` to skip it on purpose.
+and ``scripts/setup.sh`` install it), or another Chromium binary named by ``OPTICAM_CHROMIUM``. When either is
+missing the test FAILS and says how to install it; set ``OPTICAM_SKIP_BROWSER_TESTS=1`` to skip it on purpose.
 
 To check a new widget notebook: nothing to do if the defaults fit (first slider, first dropdown, all cells up
 to the widget); otherwise add an entry to ``SPECS``.
@@ -215,7 +215,7 @@ INSTALL_HELP = (
     "The browser test needs Playwright for Python and a Chromium binary:\n"
     "  .venv/bin/pip install playwright        (in the dev extras: pip install -e '.[dev]'; no browser download)\n"
     "  sudo apt-get install -y --no-install-recommends chromium    (Debian/Ubuntu: /usr/bin/chromium)\n"
-    "or point OPTICAM_CHROMIUM at another Chromium/Chrome binary. .ci/run installs both.\n"
+    "or point OPTICAM_CHROMIUM at another Chromium/Chrome binary. scripts/setup.sh installs both.\n"
     f"To skip this test on purpose, set {SKIP_ENV}=1."
 )
 
