@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument(
         "--ablations",
         action="store_true",
-        help="instead: notebook 06's Opti-CAM option grids at convergence on its four photos (about 5 minutes), "
+        help="instead: notebook 07's Opti-CAM option grids at convergence on its four photos (about 5 minutes), "
         "saved in opticam_lib/data/ablations/",
     )
     pc.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,4 +1,4 @@
-"""opticam_lib.course.ablation_cache: notebook 06's runs saved and loaded back give the rows and maps of a live
+"""opticam_lib.course.ablation_cache: notebook 07's runs saved and loaded back give the rows and maps of a live
 run_grid without optimising again; files for other weights, images or labels are refused with the command that
 rebuilds them; the shipped file agrees with a run recomputed here (slow)."""
 
@@ -77,7 +77,7 @@ def test_mismatches_are_refused_with_the_rebuild_command(tiny_cnn, images, built
 
 @pytest.mark.slow
 def test_shipped_ablation_cache_agrees_with_a_run_made_here(real_classifier):
-    """The shipped runs match notebook 06's photos; one of them (Diff, 100 iterations) recomputed here agrees."""
+    """The shipped runs match notebook 07's photos; one of them (Diff, 100 iterations) recomputed here agrees."""
     from opticam_lib import load_samples
 
     path = ablation_cache_path(real_classifier.name)

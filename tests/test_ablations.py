@@ -1,4 +1,4 @@
-"""opticam_lib.course.ablations: the option grid of notebook 06 against direct calls of optimize and the metrics,
+"""opticam_lib.course.ablations: the option grid of notebook 07 against direct calls of optimize and the metrics,
 the target rules of Table A9, the classifier without input normalisation (Table A14), the paper's rows,
 the figures and the exercise checker. Tiny models only (conftest), so every run takes milliseconds."""
 

@@ -1,4 +1,4 @@
-"""Notebook 10's library: the optimisers and schedules of ``optimize`` (checked against torch.optim), patience
+"""Notebook 11's library: the optimisers and schedules of ``optimize`` (checked against torch.optim), patience
 for per-image early stopping, time-to-quality curves, several classes of one image, early-stop study, the
 exercise's checker and the upload helper."""
 

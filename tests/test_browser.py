@@ -160,9 +160,9 @@ SPECS: dict[str, Spec] = {
     # the Opti-CAM explorer: imports, profile, model and photos, then the explorer; not the worked examples in
     # between (most of the notebook's minute, and nbval runs them)
     "03_opti_cam": Spec(slider="iterations", dropdown="objective"),
-    "06_ablations": Spec(slider="iterations", dropdown="objective"),  # the same explorer, more settings
+    "07_ablations": Spec(slider="iterations", dropdown="objective"),  # the same explorer, more settings
     # the image picker: no slider or dropdown; Tab to its button, Enter, choose a photo (the defaults do this)
-    "10_beyond_the_paper": Spec(),
+    "11_beyond_the_paper": Spec(),
 }
 
 

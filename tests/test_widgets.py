@@ -166,7 +166,7 @@ def test_opticam_explorer_wiring(clf, monkeypatch):
     assert "p = " in c["status"].value and "error" not in c["status"].value
 
 
-# --- input normalisation and the least probable class (notebook 06) -------------------------------------------
+# --- input normalisation and the least probable class (notebook 07) -------------------------------------------
 
 
 def test_explore_opticam_without_input_normalization(clf):

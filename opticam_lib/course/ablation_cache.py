@@ -1,6 +1,6 @@
-"""Notebook 06's option grids at convergence, computed once and shipped: a cache of ``run_grid`` runs.
+"""Notebook 07's option grids at convergence, computed once and shipped: a cache of ``run_grid`` runs.
 
-Every ablation of notebook 06 runs Opti-CAM to convergence (the paper's 100 Adam iterations). Fourteen such runs
+Every ablation of notebook 07 runs Opti-CAM to convergence (the paper's 100 Adam iterations). Fourteen such runs
 on four photos take about 5 minutes on 2 CPU cores, more than a notebook's budget, so
 ``python -m opticam_lib precompute --ablations`` runs the notebook's grids (``ablations.ablation_grids``) with
 ``run_grid`` itself and saves, for every run, what ``run_grid`` needs to rebuild its rows without optimising:

@@ -1,4 +1,4 @@
-"""Ablations of Opti-CAM (notebook 06): what each choice does to AD, AG and AI (eq. 13-15).
+"""Ablations of Opti-CAM (notebook 07): what each choice does to AD, AG and AI (eq. 13-15).
 
 The paper studies the objective (Mask, Diff, IOMask, IODiff: Tables 6 and A12), the normalisation n (range, max,
 sigmoid: eq. 16-18), the layer (Table A13), the learning rate and number of iterations (Fig. A5), the target class
@@ -132,7 +132,7 @@ def candidate_layers(classifier: Classifier, count: int = 4) -> list[str]:
 
 
 def ablation_grids(classifier: Classifier) -> dict[str, dict[str, list]]:
-    """The grids of notebook 06, one per study (the notebook and ``build_ablation_cache`` both read them here).
+    """The grids of notebook 07, one per study (the notebook and ``build_ablation_cache`` both read them here).
 
     ``objective_normalization``: Table 6; ``in_out``: Table A12; ``layer``: Table A13 (the default layer and
     three earlier blocks, ``candidate_layers``); ``target``: Table A9; ``input_normalization``: Table A14.

@@ -1,4 +1,4 @@
-"""What the paper leaves open, measured (notebook 10): time-to-quality curves of Opti-CAM's optimiser and
+"""What the paper leaves open, measured (notebook 11): time-to-quality curves of Opti-CAM's optimiser and
 schedule, several classes of one image in one batch, per-image early stopping, and the exercise's checker.
 
 Every study here calls ``opticam.optimize`` (Adam or SGD, constant / cosine / step learning rate, per-image

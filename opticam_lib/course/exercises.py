@@ -189,7 +189,7 @@ def check_masked_probability(fn: Callable[..., Tensor]) -> bool:
 
 
 def check_tokens_to_grid(fn: Callable[[Tensor, int], Tensor]) -> bool:
-    """Exercise (notebook 09): a transformer's tokens as feature maps, as ``Classifier.to_grid`` does.
+    """Exercise (notebook 10): a transformer's tokens as feature maps, as ``Classifier.to_grid`` does.
 
     ``fn(tokens (N, T, K), prefix_tokens) -> (N, K, h, w)``: drop the first ``prefix_tokens`` tokens (class,
     distillation), then lay the h*w patch tokens out row by row with the K channels first.
@@ -232,7 +232,7 @@ def check_tokens_to_grid(fn: Callable[[Tensor, int], Tensor]) -> bool:
 
 
 def check_rollout(fn: Callable[[list[Tensor]], Tensor]) -> bool:
-    """Exercise (notebook 09): attention rollout (Abnar & Zuidema), heads averaged.
+    """Exercise (notebook 10): attention rollout (Abnar & Zuidema), heads averaged.
 
     ``fn(attentions) -> (N, T, T)`` with ``attentions`` a list of L tensors (N, heads, T, T), input side first;
     expected: ``Â_L ... Â_1`` with ``Â_l = (mean over heads of A_l + I) / 2``.
@@ -268,7 +268,7 @@ def check_rollout(fn: Callable[[list[Tensor]], Tensor]) -> bool:
 
 
 def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
-    """Exercise (notebook 11): the ranking area constraint of extremal perturbations.
+    """Exercise (notebook 06): the ranking area constraint of extremal perturbations.
 
     ``fn(masks (N, ...), area) -> (N,)`` with ``R_a(m) = mean_i (sort(m)_i - r_a,i)^2``, the mask values sorted in
     ascending order and r_a the reference: floor(M (1 - a)) zeros, then ones (M values per mask).
@@ -310,7 +310,7 @@ def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
 
 
 def check_target_rule(fn) -> bool:
-    """Exercise (notebook 06): the target classes of Table A9 from class probabilities.
+    """Exercise (notebook 07): the target classes of Table A9 from class probabilities.
 
     ``fn(probs (N, C) in [0, 1], labels (N,), rule) -> (N,)`` long class ids, for every rule of
     ``TARGET_RULES``. Prints ``✓`` when right, a reminder while ``fn`` raises ``NotImplementedError``; raises
@@ -349,7 +349,7 @@ def check_target_rule(fn) -> bool:
 
 
 def check_first_reaching(fn: Callable[[Sequence[int], Sequence[float], float], int | None]) -> bool:
-    """Exercise (notebook 10): ``fn(iterations, ag, level)`` -> the first checkpoint whose AG is at least
+    """Exercise (notebook 11): ``fn(iterations, ag, level)`` -> the first checkpoint whose AG is at least
     ``level``, or None when no checkpoint reaches it. Checked on curves that rise, dip and never arrive."""
     from opticam_lib.course.exercises import _run
 
@@ -380,7 +380,7 @@ def check_first_reaching(fn: Callable[[Sequence[int], Sequence[float], float], i
 
 
 def check_energy_pointing_game(fn) -> bool:
-    """Exercise (notebook 07): the energy pointing game (EP = precision, eq. A3) by hand.
+    """Exercise (notebook 08): the energy pointing game (EP = precision, eq. A3) by hand.
 
     ``fn(saliency (H, W) float >= 0, box (4,) xyxy pixels, x1/y1 exclusive) -> float in [0, 1]``: the share of
     the map's mass inside the box. Checked against ``localization.energy_pointing_game`` on random maps and
@@ -434,7 +434,7 @@ def check_energy_pointing_game(fn) -> bool:
 
 
 def check_spearman(fn: Callable[[Tensor, Tensor], float]) -> bool:
-    """Exercise (notebook 08): Spearman rank correlation of two maps, ties given their average rank.
+    """Exercise (notebook 09): Spearman rank correlation of two maps, ties given their average rank.
 
     ``fn(a, b) -> float`` for two tensors of the same shape (flattened); checked against scipy on random maps,
     maps with ties, a monotone transform (must give exactly 1) and a reversal (-1). Prints ``✓`` or raises

@@ -149,7 +149,7 @@ def plot_extremal_history(
     labels: Sequence[str] | None = None,
     area_weights: Tensor | None = None,
 ) -> Figure:
-    """Extremal perturbation's optimisation (notebook 11): the class score and the area loss per iteration.
+    """Extremal perturbation's optimisation (notebook 06): the class score and the area loss per iteration.
 
     Args:
         scores: (N, T) the class logit of the perturbed image at each iteration (``ExtremalResult.scores``).
@@ -175,7 +175,7 @@ def plot_extremal_history(
 
 
 def plot_superpixel_weights(image: Tensor, segments: Tensor, weights: Tensor, title: str = "") -> Figure:
-    """LIME's view of an image (notebook 11): the superpixel grid, and one weight per superpixel painted on it.
+    """LIME's view of an image (notebook 06): the superpixel grid, and one weight per superpixel painted on it.
 
     Args:
         image: (3, H, W) float in [0, 1].

@@ -1,4 +1,4 @@
-"""Notebook 08: the sanity checks' figures (appendix G, Fig. A6-A7): the cascade of randomised layers and
+"""Notebook 09: the sanity checks' figures (appendix G, Fig. A6-A7): the cascade of randomised layers and
 the maps of models trained on true and permuted labels."""
 
 from __future__ import annotations

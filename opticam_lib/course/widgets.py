@@ -57,7 +57,7 @@ def explore_opticam(
     The explorer widget calls exactly this; notebooks call it once first for a static figure.
     ``input_normalization=False`` feeds the network raw [0, 1] pixels, for the map and for p and o
     (the paper's appendix H, ``ablations.without_input_normalization``). ``optimizer="rprop"`` (iRprop+) reaches
-    the paper's quality in fewer iterations (notebook 10); ``lr=None`` takes the optimizer's default.
+    the paper's quality in fewer iterations (notebook 11); ``lr=None`` takes the optimizer's default.
     """
     if not input_normalization:
         from opticam_lib.course.ablations import without_input_normalization

@@ -1,4 +1,4 @@
-"""Notebook 11's exercise checker (the ranking area loss of extremal perturbations) and its two figures."""
+"""Notebook 06's exercise checker (the ranking area loss of extremal perturbations) and its two figures."""
 
 from __future__ import annotations
 
