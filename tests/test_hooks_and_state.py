@@ -412,3 +412,27 @@ def test_replace_output_cnn_and_tokens(tiny_cnn, tiny_vit, images):
             y1 = tiny_vit.model(images)  # same tokens back: same logits, class token kept
         assert torch.allclose(y0, y1, atol=1e-6)
         assert hook_count(tiny_vit.model) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluate's warm-up pass
+
+
+def test_evaluate_warm_up_runs_one_untimed_pass_and_restores_state(bn_cnn, images):
+    """The warm-up is one extra forward pass before the clock starts; the model comes back as it was."""
+    from opticam_lib.metrics.evaluate import evaluate
+
+    set_mixed_state(bn_cnn.model)
+    before = snapshot(bn_cnn.model)
+    calls = []
+    handle = bn_cnn.net.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        evaluate(bn_cnn, "gradcam", images, warmup=False)
+        cold = len(calls)
+        calls.clear()
+        with_warmup = evaluate(bn_cnn, "gradcam", images, warmup=True)
+    finally:
+        handle.remove()
+    assert len(calls) == cold + 1
+    assert_same_state(before, snapshot(bn_cnn.model))
+    assert with_warmup.T >= 0
