@@ -147,3 +147,77 @@ def test_check_maps():
     ):
         with pytest.raises(InputError, match=message):
             validate_maps(bad, images)
+
+
+# ---- up as two matrix products R_H S R_W^T (issue 13): the same numbers as F.interpolate ------------------------
+
+UPSAMPLE_SHAPES = [
+    (7, 7, 224, 224),  # ResNet50 / EfficientNet at 224
+    (14, 14, 224, 224),
+    (7, 5, 224, 160),  # non-square in and out
+    (3, 8, 13, 5),  # up in one direction, down in the other
+    (1, 1, 5, 9),  # h = w = 1: a constant map
+    (1, 7, 224, 13),  # h = 1
+    (7, 1, 3, 224),  # w = 1, and H < h
+    (2, 3, 2, 3),  # same size
+    (9, 9, 4, 4),  # down-sampling
+]
+
+
+@pytest.mark.parametrize("h, w, big_h, big_w", UPSAMPLE_SHAPES)
+def test_upsample_equals_bilinear_interpolate(h, w, big_h, big_w):
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(h * 100 + w)
+    maps = torch.randn(2, 3, h, w, generator=gen, dtype=torch.float64)
+    ref = F.interpolate(maps, size=(big_h, big_w), mode="bilinear", align_corners=False)
+    assert torch.allclose(upsample(maps, (big_h, big_w)), ref, atol=1e-12, rtol=0)
+    out32 = upsample(maps.float(), (big_h, big_w))
+    assert out32.dtype == torch.float32 and out32.shape == (2, 3, big_h, big_w)
+    assert torch.allclose(out32, ref.float(), atol=1e-6, rtol=0)
+
+
+def test_upsample_gradient_equals_bilinear_interpolate():
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(3)
+    maps = torch.randn(2, 1, 7, 5, generator=gen, dtype=torch.float64)
+    weights = torch.randn(2, 1, 30, 17, generator=gen, dtype=torch.float64)
+    grads = []
+    for up in (
+        lambda m: upsample(m, (30, 17)),
+        lambda m: F.interpolate(m, size=(30, 17), mode="bilinear", align_corners=False),
+    ):
+        x = maps.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((up(x) * weights).sum(), x)
+        grads.append(g)
+    assert torch.allclose(grads[0], grads[1], atol=1e-12, rtol=0)
+
+
+def test_interpolation_matrix_by_hand_and_cached():
+    from opticam_lib.methods.maps import interpolation_matrix
+
+    # 2 -> 4, align_corners=False: sources max(0, (i + 0.5) / 2 - 0.5) = 0, 0.25, 0.75, 1.25 (clamped to pixel 1)
+    r = interpolation_matrix(2, 4)
+    expected = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
+    assert torch.equal(r, expected)
+    assert interpolation_matrix(2, 4) is r  # built once per shape, device and dtype
+    assert interpolation_matrix(2, 4, dtype=torch.float64).dtype == torch.float64
+    assert torch.equal(
+        interpolation_matrix(1, 3), torch.ones(3, 1)
+    )  # h = 1: every output pixel is the one input
+    with pytest.raises(InputError, match="positive"):
+        interpolation_matrix(0, 4)
+
+
+def test_upsample_stays_float32_under_autocast():
+    maps = torch.rand(1, 1, 7, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = upsample(maps, (224, 224))
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, upsample(maps, (224, 224)))
+
+
+def test_upsample_rejects_a_wrong_shape():
+    with pytest.raises(InputError, match=r"\(N, C, h, w\)"):
+        upsample(torch.rand(7, 7), (224, 224))

@@ -5,16 +5,19 @@ These are the only homes of those equations; every method uses them.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_choice
 
 Normalization = Literal["range", "max", "sigmoid"]
 NORMALIZATIONS: tuple[str, ...] = ("range", "max", "sigmoid")
+_CPU = torch.device("cpu")
 
 
 def combine(weights: Tensor, activations: Tensor, activation: str = "relu") -> Tensor:
@@ -34,11 +37,50 @@ def combine(weights: Tensor, activations: Tensor, activation: str = "relu") -> T
     return F.relu(s) if activation == "relu" else s
 
 
+@functools.lru_cache(maxsize=64)
+def interpolation_matrix(
+    size_in: int, size_out: int, device: torch.device = _CPU, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """R (size_out, size_in): 1-D linear interpolation with align_corners=False, as a matrix.
+
+    Row i holds the two weights ``1 - l`` and ``l`` of output pixel i on input pixels ``i0`` and
+    ``min(i0 + 1, size_in - 1)``, where ``s = max((i + 0.5) * size_in / size_out - 0.5, 0)``, ``i0 = floor(s)`` and
+    ``l = s - i0`` (PyTorch's rule). Every row sums to 1, every entry is in [0, 1]. Built once per
+    (size_in, size_out, device, dtype) and cached; do not modify it in place.
+    """
+    if size_in < 1 or size_out < 1:
+        raise InputError(f"interpolation sizes must be positive, got {size_in} -> {size_out}")
+    scale = size_in / size_out
+    src = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=size_in - 1)
+    i1 = (i0 + 1).clamp(max=size_in - 1)
+    lam = src - i0
+    r = torch.zeros(size_out, size_in, dtype=torch.float64)
+    rows = torch.arange(size_out)
+    r.index_put_((rows, i0), 1 - lam, accumulate=True)
+    r.index_put_((rows, i1), lam, accumulate=True)
+    return r.to(device=device, dtype=dtype)
+
+
 def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """``up`` in eq. (3), (5), (10): bilinear upsampling of (N, C, h, w) to (N, C, H, W), align_corners=False."""
-    if tuple(maps.shape[-2:]) == tuple(size):
+    """``up`` in eq. (3), (5), (10): bilinear resizing of (N, C, h, w) to (N, C, H, W), align_corners=False.
+
+    Written as two small matrix products, ``R_H S R_W^T`` with ``R_H`` (H, h) and ``R_W`` (W, w) from
+    ``interpolation_matrix``: the same numbers as ``F.interpolate(mode="bilinear", align_corners=False)``
+    (within float round-off), but a backward pass that is two matrix products too, much cheaper than the
+    bilinear kernel's. Always computed in float32 or wider, also under autocast, so a map keeps its precision.
+    Values stay within the input's range (convex combinations of input pixels).
+    """
+    if maps.dim() != 4:
+        raise InputError(f"maps must have shape (N, C, h, w), got {tuple(maps.shape)}")
+    height, width = int(size[0]), int(size[1])
+    if tuple(maps.shape[-2:]) == (height, width):
         return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    dtype = maps.dtype if maps.dtype == torch.float64 else torch.float32
+    rows = interpolation_matrix(maps.shape[-2], height, maps.device, dtype)
+    cols = interpolation_matrix(maps.shape[-1], width, maps.device, dtype)
+    with torch.autocast(maps.device.type, enabled=False):
+        return rows @ maps.to(dtype) @ cols.T
 
 
 def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12) -> Tensor:
