@@ -15,12 +15,20 @@ What this implementation does that the authors' script does not (FACTS.md sectio
 - a whole batch is optimised at once, one u and one target per image; each image stops on its own, and images
   that stopped are no longer forwarded. Adam's update is element-wise, so this is exactly the result of
   optimising each image alone.
+
+Options for a GPU (issue 13), off by default: ``fold_batchnorm`` and ``channels_last`` run a folded copy of the model
+(``models/fast.py``; the caller's model is untouched), ``amp_dtype`` picks autocast's precision, and ``graph``
+captures one iteration in a CUDA graph and replays it. A graph needs static shapes, so with ``graph`` the batch
+keeps its size: finished images are still forwarded, but their u, moments and history are masked and no longer
+change (the same result as dropping them). Where capture is impossible (CPU, the iRprop+ optimizer, a model
+that syncs with the host) the same masked step runs eagerly, and a warning says so once.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +42,7 @@ from opticam_lib.inputs import Targets, prepare, validate_choice, validate_posit
 from opticam_lib.methods.features import features
 from opticam_lib.methods.maps import NORMALIZATIONS, combine, to_saliency
 from opticam_lib.models.classifier import Classifier
+from opticam_lib.models.fast import fast_copy
 
 OBJECTIVES: tuple[str, ...] = ("mask", "diff", "iomask", "iodiff")
 SELECTORS: tuple[str, ...] = ("logit", "prob", "logprob")
@@ -47,6 +56,43 @@ RPROP_ZERO: float = 1e-5  # gradient components below this fraction of the image
 DEFAULT_LR: dict[str, float] = {"adam": 0.1, "sgd": 0.1, "rprop": 0.5}
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
 Schedule = str | Callable[[int, int], float]
+AMP_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
+#: with ``graph``, the host checks for finished images and non-finite objectives every this many replays
+GRAPH_CHECK_EVERY: int = 8
+_SAID: set[str] = set()  # the fallback messages already given (each is said once per process)
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def adam_step(
+    u: Tensor,
+    m: Tensor,
+    v: Tensor,
+    g: Tensor,
+    t: Tensor,
+    lr: float | Tensor,
+    b1: float,
+    b2: float,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One Adam step on u (minimising, so pass g = -dF/du), per row: returns the new (u, m, v).
+
+    ``t`` (N, 1) is each row's step count (>= 1) for the bias corrections ``1 - b1**t`` and ``1 - b2**t``."""
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    return u - lr * m_hat / (v_hat.sqrt() + eps), m, v
+
+
+def sgd_step(u: Tensor, m: Tensor, g: Tensor, lr: float | Tensor, momentum: float) -> tuple[Tensor, Tensor]:
+    """One heavy-ball SGD step (torch.optim.SGD, dampening 0) on u for g = -dF/du: returns the new (u, m)."""
+    m = momentum * m + g
+    return u - lr * m, m
 
 
 def lr_factor(schedule: Schedule, step: int, total: int) -> float:
@@ -211,6 +257,10 @@ def optimize(
     callback_every: int = 10,
     progress: bool = True,
     amp: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    fold_batchnorm: bool = False,
+    channels_last: bool = False,
+    graph: bool = False,
 ) -> OptiCAMResult:
     """Opti-CAM, eq. (9)-(11): maximise F over u with Adam (or SGD), for a batch of images at once.
 
@@ -246,7 +296,18 @@ def optimize(
         callback: called as ``callback(step, partial_result)`` every ``callback_every`` iterations and at the
             end (for live plots); the partial result's maps are those of the current u.
         progress: show a progress bar.
-        amp: run the masked forward passes under autocast (bfloat16 on CPU, float16 on CUDA).
+        amp: run the masked forward passes under autocast (bfloat16 on CPU, float16 on CUDA, unless ``amp_dtype``).
+            The map itself (softmax, combination, upsampling, normalisation) stays in float32.
+        amp_dtype: autocast's dtype, ``torch.bfloat16`` or ``torch.float16`` (None: the device's default above).
+        fold_batchnorm: run a copy of the model with batch norm folded into the convolutions (``fast_copy``:
+            same maps within float round-off, faster on a GPU; the copy costs one deep copy per call, so for many
+            batches call ``fast_copy`` once and pass its classifier instead).
+        channels_last: run a channels-last copy of the model on channels-last images (with ``fold_batchnorm``,
+            one copy for both).
+        graph: capture one iteration in a CUDA graph and replay it (Adam or SGD; on a GPU, for small batches
+            where the GPU waits on kernel launches). The batch keeps its size and finished images are masked,
+            so the result equals the default path's within float round-off. On the CPU, or when capture fails,
+            the same masked step runs eagerly and a ``RuntimeWarning`` says so, once per reason.
     Returns:
         ``OptiCAMResult`` with maps (N, 1, H, W) in [0, 1] and the per-iteration objective of every image.
     """
@@ -273,9 +334,27 @@ def optimize(
         raise InputError(f"momentum must be a number in [0, 1), got {momentum!r}")
     if not callable(schedule):
         validate_choice(schedule, "schedule", SCHEDULES)
+    if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
+        raise InputError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {amp_dtype!r}")
+    for flag, name in (
+        (fold_batchnorm, "fold_batchnorm"),
+        (channels_last, "channels_last"),
+        (graph, "graph"),
+    ):
+        if not isinstance(flag, bool):
+            raise InputError(f"{name} must be True or False, got {flag!r}")
     start_time = time.perf_counter()
+    if fold_batchnorm or channels_last:  # a copy: the caller's model is never modified
+        classifier, _ = fast_copy(
+            classifier, fold_batchnorm=fold_batchnorm, channels_last=channels_last, layer=layer
+        )
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     device = classifier.device
     size = tuple(images.shape[-2:])
+    if graph and optimizer == "rprop":
+        _say_once("graph=True supports the Adam and SGD optimizers; iRprop+ runs the default eager loop")
+        graph = False
 
     acts, logits = features(classifier, images, layer)  # once, no graph, detached
     acts = acts.float()
@@ -294,7 +373,7 @@ def optimize(
     previous = torch.full((n,), float("nan"), device=device)
     calm = torch.zeros(n, dtype=torch.long, device=device)  # iterations in a row with a change below tol
     b1, b2 = betas
-    autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    autocast_dtype = amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
 
     def partial() -> OptiCAMResult:
         with torch.no_grad():
@@ -310,77 +389,234 @@ def optimize(
         )
 
     bar = tqdm(range(iterations), desc="Opti-CAM", disable=not progress, leave=False)
-    with frozen(classifier.model):
-        for it in bar:
-            idx = active.nonzero()[:, 0]
-            if idx.numel() == 0:
-                break
-            everyone = idx.numel() == n  # no copies of the images and features while every image is active
-            u_a = (u if everyone else u[idx]).clone().requires_grad_(True)
-            acts_a = acts if everyone else acts[idx]
-            images_a = images if everyone else images[idx]
-            with torch.enable_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=amp):
-                masks = saliency_map(u_a, acts_a, size, normalization, activation)
-                f = compute_objective(
-                    classifier, images_a, masks, targets[idx], objective, selector, original[idx]
-                ).float()
-                (grad,) = torch.autograd.grad(f.sum(), u_a)
-            with torch.no_grad():
-                f = f.detach()
-                if not torch.isfinite(f).all():
-                    bad = idx[~torch.isfinite(f)].tolist()
-                    raise InputError(
-                        f"the objective F became NaN or infinite at iteration {it + 1} for image(s) {bad} "
-                        f"(objective={objective!r}, selector={selector!r}, optimizer={optimizer!r}, lr={lr!r}): "
-                        "lower lr, or check the model's outputs on masked images"
-                    )
-                history[idx.cpu(), it] = f.cpu()
-                # ascent on F (element-wise, so each image is optimised exactly as if it were alone)
-                steps[idx] += 1
-                g = -grad  # minimise -F
-                lr_t = lr * lr_factor(schedule, it, iterations)
-                if optimizer == "adam":
-                    m[idx] = b1 * m[idx] + (1 - b1) * g
-                    v[idx] = b2 * v[idx] + (1 - b2) * g * g
-                    t = steps[idx][:, None]
-                    m_hat = m[idx] / (1 - b1**t)
-                    v_hat = v[idx] / (1 - b2**t)
-                    u[idx] = u[idx] - lr_t * m_hat / (v_hat.sqrt() + eps)
-                elif optimizer == "sgd":  # SGD with heavy-ball momentum (torch.optim.SGD, dampening 0)
-                    m[idx] = momentum * m[idx] + g
-                    u[idx] = u[idx] - lr_t * m[idx]
-                else:  # iRprop+: ascent on F, one step size per coordinate, undo where the sign flipped and F fell
-                    up, down = RPROP_ETAS
-                    # float noise has no sign: components below 1e-5 of the image's largest count as zero
-                    grad = torch.where(
-                        grad.abs() > RPROP_ZERO * grad.abs().amax(dim=1, keepdim=True), grad, 0.0
-                    )
-                    sign_kept = grad * m[idx]
-                    step = torch.where(
-                        sign_kept > 0, v[idx] * up, torch.where(sign_kept < 0, v[idx] * down, v[idx])
-                    )
-                    step = step.clamp(*RPROP_STEPS)
-                    flip = sign_kept < 0
-                    fell = (f < previous[idx])[:, None]  # False at the first iteration (previous is NaN)
-                    move = torch.where(flip, torch.where(fell, -last[idx], 0.0), step * grad.sign())
-                    u[idx] = u[idx] + move
-                    last[idx] = move
-                    m[idx] = torch.where(flip, 0.0, grad)
-                    v[idx] = step
-                if tol is not None:
-                    small = (f - previous[idx]).abs() < tol
-                    calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
-                    active[idx[calm[idx] >= patience]] = False
-                previous[idx] = f
-            if progress:
-                bar.set_postfix(objective=f"{float(f.mean()):.3f}", active=int(active.sum()))
-            if callback is not None and (it + 1) % callback_every == 0:
-                callback(it + 1, partial())
+    if graph:
+        with frozen(classifier.model):
+            _static_loop(
+                classifier,
+                images,
+                targets,
+                acts,
+                original,
+                dict(u=u, m=m, v=v, steps=steps, active=active, previous=previous, calm=calm),
+                history,
+                bar=bar,
+                on_iteration=None
+                if callback is None
+                else (lambda done: callback(done, partial()) if done % callback_every == 0 else None),
+                size=size,
+                objective=objective,
+                normalization=normalization,
+                selector=selector,
+                activation=activation,
+                optimizer=optimizer,
+                lr=float(lr),
+                schedule=schedule,
+                betas=(b1, b2),
+                eps=eps,
+                momentum=momentum,
+                tol=tol,
+                patience=patience,
+                amp=amp,
+                autocast_dtype=autocast_dtype,
+            )
+    else:
+        with frozen(classifier.model):
+            for it in bar:
+                idx = active.nonzero()[:, 0]
+                if idx.numel() == 0:
+                    break
+                everyone = (
+                    idx.numel() == n
+                )  # no copies of the images and features while every image is active
+                u_a = (u if everyone else u[idx]).clone().requires_grad_(True)
+                acts_a = acts if everyone else acts[idx]
+                images_a = images if everyone else images[idx]
+                with torch.enable_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=amp):
+                    masks = saliency_map(u_a, acts_a, size, normalization, activation)
+                    f = compute_objective(
+                        classifier, images_a, masks, targets[idx], objective, selector, original[idx]
+                    ).float()
+                    (grad,) = torch.autograd.grad(f.sum(), u_a)
+                with torch.no_grad():
+                    f = f.detach()
+                    if not torch.isfinite(f).all():
+                        bad = idx[~torch.isfinite(f)].tolist()
+                        raise InputError(
+                            f"the objective F became NaN or infinite at iteration {it + 1} for image(s) {bad} "
+                            f"(objective={objective!r}, selector={selector!r}, optimizer={optimizer!r}, lr={lr!r}): "
+                            "lower lr, or check the model's outputs on masked images"
+                        )
+                    history[idx.cpu(), it] = f.cpu()
+                    # ascent on F (element-wise, so each image is optimised exactly as if it were alone)
+                    steps[idx] += 1
+                    g = -grad  # minimise -F
+                    lr_t = lr * lr_factor(schedule, it, iterations)
+                    if optimizer == "adam":
+                        u[idx], m[idx], v[idx] = adam_step(
+                            u[idx], m[idx], v[idx], g, steps[idx][:, None], lr_t, b1, b2, eps
+                        )
+                    elif optimizer == "sgd":  # SGD with heavy-ball momentum (torch.optim.SGD, dampening 0)
+                        u[idx], m[idx] = sgd_step(u[idx], m[idx], g, lr_t, momentum)
+                    else:  # iRprop+: ascent on F, one step size per coordinate, undo where the sign flipped and F fell
+                        up, down = RPROP_ETAS
+                        # float noise has no sign: components below 1e-5 of the image's largest count as zero
+                        grad = torch.where(
+                            grad.abs() > RPROP_ZERO * grad.abs().amax(dim=1, keepdim=True), grad, 0.0
+                        )
+                        sign_kept = grad * m[idx]
+                        step = torch.where(
+                            sign_kept > 0, v[idx] * up, torch.where(sign_kept < 0, v[idx] * down, v[idx])
+                        )
+                        step = step.clamp(*RPROP_STEPS)
+                        flip = sign_kept < 0
+                        fell = (f < previous[idx])[:, None]  # False at the first iteration (previous is NaN)
+                        move = torch.where(flip, torch.where(fell, -last[idx], 0.0), step * grad.sign())
+                        u[idx] = u[idx] + move
+                        last[idx] = move
+                        m[idx] = torch.where(flip, 0.0, grad)
+                        v[idx] = step
+                    if tol is not None:
+                        small = (f - previous[idx]).abs() < tol
+                        calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
+                        active[idx[calm[idx] >= patience]] = False
+                    previous[idx] = f
+                if progress:
+                    bar.set_postfix(objective=f"{float(f.mean()):.3f}", active=int(active.sum()))
+                if callback is not None and (it + 1) % callback_every == 0:
+                    callback(it + 1, partial())
     bar.close()
     result = partial()
     if callback is not None and int(steps.max()) % callback_every != 0:
         callback(int(steps.max()), result)
     return result
+
+
+def _static_loop(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Tensor,
+    acts: Tensor,
+    original: Tensor,
+    state: dict[str, Tensor],
+    history: Tensor,
+    *,
+    bar: tqdm,
+    on_iteration: Callable[[int], None] | None,
+    size: tuple[int, int],
+    objective: str,
+    normalization: str,
+    selector: str,
+    activation: str,
+    optimizer: str,
+    lr: float,
+    schedule: Schedule,
+    betas: tuple[float, float],
+    eps: float,
+    momentum: float,
+    tol: float | None,
+    patience: int,
+    amp: bool,
+    autocast_dtype: torch.dtype,
+) -> None:
+    """``optimize``'s loop with static shapes (``graph=True``): every image is forwarded at every iteration and
+    the images that stopped are masked, so one iteration can be captured in a CUDA graph and replayed.
+
+    ``state`` holds u (N, K), Adam's m and v (N, K), steps (N,) float, active (N,) bool, previous (N,) and calm
+    (N,) long; all are updated in place (the graph reads and writes these very tensors). ``history`` (N, T) on
+    the CPU receives the objective of each active image (NaN once it stopped). Raises ``InputError`` when an
+    active image's objective is not finite (checked every ``GRAPH_CHECK_EVERY`` replays on a GPU, at every step
+    otherwise).
+    """
+    u, m, v = state["u"], state["m"], state["v"]
+    steps, active, previous, calm = state["steps"], state["active"], state["previous"], state["calm"]
+    device = u.device
+    n, iterations = history.shape
+    b1, b2 = betas
+    lr_now = torch.zeros((), device=device)  # the learning rate of this iteration, read by the graph
+    f_out = torch.zeros(n, device=device)  # F of each image this iteration, NaN where it had stopped
+    bad_out = torch.zeros(n, dtype=torch.bool, device=device)  # active and F not finite
+    trace = torch.full((n, iterations), float("nan"), device=device)
+
+    def step() -> None:
+        u_leaf = u.detach().requires_grad_(True)
+        with (
+            torch.enable_grad(),
+            torch.autocast(device.type, dtype=autocast_dtype, enabled=amp, cache_enabled=False),
+        ):
+            masks = saliency_map(u_leaf, acts, size, normalization, activation)
+            f = compute_objective(classifier, images, masks, targets, objective, selector, original).float()
+            (grad,) = torch.autograd.grad(f.sum(), u_leaf)
+        with torch.no_grad():
+            f = f.detach()
+            on = active[:, None]
+            steps.add_(active.float())
+            g = -grad
+            if optimizer == "adam":
+                new_u, new_m, new_v = adam_step(u, m, v, g, steps[:, None].clamp(min=1), lr_now, b1, b2, eps)
+                v.copy_(torch.where(on, new_v, v))
+            else:
+                new_u, new_m = sgd_step(u, m, g, lr_now, momentum)
+            m.copy_(torch.where(on, new_m, m))
+            u.copy_(torch.where(on, new_u, u))
+            f_out.copy_(torch.where(active, f, torch.full_like(f, float("nan"))))
+            bad_out.copy_(active & ~torch.isfinite(f))
+            if tol is not None:
+                small = (f - previous).abs() < tol
+                calm.copy_(torch.where(active, torch.where(small, calm + 1, torch.zeros_like(calm)), calm))
+                previous.copy_(torch.where(active, f, previous))
+                active.copy_(active & (calm < patience))
+            else:
+                previous.copy_(torch.where(active, f, previous))
+
+    captured: torch.cuda.CUDAGraph | None = None
+    use_graph = device.type == "cuda"
+    if not use_graph:
+        _say_once(
+            f"graph=True: CUDA graphs need a CUDA device, not {device.type!r}; the same static, masked step runs "
+            "eagerly (same result)"
+        )
+    check_every = GRAPH_CHECK_EVERY if use_graph else 1
+    for it in bar:
+        lr_now.fill_(lr * lr_factor(schedule, it, iterations))
+        if use_graph and captured is None and it > 0:  # iteration 0 ran eagerly on a side stream: the warm-up
+            try:
+                candidate = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(candidate):
+                    step()
+                captured = candidate
+            except Exception as err:
+                use_graph = False
+                _say_once(
+                    f"graph=True: capturing the iteration failed ({type(err).__name__}: {err}); "
+                    "the same static, masked step runs eagerly"
+                )
+        if captured is not None:
+            captured.replay()
+        elif use_graph:  # the warm-up, on a side stream as CUDA graphs want
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                step()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            step()
+        trace[:, it].copy_(f_out)
+        last = it + 1 == iterations
+        if (it + 1) % check_every == 0 or last or (on_iteration is not None):
+            bad, alive = torch.stack([bad_out.any(), active.any()]).tolist()
+            if bad:
+                which = bad_out.nonzero()[:, 0].tolist()
+                raise InputError(
+                    f"the objective F became NaN or infinite by iteration {it + 1} for image(s) {which} "
+                    f"(objective={objective!r}, selector={selector!r}, optimizer={optimizer!r}, lr={lr!r}): "
+                    "lower lr, or check the model's outputs on masked images"
+                )
+            if on_iteration is not None:
+                history.copy_(trace.cpu())
+                on_iteration(it + 1)
+            if not alive:
+                break
+    history.copy_(trace.cpu())
 
 
 def opticam(classifier: Classifier, images: Tensor, targets: Targets = None, **options) -> Tensor:

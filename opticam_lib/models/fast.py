@@ -1,0 +1,189 @@
+"""A faster copy of a frozen classifier for inference-only work (issue 13): batch norm folded into the convolutions,
+channels-last memory layout. The caller's classifier and model are never modified.
+
+A frozen model in eval mode computes ``BN(conv(x)) = gamma * (W * x + b - mu) / sqrt(var + eps) + beta``, an affine
+function of the convolution's output, so the pair is one convolution with scaled weights and a shifted bias
+(``torch.nn.utils.fusion.fuse_conv_bn_eval``). The pairs are found by running the model once on a small input
+and watching which batch norm receives exactly the tensor a convolution returned (same object, not modified in
+place) and, in the autograd graph, that nothing else uses it, so any network works, whatever its code looks like;
+a convolution whose output also goes elsewhere, or that is the target layer, is left alone. The copy is checked against the original on a random input before
+it is returned.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from opticam_lib.errors import InputError, OptiCAMError
+from opticam_lib.hooks import capture, frozen
+from opticam_lib.models.classifier import Classifier
+
+
+@dataclass
+class FastInfo:
+    """What ``fast_copy`` did: the folded (convolution, batch norm) pairs by name, and the memory layout."""
+
+    folded: list[tuple[str, str]]
+    channels_last: bool
+
+
+def _bn_replacement(bn: nn.BatchNorm2d) -> nn.Module | None:
+    """What stays of a batch norm once folded: nothing (``nn.Identity``) for a plain one; the dropout and the
+    activation of timm's ``BatchNormAct2d`` (BN, then drop, then act); None for any other subclass (left alone)."""
+    if type(bn) is nn.BatchNorm2d:
+        return nn.Identity()
+    if type(bn).__name__ == "BatchNormAct2d" and hasattr(bn, "act") and hasattr(bn, "drop"):
+        return nn.Sequential(bn.drop, bn.act)
+    return None
+
+
+def _consumers(root: torch.autograd.graph.Node | None) -> dict[torch.autograd.graph.Node, int]:
+    """How many edges of the autograd graph below ``root`` lead to each node (the number of uses of its output)."""
+    count: dict[torch.autograd.graph.Node, int] = {}
+    seen: set[torch.autograd.graph.Node] = set()
+    todo = [root] if root is not None else []
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None:
+                count[child] = count.get(child, 0) + 1
+                todo.append(child)
+    return count
+
+
+def _find_pairs(model: nn.Module, example: Tensor, skip: set[str]) -> list[tuple[str, str]]:
+    """(conv name, bn name) of every Conv2d whose output goes, unchanged, into one BatchNorm2d and nowhere else.
+
+    One forward pass with a graph: a hook records each convolution's output, a pre-hook on each batch norm
+    checks that it receives that very tensor, not modified in place since; the autograd graph tells how many
+    operations use the convolution's output (it must be exactly one, the batch norm)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    produced: dict[int, tuple[str, Tensor, int]] = {}  # id(output) -> (conv name, output, version)
+    grad_fns: dict[str, torch.autograd.graph.Node | None] = {}
+    uses: dict[str, list[str]] = {}  # conv name -> the batch norms that took its output
+    calls: dict[str, int] = {}
+    modified: set[str] = set()
+
+    def on_conv(m: nn.Module, _inp: tuple, out: Tensor) -> None:
+        name = names[id(m)]
+        calls[name] = calls.get(name, 0) + 1
+        produced[id(out)] = (name, out, out._version)
+        grad_fns[name] = out.grad_fn
+
+    def on_bn(m: nn.Module, inp: tuple) -> None:
+        x = inp[0]
+        hit = produced.get(id(x))
+        if hit is not None and hit[1] is x:
+            conv, _, version = hit
+            if x._version == version:
+                uses.setdefault(conv, []).append(names[id(m)])
+            else:
+                modified.add(conv)  # changed in place between the two: not an affine pair
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(on_conv))
+        elif isinstance(m, nn.BatchNorm2d):
+            handles.append(m.register_forward_pre_hook(on_bn))
+    try:
+        with torch.enable_grad():
+            out = model(example.detach().clone().requires_grad_(True))
+    finally:
+        for h in handles:
+            h.remove()
+    consumers = _consumers(out.grad_fn if isinstance(out, Tensor) else None)
+    modules = dict(model.named_modules())
+    pairs = []
+    for conv, bns in uses.items():
+        if len(bns) != 1 or calls.get(conv, 0) != 1 or conv in modified or conv in skip:
+            continue  # shared, called twice, modified, or the target layer itself: leave it
+        node = grad_fns.get(conv)
+        if node is None or consumers.get(node, 0) != 1:
+            continue  # its output is used elsewhere too
+        if _bn_replacement(modules[bns[0]]) is not None:
+            pairs.append((conv, bns[0]))
+    return pairs
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+def fast_copy(
+    classifier: Classifier,
+    *,
+    fold_batchnorm: bool = True,
+    channels_last: bool = False,
+    layer: str | None = None,
+    atol: float = 1e-3,
+) -> tuple[Classifier, FastInfo]:
+    """A copy of ``classifier`` for frozen inference: batch norm folded into convolutions, optionally channels-last.
+
+    Args:
+        classifier: any classifier; it and its model are left exactly as they were (the copy is a deep copy).
+        fold_batchnorm: fold each (Conv2d, BatchNorm2d) pair found (see the module's docstring).
+        channels_last: store the copy's weights channels-last (feed it channels-last images for the fast kernels).
+        layer: the feature layer to keep intact (default: the classifier's target layer); a convolution that is
+            this layer is not folded, so its feature maps A^k stay those of the original model.
+        atol: the copy's logits and feature maps must match the original's within ``atol + 1e-3 * max |value|``
+            on a random input in [0, 1], otherwise ``OptiCAMError``.
+    Returns:
+        ``(copy, info)``: a ``Classifier`` in eval mode with frozen parameters (``requires_grad`` off), on the
+        same device and dtype, and ``FastInfo`` naming the folded pairs.
+    """
+    if not isinstance(classifier, Classifier):
+        raise InputError(f"fast_copy takes a Classifier, got {type(classifier).__name__}")
+    target = classifier.target_layer if layer is None else layer
+    classifier.layer(target)  # an unknown layer is refused with the valid names
+    model = copy.deepcopy(classifier.model).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fast = replace(classifier, model=model, extra=dict(classifier.extra))
+    device = classifier.device
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(2, 3, classifier.input_size, classifier.input_size, generator=gen).to(device, dtype)
+    folded: list[tuple[str, str]] = []
+    if fold_batchnorm:
+        prefix = (
+            "net."  # names are found on the whole model (with the input normalisation), layers on ``net``
+        )
+        pairs = _find_pairs(model, example, {prefix + target})
+        modules = dict(model.named_modules())
+        for conv, bn in pairs:
+            bn_module = modules[bn]
+            replacement = _bn_replacement(bn_module)
+            assert replacement is not None  # _find_pairs kept only these
+            _set_module(model, conv, fuse_conv_bn_eval(modules[conv], bn_module))
+            _set_module(model, bn, replacement)
+            folded.append((conv.removeprefix(prefix), bn.removeprefix(prefix)))
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    # the copy must compute what the original computes
+    with frozen(classifier.model), capture(classifier, target) as cap, torch.no_grad():
+        want_logits = classifier.model(example)
+        want_acts = cap.activations.clone()
+    x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
+    with capture(fast, target) as cap, torch.no_grad():
+        got_logits = model(x)
+        got_acts = cap.activations
+    for what, want, got in (("logits", want_logits, got_logits), ("feature maps", want_acts, got_acts)):
+        tol = atol + 1e-3 * float(want.abs().max())
+        err = float((want - got).abs().max())
+        if not err <= tol:
+            raise OptiCAMError(
+                f"the folded copy of {classifier.name!r} differs from the original in its {what} by {err:.3g} "
+                f"(tolerance {tol:.3g}); use fold_batchnorm=False for this model"
+            )
+    fast.extra["fast"] = FastInfo(folded=folded, channels_last=channels_last)
+    return fast, fast.extra["fast"]
