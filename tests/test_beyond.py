@@ -28,7 +28,6 @@ from opticam_lib.course.beyond import (
     plot_time_to_quality,
     time_to_quality,
 )
-from opticam_lib.course.exercises import check_first_reaching
 from opticam_lib.methods.features import features
 from opticam_lib.methods.opticam import lr_factor
 from opticam_lib.metrics.classification import class_probability, classification_metrics
@@ -166,25 +165,6 @@ def test_first_reaching():
     assert first_reaching([0, 5, 10], [1.0, 3.0, 2.0], 3.5) is None
     with pytest.raises(InputError):
         first_reaching([0, 5], [1.0], 1.0)
-
-
-def test_check_first_reaching(capsys):
-    assert check_first_reaching(lambda its, ag, level: first_reaching(its, ag, level)) is True
-    assert "✓" in capsys.readouterr().out
-
-    def todo(its, ag, level):
-        raise NotImplementedError
-
-    assert check_first_reaching(todo) is False
-    assert "not solved yet" in capsys.readouterr().out
-    best = lambda its, ag, level: its[max(range(len(ag)), key=ag.__getitem__)] if max(ag) >= level else None  # noqa: E731
-    with pytest.raises(AssertionError, match="first checkpoint"):
-        check_first_reaching(best)
-    strict = lambda its, ag, level: next((i for i, v in zip(its, ag) if v > level), None)  # noqa: E731
-    with pytest.raises(AssertionError):
-        check_first_reaching(strict)
-    with pytest.raises(AssertionError, match="None"):
-        check_first_reaching(lambda its, ag, level: first_reaching(its, ag, level) or its[-1])
 
 
 # ---------------------------------------------------------------------------------------------------------------

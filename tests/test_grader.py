@@ -10,20 +10,17 @@ from opticam_lib.course.edition import main as edition_main
 from opticam_lib.course.grader import format_grades, grade_notebook, submissions
 from opticam_lib.errors import InputError
 
-SETUP = "from opticam_lib.course.exercises import check_first_reaching, check_target_rule\nimport torch"
-RIGHT_1 = """def first_reaching(iterations, ag, level):
-    for it, value in zip(iterations, ag):
-        if value >= level:
-            return it
-    return None
+SETUP = "from opticam_lib.course.exercises import check_average_gain, check_target_rule\nimport torch"
+RIGHT_1 = """def my_average_gain(p, o):
+    return float(100 * ((o - p).clamp(min=0) / (1 - p)).mean())
 
 
-check_first_reaching(first_reaching)"""
-WRONG_1 = """def first_reaching(iterations, ag, level):
-    return iterations[-1]  # always the last one: wrong
+check_average_gain(my_average_gain)"""
+WRONG_1 = """def my_average_gain(p, o):
+    return float(100 * (o > p).float().mean())  # counts images: that is AI, wrong
 
 
-check_first_reaching(first_reaching)"""
+check_average_gain(my_average_gain)"""
 RIGHT_2 = """def my_target(probs, labels, rule):
     if rule == "ground_truth":
         return labels
@@ -67,7 +64,7 @@ def folder(tmp_path):
 def test_solved_half_and_broken_submissions(folder, capsys):
     solved = grade_notebook(folder / "solved.ipynb", timeout=120)
     assert [(r.checker, r.status) for r in solved] == [
-        ("check_first_reaching", "pass"),
+        ("check_average_gain", "pass"),
         ("check_target_rule", "pass"),
     ]
     assert solved[0].message.startswith("✓")
@@ -76,7 +73,7 @@ def test_solved_half_and_broken_submissions(folder, capsys):
     broken = grade_notebook(folder / "broken.ipynb", timeout=120)
     assert [r.status for r in broken] == ["fail", "error"]
     assert "NameError" in broken[1].message
-    assert broken[0].message  # the checker's hint, as the student saw it
+    assert "that is AI" in broken[0].message  # the checker's hint, as the student saw it
     # the command: a folder, a table and a CSV
     csv_path = folder.parent / "grades.csv"
     assert edition_main(["grade", str(folder), "--timeout", "120", "--csv", str(csv_path)]) == 0

@@ -8,7 +8,7 @@ unsolved exercises still runs top to bottom.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -53,29 +53,6 @@ def _cases(seed: int = 0) -> tuple[Tensor, Tensor]:
     return acts, grads
 
 
-def check_gradcam_weights(fn: Callable[[Tensor], Tensor]) -> bool:
-    """Exercise (notebook 01): eq. (2), ``w_k = GAP(dy_c / dA^k)``; fn(grads (N, K, h, w)) -> (N, K)."""
-    _, grads = _cases()
-    got, done = _run(fn, grads)
-    if not done:
-        return False
-    _close(got, grads.mean(dim=(2, 3)), "Grad-CAM weights")
-    print("✓ correct: each channel's weight is the spatial average of its gradient (eq. 2).")
-    return True
-
-
-def check_cam_combination(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
-    """Exercise (notebook 01): eq. (1) with h = relu; fn(weights (N, K), acts (N, K, h, w)) -> (N, 1, h, w)."""
-    acts, grads = _cases(1)
-    w = grads.mean(dim=(2, 3))
-    got, done = _run(fn, w, acts)
-    if not done:
-        return False
-    _close(got, combine(w, acts, "relu"), "relu(sum_k w_k A^k)")
-    print("✓ correct: a weighted sum over channels, then relu keeps what raises the class score (eq. 1).")
-    return True
-
-
 def check_range_normalization(fn: Callable[[Tensor], Tensor]) -> bool:
     """Exercise (notebook 02): eq. (4); fn(maps (N, 1, H, W)) -> same, in [0, 1], constant maps -> zeros."""
     acts, _ = _cases(2)
@@ -99,17 +76,6 @@ def check_saliency_map(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
         return False
     _close(got, saliency_map(u, acts, (8, 8)), "n(up(sum_k softmax(u)_k A^k))")
     print("✓ correct: softmax weights, a convex combination, bilinear upsampling, then range normalisation.")
-    return True
-
-
-def check_scorecam_cost(answer: int, channels: int, images: int) -> bool:
-    """Exercise (notebook 04): how many forward passes Score-CAM needs for ``images`` images and ``channels``."""
-    want = channels * images
-    if answer != want:
-        raise AssertionError(
-            f"{answer} is not right: Score-CAM masks each image once per channel. Try again with channels x images."
-        )
-    print(f"✓ correct: {want} forward passes (one per channel per image), and no backward pass.")
     return True
 
 
@@ -348,37 +314,6 @@ def check_target_rule(fn) -> bool:
     return True
 
 
-def check_first_reaching(fn: Callable[[Sequence[int], Sequence[float], float], int | None]) -> bool:
-    """Exercise (notebook 11): ``fn(iterations, ag, level)`` -> the first checkpoint whose AG is at least
-    ``level``, or None when no checkpoint reaches it. Checked on curves that rise, dip and never arrive."""
-    from opticam_lib.course.exercises import _run
-
-    cases = [
-        (([0, 5, 10, 15], [1.0, 4.0, 9.0, 12.0], 8.0), 10),
-        (([0, 5, 10, 15], [1.0, 9.0, 7.0, 12.0], 8.0), 5),  # not monotone: the first time counts
-        (([0, 5, 10], [1.0, 2.0, 3.0], 8.0), None),  # never reached
-        (([0, 10, 20], [3.0, 8.0, 9.0], 8.0), 10),  # reaching the level exactly counts
-        (([0, 10], [9.0, 1.0], 8.0), 0),
-    ]
-    for (its, ag, level), want in cases:
-        got, done = _run(fn, its, ag, level)
-        if not done:
-            return False
-        if want is None and got is not None:
-            raise AssertionError(
-                f"AG {ag} at iterations {its} never reaches {level}: return None, got {got!r}"
-            )
-        if want is not None and got != want:
-            hint = (
-                " (the first checkpoint at or above the level, not the best one)" if got is not None else ""
-            )
-            raise AssertionError(
-                f"AG {ag} at iterations {its}, level {level}: expected {want}, got {got!r}{hint}"
-            )
-    print("✓ correct: the first checkpoint at or above the level, None when the curve never gets there.")
-    return True
-
-
 def check_energy_pointing_game(fn) -> bool:
     """Exercise (notebook 08): the energy pointing game (EP = precision, eq. A3) by hand.
 
@@ -469,4 +404,470 @@ def check_spearman(fn: Callable[[Tensor, Tensor], float]) -> bool:
                 hint = ": give tied values their average rank (e.g. scipy.stats.rankdata)"
             raise AssertionError(f"{what}: expected {want:.4f}, got {got:.4f}{hint}")
     print("✓ correct: the correlation of the ranks; any increasing transform of a map leaves it at 1.")
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Exercises that rebuild a method end to end (notebooks 01, 03, 04, 11), checked against the library
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _tiny_problem(seed: int = 0, n: int = 3, size: int = 16):
+    """A tiny CNN wrapped as a Classifier (conv-relu x3, GAP, Linear(6, 4); ``"3"`` is the second ReLU, 6 maps of
+    8 x 8 followed by a convolution, ``"5"`` the last one before the pooling), ``n`` random images and targets
+    that are not all the predicted class. Deterministic; the caller's random state is untouched."""
+    from torch import nn
+
+    from opticam_lib.models.classifier import wrap_classifier
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 6, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(6, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(6, 4),
+        )
+        clf = wrap_classifier(net, "3", name="tiny", num_classes=4, input_size=size)
+        images = torch.rand(n, 3, size, size)
+    with torch.no_grad():
+        predicted = clf.model(images).argmax(dim=1)
+    targets = (predicted + torch.arange(n) % 2) % 4  # every other image explains a class it does not predict
+    return clf, images, targets
+
+
+def _same(a: object, b: Tensor, atol: float) -> bool:
+    return (
+        isinstance(a, Tensor)
+        and tuple(a.shape) == tuple(b.shape)
+        and bool(torch.allclose(a.detach().float().cpu(), b.float().cpu(), atol=atol, rtol=0))
+    )
+
+
+def _named(got: Tensor, wrong: dict[str, Tensor], right: Tensor, atol: float) -> None:
+    """Raise ``AssertionError(hint)`` for the first typical mistake ``got`` matches (and ``right`` does not)."""
+    for hint, value in wrong.items():
+        if _same(got, value, atol) and not _same(right, value, atol):
+            raise AssertionError(hint)
+
+
+def check_gradcam(fn: Callable[..., Tensor]) -> bool:
+    """Exercise (notebook 01): Grad-CAM end to end, from a hook to the map.
+
+    ``fn(classifier, images (N, 3, H, W), targets (N,), layer) -> (N, 1, H, W)``: capture the layer's feature
+    maps A with a forward hook (and remove it), differentiate each image's class logit y_c with respect to A,
+    weights = spatial mean of the gradient (eq. 2), relu of the weighted sum (eq. 1), bilinear upsampling to the
+    image's size, min-max normalisation per map. Checked against ``gradcam`` on a tiny CNN at an inner layer
+    (where the gradient varies over the map) and at the last one; typical mistakes are named.
+    """
+    from opticam_lib.hooks import hook_count
+    from opticam_lib.methods.cam import gradcam, hirescam
+    from opticam_lib.methods.features import activations_and_gradients
+    from opticam_lib.methods.maps import to_saliency, upsample
+
+    for layer in ("3", "5"):
+        clf, images, targets = _tiny_problem(1)
+        got, done = _run(fn, clf, images.clone(), targets.clone(), layer)
+        if not done:
+            return False
+        if hook_count(clf.model):
+            raise AssertionError(
+                f"{hook_count(clf.model)} hook(s) left on the model: remove yours (handle.remove(), in a finally "
+                "block), or it runs again at every later forward pass"
+            )
+        want = gradcam(clf, images, targets, layer=layer)
+        if isinstance(got, Tensor) and got.dim() == 4 and tuple(got.shape[-2:]) != tuple(want.shape[-2:]):
+            raise AssertionError(
+                f"got maps of {tuple(got.shape[-2:])} pixels: upsample the {tuple(got.shape[-2:])} grid bilinearly "
+                f"to the image's {tuple(want.shape[-2:])} (F.interpolate(..., mode='bilinear', align_corners=False))"
+            )
+        acts, grads, logits = activations_and_gradients(clf, images, targets, layer)
+        size = tuple(images.shape[-2:])
+        w = grads.mean(dim=(2, 3))
+        probs_grads = _grads_of(
+            clf, images, layer, lambda out, t=targets: torch.softmax(out, 1).gather(1, t[:, None])
+        )
+        all_grads = _grads_of(clf, images, layer, lambda out: out)
+        predicted = logits.argmax(dim=1)
+        wrong = {
+            "no ReLU: Grad-CAM is relu(sum_k w_k A^k); without it the cells against the class are folded into "
+            "the normalised map": to_saliency(combine(w, acts, "identity"), size),
+            "you differentiated the probability: eq. (2) uses the class logit y_c (before the softmax)": to_saliency(
+                combine(probs_grads.mean(dim=(2, 3)), acts, "relu"), size
+            ),
+            "you differentiated the sum of all logits: select each image's own class, logits.gather(1, "
+            "targets[:, None]), before the backward pass": to_saliency(
+                combine(all_grads.mean(dim=(2, 3)), acts, "relu"), size
+            ),
+            "that is HiRes-CAM (gradient times activation cell by cell): Grad-CAM averages the gradient over "
+            "each map first, one weight per channel": hirescam(clf, images, targets, layer=layer),
+            "the weights come from the activations: eq. (2) averages the *gradient* dy_c/dA^k": to_saliency(
+                combine(acts.mean(dim=(2, 3)), acts, "relu"), size
+            ),
+            "these are the maps of the predicted classes: explain `targets`, the class given for each image": gradcam(
+                clf, images, predicted, layer=layer
+            ),
+            "normalise by the range, (S - min S) / (max S - min S), not by the maximum": normalize(
+                upsample(combine(w, acts, "relu"), size), "max"
+            ),
+            "nearest-neighbour upsampling: use mode='bilinear', align_corners=False": normalize(
+                torch.nn.functional.interpolate(combine(w, acts, "relu"), size=size, mode="nearest"), "range"
+            ),
+        }
+        if isinstance(got, Tensor):
+            _named(got, wrong, want, 1e-5)
+        _close(got, want, f"Grad-CAM maps at layer {layer!r}")
+    grads_left = any(p.grad is not None for p in clf.model.parameters())
+    note = (
+        " (your backward pass also filled the parameters' .grad: torch.autograd.grad(score, A) computes only "
+        "what you ask for)"
+        if grads_left
+        else ""
+    )
+    print(
+        "✓ correct: hook, class logit, gradient, spatial mean, weighted sum, ReLU, bilinear upsampling and range "
+        f"normalisation: the library's Grad-CAM.{note}"
+    )
+    return True
+
+
+def _grads_of(clf, images: Tensor, layer: str, score: Callable[[Tensor], Tensor]) -> Tensor:
+    """d(sum of score(logits)) / dA at ``layer``, for the checkers' typical mistakes."""
+    from opticam_lib.hooks import capture, frozen
+
+    x = images.detach().clone().requires_grad_(True)  # parameters are frozen: the graph starts at the input
+    with frozen(clf.model), capture(clf, layer) as cap, torch.enable_grad():
+        out = clf.model(x)
+        (g,) = torch.autograd.grad(score(out).sum(), cap.activations)
+    return g.detach()
+
+
+def _opticam_reference(
+    clf,
+    images: Tensor,
+    targets: Tensor,
+    iterations: int,
+    lr: float = 0.1,
+    *,
+    softmax: bool = True,
+    sign: float = 1.0,
+    normalise: bool = True,
+    selector: str = "logit",
+    adam: bool = True,
+    bias_correction: bool = True,
+    init: float = 0.5,
+) -> tuple[Tensor, Tensor]:
+    """Opti-CAM by hand with switches for the checker's typical mistakes: (u, maps)."""
+    from opticam_lib.methods.features import features
+    from opticam_lib.methods.maps import upsample
+    from opticam_lib.methods.opticam import select
+
+    acts, _ = features(clf, images)
+    size = tuple(images.shape[-2:])
+    u = torch.full(acts.shape[:2], init)
+    m, v = torch.zeros_like(u), torch.zeros_like(u)
+
+    def mask(u_: Tensor) -> Tensor:
+        s = combine(torch.softmax(u_, dim=1) if softmax else u_, acts, "identity")
+        return normalize(upsample(s, size), "range") if normalise else upsample(s, size)
+
+    for t in range(1, iterations + 1):
+        u_ = u.clone().requires_grad_(True)
+        f = select(clf.model(images * mask(u_)), targets, selector)
+        (g,) = torch.autograd.grad(f.sum(), u_)
+        g = sign * g
+        with torch.no_grad():
+            if adam:
+                m = 0.9 * m + 0.1 * g
+                v = 0.999 * v + 0.001 * g * g
+                mh, vh = (m / (1 - 0.9**t), v / (1 - 0.999**t)) if bias_correction else (m, v)
+                u = u + lr * mh / (vh.sqrt() + 1e-8)
+            else:
+                u = u + lr * g
+    with torch.no_grad():
+        return u, mask(u)
+
+
+def check_opticam_loop(fn: Callable[..., tuple[Tensor, Tensor]]) -> bool:
+    """Exercise (notebook 03, the capstone): the Opti-CAM loop, written by hand.
+
+    ``fn(classifier, images (N, 3, H, W), targets (N,), iterations, lr=0.1) -> (u (N, K), maps (N, 1, H, W))``:
+    feature maps once, u = 0.5, then ``iterations`` times: softmax weights, the map n(up(.)), the logit of each
+    image's class on the masked image, its gradient with respect to u, one Adam step of *ascent* (betas 0.9,
+    0.999, eps 1e-8). Checked against ``optimize(..., tol=None)`` to within 1e-5 on a tiny CNN, 4 iterations;
+    typical mistakes are named, and so is a loop that recomputes the features at every iteration (the same
+    numbers, one forward pass more per iteration).
+    """
+    from opticam_lib.methods.opticam import optimize
+
+    iterations = 4
+    clf, images, targets = _tiny_problem(2)
+    seen = [0]
+
+    def count(_module, inputs, _output) -> None:
+        seen[0] += int(inputs[0].shape[0])
+
+    handle = clf.model.register_forward_hook(count)
+    try:
+        out, done = _run(fn, clf, images.clone(), targets.clone(), iterations)
+    finally:
+        handle.remove()
+    if not done:
+        return False
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise AssertionError(f"return two tensors, (u, maps); got {type(out).__name__}")
+    u, maps = out
+    ref = optimize(clf, images, targets, iterations=iterations, lr=0.1, tol=None, progress=False)
+    n = images.shape[0]
+    if not isinstance(u, Tensor) or tuple(u.shape) != tuple(ref.u.shape):
+        shape = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
+        raise AssertionError(
+            f"u: expected shape {tuple(ref.u.shape)} (one u per image and channel), got {shape}"
+        )
+    u = u.detach().float().cpu()
+    shift = u - ref.u.cpu()
+    if float(shift.abs().max()) > 1e-4 and torch.allclose(shift, shift.mean(), atol=1e-5):
+        raise AssertionError(
+            "your maps are right but u is shifted by a constant: the softmax ignores a constant (u = 0 and "
+            "u = 0.5 give the same weights and gradients), but optimize starts from u = 0.5"
+        )
+    variants = {
+        "no softmax: the weights are softmax(u) (eq. 8), positive and summing to 1": {"softmax": False},
+        "u went down the gradient: Opti-CAM *maximises* F (eq. 9); with torch.optim.Adam pass maximize=True, or "
+        "step on -F": {"sign": -1.0},
+        "the mask is not normalised: n(up(S)) maps each map to [0, 1] (eq. 4) before masking": {
+            "normalise": False
+        },
+        "you maximised the probability: eq. (10) uses the logit y_c of the masked image": {
+            "selector": "prob"
+        },
+        "plain gradient ascent (u + lr * g): the paper uses Adam (eq. 9, appendix A)": {"adam": False},
+        "Adam without its bias corrections m / (1 - 0.9^t) and v / (1 - 0.999^t)": {"bias_correction": False},
+    }
+    wrong = {
+        hint: _opticam_reference(clf, images, targets, iterations, **kw)[0] for hint, kw in variants.items()
+    }
+    wrong["one Adam step too many: run exactly `iterations` steps"] = _opticam_reference(
+        clf, images, targets, iterations + 1
+    )[0]
+    wrong["one Adam step too few: run exactly `iterations` steps"] = _opticam_reference(
+        clf, images, targets, iterations - 1
+    )[0]
+    wrong["learning rate 0.01: use lr (0.1, the paper's)"] = _opticam_reference(
+        clf, images, targets, iterations, lr=0.01
+    )[0]
+    _named(u, wrong, ref.u, 1e-5)
+    _close(u, ref.u, "u after the last Adam step", atol=1e-5)
+    if isinstance(maps, Tensor) and tuple(maps.shape) == tuple(ref.maps.shape):
+        if _same(maps, _opticam_reference(clf, images, targets, iterations - 1)[1], 1e-5) and not _same(
+            maps, ref.maps, 1e-5
+        ):
+            raise AssertionError(
+                "u is right but the maps are those of the previous u: compute them from the final u"
+            )
+    _close(maps, ref.maps, "the maps n(up(sum_k softmax(u)_k A^k)) of the final u", atol=1e-5)
+    if seen[0] >= n * 2 * iterations:
+        raise AssertionError(
+            f"the right numbers, but {seen[0] // n} forward passes per image where optimize needs {iterations + 1}: "
+            "the feature maps do not depend on u, so compute them once, before the loop"
+        )
+    print(
+        f"✓ correct: your loop gives optimize's u and maps to within 1e-5 after {iterations} Adam steps, with "
+        f"{seen[0] // n} forward passes per image (the features once, then one masked pass per step)."
+    )
+    return True
+
+
+def check_cost_prediction(fn: Callable[..., dict[str, float]]) -> bool:
+    """Exercise (notebook 04): predict Score-CAM's and Opti-CAM's time from measured passes.
+
+    ``fn(forward_s, backward_ratio, channels, iterations, images, chunk) -> {"Score-CAM": s, "Opti-CAM": s}``,
+    seconds for ``images`` images, where ``forward_s[b]`` is the time per image of one forward pass in a batch of
+    ``b`` and a backward pass costs ``backward_ratio`` forward passes. Score-CAM: the feature pass of the batch,
+    then ``channels`` masked passes per image, forwarded in chunks of ``chunk``; Opti-CAM: the feature pass, then
+    ``iterations`` forward and backward passes of the batch. Checked on a CPU-like and two GPU-like cases (the
+    paper's VGG16 and ResNet50, where the cheaper method differs); typical mistakes are named.
+    """
+    cases = [  # (forward_s, backward_ratio, channels, iterations, images, chunk)
+        ({8: 0.0245, 32: 0.0478}, 1.3, 1280, 100, 8, 32),  # a 2-core CPU: a chunk of 32 costs more per image
+        ({8: 1.6e-3, 256: 0.76e-3}, 2.0, 512, 100, 8, 256),  # VGG16-like GPU: Score-CAM cheaper
+        ({8: 1.7e-3, 256: 0.93e-3}, 2.0, 2048, 100, 8, 256),  # ResNet50-like GPU: Opti-CAM cheaper
+    ]
+    cheaper = []
+    for forward_s, ratio, k, t, n, chunk in cases:
+        got, done = _run(fn, dict(forward_s), ratio, k, t, n, chunk)
+        if not done:
+            return False
+        fn_, fc = forward_s[n], forward_s[chunk]
+        want = {"Score-CAM": n * (fn_ + k * fc), "Opti-CAM": n * (fn_ + t * fn_ * (1 + ratio))}
+        if not isinstance(got, dict) or set(got) != set(want):
+            keys = sorted(got) if isinstance(got, dict) else type(got).__name__
+            raise AssertionError(f"return a dict with the keys 'Score-CAM' and 'Opti-CAM'; got {keys}")
+        mistakes = {
+            "Score-CAM": {
+                "a pass does not always cost the same: Score-CAM forwards its masked images in chunks of `chunk`, "
+                "at forward_s[chunk] per image": n * (fn_ + k * fn_),
+                "the feature pass is missing: both methods first run the batch once (forward_s[images])": n
+                * k
+                * fc,
+                "the feature pass runs once on the batch of `images` (forward_s[images]), not in a chunk": n
+                * (k + 1)
+                * fc,
+                "that is for one image: multiply by the number of images": fn_ + k * fc,
+            },
+            "Opti-CAM": {
+                "each iteration is a forward *and* a backward pass: (1 + backward_ratio) forward passes": n
+                * (fn_ + t * fn_),
+                "the feature pass is missing: both methods first run the batch once (forward_s[images])": n
+                * t
+                * fn_
+                * (1 + ratio),
+                "that is for one image: multiply by the number of images": fn_ + t * fn_ * (1 + ratio),
+            },
+        }
+        for method, value in want.items():
+            try:
+                g = float(got[method])
+            except (TypeError, ValueError):
+                raise AssertionError(f"{method}: return a number of seconds, got {got[method]!r}") from None
+            if abs(g - value) > 1e-6 * abs(value):
+                for hint, v in mistakes[method].items():
+                    if abs(g - v) <= 1e-6 * abs(v):
+                        raise AssertionError(f"{method}: {hint}")
+                raise AssertionError(
+                    f"{method} with forward_s={forward_s}, backward_ratio={ratio}, channels={k}, iterations={t}, "
+                    f"images={n}, chunk={chunk}: expected {value:.4g} s, got {g:.4g} s"
+                )
+        cheaper.append(min(want, key=want.get))
+    print(
+        f"✓ correct: on the three cases the cheaper method is {', '.join(cheaper)}: on a GPU Score-CAM's large "
+        "chunks can make it the cheaper one (VGG16, K = 512), as in the paper's Table 1, but not at K = 2048."
+    )
+    return True
+
+
+def _rprop_reference(kind: str = "") -> Callable[[Tensor, Tensor, Tensor, dict], tuple[Tensor, dict]]:
+    """iRprop+'s step as ``optimize(optimizer="rprop")`` takes it, or one of the checker's typical mistakes."""
+    from opticam_lib.methods.opticam import RPROP_ETAS, RPROP_STEPS, RPROP_ZERO
+
+    up, down = RPROP_ETAS[::-1] if kind == "swapped" else RPROP_ETAS
+
+    def step_fn(u: Tensor, grad: Tensor, f: Tensor, state: dict) -> tuple[Tensor, dict]:
+        grad = torch.where(grad.abs() > RPROP_ZERO * grad.abs().amax(dim=1, keepdim=True), grad, 0.0)
+        kept = grad * state["grad"]
+        step = torch.where(
+            kept > 0, state["step"] * up, torch.where(kept < 0, state["step"] * down, state["step"])
+        )
+        if kind != "no_clamp":
+            step = step.clamp(*RPROP_STEPS)
+        flip = kept < 0
+        fell = (f < state["f"])[:, None]
+        direction = -1.0 if kind == "descent" else 1.0
+        forward = step * (grad if kind == "magnitude" else grad.sign()) * direction
+        if kind == "always_undo":
+            move = torch.where(flip, -state["move"], forward)
+        elif kind == "never_undo":
+            move = torch.where(flip, 0.0, forward)
+        else:
+            move = torch.where(flip, torch.where(fell, -state["move"], 0.0), forward)
+        new_grad = grad if kind == "keep_grad" else torch.where(flip, 0.0, grad)
+        return u + move, {"grad": new_grad, "step": step, "move": move, "f": f.clone()}
+
+    return step_fn
+
+
+def _rprop_run(step_fn: Callable, clf, images: Tensor, targets: Tensor, iterations: int) -> Tensor:
+    """Opti-CAM's loop with ``step_fn`` as the optimiser's step: the final u."""
+    from opticam_lib.methods.features import features
+    from opticam_lib.methods.opticam import compute_objective, saliency_map
+
+    acts, _ = features(clf, images)
+    size = tuple(images.shape[-2:])
+    u = torch.full(acts.shape[:2], 0.5)
+    state = {
+        "grad": torch.zeros_like(u),
+        "step": torch.full_like(u, 0.5),
+        "move": torch.zeros_like(u),
+        "f": torch.full((u.shape[0],), float("nan")),
+    }
+    for _ in range(iterations):
+        u_ = u.clone().requires_grad_(True)
+        f = compute_objective(clf, images, saliency_map(u_, acts, size), targets)
+        (grad,) = torch.autograd.grad(f.sum(), u_)
+        out = step_fn(u.clone(), grad.detach(), f.detach(), {k: v.clone() for k, v in state.items()})
+        if not (isinstance(out, tuple | list) and len(out) == 2 and isinstance(out[1], dict)):
+            raise AssertionError("return (u, state): the new u and the new state dict")
+        u, state = out
+        if not isinstance(u, Tensor) or tuple(u.shape) != tuple(acts.shape[:2]):
+            raise AssertionError(f"u must keep its shape {tuple(acts.shape[:2])}")
+        missing = {"grad", "step", "move", "f"} - set(state)
+        if missing:
+            raise AssertionError(
+                f"the state must keep the keys 'grad', 'step', 'move' and 'f'; missing {missing}"
+            )
+        u = u.detach()
+    return u
+
+
+def check_rprop_step(fn: Callable[[Tensor, Tensor, Tensor, dict], tuple[Tensor, dict]]) -> bool:
+    """Exercise (notebook 11): one step of iRprop+, the sign-based optimiser of ``optimize(optimizer="rprop")``.
+
+    ``fn(u (N, K), grad = dF/du (N, K), f = F (N,), state) -> (new u, new state)`` with ``state`` a dict:
+    ``"grad"`` the previous gradient (0 after a sign flip), ``"step"`` each coordinate's step, ``"move"`` its
+    last move, ``"f"`` the previous F (NaN at first). Run inside an Opti-CAM loop on a tiny CNN for 12 iterations
+    from ``{"grad": 0, "step": 0.5, "move": 0, "f": NaN}`` and compared with ``optimize(optimizer="rprop",
+    tol=None)`` to within 1e-5; typical mistakes (Rprop+ that always undoes, iRprop- that never does, the
+    gradient's size, descent, no clamp, swapped factors, a stored gradient not zeroed after a flip) are named.
+    """
+    from opticam_lib.methods.opticam import optimize
+
+    iterations = 12
+    clf, images, targets = _tiny_problem(3)
+    probe = torch.zeros(1, 2)
+    try:
+        fn(
+            probe.clone(),
+            torch.ones(1, 2),
+            torch.zeros(1),
+            {
+                "grad": torch.zeros(1, 2),
+                "step": torch.full((1, 2), 0.5),
+                "move": torch.zeros(1, 2),
+                "f": torch.full((1,), float("nan")),
+            },
+        )
+    except NotImplementedError:
+        print(
+            "… not solved yet: replace `raise NotImplementedError` with your code, then run this cell again."
+        )
+        return False
+    got = _rprop_run(fn, clf, images, targets, iterations)
+    ref = optimize(clf, images, targets, iterations=iterations, optimizer="rprop", tol=None, progress=False).u
+    hints = {
+        "descent": "u went down the gradient: Opti-CAM maximises F, so move by +step * sign(dF/du)",
+        "magnitude": "you moved by step * gradient: iRprop+ uses only the *sign* of each coordinate's gradient",
+        "always_undo": "you undo the last move at every sign flip (that is Rprop+): iRprop+ undoes it only where "
+        "the image's F fell (f < state['f']); otherwise the coordinate stays put",
+        "never_undo": "you never undo (that is iRprop-): where the sign flipped *and* F fell, move back by "
+        "-state['move']",
+        "keep_grad": "after a sign flip, store a gradient of 0 for that coordinate, so that the next step "
+        "neither grows nor shrinks it",
+        "no_clamp": "keep every step within [1e-3, 1] (clamp after growing or shrinking it)",
+        "swapped": "the step grows by 1.2 while the sign holds and halves (0.5) when it flips, not the reverse",
+    }
+    wrong = {
+        hint: _rprop_run(_rprop_reference(kind), clf, images, targets, iterations)
+        for kind, hint in hints.items()
+    }
+    _named(got, wrong, ref, 1e-5)
+    _close(got, ref, f"u after {iterations} iRprop+ steps", atol=1e-5)
+    print(
+        f"✓ correct: {iterations} of your iRprop+ steps give optimize(optimizer='rprop')'s u to within 1e-5: signs "
+        "only, steps growing by 1.2 and halving, undone only where a flip came with a fall of F."
+    )
     return True
