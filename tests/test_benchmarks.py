@@ -89,3 +89,46 @@ def test_bench_time_to_quality_reports_passes_to_the_reference(tmp_path: Path) -
         assert p is None or 1 <= p <= 4
         assert (p is None) == (row["seconds_to_reference"] is None)
         assert row["at_10"] is None and row["final"]["passes"] == 4  # a budget of 4 has no 10th pass
+
+
+@pytest.mark.slow
+def test_bench_gpu_writes_one_json_with_every_goal(tmp_path: Path) -> None:
+    """issue 13's benchmark on tiny CPU settings: every section runs, and the numbers hang together."""
+    report = run_script(
+        "bench_gpu.py",
+        *("--device", "cpu", "--size", "64", "--batches", "2", "--iterations", "2", "--repeats", "2"),
+        *("--graph-batch", "2", "--graph-iterations", "3", "--graph-repeats", "1"),
+        *("--throughput-batch", "2", "--throughput-iterations", "2", "--throughput-repeats", "1"),
+        *("--agreement-images", "2", "--agreement-iterations", "3"),
+        tmp_path=tmp_path,
+    )
+    assert (
+        "CPU" in report["device"]
+        and report["torch"]
+        and report["date"]
+        and "--device cpu" in report["command"]
+    )
+    assert report["model"] == "resnet50" and not report["pretrained"]
+    assert report["paper_T"]["resnet50"] == pytest.approx(paper_table("1", "resnet50")["Opti-CAM"]["T"])
+    rows = report["overhead"]
+    assert {(r["precision"], r["loop"]) for r in rows} == {
+        (p, v) for p in ("fp32", "bf16") for v in ("eager", "graph")
+    }
+    for r in rows:
+        assert r["batch"] == 2 and len(r["pair_ratios"]) == 2 and r["floor_s"] > 0
+        assert r["ratio"]["median"] == pytest.approx(statistics.median(r["pair_ratios"]))
+    ps = report["paper_setting"]
+    assert (ps["batch"], ps["iterations"]) == (2, 3) and not ps["graph_captured"]  # no capture on a CPU
+    assert set(ps["seconds"]) == {"eager_fp32", "graph_fp32", "eager_bf16_folded", "graph_bf16_folded"}
+    assert ps["folded_pairs"] == 53  # ResNet50's 53 (conv, batch norm) pairs
+    assert ps["graph_vs_eager_max_abs_map_difference"] < 1e-4  # the masked static loop gives the same maps
+    for t in report["throughput"]:
+        # 50,000 images in batches of 2, each: one feature pass + 100 iterations
+        per_batch = t["feature_pass_s"] + 100 * t["batch"] / t["image_iterations_per_s"]
+        assert t["projected_minutes"] == pytest.approx(50_000 / t["batch"] * per_batch / 60, rel=1e-6)
+    ag = report["agreement"]
+    assert ag["model"] == "efficientnet_lite0" and ag["images"] == 2
+    for key in ("bf16", "bf16_channels_last_folded"):
+        assert len(ag[key]["pearson_r"]) == 2 and all(-1 <= r <= 1 for r in ag[key]["pearson_r"])
+        assert ag[key]["AG_difference"] == pytest.approx(ag[key]["AG"] - ag["AG_fp32"])
+    assert set(report["verdicts"]) >= {"1 overhead (eager)", "2 paper setting", "3 throughput", "3 agreement"}
