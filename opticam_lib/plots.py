@@ -1,6 +1,11 @@
 """Figures any user of the library wants: overlays of a map on its image, grids of maps, an objective's
 history. Pure functions: each returns a figure (or an array) and shows nothing. Images (3, H, W) and maps
-(1, H, W) are float in [0, 1]."""
+(1, H, W) are float in [0, 1].
+
+One colour convention everywhere: ``SALIENCY_CMAP`` ('inferno', perceptually uniform: brightness grows with the
+value, so the order of the colours reads the same in greyscale and for colour-blind readers), drawn over the
+photo in greyscale (so every colour in an overlay comes from the map, none from the photo), with a colour bar
+that says what 0 and 1 mean (``saliency_colorbar``)."""
 
 from __future__ import annotations
 
@@ -9,8 +14,21 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colorbar import Colorbar
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import Tensor
+
+SALIENCY_CMAP = "inferno"
+"""The one colour map of saliency maps, alone or overlaid (perceptually uniform; dark = 0, bright = 1)."""
+OVERLAY_ALPHA = 0.55
+"""The map's weight in an overlay: ``(1 - alpha) * grey photo + alpha * colour of the map``."""
+SALIENCY_LABEL = "saliency"
+"""The colour bar's title; its ticks say '0 least' and '1 most' (every method's map is scaled to [0, 1] per
+image, so the ends are the least and the most salient pixels of each map)."""
 
 
 def to_numpy_image(image: Tensor) -> np.ndarray:
@@ -18,29 +36,82 @@ def to_numpy_image(image: Tensor) -> np.ndarray:
     return image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def overlay(image: Tensor, saliency: Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] -> (H, W, 3) its luma (ITU-R BT.601 weights) repeated on the three channels."""
+    luma = image @ np.array([0.299, 0.587, 0.114])
+    return np.repeat(luma[..., None], 3, axis=-1)
+
+
+def overlay(
+    image: Tensor,
+    saliency: Tensor,
+    alpha: float = OVERLAY_ALPHA,
+    cmap: str = SALIENCY_CMAP,
+    grey: bool = True,
+) -> np.ndarray:
     """Blend a saliency map over its image.
 
     Args:
         image: (3, H, W) float in [0, 1].
         saliency: (1, H, W) or (H, W) float in [0, 1].
+        alpha: the map's weight (0: the photo only, 1: the map only).
+        cmap: a matplotlib colour map (default ``SALIENCY_CMAP``).
+        grey: blend over the photo in greyscale, so that the colours come from the map alone.
     Returns:
         (H, W, 3) numpy float in [0, 1].
     """
     heat = matplotlib.colormaps[cmap](saliency.detach().float().cpu().reshape(image.shape[-2:]).numpy())[
         ..., :3
     ]
-    return (1 - alpha) * to_numpy_image(image) + alpha * heat
+    photo = to_numpy_image(image)
+    return (1 - alpha) * (to_grey(photo) if grey else photo) + alpha * heat
 
 
-def save_overlay(path, image: Tensor, saliency: Tensor, alpha: float = 0.5) -> None:
+def saliency_colorbar(
+    fig: Figure,
+    axes: Axes | Sequence[Axes] | np.ndarray,
+    label: str = SALIENCY_LABEL,
+    cmap: str = SALIENCY_CMAP,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    **kwargs,
+) -> Colorbar:
+    """One vertical colour bar beside ``axes`` (one or several) for maps drawn with ``cmap`` on [vmin, vmax],
+    ``label`` written above it.
+
+    The ends are labelled with their meaning (for [0, 1]: 'least' and 'most' salient, within each map). ``kwargs`` go to
+    ``Figure.colorbar`` (e.g. ``shrink``, ``aspect``, ``pad``).
+    """
+    ax = list(np.asarray(axes, dtype=object).flat) if not isinstance(axes, Axes) else axes
+    mappable = ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap)
+    kwargs.setdefault("shrink", 0.8)
+    kwargs.setdefault("aspect", 25)
+    bar = fig.colorbar(mappable, ax=ax, **kwargs)
+    if (vmin, vmax) == (0.0, 1.0):
+        bar.set_ticks([0.0, 0.5, 1.0], labels=["0 least", "0.5", "1 most"])
+    bar.ax.tick_params(labelsize=8)
+    bar.ax.set_title(label, fontsize=8)  # above the bar: fits however short the figure is
+    return bar
+
+
+def save_overlay(path, image: Tensor, saliency: Tensor, alpha: float = OVERLAY_ALPHA) -> None:
     """Write ``overlay(image, saliency)`` as a PNG (no axes, at the image's resolution)."""
     import matplotlib.pyplot as plt
 
     plt.imsave(path, np.clip(overlay(image, saliency, alpha), 0, 1))
 
 
+def draw_boxes(ax: Axes, boxes: Tensor | np.ndarray | None, color: str = "cyan", lw: float = 1.5) -> None:
+    """Outline boxes on ``ax``: boxes (4,) or (M, 4), xyxy in pixels (x1, y1 exclusive); None draws nothing."""
+    if boxes is None:
+        return
+    for x0, y0, x1, y1 in np.asarray(torch.as_tensor(boxes).detach().cpu(), dtype=float).reshape(-1, 4):
+        # pixel i covers [i - 0.5, i + 0.5] in imshow's coordinates
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, lw=lw))
+
+
 def grid_figure(rows: int, cols: int, size: float = 2.4) -> tuple[Figure, np.ndarray]:
+    """An empty ``rows`` x ``cols`` grid of axes without ticks (``size`` inches per panel, constrained layout)."""
     fig = Figure(figsize=(size * cols, size * rows), layout="constrained")
     axes = np.array(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
@@ -53,16 +124,19 @@ def show_maps(
     maps: Mapping[str, Tensor],
     row_titles: Sequence[str] | None = None,
     boxes: Sequence[Tensor] | None = None,
-    alpha: float = 0.5,
+    alpha: float = OVERLAY_ALPHA,
     size: float = 2.4,
+    colorbar: bool = True,
 ) -> Figure:
-    """A grid: one row per image, the image first, then one column per method's map overlaid on it.
+    """A grid: one row per image, the image first, then one column per method's map overlaid on it
+    (``overlay``: ``SALIENCY_CMAP`` over the photo in greyscale), and one colour bar for all the maps.
 
     Args:
         images: (N, 3, H, W) float in [0, 1].
         maps: {method name: (N, 1, H, W) float in [0, 1]}.
-        row_titles: N labels shown left of each row (e.g. the class name).
+        row_titles: N labels shown above each row's image (e.g. the class name).
         boxes: N tensors (M, 4) xyxy pixels drawn on the image column.
+        colorbar: draw the colour bar (``saliency_colorbar``) right of the maps.
     """
     n = images.shape[0]
     fig, axes = grid_figure(n, 1 + len(maps), size)
@@ -71,14 +145,13 @@ def show_maps(
         if row_titles is not None:
             axes[i, 0].set_title(row_titles[i], fontsize=10)
         if boxes is not None:
-            for x0, y0, x1, y1 in boxes[i].tolist():
-                axes[i, 0].add_patch(
-                    matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=2)
-                )
+            draw_boxes(axes[i, 0], boxes[i], color="lime", lw=2)
         for j, (name, m) in enumerate(maps.items(), start=1):
             axes[i, j].imshow(overlay(images[i], m[i], alpha))
             if i == 0:
                 axes[i, j].set_title(name, fontsize=11)
+    if colorbar and maps:
+        saliency_colorbar(fig, axes[:, 1:], shrink=min(0.9, 0.6 + 0.1 * n))
     return fig
 
 

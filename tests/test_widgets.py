@@ -82,7 +82,9 @@ def test_explore_opticam_over_the_slider_grid(clf, iterations, lr, objective, no
         callback=lambda step, partial: steps.append(step),
     )
     assert isinstance(ex, Exploration) and isinstance(ex.figure, Figure)
-    assert len(ex.figure.axes) == 4  # image, map, masked image, objective per iteration
+    panels = [ax for ax in ex.figure.axes if getattr(ax, "_colorbar", None) is None]
+    assert len(panels) == 4  # image, map, masked image, objective per iteration
+    assert len(ex.figure.axes) == 5  # and the map's colour bar
     maps = ex.result.maps
     assert maps.shape == (1, 1, SIZE, SIZE) and torch.isfinite(maps).all()
     assert float(maps.min()) >= 0 and float(maps.max()) <= 1

@@ -128,16 +128,11 @@ def plot_cost(
         label=f"fit: {slope * 1000:.0f} ms/pass",
     )
     ax.scatter(passes, seconds, color="tab:blue", zorder=3, label="measured here")
-    for j, (x, y, text) in enumerate(zip(passes, seconds, labels)):
-        ax.annotate(
-            text, (x, y), textcoords="offset points", xytext=(8, -12 if j % 2 == 0 else 6), fontsize=9
-        )
+    points = [(float(x), float(y), str(text)) for x, y, text in zip(passes, seconds, labels)]
     for text, x in (predict or {}).items():
         y = slope * x + intercept
         ax.scatter([x], [y], facecolors="none", edgecolors="tab:red", s=60, zorder=3)
-        ax.annotate(
-            f"{text}\n(predicted {y:.0f} s)", (x, y), textcoords="offset points", xytext=(-90, 4), fontsize=9
-        )
+        points.append((float(x), float(y), f"{text}\n(predicted {y:.0f} s)"))
     ax.set_xlabel("masked forward passes (one per channel)")
     ax.set_ylabel("seconds on this machine")
     ax.set_xlim(left=0)
@@ -146,7 +141,69 @@ def plot_cost(
     ax.legend(fontsize=9, loc="upper left")
     if title:
         ax.set_title(title, fontsize=11)
+    ax.set_ylim(top=max(max(seconds), *(y for _, y, _ in points)) * 1.12)
+    place_labels(fig, ax, points)
     return fig
+
+
+# Where a point's label may go, in order of preference: (dx, dy) in points, horizontal and vertical alignment.
+_LABEL_SPOTS = (
+    ((8, -4), "left", "top"),
+    ((8, 4), "left", "bottom"),
+    ((-8, 4), "right", "bottom"),
+    ((-8, -4), "right", "top"),
+    ((0, 10), "center", "bottom"),
+    ((0, -10), "center", "top"),
+    ((14, 18), "left", "bottom"),
+    ((14, 32), "left", "bottom"),
+    ((-14, 18), "right", "bottom"),
+    ((14, -18), "left", "top"),
+)
+
+
+def place_labels(fig: Figure, ax, points: Sequence[tuple[float, float, str]], fontsize: float = 9) -> list:
+    """Annotate each (x, y, text) of ``points`` on ``ax`` at the first of a few spots around it (right-below,
+    right-above, left-above, ...) where the label lies inside the axes and overlaps neither the legend nor a
+    label placed before it (the last spot tried is kept when none fits). Draws the figure once to measure; returns the annotations."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)  # settle the (constrained) layout before measuring
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    boxes = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() is not None else []
+    for x, y, text in points:
+        inside_spots, chosen = [], None
+        for offset, ha, va in _LABEL_SPOTS:
+            note = ax.annotate(
+                text, (x, y), textcoords="offset points", xytext=offset, ha=ha, va=va, fontsize=fontsize
+            )
+            box = note.get_window_extent(renderer)
+            note.remove()
+            if box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1:
+                inside_spots.append((offset, ha, va))
+                if not any(box.overlaps(b) for b in boxes):
+                    chosen = (offset, ha, va)
+                    break
+        offset, ha, va = chosen or (inside_spots[0] if inside_spots else _LABEL_SPOTS[0])
+        leader = {"arrowstyle": "-", "lw": 0.6, "color": "tab:gray"} if abs(offset[1]) > 10 else None
+        note = ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=offset,
+            ha=ha,
+            va=va,
+            fontsize=fontsize,
+            arrowprops=leader,
+        )
+        note.update_positions(renderer)
+        boxes.append(Text.get_window_extent(note, renderer))  # the label, not its leader line
+        placed.append(note)
+    return placed
 
 
 def plot_channel_scores(scores: Tensor, constant: Tensor | None = None, top: int = 10) -> Figure:

@@ -106,30 +106,96 @@ def top_channels(activations: Tensor, n: int = 8) -> list[int]:
     return activations.mean(dim=(1, 2)).argsort(descending=True)[:n].tolist()
 
 
+def pre_activation(classifier: Classifier, images: Tensor, layer: str | None = None) -> Tensor:
+    """The feature maps of ``layer`` *before* its activation function: the input of its ``act`` sub-module.
+
+    EfficientNet-Lite's ``bn2`` is BatchNorm followed by ReLU6 (timm's ``BatchNormAct2d``), so its output
+    A^k = min(max(z, 0), 6) hides every value z above 6; this returns z itself, (N, K, h, w), with no graph.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1].
+        layer: a layer with an ``act`` sub-module (default: the classifier's target layer).
+    Raises:
+        InputError: the layer has no ``act`` sub-module.
+    """
+    from opticam_lib.hooks import frozen
+
+    images = validate_images(images)
+    module = classifier.layer(layer)
+    act = getattr(module, "act", None)
+    if not isinstance(act, torch.nn.Module):
+        raise InputError(
+            f"layer {layer or classifier.target_layer!r} has no 'act' sub-module: its output is already what "
+            "the next layer sees (capture it with hooks.capture)"
+        )
+    seen: list[Tensor] = []
+
+    def hook(_m: torch.nn.Module, inputs: tuple) -> None:
+        seen.append(inputs[0].detach().clone())  # clone: an in-place activation would overwrite it
+
+    handle = act.register_forward_pre_hook(hook)
+    try:
+        with frozen(classifier.model), torch.no_grad():
+            classifier.model(images.to(classifier.device))
+    finally:
+        handle.remove()
+    return seen[-1]
+
+
 def show_feature_maps(
-    image: Tensor, activations: Tensor, channels: Sequence[int], cols: int = 5, size: float = 2.2
+    image: Tensor,
+    activations: Tensor,
+    channels: Sequence[int],
+    cols: int = 5,
+    size: float = 2.2,
+    clamp: tuple[float, float] | None = None,
+    cmap: str = "viridis",
 ) -> Figure:
-    """The image, then the feature maps A^k of the given channels, each at its own resolution and scale.
+    """The image, then the feature maps A^k of the given channels at their own resolution, on one colour scale
+    shared by all the maps (the colour bar on the right).
 
     Args:
         image: (3, H, W) float in [0, 1].
         activations: (K, h, w) feature maps of that image.
         channels: channel ids to show.
+        clamp: (low, high) of an activation that clamps its input (ReLU6: (0, 6)) when ``activations`` are
+            the values before it (``pre_activation``): a white dot marks every cell the activation sets to
+            ``high``, the colour bar marks both bounds, and each title counts the clamped cells.
+        cmap: the colour map (feature maps are not saliency: a colour map of their own).
     """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     panels = 1 + len(channels)
     cols = min(cols, panels)
     rows = -(-panels // cols)
-    fig = Figure(figsize=(size * cols, (size + 0.25) * rows), layout="constrained")
+    fig = Figure(figsize=(size * cols + 0.9, (size + 0.25) * rows), layout="constrained")
     axes = np.array(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
         ax.set_axis_off()
     axes.flat[0].imshow(to_numpy_image(image))
     axes.flat[0].set_title("image", fontsize=10)
     h, w = activations.shape[-2:]
-    for ax, k in zip(axes.flat[1:], channels):
-        a = activations[k].detach().float().cpu()
-        ax.imshow(a.numpy(), cmap="viridis", vmin=0)
-        ax.set_title(f"A^{k}  ({h}×{w}, max {float(a.max()):.2f})", fontsize=9)
+    shown = activations[list(channels)].detach().float().cpu()
+    low = float(shown.min()) if clamp is not None else min(0.0, float(shown.min()))
+    norm = Normalize(low, max(float(shown.max()), low + 1e-6))
+    for ax, k, a in zip(axes.flat[1:], channels, shown):
+        ax.imshow(a.numpy(), cmap=cmap, norm=norm)
+        if clamp is None:
+            ax.set_title(f"A^{k}  ({h}×{w}, max {float(a.max()):.2f})", fontsize=9)
+            continue
+        rr, cc = np.nonzero(a.numpy() >= clamp[1])
+        ax.scatter(cc, rr, s=12, c="white", edgecolors="black", linewidths=0.5)
+        ax.set_title(f"channel {k}: {len(rr)} of {h * w} cells ≥ {clamp[1]:g}", fontsize=8)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes.flat), shrink=0.8, aspect=30)
+    bar.ax.tick_params(labelsize=8)
+    if clamp is None:
+        bar.set_label("A^k", fontsize=8)
+    else:
+        for bound in clamp:
+            if norm.vmin <= bound <= norm.vmax:
+                bar.ax.axhline(bound, color="black", lw=1.2)
+        bar.set_label(f"value before the clamp to [{clamp[0]:g}, {clamp[1]:g}] (lines)", fontsize=8)
     return fig
 
 

@@ -9,7 +9,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from opticam_lib.plots import overlay, to_numpy_image
+from opticam_lib.errors import InputError
+from opticam_lib.plots import SALIENCY_CMAP, overlay, saliency_colorbar, to_numpy_image
 
 
 def metrics_bars(
@@ -55,6 +56,7 @@ def opticam_panel(
     )
     for ax in axes[:3]:
         ax.set_axis_off()
+    saliency_colorbar(fig, axes[1], shrink=0.8)
     h = history.detach().cpu().float()
     axes[3].plot(torch.arange(1, h.numel() + 1), h, marker=".", color="tab:orange")
     axes[3].set_xlabel("iteration", fontsize=11)
@@ -140,6 +142,49 @@ def time_bars(
     ax.set_xlabel(unit, fontsize=11)
     ax.grid(axis="x", alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def show_perturbation(
+    image: Tensor,
+    mask: Tensor,
+    blurred: Tensor,
+    perturbed: Tensor,
+    blurred_title: str = "most blurred level",
+    size: float = 1.8,
+) -> Figure:
+    """A blur perturbation in one row: the image, the mask m alone (with its colour bar: 1 keeps the pixel,
+    0 blurs it), the most blurred copy, and the image perturbed with m.
+
+    Args:
+        image, blurred, perturbed: (3, H, W) float in [0, 1].
+        mask: (1, H, W) or (H, W) float in [0, 1].
+        blurred_title: the title of the blurred panel (e.g. its blur radius).
+        size: inches per panel.
+    """
+    panels = {"image x": image, "blurred": blurred, "perturbed with m": perturbed}
+    for name, t in panels.items():
+        if t.dim() != 3 or t.shape[0] != 3 or t.shape[-2:] != image.shape[-2:]:
+            raise InputError(
+                f"{name} must be (3, {image.shape[-2]}, {image.shape[-1]}), got {tuple(t.shape)}"
+            )
+    m = mask.detach().float().cpu()
+    if m.numel() != image.shape[-2] * image.shape[-1]:
+        raise InputError(f"mask must be (1, H, W) or (H, W) like the image, got {tuple(mask.shape)}")
+    fig = Figure(figsize=(4 * size + 1.0, size + 0.5), layout="constrained")
+    axes = fig.subplots(1, 4)
+    for ax in axes:
+        ax.set_axis_off()
+    axes[0].imshow(to_numpy_image(image))
+    axes[0].set_title("image x", fontsize=9)
+    axes[1].imshow(m.reshape(image.shape[-2:]).numpy(), cmap=SALIENCY_CMAP, vmin=0, vmax=1)
+    axes[1].set_title("mask m", fontsize=9)
+    axes[2].imshow(to_numpy_image(blurred))
+    axes[2].set_title(blurred_title, fontsize=9)
+    axes[3].imshow(to_numpy_image(perturbed))
+    axes[3].set_title("perturbed with m", fontsize=9)
+    bar = saliency_colorbar(fig, axes[1], label="m", shrink=0.9)
+    bar.set_ticks([0.0, 0.5, 1.0], labels=["0 blur", "0.5", "1 keep"])
     return fig
 
 

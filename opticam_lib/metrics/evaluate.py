@@ -153,14 +153,18 @@ def _sync(device: torch.device) -> None:
 
 
 def format_table(rows: Sequence[Evaluation | dict], title: str = "") -> str:
-    """The paper's Table 1 layout: METHOD, AD↓, AG↑, AI↑, T (one decimal, T two)."""
+    """The paper's Table 1 layout: METHOD, AD↓, AG↑, AI↑, T (one decimal, T two).
+
+    The METHOD column is as wide as the longest name (at least 16 characters), so the numbers of every row
+    line up under their headers whatever the names."""
+    dicts = [r.row() if isinstance(r, Evaluation) else r for r in rows]
+    width = max([16, *(len(str(d["method"])) + 2 for d in dicts)])
     lines = []
     if title:
         lines.append(title)
-    lines.append(f"{'METHOD':<16}{'AD↓':>8}{'AG↑':>8}{'AI↑':>8}{'T':>9}")
-    for r in rows:
-        d = r.row() if isinstance(r, Evaluation) else r
-        lines.append(f"{d['method']:<16}{d['AD']:>8.1f}{d['AG']:>8.1f}{d['AI']:>8.1f}{d['T']:>9.2f}")
+    lines.append(f"{'METHOD':<{width}}{'AD↓':>8}{'AG↑':>8}{'AI↑':>8}{'T':>9}")
+    for d in dicts:
+        lines.append(f"{d['method']!s:<{width}}{d['AD']:>8.1f}{d['AG']:>8.1f}{d['AI']:>8.1f}{d['T']:>9.2f}")
     return "\n".join(lines)
 
 
