@@ -85,6 +85,8 @@ pytestmark = pytest.mark.slow
 
 # a top-level call such as `opticam_explorer(...)`, `box = lib.widgets.image_picker(...)`, `display(x_explorer(...))`
 WIDGET_CALL = re.compile(r"^(?:[\w, ]+=\s*)?(?:display\()?(?:[\w.]+\.)?\w+_(?:explorer|picker)\s*\(", re.M)
+# a notebook's self-check quiz, `quiz("05")` (opticam_lib.course.quiz): radio buttons, no figure to redraw
+QUIZ_CALL = re.compile(r'^quiz\("\d\d"\)', re.M)
 
 
 def _widget_state(nb: dict) -> dict:
@@ -119,6 +121,10 @@ def widget_cells(nb: dict) -> list[int]:
         if cell["cell_type"] != "code":
             continue
         source = "".join(cell["source"])
+        if QUIZ_CALL.search(
+            source
+        ):  # the self-check quizzes: one of them is answered by test_quiz_in_jupyterlab
+            continue
         views = [
             o["data"]["application/vnd.jupyter.widget-view+json"].get("model_id", "")
             for o in cell.get("outputs", [])
@@ -654,6 +660,68 @@ def test_widget_notebook_in_jupyterlab(notebook: Path, sync_playwright, lab: Lab
     assert not widget_errors, f"widget errors in the browser console: {widget_errors}"
     timings["total"] = time.monotonic() - t0
     (shots / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}))
+
+
+def test_quiz_in_jupyterlab(sync_playwright, lab: Lab) -> None:
+    """Answer one question of notebook 05's quiz in JupyterLab: a wrong option, then the right one, each time
+    pressing Check, and read the feedback the widget shows. The copy holds only the notebook's quiz cell."""
+    from opticam_lib.course.quiz import quiz
+
+    source = NOTEBOOKS / "05_fake_cam_and_average_gain.ipynb"
+    nb = json.loads(source.read_text())
+    quiz_cell = next(
+        c for c in nb["cells"] if c["cell_type"] == "code" and QUIZ_CALL.search("".join(c["source"]))
+    )
+    cell = dict(quiz_cell, outputs=[], execution_count=None, metadata={})
+    copy = lab.folder / "notebooks" / "quiz_05.ipynb"
+    metadata = {k: v for k, v in nb["metadata"].items() if k != "widgets"}
+    copy.write_text(json.dumps(dict(nb, cells=[cell], metadata=metadata), indent=1))
+    question = quiz("05").questions[0]  # as the widget shows it (choices in their shown order)
+    right = [c.right for c in question.choices].index(True)
+    wrong = (right + 1) % len(question.choices)
+    shots = ARTIFACTS / "quiz_05"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            lab.folder / "chromium", executable_path=CHROMIUM, args=CHROMIUM_ARGS, viewport=WINDOW
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{lab.url}lab/tree/{copy.name}?token={lab.token}", timeout=SERVER_START_S * 1000)
+            wait_for(page, JS_KERNEL_IDLE, SERVER_START_S, "the notebook to open and its kernel to start")
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_timeout(1000)
+            wait_for(page, JS_ALL_RUN, RUN_CELLS_S, "the quiz cell to run")
+            out = page.locator(".jp-Notebook .jp-Cell").first
+            out.locator(".widget-radio-box").first.wait_for(timeout=60_000)
+            first = out.locator(".widget-vbox .widget-vbox").first  # question 1's box
+            assert question.choices[0].text[:20] in first.inner_text()
+            feedback = first.locator(".widget-html").last
+            check = first.locator("button", has_text="Check")
+            first.locator(".widget-radio-box label").nth(wrong).click()
+            check.click()
+            page.wait_for_function(
+                "e => e.innerText.includes('✗')", arg=feedback.element_handle(), timeout=30_000
+            )
+            assert "Try another option" in feedback.inner_text()
+            first.locator(".widget-radio-box label").nth(right).click()
+            check.click()
+            page.wait_for_function(
+                "e => e.innerText.includes('✓')", arg=feedback.element_handle(), timeout=30_000
+            )
+            assert question.choices[right].why[:30] in feedback.inner_text()
+            assert not broken_widget_messages(page), broken_widget_messages(page)
+            assert not error_outputs(page), error_outputs(page)
+            first.screenshot(path=shots / "answered.png")
+        except BaseException:
+            try:
+                page.screenshot(path=shots / "failure.png")
+            except Exception:
+                pass
+            raise
+        finally:
+            browser.close()
 
 
 def pytest_generate_tests(metafunc):  # pragma: no cover - collection hook

@@ -22,39 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from opticam_lib.course.quiz_questions import QUIZZES, Choice, Question
 from opticam_lib.errors import InputError
 
+__all__ = ["QUIZZES", "Choice", "Feedback", "Question", "Quiz", "assess", "quiz", "quiz_problems", "shuffled"]
+
 LETTERS = "abcdefgh"
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One option of a multiple-choice question: its text, why it is right or wrong, and whether it is right."""
-
-    text: str
-    why: str
-    right: bool = False
-
-
-@dataclass(frozen=True)
-class Question:
-    """A multiple-choice question (``choices``, exactly one right) or a numeric one (``answer`` within
-    ``tolerance``).
-
-    ``hint`` is shown after a wrong number (it must not give the number away); ``explanation`` after a right
-    answer (for a multiple-choice question, after the right choice's own ``why``).
-    """
-
-    prompt: str
-    choices: tuple[Choice, ...] = ()
-    answer: float | None = None
-    tolerance: float = 0.0
-    hint: str = ""
-    explanation: str = ""
-
-    @property
-    def numeric(self) -> bool:
-        return self.answer is not None
 
 
 @dataclass(frozen=True)
@@ -239,8 +212,6 @@ def _key(notebook: str | int) -> str:
 def quiz(notebook: str | int, quizzes: Mapping[str, tuple[Question, ...]] | None = None) -> Quiz:
     """The quiz of ``notebook`` (``"05"``, ``5`` or ``"05_fake_cam_and_average_gain"``), ready to display; the
     choices of each question in the order of ``shuffled``."""
-    from opticam_lib.course.quiz_questions import QUIZZES
-
     bank = QUIZZES if quizzes is None else quizzes
     key = _key(notebook)
     if key not in bank:
@@ -253,7 +224,6 @@ def quiz_problems(quizzes: Mapping[str, tuple[Question, ...]] | None = None) -> 
     each multiple-choice question has 2 to 8 options with exactly one right and a reason for each, and each
     numeric question has a finite answer, a tolerance >= 0, a hint and an explanation."""
     from opticam_lib.course.navigation import COURSE
-    from opticam_lib.course.quiz_questions import QUIZZES
 
     bank = QUIZZES if quizzes is None else quizzes
     problems = []

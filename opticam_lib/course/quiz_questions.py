@@ -5,11 +5,44 @@ exactly one right choice, and every choice says why it is right or wrong (shown 
 numeric question has an answer, a tolerance, a hint shown after a wrong number and an explanation shown after
 the right one. Text may use <b>, <i>, <code>, <sub> and <sup>; no other markup (it is shown as HTML in the widget
 and as Markdown or plain text elsewhere). ``quiz.quiz_problems()`` and ``tests/test_quiz.py`` check the bank.
+The two record types live here too, so that the data imports nothing; ``quiz.py`` (the widget and the logic)
+imports them from here.
 """
 
 from __future__ import annotations
 
-from opticam_lib.course.quiz import Choice, Question
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One option of a multiple-choice question: its text, why it is right or wrong, and whether it is right."""
+
+    text: str
+    why: str
+    right: bool = False
+
+
+@dataclass(frozen=True)
+class Question:
+    """A multiple-choice question (``choices``, exactly one right) or a numeric one (``answer`` within
+    ``tolerance``).
+
+    ``hint`` is shown after a wrong number (it must not give the number away); ``explanation`` after a right
+    answer (for a multiple-choice question, after the right choice's own ``why``).
+    """
+
+    prompt: str
+    choices: tuple[Choice, ...] = ()
+    answer: float | None = None
+    tolerance: float = 0.0
+    hint: str = ""
+    explanation: str = ""
+
+    @property
+    def numeric(self) -> bool:
+        return self.answer is not None
+
 
 QUIZZES: dict[str, tuple[Question, ...]] = {
     "00": (
