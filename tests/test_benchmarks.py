@@ -132,3 +132,32 @@ def test_bench_gpu_writes_one_json_with_every_goal(tmp_path: Path) -> None:
         assert len(ag[key]["pearson_r"]) == 2 and all(-1 <= r <= 1 for r in ag[key]["pearson_r"])
         assert ag[key]["AG_difference"] == pytest.approx(ag[key]["AG"] - ag["AG_fp32"])
     assert set(report["verdicts"]) >= {"1 overhead (eager)", "2 paper setting", "3 throughput", "3 agreement"}
+
+
+def test_make_imagenet_folder_writes_a_folder_reproduce_can_read(tmp_path: Path) -> None:
+    """Goal 4's generated ImageNet-style folder: class sub-folders by WordNet id, the sample photos' true classes,
+    the same bytes from the same seed, and ``load_imagenet_folder`` (what ``reproduce`` uses) reads it back."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from make_imagenet_folder import make_folder
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from opticam_lib.errors import InputError
+    from opticam_lib.images import imagenet_wnids, load_imagenet_folder, load_samples
+
+    paths = make_folder(tmp_path / "a", 12, size=32, seed=1)
+    again = make_folder(tmp_path / "b", 12, size=32, seed=1)
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+    samples = load_samples(size=32)
+    wnids = imagenet_wnids()
+    # round-robin over the 10 photographs: image k shows photograph k mod 10, in its class's folder
+    assert [p.parent.name for p in paths] == [wnids[int(samples.labels[k % 10])] for k in range(12)]
+    data = load_imagenet_folder(tmp_path / "a", size=32)
+    assert (
+        data.images.shape == (12, 3, 32, 32)
+        and 0 <= float(data.images.min()) <= float(data.images.max()) <= 1
+    )
+    want = sorted(int(samples.labels[k % 10]) for k in range(12))
+    assert sorted(data.labels.tolist()) == want
+    with pytest.raises(InputError, match="positive"):
+        make_folder(tmp_path / "c", 0)

@@ -298,3 +298,52 @@ def test_cpu_supports_bf16_answers_a_bool_or_none(monkeypatch, tmp_path):
     assert cpu_supports_bf16() is True
     fake.write_text("flags\t\t: fpu avx2\n")
     assert cpu_supports_bf16() is False
+
+
+# ---- the committed benchmark results (notebook 04, section 8) --------------------------------------------------------
+
+
+def _bench_json(device_type: str, date: str) -> dict:
+    return {
+        "device": "NVIDIA H100" if device_type == "cuda" else "CPU",
+        "device_type": device_type,
+        "torch": "2.11",
+        "date": date,
+        "command": f"python benchmarks/bench_gpu.py --device {device_type}",
+        "model": "resnet50",
+        "overhead": [{"batch": 64, "precision": "bf16", "loop": "eager", "ratio": {"median": 1.02}}],
+        "paper_setting": {"batch": 2, "iterations": 10, "seconds": {"eager_fp32": 1.0, "graph_fp32": 0.5}},
+        "throughput": [{"variant": "bf16", "batch": 256, "projected_minutes": 11.5}],
+    }
+
+
+def test_load_bench_results_reads_only_bench_jsons_gpu_first(tmp_path):
+    import json
+
+    from opticam_lib.course.speed import find_results_folder, load_bench_results
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "a_cpu.json").write_text(json.dumps(_bench_json("cpu", "2026-01-02")))
+    (results / "b_gpu.json").write_text(json.dumps(_bench_json("cuda", "2026-01-03")))
+    (results / "other.json").write_text(json.dumps({"something": 1}))  # not one of bench_gpu.py's: skipped
+    assert find_results_folder(tmp_path / "benchmarks") == results  # found from a folder below the root too
+    loaded = load_bench_results(results)
+    assert [r["file"] for r in loaded] == ["b_gpu.json", "a_cpu.json"]
+    assert load_bench_results(tmp_path / "missing") == []
+
+
+def test_seconds_per_batch_of_8_scales_to_the_papers_setting():
+    from opticam_lib.course.speed import bench_results_figure, bench_results_table, seconds_per_batch_of_8
+
+    result = _bench_json("cuda", "2026-01-03")
+    # 2 images x 10 iterations in 1.0 s -> 8 images x 100 iterations: x4 images, x10 iterations
+    assert seconds_per_batch_of_8(result) == {"eager_fp32": 40.0, "graph_fp32": 20.0}
+    assert seconds_per_batch_of_8({"device": "x"}) == {}
+    rows = bench_results_table([result])
+    values = [r["value"] for r in rows]
+    assert values == ["x1.020", "40.00 s", "20.00 s", "11.5 min"]
+    fig = bench_results_figure([result], {"resnet50": 4.15})
+    left, right = fig.axes
+    assert [p.get_width() for p in left.patches] == [4.15, 40.0, 20.0]
+    assert [p.get_width() for p in right.patches] == [1.02]
