@@ -28,6 +28,12 @@ from opticam_lib.errors import InputError
 __all__ = ["QUIZZES", "Choice", "Feedback", "Question", "Quiz", "assess", "quiz", "quiz_problems", "shuffled"]
 
 LETTERS = "abcdefgh"
+#: long options wrap onto several lines: ipywidgets gives each radio label one fixed line, so they would overlap
+QUIZ_CSS = (
+    ".opticam-quiz .widget-radio-box label {display: flex; height: auto; white-space: normal; line-height: 1.35; "
+    "margin-bottom: 4px; align-items: flex-start;} "
+    ".opticam-quiz .widget-radio-box input {margin: 3px 6px 0 0; flex: none; order: -1;}"
+)
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,12 @@ def build_widget(q: Quiz):
     """The quiz as ipywidgets: one box per question (prompt, input, Check button, feedback)."""
     import ipywidgets as w
 
-    boxes = [w.HTML(f"<b>Check yourself</b> (notebook {html.escape(q.notebook)}): answer, then press Check.")]
+    boxes = [
+        w.HTML(
+            f"<style>{QUIZ_CSS}</style><b>Check yourself</b> (notebook {html.escape(q.notebook)}): answer, then "
+            "press Check."
+        )
+    ]
     for i, question in enumerate(q.questions, start=1):
         prompt = w.HTML(f"<b>{i}.</b> {question.prompt}", layout=w.Layout(width="100%"))
         if question.numeric:
@@ -177,7 +188,9 @@ def build_widget(q: Quiz):
                 layout=w.Layout(margin="6px 0 6px 0"),
             )
         )
-    return w.VBox(boxes, layout=w.Layout(width="100%"))
+    box = w.VBox(boxes, layout=w.Layout(width="100%"))
+    box.add_class("opticam-quiz")
+    return box
 
 
 def _checker(question: Question, field_, feedback):
