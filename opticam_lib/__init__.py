@@ -26,6 +26,7 @@ from opticam_lib.methods.extremal import extremal_perturbation
 from opticam_lib.methods.masking import ablationcam, fakecam, scorecam
 from opticam_lib.methods.opticam import OptiCAMResult, opticam, optimize
 from opticam_lib.methods.registry import METHODS, display_name, explain, get_method
+from opticam_lib.methods.tibav import tibav
 from opticam_lib.metrics.classification import (
     average_drop,
     average_gain,
@@ -89,6 +90,7 @@ __all__ = [
     "optimize",
     "profile",
     "scorecam",
+    "tibav",
     "use_profile",
     "wrap_classifier",
     "xgradcam",

@@ -36,6 +36,7 @@ from opticam_lib import (
     lime,
     opticam,
     scorecam,
+    tibav,
     wrap_classifier,
     xgradcam,
 )
@@ -165,6 +166,27 @@ def make_tiny_vit(seed: int = 0):
     )  # fmt: skip
 
 
+def make_timm_vit(seed: int = 0, depth: int = 2, heads: int = 2, dim: int = 16):
+    """A tiny timm ``VisionTransformer`` (32 x 32 images, 8 x 8 patches: 16 tokens + a class token), its fused
+    attention left at timm's default and trained-like LayerNorm parameters; target layer ``blocks.-1.norm1``."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    net = VisionTransformer(
+        img_size=SIZE, patch_size=8, num_classes=NUM_CLASSES, embed_dim=dim, depth=depth, num_heads=heads,
+        mlp_ratio=2.0, class_token=True, global_pool="token",
+    )  # fmt: skip
+    for m in net.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return wrap_classifier(
+        net,
+        f"blocks.{depth - 1}.norm1", name="timm_vit", num_classes=NUM_CLASSES, input_size=SIZE,
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), prefix_tokens=1,
+    )  # fmt: skip
+
+
 def make_images(n: int = 3, seed: int = 0, size: int = SIZE) -> torch.Tensor:
     """Smooth random images in [0, 1]: noise blurred by bilinear upsampling (more image-like than white noise)."""
     g = torch.Generator().manual_seed(seed)
@@ -191,6 +213,11 @@ def tiny_vit():
 def tiny_model(request):
     """Each tiny model in turn."""
     return {"tiny_cnn": make_tiny_cnn, "bn_cnn": make_bn_cnn, "tiny_vit": make_tiny_vit}[request.param]()
+
+
+@pytest.fixture
+def timm_vit():
+    return make_timm_vit()
 
 
 @pytest.fixture
@@ -224,6 +251,11 @@ ALL_METHODS = {
     "gradientshap": gradientshap,
     "opticam": opticam,
 }
+
+
+#: the registered methods that explain vision transformers only (``MethodInfo.transformer_only``): the contract
+#: and state tests run them on ``timm_vit`` (tests/test_tibav.py) instead of the CNNs
+TRANSFORMER_METHODS = {"tibav": tibav}
 
 
 @pytest.fixture

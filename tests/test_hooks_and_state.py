@@ -169,10 +169,15 @@ def test_state_restored_after_exception_in_forward(name, tiny_cnn, images):
 
 
 def test_the_method_list_is_the_registry():
-    """Every registered method is covered by these tests, and nothing else."""
+    """Every registered method is covered by these tests (the transformer-only ones by their twins in
+    tests/test_tibav.py, on a timm ViT), and nothing else."""
+    from conftest import TRANSFORMER_METHODS
+
     from opticam_lib.methods.registry import METHODS
 
-    assert set(ALL_METHODS) == set(METHODS)
+    assert set(ALL_METHODS) | set(TRANSFORMER_METHODS) == set(METHODS)
+    assert not set(ALL_METHODS) & set(TRANSFORMER_METHODS)
+    assert {n for n, info in METHODS.items() if info.transformer_only} == set(TRANSFORMER_METHODS)
 
 
 class _BackwardBomb(torch.autograd.Function):

@@ -5,7 +5,8 @@ images (N, 3, H, W) float in [0, 1] -> maps (N, 1, H, W) float in [0, 1].
 - ``features``: the feature pass (A^k, and dy_c/dA^k);
 - ``cam``: CAM and the gradient family (eq. 1-2); ``masking``: Score-CAM, Ablation-CAM, Fake-CAM (eq. 3-4);
 - ``opticam``: Opti-CAM (eq. 5-12, 19, A1, A2); ``extremal``: Extremal Perturbations; ``attribution``: LIME and
-  GradientShap (Captum); ``attention``: raw attention and rollout for transformers;
+  GradientShap (Captum); ``attention``: raw attention and rollout for transformers; ``tibav``: Chefer et al.'s
+  transformer attribution (TIBAV, LRP relevances or the gradient-weighted attention);
 - ``registry``: one record per method (name, display name, cost, takes a layer, shows progress).
 """
 
@@ -76,6 +77,7 @@ from opticam_lib.methods.registry import (
     explain,
     get_method,
 )
+from opticam_lib.methods.tibav import TIBAV_VARIANTS, TIBAVResult, tibav, tibav_relevance
 
 __all__ = [
     "BASELINES",
@@ -95,6 +97,7 @@ __all__ = [
     "REDUCTIONS",
     "SCHEDULES",
     "SELECTORS",
+    "TIBAV_VARIANTS",
     "VARIANTS",
     "ExtremalResult",
     "Method",
@@ -103,6 +106,7 @@ __all__ = [
     "OptiCAMResult",
     "Schedule",
     "SmoothMaskGenerator",
+    "TIBAVResult",
     "ablationcam",
     "activations_and_gradients",
     "apply_perturbation",
@@ -144,6 +148,8 @@ __all__ = [
     "saliency_map",
     "scorecam",
     "select",
+    "tibav",
+    "tibav_relevance",
     "to_saliency",
     "upsample",
     "weighted_ridge",

@@ -19,6 +19,7 @@ from opticam_lib.methods.cam import cam, gradcam, gradcampp, hirescam, layercam,
 from opticam_lib.methods.extremal import extremal_perturbation
 from opticam_lib.methods.masking import ablationcam, fakecam, scorecam
 from opticam_lib.methods.opticam import opticam
+from opticam_lib.methods.tibav import tibav
 from opticam_lib.models.classifier import Classifier
 
 Method = Callable[..., Tensor]
@@ -35,6 +36,7 @@ class MethodInfo:
         takes_layer: it accepts ``layer=`` (a target layer); the others work on the input pixels
             (ExPerturbation, LIME, GradientShap), the final linear layer (CAM) or nothing (Fake-CAM).
         shows_progress: it accepts ``progress=`` (a progress bar).
+        transformer_only: it explains vision transformers only (TIBAV); a CNN is refused with an InputError.
     """
 
     fn: Method
@@ -42,6 +44,7 @@ class MethodInfo:
     cost: str
     takes_layer: bool = False
     shows_progress: bool = False
+    transformer_only: bool = False
 
 
 _GRADIENT = "1 forward + 1 backward"
@@ -69,6 +72,12 @@ METHODS: dict[str, MethodInfo] = {
     "gradientshap": MethodInfo(
         gradientshap, "GradientShap", "S x (forward + backward), S = 50 (needs captum)"
     ),
+    "tibav": MethodInfo(
+        tibav,
+        "TIBAV",
+        "1 forward + 1 backward + 1 LRP pass (timm ViTs only)",
+        transformer_only=True,
+    ),
     "opticam": MethodInfo(
         opticam, "Opti-CAM", "T x (forward + backward), T iterations", takes_layer=True, shows_progress=True
     ),
@@ -78,6 +87,8 @@ METHODS: dict[str, MethodInfo] = {
 LAYER_METHODS: tuple[str, ...] = tuple(name for name, info in METHODS.items() if info.takes_layer)
 #: the methods that show a progress bar (``progress=``), read from the records above
 PROGRESS_METHODS: tuple[str, ...] = tuple(name for name, info in METHODS.items() if info.shows_progress)
+#: the methods that explain vision transformers only, read from the records above
+TRANSFORMER_METHODS: tuple[str, ...] = tuple(name for name, info in METHODS.items() if info.transformer_only)
 
 
 def get_method(name: str | Method) -> Method:
