@@ -26,6 +26,9 @@ SALIENCY_CMAP = "inferno"
 """The one colour map of saliency maps, alone or overlaid (perceptually uniform; dark = 0, bright = 1)."""
 OVERLAY_ALPHA = 0.55
 """The map's weight in an overlay: ``(1 - alpha) * grey photo + alpha * colour of the map``."""
+GRID_DPI = 80
+"""Dots per inch of a grid of maps: photos of 224 pixels in panels of 2.4 inches keep almost all their pixels,
+and a notebook of several grids stays small (the PNGs are stored in the notebook)."""
 SALIENCY_LABEL = "saliency"
 """The colour bar's title; its ticks say '0 least' and '1 most' (every method's map is scaled to [0, 1] per
 image, so the ends are the least and the most salient pixels of each map)."""
@@ -90,7 +93,10 @@ def saliency_colorbar(
     if (vmin, vmax) == (0.0, 1.0):
         bar.set_ticks([0.0, 0.5, 1.0], labels=["0 least", "0.5", "1 most"])
     bar.ax.tick_params(labelsize=8)
-    bar.ax.set_title(label, fontsize=8)  # above the bar: fits however short the figure is
+    # above the bar (fits however short the figure is), starting at its left edge: clear of the maps on its left
+    title = bar.ax.set_title(label, fontsize=8, pad=7)
+    title.set_horizontalalignment("left")
+    title.set_x(0.0)
     return bar
 
 
@@ -111,8 +117,9 @@ def draw_boxes(ax: Axes, boxes: Tensor | np.ndarray | None, color: str = "cyan",
 
 
 def grid_figure(rows: int, cols: int, size: float = 2.4) -> tuple[Figure, np.ndarray]:
-    """An empty ``rows`` x ``cols`` grid of axes without ticks (``size`` inches per panel, constrained layout)."""
-    fig = Figure(figsize=(size * cols, size * rows), layout="constrained")
+    """An empty ``rows`` x ``cols`` grid of axes without ticks (``size`` inches per panel, constrained layout,
+    ``GRID_DPI``)."""
+    fig = Figure(figsize=(size * cols, size * rows), layout="constrained", dpi=GRID_DPI)
     axes = np.array(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
         ax.set_axis_off()

@@ -109,6 +109,22 @@ def test_the_colour_bar_title_fits_a_one_row_grid():
     assert _inside(label.get_window_extent(renderer), fig.bbox)
 
 
+@pytest.mark.parametrize(("rows", "size"), [(1, 1.2), (2, 1.4), (4, 2.4)])
+def test_the_colour_bar_title_and_ticks_stay_clear_of_the_maps(rows: int, size: float):
+    fig = show_maps(torch.rand(rows, 3, 16, 16), {"A": torch.rand(rows, 1, 16, 16)}, size=size)
+    renderer = _draw(fig)
+    bar = _colorbars(fig)[0]
+    texts = [bar.ax.title, *bar.ax.get_yticklabels()]
+    panels = [ax.get_window_extent(renderer) for ax in fig.axes if ax.images]
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert _inside(box, fig.bbox)
+        assert not any(box.overlaps(p) for p in panels)
+    title = bar.ax.title.get_window_extent(renderer)
+    top_tick = max(bar.ax.get_yticklabels(), key=lambda t: t.get_window_extent(renderer).y1)
+    assert not title.overlaps(top_tick.get_window_extent(renderer))
+
+
 def test_draw_boxes_outlines_each_box():
     fig = Figure()
     ax = fig.subplots()
