@@ -98,7 +98,9 @@ def assess(question: Question, response: object) -> Feedback:
 
 def _plain(text: str) -> str:
     """Text for a terminal: the course's simple inline markup removed."""
-    return re.sub(r"</?(b|i|code|sub|sup)>", "", text)
+    text = re.sub(r"<sub>(.*?)</sub>", r"_\1", text)
+    text = re.sub(r"<sup>(.*?)</sup>", r"^\1", text)
+    return re.sub(r"</?(b|i|code)>", "", text)
 
 
 @dataclass
