@@ -2,9 +2,13 @@
 
 - the **student edition** (``python -m opticam_lib.edition student`` -> ``student/``): every notebook of
   ``notebooks/`` with the exercise solutions removed and all outputs cleared, everything else identical;
-- the **static HTML site** (``python -m opticam_lib.edition html`` -> ``site/``): the committed, executed
-  notebooks rendered by nbconvert's HTML exporter (figures embedded as PNG, math by MathJax), with an index page
-  linking them in order.
+- the **offline site** (``python -m opticam_lib.edition html`` -> ``site/``, built by ``course/site.py``): an index
+  with the table of contents of ``COURSE``, the committed, executed notebooks rendered by nbconvert's HTML exporter
+  (figures embedded as PNG), the glossary and the teacher's guide; equations converted to MathML at build time,
+  no script and no CDN, so it reads from disk with no network.
+
+``python -m opticam_lib.edition figure`` redraws the Opti-CAM pipeline figure the glossary and the site show
+(``notebooks/figures/opticam_pipeline.png``, from a real run of the offline model).
 
 ``python -m opticam_lib.edition check`` lists notebooks whose exercises break the course's convention (below).
 
@@ -18,37 +22,24 @@ from __future__ import annotations
 
 import argparse
 import copy
-import html
 import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from opticam_lib.course.navigation import COURSE, COURSE_HOME, navigation_problems, write_navigation
+from opticam_lib.course.notebook_files import (  # re-exported: the editions' notebook helpers
+    NOTEBOOK_GLOB,
+    course_notebooks,
+    read_notebook,
+)
+from opticam_lib.course.notebook_files import cell_source as _source
+from opticam_lib.course.notebook_files import nbformat_module as _nbformat
 from opticam_lib.errors import InputError
 
 SOLUTION_TAG = "solution"
-NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
-MATHJAX_NOTE = (
-    "Equations are typeset by MathJax, which these pages load from a CDN "
-    "(cdnjs.cloudflare.com): offline, the math shows as LaTeX source such as $\\sum_k w_k A^k$; "
-    "figures and text need no network."
-)
 _CHECKER = re.compile(r"\bcheck_\w+\s*\(")
 _RAISE_TODO = re.compile(r"^\s*raise NotImplementedError\b", re.MULTILINE)
-
-
-def _nbformat():
-    try:
-        import nbformat
-    except ImportError as err:  # pragma: no cover - nbformat comes with jupyter
-        raise InputError("the editions need nbformat: pip install nbformat nbconvert") from err
-    return nbformat
-
-
-def _source(cell) -> str:
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else src
 
 
 def is_solution(cell) -> bool:
@@ -61,18 +52,6 @@ def is_exercise(cell) -> bool:
     return (
         cell.get("cell_type") == "code" and not is_solution(cell) and bool(_RAISE_TODO.search(_source(cell)))
     )
-
-
-def read_notebook(path: str | Path):
-    """Read an .ipynb file (nbformat 4). Raises InputError naming the path when it is missing or not a notebook."""
-    nbformat = _nbformat()
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"notebook not found: {path}")
-    try:
-        return nbformat.read(path, as_version=4)
-    except Exception as err:  # nbformat raises several types for bad JSON / schema
-        raise InputError(f"cannot read {path} as a notebook: {err}") from None
 
 
 def student_notebook(nb):
@@ -88,14 +67,6 @@ def student_notebook(nb):
         cell.get("metadata", {}).pop("execution", None)
     out.metadata.pop("widgets", None)
     return out
-
-
-def has_outputs(nb) -> bool:
-    """True when any code cell of ``nb`` has an output or an execution count."""
-    return any(
-        c.get("cell_type") == "code" and (c.get("outputs") or c.get("execution_count") is not None)
-        for c in nb.cells
-    )
 
 
 def exercise_problems(nb, name: str = "notebook") -> list[str]:
@@ -134,17 +105,6 @@ def exercise_problems(nb, name: str = "notebook") -> list[str]:
     return problems
 
 
-def course_notebooks(src: str | Path = "notebooks") -> list[Path]:
-    """The course's notebooks in ``src`` (files ``NN_name.ipynb``), in order. Raises InputError if there are none."""
-    src = Path(src)
-    if not src.is_dir():
-        raise InputError(f"notebook folder not found: {src}")
-    found = sorted(src.glob(NOTEBOOK_GLOB))
-    if not found:
-        raise InputError(f"no course notebooks (NN_name.ipynb) in {src}")
-    return found
-
-
 def write_student_edition(src: str | Path = "notebooks", dst: str | Path = "student") -> list[Path]:
     """Write ``student_notebook`` of every course notebook of ``src`` into ``dst`` (created), plus ``src``'s
     README.md if there is one. Notebooks left in ``dst`` from an earlier run whose source is gone are removed.
@@ -170,86 +130,19 @@ def write_student_edition(src: str | Path = "notebooks", dst: str | Path = "stud
     return written
 
 
-def notebook_title(nb, fallback: str) -> str:
-    """The text of the first level-1 heading (``# ...``) of the first markdown cells, else ``fallback``."""
-    for cell in nb.cells:
-        if cell.get("cell_type") != "markdown":
-            continue
-        for line in _source(cell).splitlines():
-            if line.startswith("# "):
-                return line[2:].strip()
-    return fallback
-
-
-def _index_html(entries: Sequence[tuple[str, str, bool]]) -> str:
-    items = "\n".join(
-        f'    <li><a href="{html.escape(href)}">{html.escape(title)}</a>'
-        + ("" if executed else " <em>(not executed: no outputs saved)</em>")
-        + "</li>"
-        for href, title, executed in entries
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>The Opti-CAM course</title>
-  <style>body {{ font-family: sans-serif; max-width: 46em; margin: 2em auto; line-height: 1.5; padding: 0 1em; }}
-  li {{ margin: 0.4em 0; }} .note {{ color: #555; font-size: 0.95em; }}</style>
-</head>
-<body>
-  <h1>The Opti-CAM course</h1>
-  <p>Notebooks around <em>Opti-CAM: Optimizing saliency maps for interpretability</em> (Zhang et al., CVIU 2024),
-  executed on a laptop CPU with the default profile, in the order to read them. To run them, open
-  <code>notebooks/</code> in JupyterLab (see <code>notebooks/README.md</code>).</p>
-  <ol>
-{items}
-  </ol>
-  <p class="note">{html.escape(MATHJAX_NOTE)} Interactive widgets are shown as saved when the notebook was
-  executed; they need a running kernel to react.</p>
-</body>
-</html>
-"""
-
-
 def build_html(
     src: str | Path = "notebooks", dst: str | Path = "site", names: Iterable[str] | None = None
 ) -> Path:
-    """Render the course's executed notebooks to ``dst`` (one ``NN_name.html`` each) and write ``dst/index.html``
-    linking them in order. Nothing is executed: the pages show the outputs committed with the notebooks.
+    """Build the offline site (``opticam_lib.course.site.build_site``) and return the path of its ``index.html``.
 
     Args:
-        src: folder of the notebooks.
+        src: folder of the notebooks (and of GLOSSARY.md, TEACHERS.md, figures/).
         dst: output folder (created).
         names: only these notebooks (file names or stems, e.g. ``["03_opti_cam"]``); default all, in order.
-    Returns:
-        the path of ``index.html``.
     """
-    try:
-        from nbconvert import HTMLExporter
-    except ImportError as err:  # pragma: no cover
-        raise InputError("the HTML build needs nbconvert: pip install nbconvert") from err
-    sources = course_notebooks(src)
-    if names is not None:
-        wanted = {Path(n).stem for n in names}
-        unknown = wanted - {p.stem for p in sources}
-        if unknown:
-            raise InputError(f"not a course notebook in {src}: {', '.join(sorted(unknown))}")
-        sources = [p for p in sources if p.stem in wanted]
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab")
-    entries = []
-    for path in sources:
-        nb = read_notebook(path)
-        title = notebook_title(nb, path.stem)
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-        target = dst / f"{path.stem}.html"
-        target.write_text(body, encoding="utf-8")
-        entries.append((target.name, title, has_outputs(nb)))
-    index = dst / "index.html"
-    index.write_text(_index_html(entries), encoding="utf-8")
-    return index
+    from opticam_lib.course.site import build_site
+
+    return build_site(src, dst, names).index
 
 
 def _badge_home(src: str | Path) -> str | None:
@@ -265,7 +158,7 @@ def _badge_home(src: str | Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m opticam_lib.edition {student,html,check,nav,home,grade}``; see the module docstring."""
+    """``python -m opticam_lib.edition {student,html,figure,check,nav,home,grade}``; see the module docstring."""
     parser = argparse.ArgumentParser(
         prog="python -m opticam_lib.edition", description=__doc__.split("\n\n")[0]
     )
@@ -273,10 +166,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     st = sub.add_parser("student", help="write the student edition (solutions removed, outputs cleared)")
     st.add_argument("--src", default="notebooks")
     st.add_argument("--dst", default="student")
-    ht = sub.add_parser("html", help="render the executed notebooks to a static site with an index")
+    ht = sub.add_parser(
+        "html", help="build the offline site: index, executed notebooks, glossary, guide, math as MathML"
+    )
     ht.add_argument("--src", default="notebooks")
     ht.add_argument("--dst", default="site")
     ht.add_argument("names", nargs="*", help="only these notebooks (e.g. 03_opti_cam); default all")
+    fg = sub.add_parser(
+        "figure", help="redraw the Opti-CAM pipeline figure (notebooks/figures/) from a real run"
+    )
+    fg.add_argument("--src", default="notebooks")
     ck = sub.add_parser(
         "check", help="list exercises that break the convention, and navigation drift (exit 1 if any)"
     )
@@ -302,9 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"wrote {len(written)} student notebooks to {args.dst}/ (solutions removed, outputs cleared)"
             )
         elif args.command == "html":
-            index = build_html(args.src, args.dst, args.names or None)
-            pages = len(list(index.parent.glob("[0-9][0-9]_*.html")))
-            print(f"wrote {index} and {pages} notebook pages (MathJax from its CDN for the equations)")
+            from opticam_lib.course.site import build_site
+
+            print(build_site(args.src, args.dst, args.names or None).summary())
+        elif args.command == "figure":
+            from opticam_lib.course.site import PIPELINE_PNG, write_pipeline_png
+
+            path = write_pipeline_png(Path(args.src) / PIPELINE_PNG)
+            print(f"wrote {path} ({path.stat().st_size:,} bytes)")
         elif args.command == "grade":
             from opticam_lib.course.grader import format_grades, grade_notebook, submissions, write_csv
 

@@ -1,15 +1,19 @@
 """Figures only the course's notebooks draw: panels, scaling and time bars, metric bars, the extremal
-history, LIME's superpixel weights. Pure functions returning figures."""
+history, LIME's superpixel weights, and the Opti-CAM pipeline (the paper's Fig. 1) from a real run. Functions
+returning figures; only ``pipeline_figure`` runs a model (Opti-CAM on the image it draws)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from opticam_lib.errors import InputError
+from opticam_lib.models.classifier import Classifier
 from opticam_lib.plots import SALIENCY_CMAP, overlay, saliency_colorbar, to_numpy_image
 
 
@@ -243,4 +247,141 @@ def plot_superpixel_weights(image: Tensor, segments: Tensor, weights: Tensor, ti
     fig.colorbar(im, ax=right, shrink=0.8)
     for ax in (left, right):
         ax.set_axis_off()
+    return fig
+
+
+#: the panels of ``pipeline_figure``, left to right (the forward path of the paper's Fig. 1)
+PIPELINE_PANELS: tuple[str, ...] = (
+    "image x",
+    "feature maps A^k",
+    "weights softmax(u)",
+    "map S(x; u)",
+    "n(up(S))",
+    "masked image",
+    "class score F",
+)
+
+
+def _montage(maps: Tensor, cols: int = 2) -> np.ndarray:
+    """(M, h, w) maps, each scaled to [0, 1] on its own, tiled in a grid with 1-pixel gaps (NaN: drawn blank)."""
+    m = maps.detach().float().cpu()
+    lo = m.amin(dim=(1, 2), keepdim=True)
+    hi = m.amax(dim=(1, 2), keepdim=True)
+    m = (m - lo) / (hi - lo).clamp_min(1e-12)
+    count, h, w = m.shape
+    rows = -(-count // cols)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan, dtype=np.float32)
+    for i in range(count):
+        r, c = divmod(i, cols)
+        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = m[i].numpy()
+    return out
+
+
+def pipeline_figure(
+    classifier: Classifier,
+    image: Tensor,
+    target: int | None = None,
+    *,
+    iterations: int = 100,
+    channels: int = 4,
+    bars: int = 16,
+    class_name: str | None = None,
+) -> Figure:
+    """The paper's Fig. 1 drawn from a real run of Opti-CAM on one image: the forward path left to right (image
+    x, feature maps A^k, weights softmax(u*), map S(x; u*) at the layer's resolution (eq. 8), n(up(S)) at the
+    image's, the masked image, the class score F per iteration (eq. 10)) and the gradient path back from F to u
+    (eq. 9), drawn as an arrow under the panels.
+
+    Args:
+        classifier: the model; its target layer gives A^k.
+        image: (3, H, W) or (1, 3, H, W) float in [0, 1].
+        target: the class c (None: the predicted class).
+        iterations: Adam iterations (the paper's 100 by default).
+        channels: how many feature maps to show (those with the largest final weights).
+        bars: how many of the largest weights to draw.
+        class_name: the class's name in the score panel (default: the classifier's category name).
+    Returns:
+        a Figure whose axes are titled after ``PIPELINE_PANELS``, in that order.
+    """
+    from matplotlib.patches import ConnectionPatch
+
+    from opticam_lib.methods.features import features
+    from opticam_lib.methods.maps import combine
+    from opticam_lib.methods.opticam import optimize
+
+    if (
+        not isinstance(image, Tensor)
+        or image.dim() not in (3, 4)
+        or (image.dim() == 4 and image.shape[0] != 1)
+    ):
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise InputError(f"pipeline_figure draws one image: (3, H, W) or (1, 3, H, W), got {shape}")
+    if channels < 1 or bars < 1:
+        raise InputError(f"channels and bars must be at least 1, got {channels} and {bars}")
+    x = (image if image.dim() == 4 else image[None]).to(classifier.device)
+    result = optimize(
+        classifier, x, None if target is None else [int(target)], iterations=iterations, progress=False
+    )
+    c = int(result.targets[0])
+    acts, logits = features(classifier, x)
+    acts = classifier.to_grid(acts) if acts.dim() == 3 else acts
+    k_total = acts.shape[1]
+    w = result.weights[0].detach().float().cpu()
+    top = w.argsort(descending=True)
+    shown = top[: min(channels, k_total)]
+    with torch.no_grad():
+        small = combine(result.weights, acts, "identity")[0, 0].float().cpu()  # eq. 8, h = identity
+    mask = result.maps[0].float().cpu()
+    name = class_name or (classifier.categories[c] if c < len(classifier.categories) else f"class {c}")
+    history = result.history[0].detach().float().cpu()
+    history = history[torch.isfinite(history)]
+
+    fig = Figure(figsize=(16, 4.3), layout="constrained")
+    axes = fig.subplots(1, 7, width_ratios=[1, 1, 1.25, 1, 1, 1, 1.45])
+    img = to_numpy_image(x[0].cpu())
+    axes[0].imshow(img)
+    axes[0].set_title("image x", fontsize=10)
+    axes[1].imshow(_montage(acts[0, shown]), cmap="viridis")  # NaN gaps are left blank (white)
+    axes[1].set_title(
+        f"feature maps A^k\n{len(shown)} of K = {k_total}, {acts.shape[-2]}×{acts.shape[-1]}", fontsize=10
+    )
+    nb = min(bars, k_total)
+    axes[2].bar(range(nb), w[top[:nb]].numpy(), color="tab:blue")
+    axes[2].axhline(1 / k_total, color="0.3", ls="--", lw=1, label="start: 1/K (u = 0.5)")
+    axes[2].set_title(f"weights softmax(u)\nthe {nb} largest at u* (eq. 8)", fontsize=10)
+    axes[2].set_xlabel("channel (by weight)", fontsize=9)
+    axes[2].legend(fontsize=8, loc="upper right")
+    axes[2].tick_params(labelsize=8)
+    axes[2].xaxis.get_major_locator().set_params(integer=True)
+    axes[3].imshow(small.numpy(), cmap=SALIENCY_CMAP)
+    axes[3].set_title(f"map S(x; u) = Σ_k w_k A^k\n{small.shape[0]}×{small.shape[1]} (eq. 8)", fontsize=10)
+    axes[4].imshow(mask[0].numpy(), cmap=SALIENCY_CMAP, vmin=0, vmax=1)
+    axes[4].set_title(f"n(up(S))\nin [0, 1], {mask.shape[-2]}×{mask.shape[-1]}", fontsize=10)
+    axes[5].imshow(to_numpy_image(x[0].cpu() * mask))
+    axes[5].set_title("masked image\nx ⊙ n(up(S))", fontsize=10)
+    axes[6].plot(torch.arange(1, history.numel() + 1), history, color="tab:orange", label="F: masked image")
+    axes[6].axhline(float(logits[0, c]), color="0.3", ls=":", lw=1, label="g_c(f(x)): image")
+    axes[6].set_title(f"class score F = g_c(f(masked))\nlogit of '{name}' (eq. 10)", fontsize=10)
+    axes[6].set_xlabel("iteration", fontsize=9)
+    axes[6].legend(fontsize=8, loc="lower right")
+    axes[6].tick_params(labelsize=8)
+    axes[6].grid(alpha=0.3)
+    for ax in (axes[0], axes[1], axes[3], axes[4], axes[5]):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for a, b in pairwise(axes):  # the forward path
+        fig.add_artist(
+            ConnectionPatch((1.02, 0.5), (-0.02, 0.5), "axes fraction", "axes fraction", axesA=a, axesB=b,
+                            arrowstyle="-|>", color="0.25", lw=1.2, mutation_scale=12)
+        )  # fmt: skip
+    back = ConnectionPatch(
+        (0.5, -0.22), (0.5, -0.22), "axes fraction", "axes fraction", axesA=axes[6], axesB=axes[2],
+        arrowstyle="-|>", color="tab:blue", lw=2, mutation_scale=16, connectionstyle="arc3,rad=0.12",
+    )  # fmt: skip
+    fig.add_artist(back)
+    fig.text(
+        0.62, 0.015, "gradient ∂F/∂u by backpropagation through the fixed network → Adam step on u (eq. 9)",
+        color="tab:blue", ha="center", va="bottom", fontsize=10,
+    )  # fmt: skip
+    fig.get_layout_engine().set(h_pad=0.3, rect=(0, 0.1, 1, 0.9))
     return fig
