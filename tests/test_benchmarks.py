@@ -161,3 +161,38 @@ def test_make_imagenet_folder_writes_a_folder_reproduce_can_read(tmp_path: Path)
     assert sorted(data.labels.tolist()) == want
     with pytest.raises(InputError, match="positive"):
         make_folder(tmp_path / "c", 0)
+
+
+def test_compare_reproduce_matches_images_and_reports_differences(tmp_path: Path) -> None:
+    """Goal 4's comparison: records matched by (method, variant, image); differences and AD/AG/AI by hand."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from compare_reproduce import compare, main
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from opticam_lib.errors import InputError
+
+    def write(folder: Path, rows: list[tuple[int, float, float]]) -> None:
+        folder.mkdir()
+        lines = [
+            json.dumps({"method": "opticam", "variant": "main", "index": i, "p": p, "o": o})
+            for i, p, o in rows
+        ]
+        (folder / "records-0.jsonl").write_text("\n".join(lines) + "\n")
+
+    write(tmp_path / "gpu", [(0, 0.5, 0.75), (1, 0.2, 0.1), (2, 0.9, 0.9)])
+    write(tmp_path / "cpu", [(0, 0.5, 0.7), (1, 0.25, 0.1)])  # the first two images only
+    got = compare(tmp_path / "gpu", tmp_path / "cpu")["opticam/main"]
+    assert got["images"] == 2
+    assert got["max_abs_p_difference"] == pytest.approx(0.05) and got[
+        "max_abs_o_difference"
+    ] == pytest.approx(0.05)
+    # AG (eq. 15) of the GPU run on images 0 and 1: mean([o - p]_+ / (1 - p)) = (0.25 / 0.5 + 0) / 2 = 25 %
+    assert got["first"]["AG"] == pytest.approx(25.0)
+    # AD (eq. 13) of the CPU run: mean([p - o]_+ / p) = (0 + 0.15 / 0.25) / 2 = 30 %
+    assert got["second"]["AD"] == pytest.approx(30.0)
+    report = main([str(tmp_path / "gpu"), str(tmp_path / "cpu"), "--seconds", "4", "--images", "2048"])
+    assert report["images_per_second"] == pytest.approx(512.0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="records"):
+        compare(tmp_path / "gpu", tmp_path / "empty")
