@@ -442,3 +442,52 @@ def test_bad_targets_are_refused(name, bad, timm_vit, images):
     targets, message = BAD_TARGETS[bad]
     with pytest.raises(InputError, match=message):
         TRANSFORMER_METHODS[name](timm_vit, images, targets)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables 2 and 3: the TIBAV row, beside the paper's
+
+
+def test_table2_has_the_tibav_row(timm_vit, images):
+    from opticam_lib.paper.transformers import format_table2, table2
+
+    rows = table2(timm_vit, images, [0, 1, 2], ["TIBAV", "rollout"])
+    assert [r.method for r in rows] == ["TIBAV", "Rollout"]
+    assert torch.equal(rows[0].maps, tibav(timm_vit, images, [0, 1, 2]))
+    line = next(ln for ln in format_table2(rows).splitlines() if ln.startswith("TIBAV"))
+    # the paper's ViT-B and DeiT-B
+    assert [t for t in line.split() if t != "|"][-6:] == ["81.7", "0.8", "5.8", "62.3", "0.7", "7.1"]
+
+
+@pytest.mark.parametrize("table, columns", [("2", ("AD", "AG", "AI")), ("3", ("I", "D"))])
+def test_reproduce_runs_tibav_on_a_transformer(table, columns, tmp_path):
+    from opticam_lib import load_classifier
+    from opticam_lib.paper.reproduce import Config, default_methods, run
+    from opticam_lib.paper.tables import paper_table
+
+    vit = load_classifier("world_vit")
+    defaults = default_methods(table, vit)
+    assert "tibav" in defaults
+    order = list(paper_table(table, "vit_b_16"))
+    assert order.index("TIBAV") == order.index("Rollout") + 1
+    assert defaults.index("tibav") == defaults.index("rollout") + 1
+    config = Config(
+        table=table, model="world_vit", images="world:2", methods=["tibav"], batch_size=2, steps=4,
+        out=str(tmp_path / "out"),
+    )  # fmt: skip
+    result = run(config, progress=False)
+    assert list(result.table) == ["TIBAV"]
+    line = next(ln for ln in result.text.splitlines() if ln.startswith("TIBAV "))
+    paper = paper_table(table, "vit_b_16")["TIBAV"]
+    for c in columns:
+        assert f"[{paper[c]:.1f}]" in line
+
+
+def test_reproduce_refuses_tibav_on_a_cnn(tmp_path):
+    from opticam_lib.paper.reproduce import Config, run
+
+    config = Config(
+        table="1", model="world_cnn", images="world:2", methods=["tibav"], out=str(tmp_path / "o")
+    )
+    with pytest.raises(InputError, match="TIBAV need a transformer"):
+        run(config, progress=False)

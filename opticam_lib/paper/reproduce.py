@@ -43,8 +43,7 @@ from opticam_lib.models.registry import load_classifier
 from opticam_lib.paper.tables import paper_tables
 from opticam_lib.paths import datasets_dir
 
-# each table's rows in the paper's order, as the library names them (TIBAV, a row of tables 2, 3 and A7, is not
-# implemented)
+# each table's rows in the paper's order, as the library names them
 CNN_METHODS = [  # Table 1
     "fakecam",
     "gradcam",
@@ -69,6 +68,7 @@ VIT_METHODS = [  # Table 2
     "experturbation",
     "rawatt",
     "rollout",
+    "tibav",
     "hirescam",
     "lime",
     "gradientshap",
@@ -81,7 +81,7 @@ TABLE3_VIT_METHODS = [m for m in VIT_METHODS if m != "hirescam"]
 A10_METHODS = [m for m in CNN_METHODS if m not in ("hirescam", "lime", "gradientshap")]
 TABLES: dict[str, str] = {
     "1": "AD, AG, AI and T per method (CNNs)",
-    "2": "AD, AG, AI and T per method (transformers, with raw attention and rollout)",
+    "2": "AD, AG, AI and T per method (transformers, with raw attention, rollout and TIBAV)",
     "3": "insertion and deletion per method (predicted class)",
     "5": "bounding-box study: S, B∩S, S\\B, and the box and its complement as maps",
     "A9": "AD, AG, AI for maps of the ground-truth, most, second and least probable class",
@@ -142,7 +142,7 @@ class Config:
 
 
 def default_methods(table: str, classifier: Classifier) -> list[str]:
-    """The methods the paper's table lists, in its order (TIBAV is not implemented)."""
+    """The methods the paper's table lists, in its order."""
     vit = classifier.prefix_tokens is not None
     if table == "3":
         return list(TABLE3_VIT_METHODS if vit else TABLE3_CNN_METHODS)
@@ -383,12 +383,12 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
         clf.layer(config.layer)  # an unknown name fails here, naming the valid ones, before any work
     if config.table == "2" and clf.prefix_tokens is None:
         raise InputError(
-            f"table 2 is the transformers' table (raw attention, rollout); {clf.name} is a CNN. "
+            f"table 2 is the transformers' table (raw attention, rollout, TIBAV); {clf.name} is a CNN. "
             "Use --model vit_b_16, deit_b_16 or world_vit, or table 1 for CNNs."
         )
     methods = list(config.methods) or default_methods(config.table, clf)
-    if clf.prefix_tokens is None and any(m in ("rawatt", "rollout") for m in methods):
-        raise InputError(f"raw attention and rollout need a transformer; {clf.name} is a CNN")
+    if clf.prefix_tokens is None and any(m in ("rawatt", "rollout", "tibav") for m in methods):
+        raise InputError(f"raw attention, rollout and TIBAV need a transformer; {clf.name} is a CNN")
     resolved = Config(**{**asdict(config), "methods": methods})
     data = load_image_spec(config.images, clf.input_size, clf)
     if len(data) == 0:
@@ -560,12 +560,14 @@ def summarize(config: Config, records: dict, methods: Sequence[str], n: int) -> 
 
 
 def paper_reference(config: Config, classifier: Classifier | None = None) -> tuple[str | None, dict]:
-    """(the paper's model key, its rows) to print beside ours: our model's own when the paper has it, else the
-    table's usual one (e.g. resnet50 for Table 1), labelled as such."""
+    """(the paper's model key, its rows) to print beside ours: our model's own when the paper has it, else ViT-B's
+    for a transformer where the table has it (Table 3: raw attention, rollout and TIBAV have rows there only),
+    else the table's usual one (e.g. resnet50 for Table 1), labelled as such."""
     data = paper_tables().get(config.table, {}).get("data", {})
     key = (classifier.extra.get("paper_key") if classifier is not None else None) or config.model
     if key not in data:
-        key = PAPER_FALLBACK.get(config.table)
+        vit = classifier is not None and classifier.prefix_tokens is not None
+        key = "vit_b_16" if vit and "vit_b_16" in data else PAPER_FALLBACK.get(config.table)
     if key not in data:
         return None, {}
     return key, {k: v for k, v in data[key].items() if k}  # "" is a header row in the data file

@@ -12,8 +12,8 @@ from opticam_lib.inputs import Targets
 from opticam_lib.methods.attention import raw_attention, rollout
 from opticam_lib.models.classifier import Classifier
 
-#: Table 2's rows that this library implements, in the paper's order, as (the paper's name, method).
-#: TIBAV is not implemented.
+#: Table 2's rows, in the paper's order, as (the paper's name, method); TIBAV is ``methods/tibav.py`` (the CVPR
+#: 2021 LRP variant, its default).
 TABLE2_METHODS: tuple[tuple[str, str], ...] = (
     ("Fake-CAM", "fakecam"),
     ("Grad-CAM", "gradcam"),
@@ -24,6 +24,7 @@ TABLE2_METHODS: tuple[tuple[str, str], ...] = (
     ("ExPerturbation", "experturbation"),
     ("RawAtt", "rawatt"),
     ("Rollout", "rollout"),
+    ("TIBAV", "tibav"),
     ("HiRes-CAM", "hirescam"),
     ("LIME", "lime"),
     ("GradientShap", "gradientshap"),
