@@ -1,6 +1,6 @@
 """The metrics: AD, AI, AG (eq. 13-15) in ``classification``; insertion and deletion in ``curves``;
 ``evaluate`` (the Table 1 layout); localisation (appendix B) in ``localization``; the sanity checks
-(appendix G) in ``sanity``.
+(appendix G) in ``sanity``; Table 4's AOPC, Max-Sensitivity (through Quantus) and ADCC in ``more_metrics``.
 """
 
 from opticam_lib.metrics.classification import (
@@ -34,6 +34,16 @@ from opticam_lib.metrics.localization import (
     predicted_box,
     union_mask,
 )
+from opticam_lib.metrics.more_metrics import (
+    ADCCResult,
+    adcc,
+    aopc,
+    aopc_curves,
+    max_sensitivity,
+    noise_bounds,
+    table4_row,
+    table4_scores,
+)
 from opticam_lib.metrics.sanity import (
     CASCADES,
     MEASURES,
@@ -65,10 +75,14 @@ __all__ = [
     "MEASURES",
     "PASS_THRESHOLD",
     "SIMILARITIES",
+    "ADCCResult",
     "Evaluation",
     "Localization",
     "ModelComparison",
     "RandomizationResult",
+    "adcc",
+    "aopc",
+    "aopc_curves",
     "area_under_curve",
     "average_drop",
     "average_gain",
@@ -97,6 +111,8 @@ __all__ = [
     "localize",
     "localize_all",
     "masked_probabilities",
+    "max_sensitivity",
+    "noise_bounds",
     "parameter_randomization_test",
     "pointing_game",
     "predicted_box",
@@ -106,6 +122,8 @@ __all__ = [
     "similarities",
     "spearman",
     "ssim",
+    "table4_row",
+    "table4_scores",
     "union_mask",
     "verdicts",
 ]
