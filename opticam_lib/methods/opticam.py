@@ -62,10 +62,11 @@ GRAPH_CHECK_EVERY: int = 8
 _SAID: set[str] = set()  # the fallback messages already given (each is said once per process)
 
 
-def _say_once(message: str) -> None:
+def _say_once(message: str, stacklevel: int = 3) -> None:
+    """Warn with ``message`` the first time only (``stacklevel`` 3: the caller of the function calling this)."""
     if message not in _SAID:
         _SAID.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
 
 def adam_step(
@@ -573,7 +574,8 @@ def _static_loop(
     if not use_graph:
         _say_once(
             f"graph=True: CUDA graphs need a CUDA device, not {device.type!r}; the same static, masked step runs "
-            "eagerly (same result)"
+            "eagerly (same result)",
+            stacklevel=4,
         )
     check_every = GRAPH_CHECK_EVERY if use_graph else 1
     for it in bar:
@@ -588,7 +590,8 @@ def _static_loop(
                 use_graph = False
                 _say_once(
                     f"graph=True: capturing the iteration failed ({type(err).__name__}: {err}); "
-                    "the same static, masked step runs eagerly"
+                    "the same static, masked step runs eagerly",
+                    stacklevel=4,
                 )
         if captured is not None:
             captured.replay()
