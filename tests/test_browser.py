@@ -26,6 +26,10 @@ downloaded) and Debian's Chromium (``sudo apt-get install --no-install-recommend
 and ``scripts/setup.sh`` install it), or another Chromium binary named by ``OPTICAM_CHROMIUM``. When either is
 missing the test FAILS and says how to install it; set ``OPTICAM_SKIP_BROWSER_TESTS=1`` to skip it on purpose.
 
+``test_offline_site_in_chromium`` builds the offline site (two notebooks, the glossary and the guide), opens
+``index.html`` over ``file://`` and follows every link: every page and fragment resolves, every image loads, the
+equations are MathML the browser lays out, no raw ``$$`` is left, and nothing is fetched from the network.
+
 To check a new widget notebook: nothing to do if the defaults fit (first slider, first dropdown, all cells up
 to the widget); otherwise add an entry to ``SPECS``.
 """
@@ -728,3 +732,109 @@ def pytest_generate_tests(metafunc):  # pragma: no cover - collection hook
     if "notebook" in metafunc.fixturenames:
         found = widget_notebooks(Path(os.environ.get("OPTICAM_BROWSER_NOTEBOOKS", NOTEBOOKS)))
         metafunc.parametrize("notebook", found, ids=[p.stem for p in found])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The offline site (python -m opticam_lib.edition html), opened from disk
+# --------------------------------------------------------------------------------------------------------------
+
+SITE_NOTEBOOKS = (
+    "00_welcome_and_setup",
+    "03_opti_cam",
+)  # two notebooks keep it fast; glossary and guide always
+
+_BROKEN_IMAGES = (
+    "[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 80))"
+)
+_LINKS = "[...document.querySelectorAll('a[href]')].map(a => a.href)"
+_MATH = """() => { const m = [...document.getElementsByTagName('math')];
+  return [m.length, m.filter(e => e.getBoundingClientRect().width > 0).length]; }"""
+_TARGET = """() => { const h = location.hash.slice(1); if (!h) return true;
+  return !!(document.getElementById(h) || document.getElementById(decodeURIComponent(h))); }"""
+
+
+def browse_site(page, start: str) -> tuple[list[str], dict[str, int], set[str]]:
+    """Open ``start`` (a file:// URL) in ``page`` and follow every link to a local file, breadth first.
+
+    Returns the problems found (a link to a missing file or fragment, an image that did not load, a math element
+    the browser did not lay out, raw $$ in a page's text), {page name: number of math elements} of every page
+    reached, and the links to elsewhere (not followed: the site is read offline)."""
+    from urllib.parse import urldefrag, urlsplit
+    from urllib.request import url2pathname
+
+    problems: list[str] = []
+    queue, seen, counts, external = [start], set(), {}, set()
+    while queue:
+        url = queue.pop(0)
+        if url in seen:
+            continue
+        seen.add(url)
+        base, fragment = urldefrag(url)
+        path = Path(url2pathname(urlsplit(base).path))
+        if not path.is_file():
+            problems.append(f"link to a missing file: {url}")
+            continue
+        page.goto(url, wait_until="load")
+        if fragment and not page.evaluate(_TARGET):
+            problems.append(f"no element for the fragment of {url}")
+        if path.name in counts:
+            continue
+        broken = page.evaluate(_BROKEN_IMAGES)
+        if broken:
+            problems.append(f"{path.name}: images that did not load: {broken}")
+        total, laid_out = page.evaluate(_MATH)
+        counts[path.name] = total
+        if laid_out != total:
+            problems.append(f"{path.name}: {total - laid_out} math elements not laid out")
+        if "$$" in page.inner_text("body"):
+            problems.append(f"{path.name}: raw $$ in the rendered text")
+        for href in page.evaluate(_LINKS):
+            (queue.append if href.startswith("file:") else external.add)(href)
+    return problems, counts, external
+
+
+def test_offline_site_in_chromium(sync_playwright, tmp_path: Path) -> None:
+    """Build the site for two notebooks (plus glossary and guide), open index.html over file:// with no network,
+    follow every link (each page and each #fragment must resolve), and check on every page that each image loaded
+    (naturalWidth > 0), that equations are MathML elements the browser lays out, that no raw $$ is left in the
+    text, and that the pages asked for nothing but local files. The same walk must find the faults of a made-up
+    broken site."""
+    from opticam_lib.course.site import build_site, site_problems
+
+    site = tmp_path / "site"
+    report = build_site(NOTEBOOKS, site, SITE_NOTEBOOKS)
+    assert not report.math_failures, [str(f) for f in report.math_failures]
+    assert site_problems(site) == []
+    expected = {f"{n}.html" for n in SITE_NOTEBOOKS} | {"index.html", "glossary.html", "teachers.html"}
+    assert expected <= {p.name for p in site.glob("*.html")}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "index.html").write_text(
+        '<a href="gone.html">x</a> <a href="index.html#nowhere">y</a> <img src="none.png" alt="">'
+        ' <p>$$x^2$$</p> <a href="https://example.org">e</a>'
+    )
+    shots = ARTIFACTS / "site"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=WINDOW)
+            remote: list[str] = []
+            page.on(
+                "request", lambda r: None if r.url.startswith(("file:", "data:")) else remote.append(r.url)
+            )
+            found, _, outside = browse_site(page, (bad / "index.html").as_uri())
+            assert len(found) == 4 and outside == {"https://example.org/"}, found
+            for fault in ("missing file", "fragment", "did not load", "raw $$"):
+                assert any(fault in f for f in found), f"the walk missed: {fault} ({found})"
+            problems, counts, external = browse_site(page, (site / "index.html").as_uri())
+            page.goto((site / "glossary.html").as_uri())
+            page.screenshot(path=str(shots / "glossary.png"))
+        finally:
+            browser.close()
+    assert not problems, "\n".join(problems)
+    assert set(counts) == expected, f"pages reached from the index: {sorted(counts)}"
+    for name in ("glossary.html", *(f"{n}.html" for n in SITE_NOTEBOOKS)):
+        assert counts[name] > 10, f"{name}: only {counts[name]} math elements"
+    assert not remote, f"the site asked the network for {remote[:5]}"
+    assert all(h.startswith(("http:", "https:", "mailto:")) for h in external), sorted(external)

@@ -82,8 +82,8 @@ def test_rewrite_links() -> None:
     )
     unlinked: list[str] = []
     out = rewrite_links(page, pages, "p", unlinked)
-    assert 'href="03_opti_cam.html#sec"' in out and 'href="glossary.html"' in out
-    assert 'href="https://example.org/x"' in out and 'href="#top"' in out
+    assert '<a href="03_opti_cam.html#sec">next</a>' in out and '<a href="glossary.html">g</a>' in out
+    assert '<a href="https://example.org/x">e</a>' in out and '<a href="#top">t</a>' in out
     assert '<span class="not-in-site" title="../scripts/setup.sh">s</span>' in out
     assert unlinked == ["p: link to ../scripts/setup.sh (not part of the site) shown as text"]
 
@@ -166,14 +166,15 @@ def test_build_site_synthetic(tmp_path: Path) -> None:
     ]
     page = (site / "98_a.html").read_text()
     assert "<math" in page and "mathjax" not in page.lower() and "<script src" not in page
-    assert 'href="99_b.html"' in page and 'href="glossary.html"' in page
+    assert '<a href="99_b.html">' in page and '<a href="glossary.html">' in page
     assert (
         "<mfrac>" in (site / "glossary.html").read_text()
         and "<table>" in (site / "glossary.html").read_text()
     )
     index = (site / "index.html").read_text()
     for href in ("98_a.html", "99_b.html", "glossary.html", "teachers.html"):
-        assert f'href="{href}"' in index
+        assert f'<a href="{href}">' in index
+    assert '<a href="index.html">contents</a>' in (site / "teachers.html").read_text()
     # the one failure is kept as source in <code>, so the checker finds nothing
     assert site_problems(site) == []
     with pytest.raises(InputError, match="not a course notebook"):

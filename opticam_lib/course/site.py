@@ -212,10 +212,12 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; vertical-align: top; } im
 math[display="block"] { margin: 0.6em 0; } nav.site { margin-bottom: 1.5em; font-size: 0.95em; }"""
 
 
-def _page(title: str, body: str, nav: bool = True) -> str:
+def _page(title: str, body: str, nav: Sequence[tuple[str, str]] = ()) -> str:
+    """A standalone HTML page (no script) with a navigation bar of ``nav``'s (href, label) links."""
     links = (
-        '<nav class="site"><a href="index.html">contents</a> · <a href="glossary.html">glossary</a> · '
-        '<a href="teachers.html">teacher\'s guide</a></nav>\n'
+        '<nav class="site">'
+        + " · ".join(f'<a href="{html.escape(h)}">{html.escape(t)}</a>' for h, t in nav)
+        + "</nav>\n"
         if nav
         else ""
     )
@@ -281,7 +283,7 @@ def rewrite_links(page: str, pages: dict[str, str], where: str, unlinked: list[s
             return f'<span class="not-in-site" title="{html.escape(href)}"'
         return f'{m.group(1)}href="{html.escape(target)}"'
 
-    page = re.sub(r'(<a\b[^>]*?)\shref="([^"]*)"', one, page)
+    page = re.sub(r'(<a\b[^>]*?\s)href="([^"]*)"', one, page)
     # an <a> turned into <span ...: close it with </span> instead of </a>
     return re.sub(r'(<span class="not-in-site"[^>]*>)(.*?)</a>', r"\1\2</span>", page, flags=re.DOTALL)
 
@@ -415,7 +417,7 @@ def build_site(
     if dst.resolve() == src.resolve():
         raise InputError("the site must go to another folder than its sources")
     dst.mkdir(parents=True, exist_ok=True)
-    pages = {p.name: f"{p.stem}.html" for p in course_notebooks(src)}
+    pages = {p.name: f"{p.stem}.html" for p in sources}  # a partial build links only what it built
     pages.update({name: page for name, (page, _) in MARKDOWN_PAGES.items() if (src / name).is_file()})
     pages["README.md"] = "index.html"  # the course's README: the site's index stands for it
     math = MathConverter()
@@ -432,6 +434,11 @@ def build_site(
         written.append(target)
         entries.append((target.name, title, adds.get(path.name, ""), has_outputs(nb)))
     extra, missing = [], []
+    bar = [("index.html", "contents")] + [
+        (page, title.split(":")[0].lower())
+        for name, (page, title) in MARKDOWN_PAGES.items()
+        if (src / name).is_file()
+    ]
     for name, (page_name, title) in MARKDOWN_PAGES.items():
         source = src / name
         if not source.is_file():
@@ -439,7 +446,7 @@ def build_site(
             continue
         body = render_markdown(source.read_text(encoding="utf-8"), math, name)
         target = dst / page_name
-        target.write_text(rewrite_links(_page(title, body), pages, name, unlinked), encoding="utf-8")
+        target.write_text(rewrite_links(_page(title, body, bar), pages, name, unlinked), encoding="utf-8")
         written.append(target)
         extra.append((page_name, title))
     figures = src / FIGURES_DIR
@@ -449,7 +456,7 @@ def build_site(
             shutil.copyfile(fig, dst / FIGURES_DIR / fig.name)
     index = dst / "index.html"
     index.write_text(
-        _page("The Opti-CAM course", _index_body(entries, extra, (dst / PIPELINE_PNG).is_file()), nav=False),
+        _page("The Opti-CAM course", _index_body(entries, extra, (dst / PIPELINE_PNG).is_file())),
         encoding="utf-8",
     )
     return SiteReport(index, written, math.count, math.failures, unlinked, missing)
