@@ -253,7 +253,9 @@ def test_cosine_schedule_formula():
 
 def test_explain_image_figure(tiny_cnn, images):
     fig = explain_image(tiny_cnn, images[0], "img", k=2, iterations=3)
-    assert len(fig.axes) == 3 and "Opti-CAM" in fig.axes[2].get_title() and "p = " in fig.axes[1].get_title()
+    panels = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is None]
+    assert len(panels) == 3 and "Opti-CAM" in panels[2].get_title() and "p = " in panels[1].get_title()
+    assert len(fig.axes) == 4  # one colour bar for the two maps
     with pytest.raises(InputError, match="one"):
         explain_image(tiny_cnn, images)
 

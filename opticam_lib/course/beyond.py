@@ -420,7 +420,7 @@ def explain_image(
     most probable one, with p and o (the class probability on the image and on the masked image) in the titles.
     ``options`` go to ``optimize``. The notebook's static figure and its file picker both call this."""
     from opticam_lib.methods.cam import gradcam
-    from opticam_lib.plots import overlay, to_numpy_image
+    from opticam_lib.plots import overlay, saliency_colorbar, to_numpy_image
 
     if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
         raise InputError(f"image must be one (3, H, W) tensor, got {getattr(image, 'shape', type(image))}")
@@ -440,4 +440,5 @@ def explain_image(
         ax.set_title(f"{method}: {top[0][1]}\np = {p:.2f} → o = {o:.2f}", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
+    saliency_colorbar(fig, axes[1:], shrink=0.7)
     return fig
