@@ -132,11 +132,21 @@ def test_write_student_edition(tmp_path):
     nbformat.write(nb, src / "99_synthetic.ipynb")
     (src / "README.md").write_text("# contents\n")
     (src / "scratch.ipynb").write_text("{}")  # not a course notebook: ignored
+    (src / "GLOSSARY.md").write_text("# glossary\n\n![pipeline](figures/p.png)\n")
+    (src / "TEACHERS.md").write_text("# the answers\n")  # never handed out
+    (src / "figures").mkdir()
+    (src / "figures" / "p.png").write_bytes(b"\x89PNG")
     dst.mkdir()
     nbformat.write(synthetic(), dst / "98_gone.ipynb")  # left from an earlier run
     written = write_student_edition(src, dst)
     assert written == [dst / "99_synthetic.ipynb"]
-    assert sorted(p.name for p in dst.iterdir()) == ["99_synthetic.ipynb", "README.md"]
+    assert sorted(p.name for p in dst.iterdir()) == [
+        "99_synthetic.ipynb",
+        "GLOSSARY.md",
+        "README.md",
+        "figures",
+    ]
+    assert (dst / "figures" / "p.png").read_bytes() == b"\x89PNG"
     again = nbformat.read(dst / "99_synthetic.ipynb", as_version=4)
     assert nbformat.writes(again) == nbformat.writes(student_notebook(nb))
     with pytest.raises(InputError, match="another folder"):

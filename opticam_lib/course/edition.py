@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import re
+import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -107,8 +108,8 @@ def exercise_problems(nb, name: str = "notebook") -> list[str]:
 
 def write_student_edition(src: str | Path = "notebooks", dst: str | Path = "student") -> list[Path]:
     """Write ``student_notebook`` of every course notebook of ``src`` into ``dst`` (created), plus ``src``'s
-    README.md if there is one. Notebooks left in ``dst`` from an earlier run whose source is gone are removed.
-    Returns the notebooks written, in order."""
+    README.md, GLOSSARY.md and figures/ where they exist (not TEACHERS.md, which holds the answers). Notebooks
+    left in ``dst`` from an earlier run whose source is gone are removed. Returns the notebooks written, in order."""
     nbformat = _nbformat()
     src, dst = Path(src), Path(dst)
     sources = course_notebooks(src)
@@ -124,9 +125,11 @@ def write_student_edition(src: str | Path = "notebooks", dst: str | Path = "stud
     for stale in dst.glob(NOTEBOOK_GLOB):
         if stale.name not in keep:
             stale.unlink()
-    readme = src / "README.md"
-    if readme.is_file():
-        (dst / "README.md").write_text(readme.read_text(encoding="utf-8"), encoding="utf-8")
+    for name in ("README.md", "GLOSSARY.md"):  # not TEACHERS.md: it holds the answers
+        if (src / name).is_file():
+            (dst / name).write_text((src / name).read_text(encoding="utf-8"), encoding="utf-8")
+    if (src / "figures").is_dir():  # the glossary's figure
+        shutil.copytree(src / "figures", dst / "figures", dirs_exist_ok=True)
     return written
 
 

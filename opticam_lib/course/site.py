@@ -17,7 +17,7 @@ dollars (``\\$``) are left alone. A formula that fails to convert is kept as its
 element and reported by the build (``SiteReport.math_failures``); the build does not stop for it. Links between
 pages are rewritten (``NN_name.ipynb`` -> ``NN_name.html``, ``GLOSSARY.md`` -> ``glossary.html``, ``TEACHERS.md``
 -> ``teachers.html``); a relative link to a file that is not part of the site is turned into plain text and
-reported. ``check_site`` (named ``site_problems`` here) lists every link, image or fragment that does not resolve.
+reported. ``site_problems`` lists every link, image or fragment of a built site that does not resolve.
 """
 
 from __future__ import annotations
