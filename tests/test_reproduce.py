@@ -102,6 +102,7 @@ TABLE_RUNS = {
     "1": {"methods": ["fakecam", "gradcam", "opticam"]},
     "2": {"model": "world_vit", "methods": ["gradcam", "rawatt", "rollout"]},
     "3": {"methods": ["gradcam", "opticam"], "steps": 4},
+    "4": {"methods": ["gradcam", "opticam"]},
     "5": {"methods": ["box", "complement", "gradcam"]},
     "A9": {"methods": ["gradcam", "opticam"]},
     "A14": {"methods": ["fakecam", "gradcam"]},
@@ -128,7 +129,7 @@ def test_every_table_in_the_papers_layout(table, tmp_path):
         line = next(ln for ln in result.text.splitlines() if ln.startswith(name + " "))
         for c in paper_cols & ours:
             ref = ref_row[c]
-            assert (f"[{ref:.2f}]" if c == "T" else f"[{ref:.1f}]") in line
+            assert (f"[{ref:.2f}]" if c in ("T", "MS") else f"[{ref:.1f}]") in line
     assert f"the paper's value for {paper_model}" in result.text
     # files
     saved = json.loads((out / "table.json").read_text())
@@ -179,6 +180,38 @@ def test_default_layer_and_lr_keep_the_cache_key():
     assert Config(lr=0.2).key() != Config().key() != Config(layer="features.2").key()
 
 
+def test_table4_values_equal_a_direct_computation(world_cnn, tmp_path):
+    from opticam_lib.metrics.more_metrics import adcc, aopc, max_sensitivity
+
+    result = run(cfg(tmp_path, table="4", methods=["gradcam"]), progress=False)
+    data = load_image_spec(f"world:{N}", 64, world_cnn)
+    maps = gradcam(world_cnn, data.images, data.labels)
+    row = result.table["Grad-CAM"]
+    assert row["AOPC"] == pytest.approx(
+        100 * float(aopc(world_cnn, data.images, maps, data.labels).mean()), abs=1e-4
+    )
+    r = adcc(world_cnn, data.images, "gradcam", data.labels, maps=maps)
+    assert row["ADCC"] == pytest.approx(100 * float(r.adcc.mean()), abs=1e-4)
+    ms = [  # MS's noise is seeded by each batch's first image index: the same in any shard
+        max_sensitivity(world_cnn, data.images[b : b + 2], "gradcam", data.labels[b : b + 2], seed=b)
+        for b in (0, 2)
+    ]
+    assert row["MS"] == pytest.approx(float(torch.cat(ms).mean()), abs=1e-6)
+    assert (
+        "AOPC" in result.text and "[11.7]" in result.text and "[1.05]" in result.text
+    )  # ResNet50's Grad-CAM
+
+
+def test_table4_without_quantus_says_how_to_install_it(tmp_path, monkeypatch):
+    from opticam_lib.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "quantus", None)
+    counter = Counter()
+    with pytest.raises(MissingDependencyError, match="pip install quantus"):
+        run(cfg(tmp_path, table="4", methods=["gradcam"]), progress=False, evaluate_batch=counter)
+    assert counter.calls == [] and not (tmp_path / "out").exists()  # refused before any work
+
+
 def test_table5_box_rows(world_cnn, tmp_path):
     result = run(cfg(tmp_path, table="5", methods=["box", "gradcam"]), progress=False)
     data = load_image_spec(f"world:{N}", 64, world_cnn)
@@ -193,7 +226,7 @@ def test_bad_configs(tmp_path):
     with pytest.raises(InputError, match="transformer"):
         run(cfg(tmp_path, table="2"), progress=False)
     with pytest.raises(InputError, match="unknown table"):
-        run(cfg(tmp_path, table="4"), progress=False)
+        run(cfg(tmp_path, table="A11"), progress=False)  # stored from the paper, not computed here
     with pytest.raises(InputError, match="table 5 only"):
         run(cfg(tmp_path, methods=["box"]), progress=False)
     with pytest.raises(InputError, match="unknown method"):

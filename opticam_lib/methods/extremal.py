@@ -1,10 +1,11 @@
 """Extremal Perturbations (Fong, Patrick & Vedaldi, ICCV 2019), the row "ExPerturbation" of the paper's tables.
 
 R. Fong, M. Patrick, A. Vedaldi, "Understanding deep networks via extremal perturbations and smooth masks",
-ICCV 2019 (reference [19] of the Opti-CAM paper). The Opti-CAM paper ran TorchRay's implementation with area
-0.1, the blur perturbation, 800 iterations and the "preserve" variant; those are the defaults here, as are
-TorchRay's other settings (step 7, sigma 21, 8 pyramid levels, maximum blur 20, SGD with learning rate 0.01 and
-momentum 0.9, area weight 300 growing by a factor 1.0035 per iteration, horizontal-flip jitter).
+ICCV 2019 (reference [19] of the Opti-CAM paper). The Opti-CAM paper says only that its implementation came from
+TorchRay (section 5.2, footnote 6) and gives none of its settings. The defaults here are TorchRay's own (those of
+its ``extremal_perturbation``), on the assumption that the paper kept them: area 0.1, the blur perturbation, 800
+iterations, the "preserve" variant, step 7, sigma 21, 8 pyramid levels, maximum blur 20, SGD with learning rate
+0.01 and momentum 0.9, area weight 300 growing by a factor 1.0035 per iteration, horizontal-flip jitter.
 
 The method, in plain text (x the image, c the target class, f_c its logit):
 
@@ -357,10 +358,10 @@ def optimize_extremal(
         classifier: the model (its device is used).
         images: (N, 3, H, W) float in [0, 1].
         targets: one class per image (None: the predicted class).
-        area: a in (0, 1), the fraction of the (full) mask that should be 1 (paper and TorchRay: 0.1).
+        area: a in (0, 1), the fraction of the (full) mask that should be 1 (TorchRay: 0.1).
         iterations: SGD steps (TorchRay's ``max_iter``, 800).
-        perturbation: ``"blur"`` (Gaussian blur pyramid, the paper's) or ``"fade"`` (to black).
-        variant: ``"preserve"`` (keep the region that maximises the class logit, the paper's) or ``"delete"``
+        perturbation: ``"blur"`` (Gaussian blur pyramid, TorchRay's default) or ``"fade"`` (to black).
+        variant: ``"preserve"`` (keep the region that maximises the class logit, TorchRay's default) or ``"delete"``
             (remove the region that minimises it; the map is then the deleted region).
         step: spacing in pixels of the mask parameters (7).
         sigma: kernel size of the smooth mask in pixels, also its margin (21).
@@ -461,7 +462,7 @@ def extremal_perturbation(
 ) -> Tensor:
     """Extremal perturbation maps (N, 1, H, W) in [0, 1] for images (N, 3, H, W) in [0, 1].
 
-    The library's common calling convention; ``options`` (TorchRay's defaults, as the paper used them) are those
+    The library's common calling convention; ``options`` (TorchRay's defaults; the paper names none) are those
     of ``optimize_extremal``, which also returns the full masks and the per-iteration history.
     """
     return optimize_extremal(classifier, images, targets, **options).maps

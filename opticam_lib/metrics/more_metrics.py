@@ -84,6 +84,11 @@ MS_SAMPLES = 10
 QUANTUS_INSTALL = "pip install quantus"
 
 
+def require_quantus(what: str = "AOPC and Max-Sensitivity") -> None:
+    """Raise the ``MissingDependencyError`` of a missing Quantus now (before any work), naming ``what`` needs it."""
+    _import_quantus(what)
+
+
 def _import_quantus(metric: str) -> Any:
     """The ``quantus`` module, or a ``MissingDependencyError`` that says how to install it."""
     try:
@@ -484,7 +489,7 @@ def table4_scores(
     if unknown or not metrics:
         raise InputError(f"unknown metrics {unknown or metrics!r}; choose among 'AOPC', 'MS', 'ADCC'")
     if any(m in ("AOPC", "MS") for m in metrics):
-        _import_quantus("AOPC and MS")  # before any work
+        require_quantus()  # before any work
     images, maps, targets = _checked(classifier, images, maps, targets)
     fn = get_method(method)
     if maps is None:

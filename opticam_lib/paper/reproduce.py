@@ -1,6 +1,7 @@
 """Reproduce the paper's tables: every method the table lists, printed next to the paper's own numbers.
 
     python -m opticam_lib reproduce --table 1                       # offline default: efficientnet_lite0, samples
+    python -m opticam_lib reproduce --table 4 --methods gradcam,opticam   # AOPC, MS, ADCC (pip install quantus)
     python -m opticam_lib reproduce --table 1 --model resnet50 --images imagenet-val:1000 --device cuda
     torchrun --nproc_per_node 4 -m opticam_lib reproduce --table 1 --model resnet50 --images imagenet-val
     python -m opticam_lib reproduce --table A10 --model outputs/medical/chest-xray_resnet50/model.pt \
@@ -38,6 +39,7 @@ from opticam_lib.images import ImageSet, boxes_to_mask, load_imagenet_folder, lo
 from opticam_lib.methods.registry import LAYER_METHODS, PROGRESS_METHODS, display_name, get_method
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
+from opticam_lib.metrics.more_metrics import require_quantus, table4_row, table4_scores
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier
 from opticam_lib.paper.tables import paper_tables
@@ -77,12 +79,24 @@ VIT_METHODS = [  # Table 2
 # Table 3 (insertion/deletion): no HiRes-CAM; Ablation-CAM for CNNs only
 TABLE3_CNN_METHODS = [m for m in CNN_METHODS if m != "hirescam"]
 TABLE3_VIT_METHODS = [m for m in VIT_METHODS if m != "hirescam"]
+# Table 4 (AOPC, MS, ADCC; CNNs only in the paper), in the paper's order
+TABLE4_METHODS = [
+    "gradcam",
+    "gradcampp",
+    "scorecam",
+    "xgradcam",
+    "ablationcam",
+    "layercam",
+    "experturbation",
+    "opticam",
+]
 # Tables 5, A10 and A14: the CAM family, ExPerturbation and Opti-CAM
 A10_METHODS = [m for m in CNN_METHODS if m not in ("hirescam", "lime", "gradientshap")]
 TABLES: dict[str, str] = {
     "1": "AD, AG, AI and T per method (CNNs)",
     "2": "AD, AG, AI and T per method (transformers, with raw attention, rollout and TIBAV)",
     "3": "insertion and deletion per method (predicted class)",
+    "4": "AOPC and Max-Sensitivity (Quantus, the paper's settings) and ADCC per method",
     "5": "bounding-box study: S, B∩S, S\\B, and the box and its complement as maps",
     "A9": "AD, AG, AI for maps of the ground-truth, most, second and least probable class",
     "A10": "AD, AG, AI on a medical test set with a fine-tuned network (appendix E)",
@@ -94,7 +108,14 @@ EXTRA_METHODS = ("rawatt", "rollout", "box", "complement")
 # the row names of the paper's data file where they differ from ours
 PAPER_ROW = {"S := B": "$S := B$", "S := I \\ B": "$S := I \\setminus B$"}
 # the model whose numbers are shown when the paper has none for ours (e.g. the offline efficientnet_lite0)
-PAPER_FALLBACK = {"1": "resnet50", "2": "vit_b_16", "3": "resnet50", "5": "vgg16_bn", "A9": "resnet50"}
+PAPER_FALLBACK = {
+    "1": "resnet50",
+    "2": "vit_b_16",
+    "3": "resnet50",
+    "4": "resnet50",
+    "5": "vgg16_bn",
+    "A9": "resnet50",
+}
 PAPER_FALLBACK.update({"A10": "chest-xray/resnet50", "A14": "resnet50"})
 WORLD_SEED = 20240101  # world[:N] images: generate(config, N, seed=WORLD_SEED), the same in every run
 
@@ -146,6 +167,8 @@ def default_methods(table: str, classifier: Classifier) -> list[str]:
     vit = classifier.prefix_tokens is not None
     if table == "3":
         return list(TABLE3_VIT_METHODS if vit else TABLE3_CNN_METHODS)
+    if table == "4":  # Ablation-CAM is a CNN row only, as in Tables 2 and 3
+        return [m for m in TABLE4_METHODS if not (vit and m == "ablationcam")]
     if table == "2" or vit:
         return list(VIT_METHODS)
     if table == "A9":
@@ -160,6 +183,8 @@ def default_methods(table: str, classifier: Classifier) -> list[str]:
 def _check_config(config: Config) -> None:
     if config.table not in TABLES:
         raise InputError(f"unknown table {config.table!r}; choose one of: {', '.join(TABLES)}")
+    if config.table == "4":
+        require_quantus("Table 4's AOPC and Max-Sensitivity")  # before any work
     for name, value in (("batch_size", config.batch_size), ("iterations", config.iterations)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
@@ -477,6 +502,19 @@ def _evaluate_batch(
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     base = {"method": method, "variant": variant, "seconds_per_image": seconds / len(idx)}
+    if table == "4":  # AOPC and MS with Quantus, ADCC; the ground-truth class, as for AD/AG/AI
+        scores = table4_scores(
+            clf,
+            images,
+            _map_fn(method),
+            targets,
+            maps=maps,
+            seed=int(idx[0]),
+            **_method_options(method, config),
+        )
+        return [
+            {**base, "index": i, **{k: float(v[j]) for k, v in scores.items()}} for j, i in enumerate(idx)
+        ]
     if table == "3":
         deletion = area_under_curve(deletion_curve(clf, images, maps, targets, config.steps, progress=False))
         insertion = area_under_curve(
@@ -509,7 +547,8 @@ def _evaluate_batch(
 def summarize(config: Config, records: dict, methods: Sequence[str], n: int) -> dict:
     """Average the per-image records into the table: {row name: {column: value, "images": count}}.
 
-    AD/AG/AI in percent (eq. 13-15), I/D in percent (area under the curve x 100), T in seconds per batch of 8.
+    AD/AG/AI in percent (eq. 13-15), I/D in percent (area under the curve x 100), T in seconds per batch of 8;
+    Table 4: AOPC and ADCC in percent, MS as a ratio (``metrics.more_metrics.table4_row``).
     """
 
     def rows_of(method: str, variant: str) -> list[dict]:
@@ -546,6 +585,9 @@ def summarize(config: Config, records: dict, methods: Sequence[str], n: int) -> 
                 "I": 100 * sum(r["I"] for r in rs) / len(rs),
                 "D": 100 * sum(r["D"] for r in rs) / len(rs),
             }
+        elif config.table == "4":
+            keys = ("AOPC", "MS", "ADCC")
+            row = table4_row({k: torch.tensor([r[k] for r in rs], dtype=torch.float64) for k in keys})
         elif config.table == "5":
             row = {}
             for part in ("S", "B_and_S", "S_minus_B"):
@@ -570,7 +612,7 @@ def paper_reference(config: Config, classifier: Classifier | None = None) -> tup
         key = "vit_b_16" if vit and "vit_b_16" in data else PAPER_FALLBACK.get(config.table)
     if key not in data:
         return None, {}
-    return key, {k: v for k, v in data[key].items() if k}  # "" is a header row in the data file
+    return key, dict(data[key])
 
 
 def _columns(table: dict) -> list[str]:
@@ -592,10 +634,10 @@ def format_reproduction(config: Config, table: dict, classifier: Classifier | No
         cells = []
         for c in columns:
             ours = row.get(c)
-            text = "-" if ours is None else f"{ours:.2f}" if c == "T" else f"{ours:.1f}"
+            text = "-" if ours is None else f"{ours:.2f}" if c in ("T", "MS") else f"{ours:.1f}"
             ref = ref_row.get(c)
             if isinstance(ref, (int, float)):
-                text += f" [{ref:.2f}]" if c == "T" else f" [{ref:.1f}]"
+                text += f" [{ref:.2f}]" if c in ("T", "MS") else f" [{ref:.1f}]"
             cells.append(f"{text:>22}")
         lines.append(f"{name:<{width}}" + "".join(cells) + f"{row.get('images', 0):>8}")
     if key is None:
@@ -604,8 +646,9 @@ def format_reproduction(config: Config, table: dict, classifier: Classifier | No
         own = key == config.model or (classifier is not None and classifier.extra.get("paper_key") == key)
         whose = f"the paper's value for {key}" + ("" if own else f" (the paper did not use {config.model})")
         lines.append(
-            f"[x] = {whose}; the paper used 1,000 ImageNet validation images (Table 1: 50,000 for Fake-CAM/"
-            "Grad-CAM), its medical test sets for A10. AD, AG, AI, I, D in %; T = s per batch of 8 on this device."
+            f"[x] = {whose}; the paper used the 50,000 ImageNet validation images (T timed on 1,000 of them; "
+            "its ablations on 1,000), its medical test sets for A10/A11. AD, AG, AI, I, D, AOPC, ADCC in %; "
+            "MS a ratio; T = s per batch of 8 on this device."
         )
     return "\n".join(lines)
 
