@@ -29,11 +29,13 @@ Two variants, the same rollout of class-specific attention maps, different relev
   attention only, cheaper and simpler, offered for comparison.
 
 With the gradient of the target logit y_c with respect to each block's attention probabilities
-``∇A = ∂y_c/∂A`` (N, heads, T, T), each block b gives (CVPR 2021 eq. 13-14, ICCV 2021 eq. 5-6)
+``∇A = ∂y_c/∂A`` (N, heads, T, T), each block b gives (the CVPR paper's last two equations)
 
     Ā_b = I + E_h[(∇A_b ⊙ R_A_b)^+],        C = Ā_L Ā_{L-1} ... Ā_1   (N, T, T),
 
-rows not renormalised (the authors' ``compute_rollout_attention``); the map is the class token's row of C over
+the later block on the left and rows not renormalised, as the authors' ``compute_rollout_attention`` computes
+it (the paper writes the product as Ā^(1) ... Ā^(B)); the ICCV 2021 update R <- R + Ā' R from R = I is the same
+product. The map is the class token's row of C over
 the patch tokens (``C[:, 0, prefix:]``), upsampled and normalised to [0, 1] like rollout's
 (``opticam_lib.methods.attention``). Unlike raw attention and rollout it depends on the target class.
 
