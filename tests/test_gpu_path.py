@@ -278,3 +278,24 @@ def test_the_model_is_restored_after_the_graph_loop_fails(bn_cnn, images, fresh_
             optimize(bn_cnn, images, iterations=3, graph=True, callback=boom, callback_every=1, **FAST)
     assert_untouched(bn_cnn.model, before)
     bn_cnn.model.eval()
+
+
+def test_amp_turns_the_early_stop_off_and_says_so_once(tiny_cnn, images, fresh_messages):
+    """In bfloat16, F repeats long before convergence: a change below tol would stop images after a few steps."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        got = optimize(
+            tiny_cnn, images, 0, iterations=6, tol=1e3, amp=True, **FAST
+        )  # tol=1e3 would stop at 2
+        optimize(tiny_cnn, images, 0, iterations=2, amp=True, **FAST)
+    assert got.iterations.tolist() == [6, 6, 6]
+    assert [str(w.message) for w in said].count(str(said[0].message)) == 1 and "early stop" in str(
+        said[0].message
+    )
+    ref = optimize(tiny_cnn, images, 0, iterations=6, tol=None, amp=True, **FAST)
+    assert torch.equal(got.maps, ref.maps)
+    assert optimize(tiny_cnn, images, 0, iterations=6, tol=1e3, **FAST).iterations.tolist() == [
+        2,
+        2,
+        2,
+    ]  # float32

@@ -314,6 +314,11 @@ def _bench_json(device_type: str, date: str) -> dict:
         "overhead": [{"batch": 64, "precision": "bf16", "loop": "eager", "ratio": {"median": 1.02}}],
         "paper_setting": {"batch": 2, "iterations": 10, "seconds": {"eager_fp32": 1.0, "graph_fp32": 0.5}},
         "throughput": [{"variant": "bf16", "batch": 256, "projected_minutes": 11.5}],
+        "agreement": {
+            "model": "efficientnet_lite0",
+            "AG_fp32": 30.0,
+            "bf16": {"min_pearson_r": 0.995, "AG_difference": -0.3},
+        },
     }
 
 
@@ -342,7 +347,7 @@ def test_seconds_per_batch_of_8_scales_to_the_papers_setting():
     assert seconds_per_batch_of_8({"device": "x"}) == {}
     rows = bench_results_table([result])
     values = [r["value"] for r in rows]
-    assert values == ["x1.020", "40.00 s", "20.00 s", "11.5 min"]
+    assert values == ["x1.020", "40.00 s", "20.00 s", "11.5 min", "0.9950, -0.30 pts"]
     fig = bench_results_figure([result], {"resnet50": 4.15})
     left, right = fig.axes
     assert [p.get_width() for p in left.patches] == [4.15, 40.0, 20.0]

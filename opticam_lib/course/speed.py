@@ -504,11 +504,12 @@ def bench_results_table(results: list[Mapping[str, Any]]) -> list[dict[str, Any]
                     "goal": "<= 12 min",
                 }
             )
-        ag = r.get("agreement", {}).get("bf16_channels_last_folded")
-        if ag:
-            what = f"fp32 vs bf16 maps ({r['agreement']['model']}): min Pearson r, AG difference"
-            value = f"{ag['min_pearson_r']:.4f}, {ag['AG_difference']:+.2f} pts"
-            rows.append({"device": dev, "what": what, "value": value, "goal": ">= 0.99, within 1 pt"})
+        agreement = r.get("agreement", {})
+        for key, ag in agreement.items():
+            if isinstance(ag, dict) and "min_pearson_r" in ag:
+                what = f"maps fp32 vs {key} ({agreement['model']}): min Pearson r, AG difference"
+                value = f"{ag['min_pearson_r']:.4f}, {ag['AG_difference']:+.2f} pts"
+                rows.append({"device": dev, "what": what, "value": value, "goal": ">= 0.99, within 1 pt"})
     return rows
 
 

@@ -298,7 +298,9 @@ def optimize(
             end (for live plots); the partial result's maps are those of the current u.
         progress: show a progress bar.
         amp: run the masked forward passes under autocast (bfloat16 on CPU, float16 on CUDA, unless ``amp_dtype``).
-            The map itself (softmax, combination, upsampling, normalisation) stays in float32.
+            The map itself (softmax, combination, upsampling, normalisation) stays in float32. F is then rounded
+            to a few significant digits and repeats long before convergence, so the early stop (``tol``) is off
+            under amp (a ``RuntimeWarning`` says so once): every iteration runs.
         amp_dtype: autocast's dtype, ``torch.bfloat16`` or ``torch.float16`` (None: the device's default above).
         fold_batchnorm: run a copy of the model with batch norm folded into the convolutions (``fast_copy``:
             same maps within float round-off, faster on a GPU; the copy costs one deep copy per call, so for many
@@ -353,6 +355,13 @@ def optimize(
         images = images.contiguous(memory_format=torch.channels_last)
     device = classifier.device
     size = tuple(images.shape[-2:])
+    if amp and tol is not None:
+        _say_once(
+            "amp=True: the objective F is computed in reduced precision and repeats long before convergence, "
+            "which would stop images early (bfloat16 on 4 sample photos: after 5 to 17 of 100 iterations); "
+            "the early stop (tol) is off under amp, every iteration runs"
+        )
+        tol = None
     if graph and optimizer == "rprop":
         _say_once("graph=True supports the Adam and SGD optimizers; iRprop+ runs the default eager loop")
         graph = False
