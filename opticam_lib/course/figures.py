@@ -383,5 +383,5 @@ def pipeline_figure(
         0.62, 0.015, "gradient ∂F/∂u by backpropagation through the fixed network → Adam step on u (eq. 9)",
         color="tab:blue", ha="center", va="bottom", fontsize=10,
     )  # fmt: skip
-    fig.get_layout_engine().set(h_pad=0.3, rect=(0, 0.1, 1, 0.9))
+    fig.get_layout_engine().set(h_pad=0.3, wspace=0.06, rect=(0, 0.08, 1, 0.92))  # room for the arrows
     return fig
