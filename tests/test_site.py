@@ -118,6 +118,7 @@ def test_site_problems_accepts_a_good_site(tmp_path: Path) -> None:
         ('<script src="https://cdn.example/mathjax.js"></script>', "loads https://cdn.example/mathjax.js"),
         ("<p>$$\\sum_k$$</p>", "raw $$"),
         ('<a href="file:///etc/passwd">x</a>', "scheme 'file'"),
+        ('<img src="https://colab.research.google.com/assets/colab-badge.svg">', "fetched from elsewhere"),
     ],
 )
 def test_site_problems_finds_a_broken_site(tmp_path: Path, body: str, expected: str) -> None:
@@ -151,7 +152,8 @@ def _notebook(text: str, nxt: str):
 def test_build_site_synthetic(tmp_path: Path) -> None:
     src = tmp_path / "nb"
     src.mkdir()
-    nbformat.write(_notebook("See `$x$`.", "99_b.ipynb"), src / "98_a.ipynb")
+    badge = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.x/98_a.ipynb)"
+    nbformat.write(_notebook(f"See `$x$`.\n\n{badge}\n", "99_b.ipynb"), src / "98_a.ipynb")
     nbformat.write(_notebook("Broken $\\frac{1}{$ here.", "98_a.ipynb"), src / "99_b.ipynb")
     (src / "GLOSSARY.md").write_text("# Glossary\n\n| a | b |\n| --- | --- |\n| AD | $\\frac{a}{b}$ |\n")
     (src / "TEACHERS.md").write_text("# Guide\n\n[setup](../scripts/setup.sh) and [03](98_a.ipynb)\n")
@@ -166,6 +168,7 @@ def test_build_site_synthetic(tmp_path: Path) -> None:
     ]
     page = (site / "98_a.html").read_text()
     assert "<math" in page and "mathjax" not in page.lower() and "<script src" not in page
+    assert "colab" not in page.lower(), "no Colab badge in the site"
     assert '<a href="99_b.html">' in page and '<a href="glossary.html">' in page
     assert (
         "<mfrac>" in (site / "glossary.html").read_text()

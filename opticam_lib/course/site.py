@@ -31,7 +31,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from opticam_lib.course.navigation import COURSE
+from opticam_lib.course.navigation import BADGE, COURSE
 from opticam_lib.errors import InputError, MissingDependencyError
 
 #: markdown files of ``notebooks/`` that become pages of the site: source name -> page name, title
@@ -316,8 +316,8 @@ def render_notebook(nb, title: str, math: MathConverter, where: str) -> str:
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)  # the saved widget state: only a widget manager from a CDN could use it
     for i, cell in enumerate(nb.cells):
-        if cell.get("cell_type") == "markdown":
-            cell["source"] = math.protect(cell["source"], f"{where} cell {i}")
+        if cell.get("cell_type") == "markdown":  # no "Open in Colab" badge: a remote image, broken offline
+            cell["source"] = math.protect(BADGE.sub("\n", cell["source"]), f"{where} cell {i}")
         for output in cell.get("outputs", []):  # a saved widget shows its text fallback
             data = output.get("data", {})
             if "application/vnd.jupyter.widget-view+json" in data:
@@ -501,8 +501,8 @@ def _refs(path: Path) -> _Refs:
 
 def site_problems(folder: str | Path) -> list[str]:
     """Every way the site in ``folder`` fails to work offline: a relative link or image to a missing file, a
-    fragment (``page.html#id``) with no such id, a script or stylesheet loaded from elsewhere, raw ``$$`` left
-    in a page's text. An empty list when none. Absolute http(s) links are allowed (they are links, not resources
+    fragment (``page.html#id``) with no such id, an image, script or stylesheet loaded from elsewhere, raw ``$$``
+    left in a page's text. An empty list when none. Absolute http(s) links are allowed (they are links, not resources
     the page needs)."""
     folder = Path(folder)
     if not (folder / "index.html").is_file():
@@ -520,6 +520,9 @@ def site_problems(folder: str | Path) -> list[str]:
         problems += [f"{page.name}: loads {s} (a script or stylesheet from elsewhere)" for s in r.scripts]
         for kind, targets in (("link", r.links), ("image", r.images)):
             for t in targets:
+                if kind == "image" and re.match(r"^(https?:)?//", t, re.I):
+                    problems.append(f"{page.name}: image {t} is fetched from elsewhere (broken offline)")
+                    continue
                 if re.match(r"^(https?|mailto|data):", t, re.I):
                     continue
                 parts = urlsplit(t)
