@@ -209,7 +209,7 @@ _STYLE = """body { font-family: sans-serif; max-width: 60em; margin: 2em auto; l
 li { margin: 0.3em 0; } .note { color: #555; font-size: 0.95em; } code { background: #f4f4f4; padding: 0 0.2em; }
 pre { background: #f4f4f4; padding: 0.6em; overflow-x: auto; } table { border-collapse: collapse; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; vertical-align: top; } img { max-width: 100%; }
-math[display="block"] { margin: 0.6em 0; } nav.site { margin-bottom: 1.5em; font-size: 0.95em; }"""
+math[display="block"] { margin: 0.6em 0; } ul.toc { list-style: none; padding-left: 0; } nav.site { margin-bottom: 1.5em; font-size: 0.95em; }"""
 
 
 def _page(title: str, body: str, nav: Sequence[tuple[str, str]] = ()) -> str:
@@ -377,9 +377,9 @@ def _index_body(
 executed on a laptop CPU with the default profile, in the order to read them. To run them, open
 <code>notebooks/</code> in JupyterLab (see <code>notebooks/README.md</code>).</p>
 <h2>Contents</h2>
-<ol start="0">
+<ul class="toc">
 {items}
-</ol>
+</ul>
 <h2>Reference</h2>
 <ul>{more}</ul>
 {fig}
@@ -424,7 +424,7 @@ def build_site(
     unlinked: list[str] = []
     written: list[Path] = []
     entries = []
-    adds = {c.file: c.adds for c in COURSE}
+    adds = {c.file: f"{c.adds} ({c.paper})" for c in COURSE}
     for path in sources:
         nb = read_notebook(path)
         title = notebook_title(nb, path.stem)
