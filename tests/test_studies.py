@@ -155,3 +155,40 @@ def test_plot_p_vs_o(setup):
     assert isinstance(fig, Figure)
     assert "Fake-CAM" in fig.axes[0].get_title()
     assert len(plot_p_vs_o(evs * 3, cols=4).axes) == 8  # 6 panels + 2 blank
+
+
+def test_with_paper_prints_table4_ms_with_two_decimals_and_missing_values_as_dashes():
+    rows = [
+        {"method": "Opti-CAM", "AOPC": 5.0, "MS": 0.123, "ADCC": float("nan")},
+        {"method": "Score-CAM", "AOPC": 7.25, "MS": None, "ADCC": 50.0},
+    ]
+    lines = with_paper(rows, table="4", columns=("AOPC", "MS", "ADCC")).splitlines()
+    opti = next(line for line in lines if line.startswith("Opti-CAM"))
+    ours, paper = opti.split("|")
+    assert ours.split()[1:] == ["5.0", "0.12", "-"]
+    assert paper.split() == ["6.3", "1.03", "65.5"]  # the paper's Table 4, ResNet50
+    score = next(line for line in lines if line.startswith("Score-CAM"))
+    assert score.split("|")[0].split()[1:] == ["7.2", "-", "50.0"]
+
+
+def test_table4_study_runs_ms_and_adcc_only_where_asked(setup):
+    pytest.importorskip("quantus")
+    from opticam_lib.course.faithfulness import table4_study
+    from opticam_lib.metrics.more_metrics import aopc, table4_scores
+
+    clf, images, targets, _ = setup
+    maps = {"gradcam": gradcam(clf, images, targets), "fakecam": fakecam(clf, images, targets)}
+    study = table4_study(clf, images, targets, maps, explain=["gradcam"], subset=[0, 2], samples=2, regions=3)
+    assert [r["method"] for r in study.rows] == ["Grad-CAM", "Fake-CAM"]
+    grad, fake = study.rows
+    assert grad["AOPC"] == pytest.approx(
+        100 * float(aopc(clf, images, maps["gradcam"], targets, regions=3).mean())
+    )
+    direct = table4_scores(clf, images[[0, 2]], "gradcam", targets[[0, 2]], maps=maps["gradcam"][[0, 2]],
+                           metrics=("MS", "ADCC"), samples=2)  # fmt: skip
+    assert grad["MS"] == pytest.approx(float(direct["MS"].mean()))
+    assert grad["ADCC"] == pytest.approx(100 * float(direct["ADCC"].mean()))
+    assert fake["MS"] != fake["MS"] and fake["ADCC"] != fake["ADCC"]  # NaN: not asked
+    assert study.subset == [0, 2] and study.images == 3 and study.samples == 2
+    with pytest.raises(InputError, match="without maps"):
+        table4_study(clf, images, targets, maps, explain=["opticam"], regions=3)

@@ -7,8 +7,9 @@ over several methods and draws the results. Every plotting function returns a ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,12 +18,23 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_images, validate_maps, validate_targets
+from opticam_lib.methods.registry import PROGRESS_METHODS, display_name
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
 from opticam_lib.metrics.evaluate import Evaluation
+from opticam_lib.metrics.more_metrics import (
+    AOPC_PATCH_SIZE,
+    AOPC_REGIONS,
+    MS_SAMPLES,
+    aopc,
+    table4_row,
+    table4_scores,
+)
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.paper.tables import paper_table
 
+#: columns printed with 2 decimals, as the paper prints them (Table 4's MS, Table 1's T)
+TWO_DECIMALS: tuple[str, ...] = ("MS", "T")
 #: the paper's exponents in appendix F.1 (Fig. A4)
 PAPER_ALPHAS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5, 1, 1.5, 2, 3, 5, 10)
 
@@ -50,12 +62,19 @@ def with_paper(
         table, model: which of the paper's tables to print beside ours (``opticam_lib.paper.tables.paper_table``).
         columns: the columns to show, e.g. ``("AD", "AG", "AI")`` for Table 1, ``("I", "D")`` for Table 3.
     Returns:
-        one line per row: method, our columns, the paper's columns (``-`` where the paper has no number).
+        one line per row: method, our columns, the paper's columns (``-`` where the paper has no number, or where
+        ours is missing or NaN). ``MS`` and ``T`` get 2 decimals (the paper's), every other column 1.
     """
     if not rows:
         raise InputError("with_paper needs at least one row")
     paper = paper_table(table, model)
     w = 7
+
+    def cell(v: object, c: str) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return f"{'-':>{w}}"
+        return f"{float(v):>{w}.{2 if c in TWO_DECIMALS else 1}f}"  # type: ignore[arg-type]
+
     head = f"{'METHOD':<14}" + "".join(f"{c:>{w}}" for c in columns)
     head += "   |" + "".join(f"{c:>{w}}" for c in columns)
     top = f"{'':<14}{ours:>{w * len(columns)}}   |{f'paper, Table {table}, {model}':>{w * len(columns)}}"
@@ -63,11 +82,8 @@ def with_paper(
     for r in rows:
         d = _row(r)
         name = str(d["method"])
-        mine = "".join(f"{float(d[c]):>{w}.1f}" for c in columns)
-        theirs = ""
-        for c in columns:
-            v = paper.get(name, {}).get(c)
-            theirs += f"{'-':>{w}}" if v is None else f"{float(v):>{w}.1f}"
+        mine = "".join(cell(d.get(c), c) for c in columns)
+        theirs = "".join(cell(paper.get(name, {}).get(c), c) for c in columns)
         note = f"   {d['note']}" if d.get("note") else ""
         lines.append(f"{name:<14}{mine}   |{theirs}{note}")
     return "\n".join(lines)
@@ -278,3 +294,83 @@ def plot_selectivity(table, metrics: Sequence[str] = ("AD", "AG", "AI")) -> Figu
     if axes[-1].get_legend() is not None:
         sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1), title="method", fontsize=9)
     return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Table 4: AOPC, Max-Sensitivity and ADCC for several methods (section 5.3.3)
+
+
+@dataclass
+class Table4Study:
+    """Table 4's metrics for several methods (``table4_study``).
+
+    Attributes:
+        rows: one dict per method, ``{"method": paper name, "AOPC": %, "MS": ratio, "ADCC": %, "note": ...}``,
+            NaN where a metric was not run for that method (printed ``-`` by ``with_paper``).
+        scores: per method, the per-image tensors of ``metrics.more_metrics.table4_scores`` (AOPC on every image;
+            MS, ADCC, coherency, complexity, drop on the subset).
+        images: number of images AOPC used; subset: the indices MS and ADCC used; samples: MS's noise draws.
+    """
+
+    rows: list[dict]
+    scores: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    images: int = 0
+    subset: list[int] = field(default_factory=list)
+    samples: int = MS_SAMPLES
+
+
+def table4_study(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Tensor,
+    maps: Mapping[str, Tensor],
+    *,
+    explain: Sequence[str] = (),
+    subset: Sequence[int] | None = None,
+    samples: int = MS_SAMPLES,
+    patch_size: int = AOPC_PATCH_SIZE,
+    regions: int = AOPC_REGIONS,
+    options: Mapping[str, Mapping] | None = None,
+) -> Table4Study:
+    """AOPC for every method from its maps on all images; MS and ADCC, which explain new images (noisy ones, masked
+    ones), only for the methods in ``explain`` and on the images of ``subset`` (both cost new maps).
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1]; targets: (N,) classes.
+        maps: {method key (``"gradcam"``): its maps (N, 1, H, W) in [0, 1] of ``images``}.
+        explain: method keys (a subset of ``maps``) for which MS and ADCC are computed.
+        subset: image indices for MS and ADCC (default: all).
+        samples: MS's noise draws per image (the paper: 10).
+        patch_size, regions: AOPC's patches (the paper: 14 pixels, 10 regions).
+        options: per method key, options for its new maps (e.g. ``{"opticam": {"iterations": 100}}``).
+    """
+    images = validate_images(images)
+    targets = validate_targets(targets, classifier, images.to(classifier.device)).cpu()
+    unknown = [m for m in explain if m not in maps]
+    if unknown:
+        raise InputError(f"explain lists {unknown} without maps; give their maps too")
+    idx = list(range(images.shape[0])) if subset is None else [int(i) for i in subset]
+    options = options or {}
+    rows, scores = [], {}
+    for method, m in maps.items():
+        m = validate_maps(m, images)
+        per = {"AOPC": aopc(classifier, images, m, targets, patch_size=patch_size, regions=regions)}
+        if method in explain:
+            opts = {"progress": False} if method in PROGRESS_METHODS else {}
+            opts.update(options.get(method, {}))
+            per.update(
+                table4_scores(
+                    classifier,
+                    images[idx],
+                    method,
+                    targets[idx],
+                    maps=m[idx],
+                    metrics=("MS", "ADCC"),
+                    samples=samples,
+                    **opts,
+                )
+            )
+        row = {"AOPC": float("nan"), "MS": float("nan"), "ADCC": float("nan"), **table4_row(per)}
+        rows.append({"method": display_name(method), **row})
+        scores[display_name(method)] = per
+    return Table4Study(rows, scores, images.shape[0], idx, samples)
