@@ -78,7 +78,15 @@ def timed(device: torch.device, fn: Callable[[], object]) -> float:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU ({model}, {torch.get_num_threads()} threads)"
 
 
 def batch_of(n: int, size: int, device: torch.device, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
