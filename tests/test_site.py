@@ -206,3 +206,15 @@ def test_pipeline_figure_on_a_tiny_model(tmp_path: Path) -> None:
 def test_pipeline_figure_refuses_a_batch() -> None:
     with pytest.raises(InputError, match="one image"):
         pipeline_figure(make_tiny_cnn(), make_images(2), iterations=1)
+
+
+def test_write_pipeline_png_with_the_offline_model(tmp_path: Path) -> None:
+    """The committed PNG's writer, at 2 iterations: a palette PNG under the size limit, from the offline model."""
+    from PIL import Image
+
+    from opticam_lib.course.site import PIPELINE_MAX_BYTES, write_pipeline_png
+
+    path = write_pipeline_png(tmp_path / "figures" / "p.png", iterations=2)
+    assert 0 < path.stat().st_size < PIPELINE_MAX_BYTES
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.mode == "P" and im.width > 3 * im.height
