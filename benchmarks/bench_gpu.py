@@ -284,12 +284,24 @@ def agreement(device, n_images, iterations) -> dict:
         )
     p, o = masked_probabilities(clf, images, ref.maps, labels)
     ag_ref = average_gain(p, o)
-    out = {"model": clf.name, "images": images.shape[0], "iterations": iterations, "AG_fp32": ag_ref}
+    out = {
+        "model": clf.name,
+        "images": images.shape[0],
+        "iterations": iterations,
+        "AG_fp32": ag_ref,
+        "iterations_fp32": ref.iterations.tolist(),
+    }
     for key, res in variants.items():
         r = pearson(ref.maps, res.maps)
         p2, o2 = masked_probabilities(clf, images, res.maps, labels)
         ag = average_gain(p2, o2)
-        out[key] = {"pearson_r": r, "min_pearson_r": min(r), "AG": ag, "AG_difference": ag - ag_ref}
+        out[key] = {
+            "pearson_r": r,
+            "min_pearson_r": min(r),
+            "AG": ag,
+            "AG_difference": ag - ag_ref,
+            "iterations": res.iterations.tolist(),  # per image, after the early stop (off under amp)
+        }
         print(
             f"  agreement fp32 vs {key}: Pearson r min {min(r):.4f} (median {statistics.median(r):.4f}); "
             f"AG {ag_ref:.2f} vs {ag:.2f}",
