@@ -105,6 +105,16 @@ def floor_step(clf, images: torch.Tensor, targets: torch.Tensor, amp_dtype: torc
     torch.autograd.grad(score, x)
 
 
+UPSAMPLING = {
+    "method": "matrix"
+}  # --upsampling: the GPU path's up (maps.upsample); "interpolate" is the default's
+
+
+def run_opticam(model, images: torch.Tensor, targets: torch.Tensor, **options):
+    """``optimize`` with this run's ``upsampling`` (the GPU path: two matrix products, a cheap backward)."""
+    return optimize(model, images, targets, upsampling=UPSAMPLING["method"], **options)
+
+
 def median_quartiles(xs: list[float]) -> dict[str, float]:
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
     return {"median": statistics.median(xs), "q1": q[0], "q3": q[2]}
@@ -132,7 +142,7 @@ def overhead(clf, device, batches, precisions, size, iterations, repeats) -> lis
                         floor_step(clf, x, t, a)
 
             def call(graph: bool, x=images, t=targets, o=opts) -> None:
-                optimize(clf, x, t, graph=graph, **o)
+                run_opticam(clf, x, t, graph=graph, **o)
 
             def feature_pass(x=images) -> None:
                 features(clf, x)
@@ -184,7 +194,7 @@ def paper_setting(clf, device, batch, size, iterations, repeats) -> dict:
         "graph_bf16_folded": (folded, {"amp": True, "amp_dtype": torch.bfloat16, "graph": True}),
     }
     for model, extra in variants.values():  # warm-up (and the one fallback message, if any)
-        optimize(model, images, targets, **{**base, **extra, "iterations": 3})
+        run_opticam(model, images, targets, **{**base, **extra, "iterations": 3})
     times: dict[str, list[float]] = {k: [] for k in variants}
     maps: dict[str, torch.Tensor] = {}
     for _ in range(repeats):
@@ -192,7 +202,7 @@ def paper_setting(clf, device, batch, size, iterations, repeats) -> dict:
             out: dict = {}
 
             def call(m=model, e=extra, o=out) -> None:
-                o["r"] = optimize(m, images, targets, **base, **e)
+                o["r"] = run_opticam(m, images, targets, **base, **e)
 
             times[key].append(timed(device, call))
             maps[key] = out["r"].maps
@@ -227,10 +237,10 @@ def throughput(clf, device, batch, size, iterations, repeats, images_total, iter
     for key, (model, extra) in variants.items():
         x = images.contiguous(memory_format=torch.channels_last) if "channels_last" in key else images
         opts = dict(iterations=iterations, tol=None, progress=False, **extra)
-        optimize(model, x, targets, **{**opts, "iterations": 2})
+        run_opticam(model, x, targets, **{**opts, "iterations": 2})
         calls, feats = [], []
         for _ in range(repeats):
-            calls.append(timed(device, lambda m=model, o=opts, x=x: optimize(m, x, targets, **o)))
+            calls.append(timed(device, lambda m=model, o=opts, x=x: run_opticam(m, x, targets, **o)))
             feats.append(timed(device, lambda m=model, x=x: features(m, x)))
         call, feat = statistics.median(calls), statistics.median(feats)
         per_iteration = max(call - feat, 0.0) / iterations
@@ -269,17 +279,17 @@ def agreement(device, n_images, iterations) -> dict:
     images, labels = samples.images[:n_images].to(device), samples.labels[:n_images].to(device)
     base = dict(iterations=iterations, progress=False)
     fast, _ = fast_copy(clf, channels_last=True)
-    ref = optimize(clf, images, labels, **base)
+    ref = run_opticam(clf, images, labels, **base)
     fast_images = images.contiguous(memory_format=torch.channels_last)
     variants = {
-        "fp32_channels_last_folded": optimize(fast, fast_images, labels, **base),
-        "bf16": optimize(clf, images, labels, amp=True, amp_dtype=torch.bfloat16, **base),
-        "bf16_channels_last_folded": optimize(
+        "fp32_channels_last_folded": run_opticam(fast, fast_images, labels, **base),
+        "bf16": run_opticam(clf, images, labels, amp=True, amp_dtype=torch.bfloat16, **base),
+        "bf16_channels_last_folded": run_opticam(
             fast, fast_images, labels, amp=True, amp_dtype=torch.bfloat16, **base
         ),
     }
     if device.type == "cuda":
-        variants["fp16_channels_last_folded"] = optimize(
+        variants["fp16_channels_last_folded"] = run_opticam(
             fast, fast_images, labels, amp=True, amp_dtype=torch.float16, **base
         )
     p, o = masked_probabilities(clf, images, ref.maps, labels)
@@ -339,6 +349,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--agreement-images", type=int, default=10, help="sample photographs (at most 10)")
     ap.add_argument("--agreement-iterations", type=int, default=100)
     ap.add_argument(
+        "--upsampling",
+        default="matrix",
+        choices=["matrix", "interpolate"],
+        help="how Opti-CAM's map is upsampled (maps.upsample): matrix products (the GPU path) or F.interpolate",
+    )
+    ap.add_argument(
         "--skip", default="", help="comma-separated sections to skip: overhead,graph,throughput,agreement"
     )
     ap.add_argument(
@@ -350,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch.cuda.is_available() is False on this machine")
     skip = {s for s in args.skip.split(",") if s}
+    UPSAMPLING["method"] = args.upsampling
     torch.manual_seed(0)
     flush = device.type == "cpu" and torch.set_flush_denormal(True)  # denormals make CPU timings meaningless
     pretrained = args.model == "efficientnet_lite0"  # the one model whose weights install offline
@@ -369,6 +386,7 @@ def main(argv: list[str] | None = None) -> dict:
             "matmul": torch.backends.cuda.matmul.allow_tf32,
         },
         "size": args.size,
+        "upsampling": args.upsampling,
         "goals": GOALS,
         "paper_T": paper_T(),
     }

@@ -149,7 +149,7 @@ def test_check_maps():
             validate_maps(bad, images)
 
 
-# ---- up as two matrix products R_H S R_W^T (issue 13): the same numbers as F.interpolate ------------------------
+# ---- up as two matrix products R_H S R_W^T (issue 13, method="matrix"): the same numbers as F.interpolate ----------------------
 
 UPSAMPLE_SHAPES = [
     (7, 7, 224, 224),  # ResNet50 / EfficientNet at 224
@@ -171,8 +171,9 @@ def test_upsample_equals_bilinear_interpolate(h, w, big_h, big_w):
     gen = torch.Generator().manual_seed(h * 100 + w)
     maps = torch.randn(2, 3, h, w, generator=gen, dtype=torch.float64)
     ref = F.interpolate(maps, size=(big_h, big_w), mode="bilinear", align_corners=False)
-    assert torch.allclose(upsample(maps, (big_h, big_w)), ref, atol=1e-12, rtol=0)
-    out32 = upsample(maps.float(), (big_h, big_w))
+    assert torch.allclose(upsample(maps, (big_h, big_w), "matrix"), ref, atol=1e-12, rtol=0)
+    assert torch.equal(upsample(maps, (big_h, big_w)), ref)  # the default is PyTorch's kernel itself
+    out32 = upsample(maps.float(), (big_h, big_w), "matrix")
     assert out32.dtype == torch.float32 and out32.shape == (2, 3, big_h, big_w)
     assert torch.allclose(out32, ref.float(), atol=1e-6, rtol=0)
 
@@ -185,7 +186,7 @@ def test_upsample_gradient_equals_bilinear_interpolate():
     weights = torch.randn(2, 1, 30, 17, generator=gen, dtype=torch.float64)
     grads = []
     for up in (
-        lambda m: upsample(m, (30, 17)),
+        lambda m: upsample(m, (30, 17), "matrix"),
         lambda m: F.interpolate(m, size=(30, 17), mode="bilinear", align_corners=False),
     ):
         x = maps.clone().requires_grad_(True)
@@ -213,11 +214,27 @@ def test_interpolation_matrix_by_hand_and_cached():
 def test_upsample_stays_float32_under_autocast():
     maps = torch.rand(1, 1, 7, 7)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = upsample(maps, (224, 224))
+        out = upsample(maps, (224, 224), "matrix")
     assert out.dtype == torch.float32
-    assert torch.allclose(out, upsample(maps, (224, 224)))
+    assert torch.allclose(out, upsample(maps, (224, 224), "matrix"))
 
 
 def test_upsample_rejects_a_wrong_shape():
     with pytest.raises(InputError, match=r"\(N, C, h, w\)"):
         upsample(torch.rand(7, 7), (224, 224))
+
+
+def test_upsample_rejects_an_unknown_method():
+    with pytest.raises(InputError, match="upsampling"):
+        upsample(torch.rand(1, 1, 7, 7), (224, 224), "nearest")
+
+
+def test_optimize_with_matrix_upsampling_matches_the_default_at_first(tiny_cnn, images):
+    """One iteration: the same map within float round-off; unknown choices refused before any work."""
+    from opticam_lib.methods.opticam import optimize
+
+    a = optimize(tiny_cnn, images, iterations=1, progress=False)
+    b = optimize(tiny_cnn, images, iterations=1, progress=False, upsampling="matrix")
+    assert torch.allclose(a.maps, b.maps, atol=1e-5)
+    with pytest.raises(InputError, match="upsampling"):
+        optimize(tiny_cnn, images, iterations=1, progress=False, upsampling="bicubic")

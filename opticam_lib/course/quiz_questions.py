@@ -88,7 +88,7 @@ QUIZZES: dict[str, tuple[Question, ...]] = {
             ),
         ),
         Question(
-            "The laptop profile uses 10 photos and efficientnet_lite0; the paper 1,000 images and ResNet50. "
+            "The laptop profile uses 10 photos and efficientnet_lite0; the paper 50,000 ImageNet images and ResNet50. "
             "Which conclusion is most likely to carry over?",
             (
                 Choice(
