@@ -16,8 +16,8 @@ like timm's ``Attention`` (``qkv`` linear, ``num_heads``, ``head_dim``, ``scale`
 Both maps depend on the image only, not on the target class (section 5.3.1): ``targets`` is accepted for the
 common calling convention and ignored.
 
-This module also runs the paper's Table 2 layout (``table2``, ``format_table2``): AD/AG/AI/T per method with
-the paper's ViT-B and DeiT-B numbers beside ours.
+The paper's Table 2 layout (``table2``, ``format_table2``: AD/AG/AI/T per method with the paper's ViT-B and DeiT-B
+numbers beside ours) lives in ``opticam_lib.paper.transformers``.
 """
 
 from __future__ import annotations
