@@ -4,7 +4,7 @@ python -m opticam_lib explain IMAGE... --method opticam --out maps/
 python -m opticam_lib evaluate --methods fakecam,gradcam,scorecam,opticam
 python -m opticam_lib models
 python -m opticam_lib precompute --layer bn2
-python -m opticam_lib reproduce --table 1|2|3|4|5|A9|A10|A14 --model resnet50 --images imagenet-val:1000
+python -m opticam_lib reproduce --table 1|2|3|4|5|A7|A8|A9|A10|A11|A14 --model resnet50 --images imagenet-val:1000
 python -m opticam_lib medical finetune --dataset chest-xray --model resnet50
 """
 
@@ -109,10 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every method of one of the paper's tables and print it next to the paper's own numbers; "
         "write table.json/.csv/.txt under --out. Results are cached per image and method, so a second call "
         "resumes. Under torchrun, images are sharded by rank and merged by rank 0. Tables: 1 (AD/AG/AI/T), "
-        "2 (transformers), 3 (insertion/deletion), 5 (bounding boxes), A9 (other classes), A10 (medical: --model a "
-        "checkpoint of 'medical finetune'), A14 (no input normalisation).",
+        "2 (transformers), 3 (insertion/deletion), 4 (AOPC, MS, ADCC), 5 (bounding boxes), A7/A8 (localisation, "
+        "CNNs/transformers), A9 (other classes), A10/A11 (medical AD/AG/AI and I/D: --model a checkpoint of "
+        "'medical finetune'), A14 (no input normalisation).",
     )
-    rp.add_argument("--table", default="1", choices=["1", "2", "3", "4", "5", "A9", "A10", "A14"])
+    from opticam_lib.paper.reproduce import TABLES
+
+    rp.add_argument("--table", default="1", choices=list(TABLES))
     rp.add_argument(
         "--images",
         default="samples",
@@ -383,7 +386,7 @@ def _add_medical_parser(sub: argparse._SubParsersAction) -> None:
 
     md = sub.add_parser(
         "medical",
-        help="appendix E: fine-tune on Chest X-ray / Kvasir, then Table A10",
+        help="appendix E: fine-tune on Chest X-ray / Kvasir, then Tables A10 and A11",
         description=(medical_doc or "").split("\n\n")[1],
     )
     msub = md.add_subparsers(dest="medical_command", metavar="STEP")
@@ -408,10 +411,14 @@ def _add_medical_parser(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--out", default="", help="default: outputs/medical/<dataset>_<model>")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--quiet", action="store_true")
-    ev = msub.add_parser("evaluate", help="Table A10 (AD/AG/AI) on the test split = reproduce --table A10")
+    ev = msub.add_parser(
+        "evaluate",
+        help="Table A10 (AD/AG/AI) or A11 (I/D) on the test split = reproduce --table A10 / A11",
+    )
+    ev.add_argument("--table", default="A10", choices=["A10", "A11"], help="default %(default)s")
     ev.add_argument("--checkpoint", required=True, help="model.pt written by 'medical finetune'")
     ev.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
-    ev.add_argument("--methods", default=None, help="comma-separated (default: those of Table A10)")
+    ev.add_argument("--methods", default=None, help="comma-separated (default: those of the table)")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--iterations", type=int, default=100)
     ev.add_argument("--device", default="cpu")
@@ -420,7 +427,7 @@ def _add_medical_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_medical(args: argparse.Namespace) -> int:
-    """Run ``medical finetune`` or ``medical evaluate`` (= ``reproduce --table A10``)."""
+    """Run ``medical finetune`` or ``medical evaluate`` (= ``reproduce --table A10`` or ``A11``)."""
     import torch
 
     from opticam_lib.errors import InputError
@@ -463,7 +470,7 @@ def cmd_medical(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else []
     result = run(
         Config(
-            table="A10",
+            table=args.table,
             model=str(args.checkpoint),
             images=spec,
             methods=methods,

@@ -166,3 +166,14 @@ def test_cli_finetune_then_table_a10(data, tmp_path, monkeypatch, capsys):
     assert "[0.1]" in opti and "[91.2]" in opti and "[98.4]" in opti  # the paper's Opti-CAM, ResNet50
     table = json.loads((tmp_path / "a10" / "table.json").read_text())["table"]
     assert set(table) == {"Fake-CAM", "Grad-CAM", "Opti-CAM"} and table["Grad-CAM"]["images"] == 4
+    # Table A11: insertion and deletion on the same test images, beside the paper's ResNet50 numbers
+    ev_a11 = ["medical", "evaluate", "--checkpoint", str(out / "model.pt"), "--images", "4", "--table", "A11"]
+    ev_a11 += ["--methods", "gradcam,opticam", "--iterations", "3", "--batch-size", "2"]
+    assert cli([*ev_a11, "--out", str(tmp_path / "a11"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "Table A11" in text and "the paper's value for chest-xray/resnet50" in text
+    opti = next(ln for ln in text.splitlines() if ln.startswith("Opti-CAM "))
+    assert "[82.0]" in opti and "[78.4]" in opti  # the paper's Opti-CAM I and D, Chest X-ray, ResNet50
+    table = json.loads((tmp_path / "a11" / "table.json").read_text())["table"]
+    assert set(table) == {"Grad-CAM", "Opti-CAM"}
+    assert all(set(row) == {"I", "D", "images"} and 0 <= row["I"] <= 100 for row in table.values())

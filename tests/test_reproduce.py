@@ -22,7 +22,9 @@ from opticam_lib import classification_metrics, gradcam, load_classifier, optimi
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.metrics.classification import class_probability
 from opticam_lib.paper.reproduce import (
+    PAPER_DATA,
     PAPER_ROW,
+    TWO_DECIMALS,
     Config,
     _evaluate_batch,
     _load_records,
@@ -104,6 +106,8 @@ TABLE_RUNS = {
     "3": {"methods": ["gradcam", "opticam"], "steps": 4},
     "4": {"methods": ["gradcam", "opticam"]},
     "5": {"methods": ["box", "complement", "gradcam"]},
+    "A7": {"methods": ["fakecam", "gradcam"]},
+    "A8": {"model": "world_vit", "methods": ["gradcam", "tibav"]},
     "A9": {"methods": ["gradcam", "opticam"]},
     "A14": {"methods": ["fakecam", "gradcam"]},
 }
@@ -115,7 +119,7 @@ def test_every_table_in_the_papers_layout(table, tmp_path):
     result = run(config, progress=False)
     out = Path(config.out)
     paper_model, paper = paper_reference(config)
-    assert paper_model in paper_tables()[table]["data"]
+    assert paper_model in paper_tables()[PAPER_DATA.get(table, table)]["data"]
     # our columns are the paper's (for the rows we have; the box rows of table 5 have S columns only)
     for name, row in result.table.items():
         ref_row = paper[PAPER_ROW.get(name, name)]
@@ -129,7 +133,7 @@ def test_every_table_in_the_papers_layout(table, tmp_path):
         line = next(ln for ln in result.text.splitlines() if ln.startswith(name + " "))
         for c in paper_cols & ours:
             ref = ref_row[c]
-            assert (f"[{ref:.2f}]" if c in ("T", "MS") else f"[{ref:.1f}]") in line
+            assert (f"[{ref:.2f}]" if c in TWO_DECIMALS else f"[{ref:.1f}]") in line
     assert f"the paper's value for {paper_model}" in result.text
     # files
     saved = json.loads((out / "table.json").read_text())
@@ -222,11 +226,58 @@ def test_table5_box_rows(world_cnn, tmp_path):
     assert {"AD_B_and_S", "AG_S_minus_B"} <= set(result.table["Grad-CAM"])
 
 
+def test_localisation_tables_equal_a_direct_computation(world_cnn, tmp_path):
+    """Table A7 from per-image records cached in batches of 2 equals ``localization_scores`` on all images at
+    once (BoxAcc is aggregated over the images, not averaged per batch), and the TIBAV row of A8 is TIBAV's."""
+    from opticam_lib.methods.tibav import tibav
+    from opticam_lib.metrics.localization import localization_scores
+
+    result = run(cfg(tmp_path, table="A7", methods=["gradcam"]), progress=False)
+    data = load_image_spec(f"world:{N}", 64, world_cnn)
+    expected = localization_scores(
+        world_cnn, data.images, gradcam(world_cnn, data.images, data.labels), data.boxes, data.labels
+    )
+    row = result.table["Grad-CAM"]
+    assert set(expected) == set(row) - {"images"}
+    for k, v in expected.items():
+        assert row[k] == pytest.approx(v, abs=1e-6), k
+    vit = load_classifier("world_vit")
+    result = run(cfg(tmp_path, "a8", table="A8", model="world_vit", methods=["tibav"]), progress=False)
+    expected = localization_scores(
+        vit, data.images, tibav(vit, data.images, data.labels), data.boxes, data.labels
+    )
+    for k, v in expected.items():
+        assert result.table["TIBAV"][k] == pytest.approx(v, abs=1e-6), k
+    assert "TIBAV " in result.text and "[70.1]" in result.text  # ViT-B's TIBAV OM in the paper's Table A8
+
+
+def test_localisation_needs_a_box_for_every_image(world_cnn, tmp_path, monkeypatch):
+    import opticam_lib.paper.reproduce as rp
+
+    real = rp.load_image_spec
+
+    def without_box(spec, size, classifier=None):
+        data = real(spec, size, classifier)
+        data.boxes[1] = torch.zeros(0, 4)
+        return data
+
+    monkeypatch.setattr(rp, "load_image_spec", without_box)
+    counter = Counter()
+    for table in ("A7", "5"):
+        with pytest.raises(InputError, match="needs a ground-truth box for every image; 1 of 4"):
+            run(cfg(tmp_path, table=table, methods=["gradcam"]), progress=False, evaluate_batch=counter)
+    assert counter.calls == []
+
+
 def test_bad_configs(tmp_path):
     with pytest.raises(InputError, match="transformer"):
         run(cfg(tmp_path, table="2"), progress=False)
     with pytest.raises(InputError, match="unknown table"):
-        run(cfg(tmp_path, table="A11"), progress=False)  # stored from the paper, not computed here
+        run(cfg(tmp_path, table="A12"), progress=False)  # stored from the paper, not computed here
+    with pytest.raises(InputError, match="use table A8"):
+        run(cfg(tmp_path, table="A7", model="world_vit"), progress=False)
+    with pytest.raises(InputError, match="table A7 for CNNs"):
+        run(cfg(tmp_path, table="A8"), progress=False)
     with pytest.raises(InputError, match="table 5 only"):
         run(cfg(tmp_path, methods=["box"]), progress=False)
     with pytest.raises(InputError, match="unknown method"):

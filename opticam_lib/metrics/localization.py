@@ -334,11 +334,43 @@ def localization_table(
 
     Args: as ``localize_all``.
     """
-    rows = localize_all(maps, boxes, predicted, targets, crop_probs, ties)
+    return aggregate_localization(localize_all(maps, boxes, predicted, targets, crop_probs, ties))
+
+
+def aggregate_localization(rows: Sequence[Localization]) -> dict[str, float]:
+    """Table A7's columns (``COLUMNS``) from per-image results: OM, LE, F1, SP, EP averaged and in percent, BA
+    by ``box_accuracy`` in percent, SM averaged in nats."""
+    if not rows:
+        raise InputError("no images to aggregate: localisation metrics need at least one")
     out = {k: 100 * float(np.mean([getattr(r, k) for r in rows])) for k in ("OM", "LE", "F1", "SP", "EP")}
     out["BA"] = 100 * box_accuracy(rows)
     out["SM"] = float(np.mean([r.SM for r in rows]))
     return {k: out[k] for k in COLUMNS}
+
+
+def localization_record(result: Localization) -> dict:
+    """One image's ``Localization`` as a JSON-able dict (BoxAcc as a list of [eta, delta, hit]); the inverse of
+    ``localization_from_record``. ``reproduce`` caches one per image and method."""
+    record = {k: getattr(result, k) for k in ("OM", "LE", "F1", "SP", "EP", "SM", "recall")}
+    record["BoxAcc"] = [[eta, delta, hit] for (eta, delta), hit in result.BoxAcc.items()]
+    record["box"] = None if result.box is None else list(result.box)
+    return record
+
+
+def localization_from_record(record: Mapping) -> Localization:
+    """The ``Localization`` of a dict written by ``localization_record``.
+
+    Raises:
+        InputError: a key is missing (a record of something else).
+    """
+    try:
+        return Localization(
+            **{k: float(record[k]) for k in ("OM", "LE", "F1", "SP", "EP", "SM", "recall")},
+            BoxAcc={(float(e), float(d)): float(h) for e, d, h in record["BoxAcc"]},
+            box=None if record.get("box") is None else tuple(int(v) for v in record["box"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"not a localisation record ({e!r}): {dict(record)!r:.200}") from None
 
 
 def localization_scores(

@@ -4,8 +4,12 @@
     python -m opticam_lib reproduce --table 4 --methods gradcam,opticam   # AOPC, MS, ADCC (pip install quantus)
     python -m opticam_lib reproduce --table 1 --model resnet50 --images imagenet-val:1000 --device cuda
     torchrun --nproc_per_node 4 -m opticam_lib reproduce --table 1 --model resnet50 --images imagenet-val
+    python -m opticam_lib reproduce --table A7 --model resnet50 --images imagenet-val:1000   # localisation
+    python -m opticam_lib reproduce --table A8 --model world_vit --images world:32   # transformers, offline
     python -m opticam_lib reproduce --table A10 --model outputs/medical/chest-xray_resnet50/model.pt \
         --images chest-xray:624                                    # appendix E, after `medical finetune`
+    python -m opticam_lib reproduce --table A11 --model outputs/medical/chest-xray_resnet50/model.pt \
+        --images chest-xray:624                                    # the same, insertion and deletion
 
 Images (``--images``): ``samples`` (the 10 offline photos), ``imagenet-val[:N]``, ``imagenette[:N]`` (after
 ``python -m data_download ...``), ``chest-xray[:N]`` / ``kvasir[:N]`` (their test split), ``world[:N]``
@@ -39,6 +43,13 @@ from opticam_lib.images import ImageSet, boxes_to_mask, load_imagenet_folder, lo
 from opticam_lib.methods.registry import LAYER_METHODS, PROGRESS_METHODS, display_name, get_method
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
+from opticam_lib.metrics.localization import (
+    aggregate_localization,
+    crop_probabilities,
+    localization_from_record,
+    localization_record,
+    localize_all,
+)
 from opticam_lib.metrics.more_metrics import require_quantus, table4_row, table4_scores
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier
@@ -90,16 +101,24 @@ TABLE4_METHODS = [
     "experturbation",
     "opticam",
 ]
-# Tables 5, A10 and A14: the CAM family, ExPerturbation and Opti-CAM
+# Tables 5, A7, A10 and A14: the CAM family, ExPerturbation and Opti-CAM
 A10_METHODS = [m for m in CNN_METHODS if m not in ("hirescam", "lime", "gradientshap")]
+A7_METHODS = list(A10_METHODS)  # localisation, CNNs (Table A7's rows)
+A8_METHODS = [m for m in VIT_METHODS if m not in ("hirescam", "lime", "gradientshap")]  # transformers
+# Table A11 (insertion/deletion on the medical sets): the rows the paper has
+A11_METHODS = ["gradcam", "gradcampp", "scorecam", "ablationcam", "xgradcam", "opticam"]
+LOCALIZATION_TABLES = ("A7", "A8")
 TABLES: dict[str, str] = {
     "1": "AD, AG, AI and T per method (CNNs)",
     "2": "AD, AG, AI and T per method (transformers, with raw attention, rollout and TIBAV)",
     "3": "insertion and deletion per method (predicted class)",
     "4": "AOPC and Max-Sensitivity (Quantus, the paper's settings) and ADCC per method",
     "5": "bounding-box study: S, B∩S, S\\B, and the box and its complement as maps",
+    "A7": "localisation: OM, LE, F1, BA, SP, EP, SM per method (CNNs; appendix B)",
+    "A8": "localisation: OM, LE, F1, BA, SP, EP, SM per method (transformers, with raw attention, rollout, TIBAV)",
     "A9": "AD, AG, AI for maps of the ground-truth, most, second and least probable class",
     "A10": "AD, AG, AI on a medical test set with a fine-tuned network (appendix E)",
+    "A11": "insertion and deletion on a medical test set with a fine-tuned network (appendix E)",
     "A14": "Table 1 without input normalisation",
 }
 A9_TARGETS = ("ground_truth", "most", "second", "least")
@@ -116,7 +135,13 @@ PAPER_FALLBACK = {
     "5": "vgg16_bn",
     "A9": "resnet50",
 }
-PAPER_FALLBACK.update({"A10": "chest-xray/resnet50", "A14": "resnet50"})
+PAPER_FALLBACK.update(
+    {"A7": "resnet50", "A8": "vit_b_16", "A10": "chest-xray/resnet50", "A11": "chest-xray/resnet50"}
+)
+PAPER_FALLBACK["A14"] = "resnet50"
+# where the paper's data file keeps a table's numbers when it is not under its own name (A7 holds A8's models)
+PAPER_DATA = {"A8": "A7"}
+TWO_DECIMALS = ("T", "MS", "SM")  # printed with two decimals, as in the paper
 WORLD_SEED = 20240101  # world[:N] images: generate(config, N, seed=WORLD_SEED), the same in every run
 
 
@@ -167,6 +192,10 @@ def default_methods(table: str, classifier: Classifier) -> list[str]:
     vit = classifier.prefix_tokens is not None
     if table == "3":
         return list(TABLE3_VIT_METHODS if vit else TABLE3_CNN_METHODS)
+    if table in LOCALIZATION_TABLES:
+        return list(A8_METHODS if vit else A7_METHODS)
+    if table == "A11":
+        return list(A11_METHODS)
     if table == "4":  # Ablation-CAM is a CNN row only, as in Tables 2 and 3
         return [m for m in TABLE4_METHODS if not (vit and m == "ablationcam")]
     if table == "2" or vit:
@@ -406,10 +435,15 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
     clf = load_model(config.model, device=device, normalize=config.table != "A14")
     if config.layer is not None:
         clf.layer(config.layer)  # an unknown name fails here, naming the valid ones, before any work
-    if config.table == "2" and clf.prefix_tokens is None:
+    if config.table in ("2", "A8") and clf.prefix_tokens is None:
+        cnn_table = "1" if config.table == "2" else "A7"
         raise InputError(
-            f"table 2 is the transformers' table (raw attention, rollout, TIBAV); {clf.name} is a CNN. "
-            "Use --model vit_b_16, deit_b_16 or world_vit, or table 1 for CNNs."
+            f"table {config.table} is the transformers' table (raw attention, rollout, TIBAV); {clf.name} is a CNN. "
+            f"Use --model vit_b_16, deit_b_16 or world_vit, or table {cnn_table} for CNNs."
+        )
+    if config.table == "A7" and clf.prefix_tokens is not None:
+        raise InputError(
+            f"table A7 is the CNNs' localisation table; {clf.name} is a transformer: use table A8"
         )
     methods = list(config.methods) or default_methods(config.table, clf)
     if clf.prefix_tokens is None and any(m in ("rawatt", "rollout", "tibav") for m in methods):
@@ -418,6 +452,14 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
     data = load_image_spec(config.images, clf.input_size, clf)
     if len(data) == 0:
         raise InputError(f"no images in {config.images!r}")
+    if config.table in LOCALIZATION_TABLES or config.table == "5":
+        missing = [name for name, b in zip(data.names, data.boxes) if b.numel() == 0]
+        if missing:
+            raise InputError(
+                f"table {config.table} needs a ground-truth box for every image; {len(missing)} of {len(data)} "
+                f"images in {config.images!r} have none (e.g. {missing[0]}). Use images with boxes: samples, "
+                "imagenet-val (its boxes come with data_download), world[:N], or a folder with box files."
+            )
     out = _prepare_out(config, resolved, rank)
     done = _load_records(out)
     variants = list(A9_TARGETS) if config.table == "A9" else ["main"]
@@ -479,10 +521,8 @@ def _evaluate_batch(
     images = data.images[list(idx)].to(clf.device)
     labels = data.labels[list(idx)].to(clf.device)
     table = config.table
-    if table == "3":
-        targets = clf.predict(images).argmax(
-            dim=1
-        )  # insertion/deletion: the predicted class, as in the paper
+    if table in ("3", "A11"):  # insertion/deletion: the predicted class, as in the paper (and RISE)
+        targets = clf.predict(images).argmax(dim=1)
     else:
         targets = _targets_for(clf, images, labels, variant)
     box = None
@@ -515,7 +555,13 @@ def _evaluate_batch(
         return [
             {**base, "index": i, **{k: float(v[j]) for k, v in scores.items()}} for j, i in enumerate(idx)
         ]
-    if table == "3":
+    if table in LOCALIZATION_TABLES:  # appendix B: the ground-truth class; SM scores the crop of B_p
+        predicted = clf.predict(images).argmax(dim=1).cpu()
+        crop = crop_probabilities(clf, images, maps, targets)
+        boxes = [data.boxes[i].cpu() for i in idx]
+        results = localize_all(maps.detach().cpu(), boxes, predicted, targets.cpu(), crop)
+        return [{**base, "index": i, **localization_record(results[j])} for j, i in enumerate(idx)]
+    if table in ("3", "A11"):
         deletion = area_under_curve(deletion_curve(clf, images, maps, targets, config.steps, progress=False))
         insertion = area_under_curve(
             insertion_curve(clf, images, maps, targets, config.steps, progress=False)
@@ -548,7 +594,8 @@ def summarize(config: Config, records: dict, methods: Sequence[str], n: int) -> 
     """Average the per-image records into the table: {row name: {column: value, "images": count}}.
 
     AD/AG/AI in percent (eq. 13-15), I/D in percent (area under the curve x 100), T in seconds per batch of 8;
-    Table 4: AOPC and ADCC in percent, MS as a ratio (``metrics.more_metrics.table4_row``).
+    Table 4: AOPC and ADCC in percent, MS as a ratio (``metrics.more_metrics.table4_row``); Tables A7/A8: the
+    localisation columns (``metrics.localization.aggregate_localization``: percent, SM in nats).
     """
 
     def rows_of(method: str, variant: str) -> list[dict]:
@@ -580,7 +627,9 @@ def summarize(config: Config, records: dict, methods: Sequence[str], n: int) -> 
         rs = rows_of(method, "main")
         if not rs:
             continue
-        if config.table == "3":
+        if config.table in LOCALIZATION_TABLES:
+            row = aggregate_localization([localization_from_record(r) for r in rs])
+        elif config.table in ("3", "A11"):
             row = {
                 "I": 100 * sum(r["I"] for r in rs) / len(rs),
                 "D": 100 * sum(r["D"] for r in rs) / len(rs),
@@ -605,7 +654,7 @@ def paper_reference(config: Config, classifier: Classifier | None = None) -> tup
     """(the paper's model key, its rows) to print beside ours: our model's own when the paper has it, else ViT-B's
     for a transformer where the table has it (Table 3: raw attention, rollout and TIBAV have rows there only),
     else the table's usual one (e.g. resnet50 for Table 1), labelled as such."""
-    data = paper_tables().get(config.table, {}).get("data", {})
+    data = paper_tables().get(PAPER_DATA.get(config.table, config.table), {}).get("data", {})
     key = (classifier.extra.get("paper_key") if classifier is not None else None) or config.model
     if key not in data:
         vit = classifier is not None and classifier.prefix_tokens is not None
@@ -634,10 +683,10 @@ def format_reproduction(config: Config, table: dict, classifier: Classifier | No
         cells = []
         for c in columns:
             ours = row.get(c)
-            text = "-" if ours is None else f"{ours:.2f}" if c in ("T", "MS") else f"{ours:.1f}"
+            text = "-" if ours is None else f"{ours:.2f}" if c in TWO_DECIMALS else f"{ours:.1f}"
             ref = ref_row.get(c)
             if isinstance(ref, (int, float)):
-                text += f" [{ref:.2f}]" if c in ("T", "MS") else f" [{ref:.1f}]"
+                text += f" [{ref:.2f}]" if c in TWO_DECIMALS else f" [{ref:.1f}]"
             cells.append(f"{text:>22}")
         lines.append(f"{name:<{width}}" + "".join(cells) + f"{row.get('images', 0):>8}")
     if key is None:
@@ -647,8 +696,8 @@ def format_reproduction(config: Config, table: dict, classifier: Classifier | No
         whose = f"the paper's value for {key}" + ("" if own else f" (the paper did not use {config.model})")
         lines.append(
             f"[x] = {whose}; the paper used the 50,000 ImageNet validation images (T timed on 1,000 of them; "
-            "its ablations on 1,000), its medical test sets for A10/A11. AD, AG, AI, I, D, AOPC, ADCC in %; "
-            "MS a ratio; T = s per batch of 8 on this device."
+            "its ablations on 1,000), its medical test sets for A10/A11. AD, AG, AI, I, D, AOPC, ADCC, OM, LE, "
+            "F1, BA, SP, EP in %; MS a ratio; SM in nats; T = s per batch of 8 on this device."
         )
     return "\n".join(lines)
 
