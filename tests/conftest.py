@@ -149,16 +149,20 @@ def make_bn_cnn(seed: int = 0):
     return wrap_classifier(net, "body.4", name="bn_cnn", num_classes=NUM_CLASSES, input_size=SIZE)
 
 
-def make_tiny_vit(seed: int = 0):
-    torch.manual_seed(seed)
-    net = TinyViT()
+def trained_like_layernorms(net: nn.Module) -> None:
+    """Trained-like LayerNorm affine parameters (gamma in [0.5, 1.5], beta in [-0.5, 0.5]). With the default
+    gamma = 1, beta = 0 every token of norm1 sums to zero over channels, so the uniform-weight map of Opti-CAM's
+    first iteration is constant (zero up to rounding): a degenerate case no trained ViT has."""
     for m in net.modules():
-        # Trained-like LayerNorm affine parameters. With the default gamma = 1, beta = 0 every token of norm1
-        # sums to zero over channels, so the uniform-weight map of Opti-CAM's first iteration is constant
-        # (zero up to rounding): a degenerate case no trained ViT has.
         if isinstance(m, nn.LayerNorm):
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
+
+
+def make_tiny_vit(seed: int = 0):
+    torch.manual_seed(seed)
+    net = TinyViT()
+    trained_like_layernorms(net)
     return wrap_classifier(
         net,
         "blocks.0.norm1", name="tiny_vit", num_classes=NUM_CLASSES, input_size=SIZE,
@@ -176,10 +180,7 @@ def make_timm_vit(seed: int = 0, depth: int = 2, heads: int = 2, dim: int = 16):
         img_size=SIZE, patch_size=8, num_classes=NUM_CLASSES, embed_dim=dim, depth=depth, num_heads=heads,
         mlp_ratio=2.0, class_token=True, global_pool="token",
     )  # fmt: skip
-    for m in net.modules():
-        if isinstance(m, nn.LayerNorm):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+    trained_like_layernorms(net)
     return wrap_classifier(
         net,
         f"blocks.{depth - 1}.norm1", name="timm_vit", num_classes=NUM_CLASSES, input_size=SIZE,

@@ -100,7 +100,9 @@ class Evidence:
 
 
 @torch.no_grad()
-def _score(classifier: Classifier, batch: WorldBatch, chunk: int = 500) -> Tensor:
+def class_probabilities(classifier: Classifier, batch: WorldBatch, chunk: int = 500) -> Tensor:
+    """The classifier's softmax over the scenes of ``batch``, ``chunk`` images at a time: (N, C) float in [0, 1],
+    on the CPU."""
     probs = [classifier.predict(batch.images[i : i + chunk]).cpu() for i in range(0, len(batch), chunk)]
     return torch.cat(probs)
 
@@ -140,7 +142,7 @@ def evidence(
     context_labels: dict[str, Tensor] = {}
     for name in conditions:
         b = variants[name]()
-        p = _score(classifier, b)
+        p = class_probabilities(classifier, b)
         pred = p.argmax(dim=1)
         has_ctx = b.context_labels >= 0
         follows = float((pred == b.context_labels)[has_ctx].float().mean()) if has_ctx.any() else math.nan

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from opticam_lib.models.classifier import Classifier, InputNormalized
-from opticam_lib.world.evidence import _score, evidence
+from opticam_lib.world.evidence import class_probabilities, evidence
 from opticam_lib.world.networks import DATA_DIR, build_network, classifier_from_checkpoint
 from opticam_lib.world.scenes import WorldConfig, batch_at, derive_seed, generate
 
@@ -192,7 +192,7 @@ def train(
         "device": str(device),
     }
     if permuted_labels:
-        probs = _score(clf, fixed)
+        probs = class_probabilities(clf, fixed)
         report["train_set"] = train_set
         report["train_accuracy_random_labels"] = round(
             float((probs.argmax(1) == random_labels).float().mean()), 4
