@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from conftest import make_images, make_tiny_cnn
 
@@ -201,6 +202,26 @@ def test_pipeline_figure_on_a_tiny_model(tmp_path: Path) -> None:
     assert len(arrows) == 7  # six forward arrows and the gradient back to u
     fig.savefig(tmp_path / "p.png", dpi=40)
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_pipeline_figure_shows_the_channels_that_add_most_to_s() -> None:
+    """The A^k panel holds the channels with the largest w_k * sum A^k (what each adds to S), each scaled alone."""
+    from opticam_lib.course.figures import _montage
+    from opticam_lib.methods.features import features
+    from opticam_lib.methods.opticam import optimize
+
+    clf = make_tiny_cnn()
+    image = make_images(1)[0]
+    fig = pipeline_figure(clf, image, target=2, iterations=3, channels=3, bars=5)
+    result = optimize(clf, image[None], [2], iterations=3, progress=False)
+    acts, _ = features(clf, image[None])
+    share = result.weights[0] * acts[0].clamp_min(0).sum(dim=(1, 2))
+    expected = _montage(acts[0, share.argsort(descending=True)[:3]])
+    shown = np.asarray(fig.axes[1].images[0].get_array().filled(np.nan))
+    assert np.allclose(shown, expected, equal_nan=True, atol=1e-6)
+    by_weight = _montage(acts[0, result.weights[0].argsort(descending=True)[:3]])
+    assert not np.allclose(shown, by_weight, equal_nan=True)  # not the largest weights alone
+    assert "most in S" in fig.axes[1].get_title()
 
 
 def test_pipeline_figure_refuses_a_batch() -> None:

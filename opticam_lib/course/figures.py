@@ -297,7 +297,8 @@ def pipeline_figure(
         image: (3, H, W) or (1, 3, H, W) float in [0, 1].
         target: the class c (None: the predicted class).
         iterations: Adam iterations (the paper's 100 by default).
-        channels: how many feature maps to show (those with the largest final weights).
+        channels: how many feature maps to show: those that add the most to S, the largest w_k * sum_ij A^k_ij
+            (the channels with the largest weights alone are often a single bright cell).
         bars: how many of the largest weights to draw.
         class_name: the class's name in the score panel (default: the classifier's category name).
     Returns:
@@ -328,7 +329,8 @@ def pipeline_figure(
     k_total = acts.shape[1]
     w = result.weights[0].detach().float().cpu()
     top = w.argsort(descending=True)
-    shown = top[: min(channels, k_total)]
+    share = w * acts[0].detach().float().cpu().clamp_min(0).sum(dim=(1, 2))  # what each channel adds to S
+    shown = share.argsort(descending=True)[: min(channels, k_total)]
     with torch.no_grad():
         small = combine(result.weights, acts, "identity")[0, 0].float().cpu()  # eq. 8, h = identity
     mask = result.maps[0].float().cpu()
@@ -343,7 +345,7 @@ def pipeline_figure(
     axes[0].set_title("image x", fontsize=10)
     axes[1].imshow(_montage(acts[0, shown]), cmap="viridis")  # NaN gaps are left blank (white)
     axes[1].set_title(
-        f"feature maps A^k\n{len(shown)} of K = {k_total}, {acts.shape[-2]}×{acts.shape[-1]}", fontsize=10
+        f"feature maps A^k\n{len(shown)} of {k_total}, most in S", fontsize=10
     )
     nb = min(bars, k_total)
     axes[2].bar(range(nb), w[top[:nb]].numpy(), color="tab:blue")
