@@ -344,9 +344,7 @@ def pipeline_figure(
     axes[0].imshow(img)
     axes[0].set_title("image x", fontsize=10)
     axes[1].imshow(_montage(acts[0, shown]), cmap="viridis")  # NaN gaps are left blank (white)
-    axes[1].set_title(
-        f"feature maps A^k\n{len(shown)} of {k_total}, most in S", fontsize=10
-    )
+    axes[1].set_title(f"feature maps A^k\n{len(shown)} of {k_total}, most in S", fontsize=10)
     nb = min(bars, k_total)
     axes[2].bar(range(nb), w[top[:nb]].numpy(), color="tab:blue")
     axes[2].axhline(1 / k_total, color="0.3", ls="--", lw=1, label="start: 1/K (u = 0.5)")
