@@ -1,0 +1,125 @@
+"""Prose quotes numbers its own cells print. Every decimal number in a notebook's markdown (outside math, code
+and headings, and not a section or equation number) must be, at the precision the prose gives, a number printed
+by one of that notebook's committed outputs, or be listed in ``NOT_PRINTED`` with the reason it need not be (a
+number of the paper, a setting, a value derived from printed ones). A re-run that moves a printed number leaves
+the old one in the prose: this test then names the cell and the number. The checker itself is tested on a
+made-up notebook."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from opticam_lib.course.notebook_files import cell_source, course_notebooks, read_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+DECIMAL = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\d])")
+REFERENCE = re.compile(r"(section|sections|§|eq\.|Table|Fig\.|appendix)\s*$", re.IGNORECASE)
+
+# {notebook number: {number as written: why no output prints it}}
+NOT_PRINTED: dict[str, dict[str, str]] = {
+    "00": {
+        "3.2": "the table of contents cites §3.1-3.2 (the checker skips only the first of a range)",
+        "4.7": "efficientnet_lite0's parameter count in millions, a fact about the model",
+    },
+    "02": {
+        "7.71": "the smallest u_k of the five masks: printed in the figure's panel titles (u = +7.71)",
+        "8.92": "the largest u_k of the five masks: printed in the figure's panel titles",
+        "0.8": "1/128 as a percent: the uniform share of 10 channels among 1,280, derived",
+    },
+    "03": {"0.001": "a learning rate the exercise asks the reader to try"},
+    "05": {
+        "15.22": "the paper's Score-CAM T (Table 1), quoted for its ratio",
+        "4.15": "the paper's Opti-CAM T (Table 1), quoted for its ratio",
+    },
+    "06": {
+        "152.96": "the paper's ExPerturbation T (Table 1)",
+        "0.35": "lambda_t's growth per iteration (1.0035), the paper's schedule",
+    },
+    "08": {"12.5": "the printed fraction 0.125 that follows the context, as a percent"},
+    "09": {
+        "2.5": "a worked example of tied ranks (5, 7, 7, 9 -> 1, 2.5, 2.5, 4)",
+        "2.6": "ratio of printed object shares to the object's area, derived",
+        "3.3": "ratio of printed object shares to the object's area, derived",
+    },
+    "11": {"12.8": "AG 51.8 without early stopping minus 39.0 with it, both printed"},
+}
+
+
+def printed_numbers(nb) -> list[float]:
+    """Every number in the text outputs (stream and text/plain) of the notebook's code cells."""
+    values: list[float] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") + out.get("data", {}).get("text/plain", "")
+            values += [float(m) for m in re.findall(r"\d+(?:\.\d+)?", text)]
+    return values
+
+
+def prose_decimals(nb) -> list[tuple[int, str, str]]:
+    """(cell index, number as written, context) for each decimal number the markdown quotes."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        text = re.sub(r"\$\$.*?\$\$", " ", cell_source(cell), flags=re.S)
+        text = re.sub(r"\$[^$]*\$", " ", text)
+        text = re.sub(r"`[^`]*`", " ", text)
+        text = re.sub(r"^#+ .*$", " ", text, flags=re.M)
+        for m in DECIMAL.finditer(text):
+            if REFERENCE.search(text[max(0, m.start() - 12) : m.start()]):
+                continue
+            context = text[max(0, m.start() - 50) : m.end() + 20].replace("\n", " ")
+            found.append((i, m.group(1), context))
+    return found
+
+
+def unprinted(nb, allowed: Mapping[str, str]) -> list[str]:
+    """The prose numbers that no output prints at the prose's precision and that ``allowed`` does not list."""
+    values = printed_numbers(nb)
+    problems = []
+    for i, text, context in prose_decimals(nb):
+        if text in allowed:
+            continue
+        half_step = 0.5 * 10 ** -len(text.split(".")[1])
+        if not any(abs(v - float(text)) <= half_step + 1e-9 for v in values):
+            problems.append(f"cell {i}: {text} is printed by no output (...{context}...)")
+    return problems
+
+
+@pytest.mark.parametrize("path", course_notebooks(ROOT / "notebooks"), ids=lambda p: p.name[:2])
+def test_every_number_in_the_prose_is_printed(path: Path) -> None:
+    nb = read_notebook(path)
+    problems = unprinted(nb, NOT_PRINTED.get(path.name[:2], {}))
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", course_notebooks(ROOT / "notebooks"), ids=lambda p: p.name[:2])
+def test_every_exception_is_still_needed(path: Path) -> None:
+    """An entry of ``NOT_PRINTED`` whose number the prose no longer quotes is stale: remove it."""
+    quoted = {text for _, text, _ in prose_decimals(read_notebook(path))}
+    stale = set(NOT_PRINTED.get(path.name[:2], {})) - quoted
+    assert not stale, f"{path.name}: NOT_PRINTED lists numbers its prose does not quote: {sorted(stale)}"
+
+
+def test_the_checker_finds_a_number_a_rerun_moved() -> None:
+    from opticam_lib.course.notebook_files import nbformat_module
+
+    nbf = nbformat_module()
+    nb = nbf.v4.new_notebook()
+    code = nbf.v4.new_code_cell("print(...)")
+    code.outputs = [nbf.v4.new_output("stream", name="stdout", text="AG 51.84, AD 0.03, T 12.66 s\n")]
+    nb.cells = [
+        code,
+        nbf.v4.new_markdown_cell("AG 51.8 and AD 0.0 (rounded: fine); the score rose to 12.63 (stale)."),
+        nbf.v4.new_markdown_cell("## 3.7 a heading\nSection 5.3 and eq. 4.2 are references; `1.23` is code."),
+        nbf.v4.new_markdown_cell("$$x = 9.99$$ and $y = 8.88$ are math; 7.77 is the paper's."),
+    ]
+    problems = unprinted(nb, {"7.77": "the paper's"})
+    assert len(problems) == 1 and "12.63" in problems[0] and problems[0].startswith("cell 1")
+    assert len(unprinted(nb, {})) == 2  # without the exception, 7.77 is reported too
