@@ -717,11 +717,26 @@ QUIZZES: dict[str, tuple[Question, ...]] = {
             ),
         ),
         Question(
-            "Every row of an attention matrix A sums to 1. What does every row of Â = (A + I)/2 sum to?",
-            answer=1.0,
-            tolerance=1e-6,
-            hint="Add the row sums of A and of I, then halve.",
-            explanation="(1 + 1) / 2 = 1: Â is again a stochastic matrix, and so is the product of the blocks.",
+            "SM (eq. A7) = log max(0.05, |B_p| / hw) - log p^c, with p^c the class probability on the crop of the "
+            "map's box. On the small ViT most methods' SM is negative, unlike every row of the paper's Table A8. "
+            "Why?",
+            (
+                Choice(
+                    "The crop of a tight box makes the model surer (p^c near 1), so -log p^c is about 0 and the "
+                    "negative log-area term dominates.",
+                    "a box smaller than the image has log(|B_p| / hw) < 0; on ImageNet p^c is often far from 1 and "
+                    "a tight crop loses context, so -log p^c keeps SM positive there.",
+                    right=True,
+                ),
+                Choice(
+                    "The maps are negative.",
+                    "maps are in [0, 1]; SM uses only their box and the class probability on its crop.",
+                ),
+                Choice(
+                    "SM uses the full image's probability, which is above 1.",
+                    "a probability is at most 1, and SM scores the crop, not the full image (appendix B).",
+                ),
+            ),
         ),
     ),
     "11": (
