@@ -133,12 +133,13 @@ PAPER_FALLBACK = {
     "3": "resnet50",
     "4": "resnet50",
     "5": "vgg16_bn",
+    "A7": "resnet50",
+    "A8": "vit_b_16",
     "A9": "resnet50",
+    "A10": "chest-xray/resnet50",
+    "A11": "chest-xray/resnet50",
+    "A14": "resnet50",
 }
-PAPER_FALLBACK.update(
-    {"A7": "resnet50", "A8": "vit_b_16", "A10": "chest-xray/resnet50", "A11": "chest-xray/resnet50"}
-)
-PAPER_FALLBACK["A14"] = "resnet50"
 # where the paper's data file keeps a table's numbers when it is not under its own name (A7 holds A8's models)
 PAPER_DATA = {"A8": "A7"}
 TWO_DECIMALS = ("T", "MS", "SM")  # printed with two decimals, as in the paper
