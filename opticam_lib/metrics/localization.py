@@ -348,10 +348,13 @@ def aggregate_localization(rows: Sequence[Localization]) -> dict[str, float]:
     return {k: out[k] for k in COLUMNS}
 
 
+_RECORD_SCALARS = ("OM", "LE", "F1", "SP", "EP", "SM", "recall")  # a record's float fields
+
+
 def localization_record(result: Localization) -> dict:
     """One image's ``Localization`` as a JSON-able dict (BoxAcc as a list of [eta, delta, hit]); the inverse of
     ``localization_from_record``. ``reproduce`` caches one per image and method."""
-    record = {k: getattr(result, k) for k in ("OM", "LE", "F1", "SP", "EP", "SM", "recall")}
+    record = {k: getattr(result, k) for k in _RECORD_SCALARS}
     record["BoxAcc"] = [[eta, delta, hit] for (eta, delta), hit in result.BoxAcc.items()]
     record["box"] = None if result.box is None else list(result.box)
     return record
@@ -365,7 +368,7 @@ def localization_from_record(record: Mapping) -> Localization:
     """
     try:
         return Localization(
-            **{k: float(record[k]) for k in ("OM", "LE", "F1", "SP", "EP", "SM", "recall")},
+            **{k: float(record[k]) for k in _RECORD_SCALARS},
             BoxAcc={(float(e), float(d)): float(h) for e, d, h in record["BoxAcc"]},
             box=None if record.get("box") is None else tuple(int(v) for v in record["box"]),
         )
@@ -381,18 +384,35 @@ def localization_scores(
     targets: Tensor | Sequence[int],
     ties: str = "any",
 ) -> dict[str, float]:
-    """Table A7's columns for one method in one call: the predicted classes and SM's crop probabilities are
-    computed here (``crop_probabilities``), then ``localization_table``.
+    """Table A7's columns for one method in one call: ``localize_with`` (the predicted classes and SM's crop
+    probabilities computed here), then ``aggregate_localization``.
 
     Args:
         images: (N, 3, H, W) float in [0, 1]; maps: (N, 1, H, W) in [0, 1]; boxes: N tensors (M_i, 4) xyxy;
         targets: (N,) ground-truth classes.
     """
+    return aggregate_localization(localize_with(classifier, images, maps, boxes, targets, ties))
+
+
+def localize_with(
+    classifier: Classifier,
+    images: Tensor,
+    maps: Tensor,
+    boxes: Sequence[Tensor],
+    targets: Tensor | Sequence[int],
+    ties: str = "any",
+) -> list[Localization]:
+    """``localize_all`` with the classifier's part computed here: the predicted classes (OM) and SM's crop
+    probabilities (``crop_probabilities``). Per image, so ``reproduce`` can cache each one.
+
+    Args: as ``localization_scores``.
+    """
     images = validate_images(images)
     _, targets = prepare(classifier, images, targets)
     predicted = classifier.predict(images).argmax(dim=1).cpu()
     crop = crop_probabilities(classifier, images, maps, targets)
-    return localization_table(maps, boxes, predicted, targets.cpu(), crop, ties)
+    boxes = [torch.as_tensor(b).cpu() for b in boxes]
+    return localize_all(maps.detach().cpu(), boxes, predicted, targets.cpu(), crop, ties)
 
 
 def best_method(table: Mapping[str, Mapping[str, float]], column: str, exclude: Sequence[str] = ()) -> str:

@@ -45,10 +45,9 @@ from opticam_lib.metrics.classification import class_probability, classification
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
 from opticam_lib.metrics.localization import (
     aggregate_localization,
-    crop_probabilities,
     localization_from_record,
     localization_record,
-    localize_all,
+    localize_with,
 )
 from opticam_lib.metrics.more_metrics import require_quantus, table4_row, table4_scores
 from opticam_lib.models.classifier import Classifier
@@ -557,10 +556,7 @@ def _evaluate_batch(
             {**base, "index": i, **{k: float(v[j]) for k, v in scores.items()}} for j, i in enumerate(idx)
         ]
     if table in LOCALIZATION_TABLES:  # appendix B: the ground-truth class; SM scores the crop of B_p
-        predicted = clf.predict(images).argmax(dim=1).cpu()
-        crop = crop_probabilities(clf, images, maps, targets)
-        boxes = [data.boxes[i].cpu() for i in idx]
-        results = localize_all(maps.detach().cpu(), boxes, predicted, targets.cpu(), crop)
+        results = localize_with(clf, images, maps, [data.boxes[i] for i in idx], targets)
         return [{**base, "index": i, **localization_record(results[j])} for j, i in enumerate(idx)]
     if table in ("3", "A11"):
         deletion = area_under_curve(deletion_curve(clf, images, maps, targets, config.steps, progress=False))
