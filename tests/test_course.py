@@ -29,6 +29,7 @@ from opticam_lib.errors import InputError
 from opticam_lib.methods.maps import combine, to_saliency
 from opticam_lib.models.registry import weights_path
 from opticam_lib.paths import ENV_VAR
+from opticam_lib.plots import GRID_DPI
 
 # --- environment -------------------------------------------------------------------------------------------
 
@@ -141,6 +142,9 @@ def test_figures(images):
     assert isinstance(fig, Figure)
     assert [ax.get_title() for ax in fig.axes[:3]] == ["x", "y", "z"]
     assert len(fig.axes[0].patches) == 1 and len(fig.axes[2].patches) == 2
+    # the one box convention (plots.draw_boxes): pixel i covers [i - 0.5, i + 0.5], so x0 = 2 starts at 1.5
+    assert fig.axes[0].patches[0].get_xy() == (1.5, 1.5) and fig.axes[0].patches[0].get_width() == 18
+    assert fig.dpi == GRID_DPI  # photo grids at modest resolution (notebook size)
     acts = torch.rand(6, 4, 4)
     fig = show_feature_maps(images[0], acts, [5, 0, 2])
     assert isinstance(fig, Figure) and fig.axes[1].get_title().startswith("A^5")

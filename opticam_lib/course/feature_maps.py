@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -13,7 +12,7 @@ from torch import Tensor
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_images, validate_positive_int
 from opticam_lib.models.classifier import Classifier
-from opticam_lib.plots import to_numpy_image
+from opticam_lib.plots import GRID_DPI, draw_boxes, to_numpy_image
 
 
 def prediction_table(
@@ -63,13 +62,6 @@ def prediction_table(
     return pd.DataFrame(rows)
 
 
-def _boxes(ax, boxes: Tensor | None) -> None:
-    if boxes is None:
-        return
-    for x0, y0, x1, y1 in torch.as_tensor(boxes).reshape(-1, 4).tolist():
-        ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=2))
-
-
 def show_samples(
     images: Tensor,
     titles: Sequence[str],
@@ -77,7 +69,8 @@ def show_samples(
     cols: int = 4,
     size: float = 2.6,
 ) -> Figure:
-    """A grid of photos with a title each (e.g. their ground-truth class) and their boxes drawn in green.
+    """A grid of photos with a title each (e.g. their ground-truth class) and their boxes drawn in green
+    (``plots.draw_boxes``; ``GRID_DPI`` like every photo grid).
 
     Args:
         images: (N, 3, H, W) float in [0, 1].
@@ -87,7 +80,7 @@ def show_samples(
     n = images.shape[0]
     cols = min(validate_positive_int(cols, "cols"), n)
     rows = -(-n // cols)
-    fig = Figure(figsize=(size * cols, (size + 0.3) * rows), layout="constrained")
+    fig = Figure(figsize=(size * cols, (size + 0.3) * rows), layout="constrained", dpi=GRID_DPI)
     axes = np.array(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
         ax.set_axis_off()
@@ -95,7 +88,7 @@ def show_samples(
         ax = axes.flat[i]
         ax.imshow(to_numpy_image(images[i]))
         ax.set_title(titles[i], fontsize=10)
-        _boxes(ax, None if boxes is None else boxes[i])
+        draw_boxes(ax, None if boxes is None else boxes[i], color="lime", lw=2)
     return fig
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.models.classifier import Classifier
-from opticam_lib.plots import SALIENCY_CMAP, overlay, saliency_colorbar, to_numpy_image
+from opticam_lib.plots import GRID_DPI, SALIENCY_CMAP, overlay, saliency_colorbar, to_numpy_image
 
 
 def metrics_bars(
@@ -338,7 +338,7 @@ def pipeline_figure(
     history = result.history[0].detach().float().cpu()
     history = history[torch.isfinite(history)]
 
-    fig = Figure(figsize=(16, 4.3), layout="constrained")
+    fig = Figure(figsize=(16, 4.3), layout="constrained", dpi=GRID_DPI)
     axes = fig.subplots(1, 7, width_ratios=[1, 1, 1.25, 1, 1, 1, 1.45])
     img = to_numpy_image(x[0].cpu())
     axes[0].imshow(img)
