@@ -105,22 +105,12 @@ def floor_step(clf, images: torch.Tensor, targets: torch.Tensor, amp_dtype: torc
     torch.autograd.grad(score, x)
 
 
-UPSAMPLING = {
-    "method": "matrix"
-}  # --upsampling: the GPU path's up (maps.upsample); "interpolate" is the default's
-
-
-def run_opticam(model, images: torch.Tensor, targets: torch.Tensor, **options):
-    """``optimize`` with this run's ``upsampling`` (the GPU path: two matrix products, a cheap backward)."""
-    return optimize(model, images, targets, upsampling=UPSAMPLING["method"], **options)
-
-
 def median_quartiles(xs: list[float]) -> dict[str, float]:
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
     return {"median": statistics.median(xs), "q1": q[0], "q3": q[2]}
 
 
-def overhead(clf, device, batches, precisions, size, iterations, repeats) -> list[dict]:
+def overhead(clf, device, batches, precisions, size, iterations, repeats, upsampling: str) -> list[dict]:
     """Goal 1: (loop per iteration) / floor, per batch size and precision, for the default (eager) loop and for
     ``graph=True``; interleaved: floor, eager call, graph call, feature pass, then again."""
     rows = []
@@ -130,6 +120,7 @@ def overhead(clf, device, batches, precisions, size, iterations, repeats) -> lis
             amp_dtype = PRECISIONS[name]
             opts = dict(
                 iterations=iterations,
+                upsampling=upsampling,
                 tol=None,
                 progress=False,
                 amp=amp_dtype is not None,
@@ -142,7 +133,7 @@ def overhead(clf, device, batches, precisions, size, iterations, repeats) -> lis
                         floor_step(clf, x, t, a)
 
             def call(graph: bool, x=images, t=targets, o=opts) -> None:
-                run_opticam(clf, x, t, graph=graph, **o)
+                optimize(clf, x, t, graph=graph, **o)
 
             def feature_pass(x=images) -> None:
                 features(clf, x)
@@ -182,10 +173,10 @@ def overhead(clf, device, batches, precisions, size, iterations, repeats) -> lis
     return rows
 
 
-def paper_setting(clf, device, batch, size, iterations, repeats) -> dict:
+def paper_setting(clf, device, batch, size, iterations, repeats, upsampling: str) -> dict:
     """Goal 2: one complete call (batch x iterations) eager against graph-captured, seconds."""
     images, targets = batch_of(batch, size, device, clf.num_classes)
-    base = dict(iterations=iterations, tol=None, progress=False)
+    base = dict(iterations=iterations, upsampling=upsampling, tol=None, progress=False)
     folded, info = fast_copy(clf)
     variants: dict[str, tuple] = {
         "eager_fp32": (clf, {}),
@@ -194,7 +185,7 @@ def paper_setting(clf, device, batch, size, iterations, repeats) -> dict:
         "graph_bf16_folded": (folded, {"amp": True, "amp_dtype": torch.bfloat16, "graph": True}),
     }
     for model, extra in variants.values():  # warm-up (and the one fallback message, if any)
-        run_opticam(model, images, targets, **{**base, **extra, "iterations": 3})
+        optimize(model, images, targets, **{**base, **extra, "iterations": 3})
     times: dict[str, list[float]] = {k: [] for k in variants}
     maps: dict[str, torch.Tensor] = {}
     for _ in range(repeats):
@@ -202,7 +193,7 @@ def paper_setting(clf, device, batch, size, iterations, repeats) -> dict:
             out: dict = {}
 
             def call(m=model, e=extra, o=out) -> None:
-                o["r"] = run_opticam(m, images, targets, **base, **e)
+                o["r"] = optimize(m, images, targets, **base, **e)
 
             times[key].append(timed(device, call))
             maps[key] = out["r"].maps
@@ -221,7 +212,9 @@ def paper_setting(clf, device, batch, size, iterations, repeats) -> dict:
     return row
 
 
-def throughput(clf, device, batch, size, iterations, repeats, images_total, iterations_total) -> list[dict]:
+def throughput(
+    clf, device, batch, size, iterations, repeats, images_total, iterations_total, upsampling: str
+) -> list[dict]:
     """Goal 3: image-iterations per second, fp32 default against channels-last + folded BN in fp32, bf16 (and fp16
     on a GPU)."""
     images, targets = batch_of(batch, size, device, clf.num_classes)
@@ -236,11 +229,11 @@ def throughput(clf, device, batch, size, iterations, repeats, images_total, iter
     rows = []
     for key, (model, extra) in variants.items():
         x = images.contiguous(memory_format=torch.channels_last) if "channels_last" in key else images
-        opts = dict(iterations=iterations, tol=None, progress=False, **extra)
-        run_opticam(model, x, targets, **{**opts, "iterations": 2})
+        opts = dict(iterations=iterations, upsampling=upsampling, tol=None, progress=False, **extra)
+        optimize(model, x, targets, **{**opts, "iterations": 2})
         calls, feats = [], []
         for _ in range(repeats):
-            calls.append(timed(device, lambda m=model, o=opts, x=x: run_opticam(m, x, targets, **o)))
+            calls.append(timed(device, lambda m=model, o=opts, x=x: optimize(m, x, targets, **o)))
             feats.append(timed(device, lambda m=model, x=x: features(m, x)))
         call, feat = statistics.median(calls), statistics.median(feats)
         per_iteration = max(call - feat, 0.0) / iterations
@@ -271,25 +264,25 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return (a * b).sum(1).div(a.norm(dim=1) * b.norm(dim=1)).tolist()
 
 
-def agreement(device, n_images, iterations) -> dict:
+def agreement(device, n_images, iterations, upsampling: str) -> dict:
     """Goal 3's check: fp32 maps against folded / bf16 / fp16 maps, on the offline efficientnet_lite0 (pretrained)
     and the sample photographs, with the default early stop (tol 1e-10), as a user runs it."""
     clf = load_classifier("efficientnet_lite0", device=device)
     samples = load_samples(size=clf.input_size)
     images, labels = samples.images[:n_images].to(device), samples.labels[:n_images].to(device)
-    base = dict(iterations=iterations, progress=False)
+    base = dict(iterations=iterations, upsampling=upsampling, progress=False)
     fast, _ = fast_copy(clf, channels_last=True)
-    ref = run_opticam(clf, images, labels, **base)
+    ref = optimize(clf, images, labels, **base)
     fast_images = images.contiguous(memory_format=torch.channels_last)
     variants = {
-        "fp32_channels_last_folded": run_opticam(fast, fast_images, labels, **base),
-        "bf16": run_opticam(clf, images, labels, amp=True, amp_dtype=torch.bfloat16, **base),
-        "bf16_channels_last_folded": run_opticam(
+        "fp32_channels_last_folded": optimize(fast, fast_images, labels, **base),
+        "bf16": optimize(clf, images, labels, amp=True, amp_dtype=torch.bfloat16, **base),
+        "bf16_channels_last_folded": optimize(
             fast, fast_images, labels, amp=True, amp_dtype=torch.bfloat16, **base
         ),
     }
     if device.type == "cuda":
-        variants["fp16_channels_last_folded"] = run_opticam(
+        variants["fp16_channels_last_folded"] = optimize(
             fast, fast_images, labels, amp=True, amp_dtype=torch.float16, **base
         )
     p, o = masked_probabilities(clf, images, ref.maps, labels)
@@ -366,7 +359,6 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch.cuda.is_available() is False on this machine")
     skip = {s for s in args.skip.split(",") if s}
-    UPSAMPLING["method"] = args.upsampling
     torch.manual_seed(0)
     flush = device.type == "cpu" and torch.set_flush_denormal(True)  # denormals make CPU timings meaningless
     pretrained = args.model == "efficientnet_lite0"  # the one model whose weights install offline
@@ -406,10 +398,17 @@ def main(argv: list[str] | None = None) -> dict:
             args.size,
             args.iterations,
             args.repeats,
+            args.upsampling,
         )
     if "graph" not in skip:
         report["paper_setting"] = paper_setting(
-            clf, device, args.graph_batch, args.size, args.graph_iterations, args.graph_repeats
+            clf,
+            device,
+            args.graph_batch,
+            args.size,
+            args.graph_iterations,
+            args.graph_repeats,
+            args.upsampling,
         )
     if "throughput" not in skip:
         report["throughput"] = throughput(
@@ -421,9 +420,12 @@ def main(argv: list[str] | None = None) -> dict:
             args.throughput_repeats,
             50_000,
             100,
+            args.upsampling,
         )
     if "agreement" not in skip:
-        report["agreement"] = agreement(device, args.agreement_images, args.agreement_iterations)
+        report["agreement"] = agreement(
+            device, args.agreement_images, args.agreement_iterations, args.upsampling
+        )
     report["seconds_total"] = time.perf_counter() - t_start
     report["verdicts"] = verdicts(report)
     for goal, verdict in report["verdicts"].items():

@@ -238,3 +238,26 @@ def test_optimize_with_matrix_upsampling_matches_the_default_at_first(tiny_cnn, 
     assert torch.allclose(a.maps, b.maps, atol=1e-5)
     with pytest.raises(InputError, match="upsampling"):
         optimize(tiny_cnn, images, iterations=1, progress=False, upsampling="bicubic")
+
+
+def test_auto_upsampling_is_the_matrix_products_on_a_gpu_only():
+    from opticam_lib.methods.maps import resolve_upsampling
+
+    assert resolve_upsampling("auto", torch.device("cuda", 0)) == "matrix"
+    assert resolve_upsampling("auto", "cpu") == "interpolate"
+    assert resolve_upsampling("matrix", "cpu") == "matrix"  # an explicit choice is kept on any device
+    assert resolve_upsampling("interpolate", "cuda") == "interpolate"
+    with pytest.raises(InputError, match="upsampling"):
+        resolve_upsampling("bicubic", "cpu")
+
+
+def test_optimize_default_on_the_cpu_is_the_kernel_that_made_the_course_numbers(tiny_cnn, images):
+    """``upsampling="auto"`` on a CPU runs exactly the ``F.interpolate`` path: bit-identical after 5 iterations,
+    where the matrix products have already drifted by round-off."""
+    from opticam_lib.methods.opticam import optimize
+
+    default = optimize(tiny_cnn, images, iterations=5, tol=None, progress=False)
+    kernel = optimize(tiny_cnn, images, iterations=5, tol=None, progress=False, upsampling="interpolate")
+    assert torch.equal(default.maps, kernel.maps) and torch.equal(default.u, kernel.u)
+    matrix = optimize(tiny_cnn, images, iterations=5, tol=None, progress=False, upsampling="matrix")
+    assert not torch.equal(matrix.u, kernel.u)  # so bit-identity above tells the two paths apart

@@ -31,9 +31,7 @@ NOT_PRINTED: dict[str, dict[str, str]] = {
         "0.8": "1/128 as a percent: the uniform share of 10 channels among 1,280, derived",
     },
     "03": {"0.001": "a learning rate the exercise asks the reader to try"},
-    "04": {
-        "1.004": "the previous committed run of the same CPU benchmark (the JSON's git history), for its noise"
-    },
+    "04": {},
     "05": {
         "15.22": "the paper's Score-CAM T (Table 1), quoted for its ratio",
         "4.15": "the paper's Opti-CAM T (Table 1), quoted for its ratio",

@@ -40,7 +40,7 @@ from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
 from opticam_lib.inputs import Targets, prepare, validate_choice, validate_positive_int
 from opticam_lib.methods.features import features
-from opticam_lib.methods.maps import NORMALIZATIONS, UPSAMPLINGS, combine, to_saliency
+from opticam_lib.methods.maps import NORMALIZATIONS, UPSAMPLINGS, combine, resolve_upsampling, to_saliency
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.fast import fast_copy
 
@@ -266,7 +266,7 @@ def optimize(
     fold_batchnorm: bool = False,
     channels_last: bool = False,
     graph: bool = False,
-    upsampling: str = "interpolate",
+    upsampling: str = "auto",
 ) -> OptiCAMResult:
     """Opti-CAM, eq. (9)-(11): maximise F over u with Adam (or SGD), for a batch of images at once.
 
@@ -316,10 +316,11 @@ def optimize(
             where the GPU waits on kernel launches). The batch keeps its size and finished images are masked,
             so the result equals the default path's within float round-off. On the CPU, or when capture fails,
             the same masked step runs eagerly and a ``RuntimeWarning`` says so, once per reason.
-        upsampling: how the map's ``up`` is computed (``maps.upsample``): ``"interpolate"`` (default, PyTorch's
-            bilinear kernel, which made every number the course records) or ``"matrix"`` (two small matrix
-            products, the same values within 1e-7 and a much cheaper backward pass on a GPU). After 100
-            iterations the two end at slightly different maps: the optimisation amplifies round-off.
+        upsampling: how the map's ``up`` is computed (``maps.upsample``): ``"interpolate"`` (PyTorch's
+            bilinear kernel, which made every number the course records), ``"matrix"`` (two small matrix
+            products, the same values within 1e-7 and a much cheaper backward pass on a GPU) or ``"auto"``
+            (default, ``maps.resolve_upsampling``: the matrix products on a CUDA device, the kernel elsewhere).
+            After 100 iterations the two end at slightly different maps: the optimisation amplifies round-off.
     Returns:
         ``OptiCAMResult`` with maps (N, 1, H, W) in [0, 1] and the per-iteration objective of every image.
     """
@@ -330,10 +331,10 @@ def optimize(
     validate_choice(normalization, "normalization", NORMALIZATIONS)
     validate_choice(selector, "selector", SELECTORS)
     validate_choice(activation, "activation", ("identity", "relu"))
-    validate_choice(upsampling, "upsampling", UPSAMPLINGS)
     if not isinstance(init, Tensor):
         validate_choice(init, "init", INITS)
     validate_choice(optimizer, "optimizer", OPTIMIZERS)
+    validate_choice(upsampling, "upsampling", (*UPSAMPLINGS, "auto"))
     if lr is None:
         lr = DEFAULT_LR[optimizer]
     if not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
@@ -364,6 +365,7 @@ def optimize(
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     device = classifier.device
+    upsampling = resolve_upsampling(upsampling, device)
     size = tuple(images.shape[-2:])
     if amp and tol is not None:
         _say_once(
