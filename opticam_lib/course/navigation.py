@@ -91,7 +91,7 @@ COURSE: tuple[Chapter, ...] = (
         "07_ablations.ipynb",
         "ablations",
         "objectives, normalisations, layers, learning rate and iterations, target class, at convergence",
-        "§5.5, App. A, C, H",
+        "§5.5, App. C, F, H",
     ),
     Chapter(
         "08_bounding_boxes.ipynb",
