@@ -323,6 +323,56 @@ def test_a_line_cut_short_is_recomputed(tmp_path):
     assert without_time(again.table) == without_time(full.table)
 
 
+def test_a_first_record_cut_short_is_not_glued_to_the_resumed_batch(tmp_path):
+    """Killed while writing the first record of the last batch: the resume must not append its records after the
+    fragment (the first one would be unreadable, and the table silently one image short)."""
+    config = cfg(tmp_path, methods=["gradcam"])
+    full = run(config, progress=False)
+    path = Path(config.out) / "records-0.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # images 0, 1 and a fragment of image 2
+    again = run(config, progress=False)
+    assert again.table["Grad-CAM"]["images"] == N
+    assert without_time(again.table) == without_time(full.table)
+    assert path.read_text().endswith("\n") and len(_load_records(Path(config.out))) == N
+    path.write_bytes(path.read_bytes() + b"\0" * 64)  # a crash can leave NUL bytes instead of a line
+    assert without_time(run(config, progress=False).table) == without_time(full.table)
+
+
+def test_records_of_other_images_are_refused(tmp_path):
+    config = cfg(tmp_path, methods=["fakecam"])
+    run(config, progress=False)
+    path = Path(config.out) / "records-0.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["image"] for r in records] == load_image_spec(
+        f"world:{N}", 64
+    ).names  # each record names its image
+    records[1]["image"] = "another_image"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(InputError, match="other images: image 1 was 'another_image'"):
+        run(config, progress=False)
+
+
+def test_a_missing_record_fails_the_table_instead_of_averaging_fewer_images(tmp_path):
+    def loses_image_3(clf, data, idx, method, variant, config):
+        return [r for r in _evaluate_batch(clf, data, idx, method, variant, config) if r["index"] != 3]
+
+    with pytest.raises(InputError, match="1 record\\(s\\) are missing"):
+        run(cfg(tmp_path, methods=["fakecam"]), progress=False, evaluate_batch=loses_image_3)
+
+
+@pytest.mark.parametrize("damage", ["", "null", "[]", "{not json"])
+def test_records_without_a_readable_config_are_refused(tmp_path, damage):
+    config = cfg(tmp_path, methods=["fakecam"])
+    run(config, progress=False)
+    (Path(config.out) / "config.json").write_text(damage)
+    with pytest.raises(InputError, match="cannot be read"):
+        run(cfg(tmp_path, methods=["fakecam"], iterations=50), progress=False)
+    (Path(config.out) / "config.json").unlink()
+    with pytest.raises(InputError, match=r"no config\.json"):
+        run(config, progress=False)
+
+
 def test_another_config_in_the_same_folder_is_refused(tmp_path):
     run(cfg(tmp_path, methods=["fakecam"]), progress=False)
     with pytest.raises(InputError, match="another run"):

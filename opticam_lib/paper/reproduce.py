@@ -324,9 +324,51 @@ def _records_path(out: Path, rank: int) -> Path:
     return out / f"records-{rank}.jsonl"
 
 
+def _repair_tail(path: Path) -> None:
+    """Cut a record line that an interruption left without its newline (and anything after the last newline,
+    e.g. NUL bytes after a crash) off ``path``, so the next append starts on a fresh line. Without this, the first
+    record appended after a resume would be glued to the fragment, unreadable, and silently missing."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1  # 0 when no line is complete
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+
+
+def _check_records(
+    records: dict, names: Sequence[str], methods: Sequence[str], variants: Sequence[str]
+) -> None:
+    """Refuse records made on other images (a record keeps its image's name) and a merge that lacks any record:
+    the table is computed on every image or not at all.
+
+    Raises:
+        InputError: a record's image is not this run's image at its index, or some record is missing.
+    """
+    for (method, _variant, i), r in records.items():
+        if "image" in r and (i >= len(names) or r["image"] != names[i]):
+            now = names[i] if i < len(names) else "no image"
+            raise InputError(
+                f"the cached records were made on other images: image {i} was {r['image']!r}, now it is {now!r} "
+                f"({method}). The image set changed since they were computed: use another --out, or delete the "
+                "output folder."
+            )
+    missing = [
+        (m, v, i) for m in methods for v in variants for i in range(len(names)) if (m, v, i) not in records
+    ]
+    if missing:
+        m, v, i = missing[0]
+        raise InputError(
+            f"{len(missing)} record(s) are missing after the run (e.g. {m}, {v}, image {i}); the records files may "
+            "have been damaged: run the same command again to compute them"
+        )
+
+
 def _load_records(out: Path) -> dict[tuple[str, str, int], dict]:
     """Every complete record of every rank's file. A line cut short by an interruption is skipped (its batch is
-    then recomputed)."""
+    then recomputed; ``_repair_tail`` removes it before the next append)."""
     done: dict[tuple[str, str, int], dict] = {}
     for path in sorted(out.glob("records-*.jsonl")):
         for line in path.read_text().splitlines():
@@ -370,19 +412,32 @@ def _prepare_out(config: Config, resolved: Config, rank: int) -> Path:
     )
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
+    has_records = any(p.stat().st_size > 0 for p in out.glob("records-*.jsonl"))
     if cfg_path.is_file():
         try:
             old = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError:
-            old = None
-        old_key = Config(**{k: v for k, v in old.items() if k in asdict(resolved)}).key() if old else None
+            old_key = Config(**{k: v for k, v in old.items() if k in asdict(resolved)}).key()
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
+            old, old_key = None, None
+        if old_key is None and has_records:
+            raise InputError(
+                f"{cfg_path} cannot be read, so nothing says which run made the records in {out}; they could be "
+                "another run's. Use another --out, or delete that folder."
+            )
         if old_key is not None and old_key != resolved.key():
             raise InputError(
                 f"{out} holds the records of another run ({cfg_path}: {json.dumps(old)}); its cached results "
                 "would be mixed with this one's. Use another --out, or delete that folder."
             )
+    elif has_records:
+        raise InputError(
+            f"{out} holds records but no config.json, so nothing says which run made them. Use another --out, or "
+            "delete that folder."
+        )
     elif rank == 0:
-        cfg_path.write_text(json.dumps(asdict(resolved), indent=2) + "\n")
+        tmp = cfg_path.with_name(f".config.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(resolved), indent=2) + "\n")
+        os.replace(tmp, cfg_path)  # never a half-written config.json
     return out
 
 
@@ -474,10 +529,13 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
         position=rank,
         disable=not progress,
     )
+    _check_records(done, data.names, [], [])  # records of other images: refused before any work
+    _repair_tail(_records_path(out, rank))
     with open(_records_path(out, rank), "a") as sink:
         for method, variant, idx in todo:
             bar.set_postfix_str(f"{method} {variant}" if variant != "main" else method)
             records = evaluate_batch(clf, data, idx, method, variant, resolved)
+            records = [{**r, "image": data.names[int(r["index"])]} for r in records]
             sink.write("".join(json.dumps(r) + "\n" for r in records))  # one write per batch
             sink.flush()
             bar.update(len(idx))
@@ -487,6 +545,7 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
 
         dist.barrier()
     records = _load_records(out)
+    _check_records(records, data.names, methods, variants)
     table = summarize(resolved, records, methods, len(data))
     if rank == 0:
         write_outputs(out, resolved, table, clf)
