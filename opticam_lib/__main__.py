@@ -34,12 +34,15 @@ def _methods_arg(text: str) -> list[str]:
     from opticam_lib.methods.registry import METHODS
 
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n.lower().replace("-", "") not in METHODS]
+    keys = [
+        n.lower().replace("-", "").replace("_", "").replace("+", "p") for n in names
+    ]  # as registry.get_method
+    bad = [n for n, k in zip(names, keys) if k not in METHODS]
     if bad or not names:
         raise argparse.ArgumentTypeError(
             f"unknown method {bad[0] if bad else text!r}; known: {', '.join(METHODS)}"
         )
-    return names
+    return keys  # the registry's names: "GradCAM", "grad-cam++" -> "gradcam", "gradcampp"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,10 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _methods_or_extra(text: str) -> list[str]:
     extra = {"rawatt", "rollout", "box", "complement"}
     names = [t.strip() for t in text.split(",") if t.strip()]
-    rest = [n for n in names if n not in extra]
-    if rest:
-        _methods_arg(",".join(rest))
-    return names
+    return [n.lower() if n.lower() in extra else _methods_arg(n)[0] for n in names]
 
 
 def _writable_dir(path: Path, option: str) -> Path:
@@ -529,8 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         return _fail(f"{where}{e.strerror or e} (check the path and its folder's permissions and free space)")
     except RuntimeError as e:
-        if "device" in str(e).lower() or "cuda" in str(e).lower():
-            return _fail(f"device {args.device!r} is not usable here: {e}")
+        message = str(e).lower()
+        if any(word in message for word in ("device", "cuda", "nvidia", "driver", "mps")):
+            return _fail(f"device {getattr(args, 'device', '?')!r} is not usable here: {e}")
         raise
 
 

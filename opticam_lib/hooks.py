@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from opticam_lib.errors import InputError
+
 if TYPE_CHECKING:  # annotations only: the models import this module
     from opticam_lib.models.classifier import Classifier
 
@@ -61,7 +63,10 @@ class Capture:
     @property
     def activations(self) -> Tensor:
         if self.grid is None:
-            raise RuntimeError("the target layer was not reached by the forward pass")
+            raise InputError(
+                "the target layer was not reached by the forward pass (a module the model defines but does not "
+                "call, or one skipped for this input): choose a layer the forward pass goes through"
+            )
         return self.grid
 
 

@@ -78,9 +78,23 @@ def validate_targets(
     n = images.shape[0]
     if targets is None:
         return classifier.predict(images).argmax(dim=1)
+    if isinstance(targets, str) or (
+        isinstance(targets, Sequence)
+        and not isinstance(targets, Tensor)
+        and any(isinstance(x, str) for x in targets)
+    ):
+        raise InputError(
+            f"targets must be integer class ids, got {targets!r}; a class name's id is "
+            "classifier.categories.index(name)"
+        )
     if isinstance(targets, int):
         targets = [targets] * n
-    t = torch.as_tensor(targets)
+    try:
+        t = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(
+            f"targets must be integer class ids (int, list, array or tensor), got {targets!r}"
+        ) from e
     if t.dim() == 0:
         t = t.expand(n)
     if t.dim() != 1 or t.shape[0] != n:
@@ -128,4 +142,11 @@ def prepare(classifier: Classifier, images: Tensor, targets: Targets) -> tuple[T
     fail in the first convolution, or silently change precision), and one class per image."""
     dtype = next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
     images = validate_images(images).to(classifier.device, dtype=dtype)
+    size = (classifier.input_size, classifier.input_size)
+    if classifier.prefix_tokens is not None and tuple(images.shape[-2:]) != size:
+        raise InputError(
+            f"model {classifier.name!r} is a transformer with a fixed input size: images must be "
+            f"{size[0]} x {size[1]}, got {images.shape[-2]} x {images.shape[-1]} (resize them, e.g. "
+            f"opticam_lib.images.load_image(path, size={size[0]}))"
+        )
     return images, validate_targets(targets, classifier, images)

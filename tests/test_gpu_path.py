@@ -253,7 +253,7 @@ def test_graph_names_a_nan_objective(images, fresh_messages):
     clf = wrap_classifier(TurnsNaN(), "features", num_classes=3, input_size=32, mean=None, std=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(InputError, match=r"objective F became NaN.*iteration 1"):
+        with pytest.raises(InputError, match=r"objective F or the weights u became NaN.*iteration 1"):
             optimize(clf, images, 0, iterations=3, graph=True, **FAST)
 
 

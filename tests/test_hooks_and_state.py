@@ -13,6 +13,7 @@ from conftest import ALL_METHODS, _fast_options, make_images
 from torch import nn
 
 from opticam_lib import gradcam, opticam, optimize, scorecam
+from opticam_lib.errors import InputError
 from opticam_lib.hooks import capture, eval_mode, frozen, hook_count, replace_output
 
 GRAD_METHODS = [n for n in ALL_METHODS if n != "fakecam"]
@@ -388,7 +389,7 @@ def test_capture_keeps_only_the_last_pass(tiny_cnn):
 
 
 def test_capture_reports_a_layer_not_reached(tiny_cnn):
-    with capture(tiny_cnn) as cap, pytest.raises(RuntimeError, match="not reached"):
+    with capture(tiny_cnn) as cap, pytest.raises(InputError, match="not reached"):
         cap.activations  # noqa: B018
 
 

@@ -14,9 +14,8 @@ import torch
 from torch import Tensor
 
 from opticam_lib.errors import InputError
-from opticam_lib.hooks import capture, frozen
 from opticam_lib.inputs import Targets, prepare
-from opticam_lib.methods.features import activations_and_gradients
+from opticam_lib.methods.features import activations_and_gradients, features
 from opticam_lib.methods.maps import combine, to_saliency
 from opticam_lib.models.classifier import Classifier
 
@@ -35,9 +34,7 @@ def cam(classifier: Classifier, images: Tensor, targets: Targets = None) -> Tens
         )
     images, targets = prepare(classifier, images, targets)
     head = classifier.layer(classifier.linear_head)
-    with frozen(classifier.model), capture(classifier) as cap, torch.no_grad():
-        classifier.model(images)
-    acts = cap.activations
+    acts, _ = features(classifier, images)
     weight = head.weight.detach()
     if weight.shape[1] != acts.shape[1]:
         raise InputError(

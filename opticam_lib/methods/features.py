@@ -7,14 +7,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from opticam_lib.errors import InputError
 from opticam_lib.hooks import capture, frozen
 from opticam_lib.models.classifier import Classifier
 
 
 def features(classifier: Classifier, images: Tensor, layer: str | None = None) -> tuple[Tensor, Tensor]:
-    """One no-grad forward pass: the feature maps A (N, K, h, w) of ``layer`` and the logits (N, C), detached."""
+    """One no-grad forward pass: the feature maps A (N, K, h, w) of ``layer`` and the logits (N, C), detached.
+
+    Raises:
+        InputError: the model's logits are not (N, C) or not finite (``Classifier.check_logits``).
+    """
     with frozen(classifier.model), capture(classifier, layer) as cap, torch.no_grad():
-        logits = classifier.model(images.to(classifier.device))
+        logits = classifier.check_logits(classifier.model(images.to(classifier.device)))
     return cap.activations.detach(), logits.detach()
 
 
@@ -32,7 +37,12 @@ def activations_and_gradients(
     """
     x = images.to(classifier.device).detach().clone().requires_grad_(True)
     with frozen(classifier.model), capture(classifier, layer) as cap, torch.enable_grad():
-        logits = classifier.model(x)
+        logits = classifier.check_logits(classifier.model(x))
         score = logits.gather(1, targets[:, None]).sum()
         (grads,) = torch.autograd.grad(score, cap.activations)
+    if not bool(torch.isfinite(grads).all()):
+        raise InputError(
+            f"the gradients of the class scores of model {classifier.name!r} at its layer are NaN or infinite: "
+            "check the model before explaining it"
+        )
     return cap.activations.detach(), grads.detach(), logits.detach()

@@ -343,6 +343,26 @@ def optimize(
         raise InputError(
             f"optimizer 'rprop' adapts its own steps: schedule must be 'constant', got {schedule!r}"
         )
+    if not math.isfinite(lr):
+        raise InputError(f"lr must be a finite positive number, got {lr!r}")
+    if not (
+        isinstance(betas, tuple | list)
+        and len(betas) == 2
+        and all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+    ):
+        raise InputError(f"betas must be two numbers in [0, 1) (Adam's decay rates), got {betas!r}")
+    if not (isinstance(eps, int | float) and not isinstance(eps, bool) and 0 < eps < math.inf):
+        raise InputError(f"eps must be a finite positive number, got {eps!r}")
+    if tol is not None and not (
+        isinstance(tol, int | float) and not isinstance(tol, bool) and 0 <= tol < math.inf
+    ):
+        raise InputError(f"tol must be None or a finite number >= 0, got {tol!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InputError(f"seed must be None or an integer, got {seed!r}")
+    if callback is not None and not callable(callback):
+        raise InputError(f"callback must be None or a function callback(step, result), got {callback!r}")
+    if isinstance(init, Tensor) and not bool(torch.isfinite(init).all()):
+        raise InputError("the init tensor holds NaN or infinite values")
     patience = validate_positive_int(patience, "patience")
     if not (isinstance(momentum, int | float) and not isinstance(momentum, bool) and 0 <= momentum < 1):
         raise InputError(f"momentum must be a number in [0, 1), got {momentum!r}")
@@ -498,6 +518,13 @@ def optimize(
                         last[idx] = move
                         m[idx] = torch.where(flip, 0.0, grad)
                         v[idx] = step
+                    if not bool(torch.isfinite(u[idx]).all()):
+                        bad = idx[~torch.isfinite(u[idx]).all(dim=1)].tolist()
+                        raise InputError(
+                            f"the weights u became NaN or infinite at iteration {it + 1} for image(s) {bad} "
+                            f"(optimizer={optimizer!r}, lr={lr!r}, betas={betas!r}, eps={eps!r}): lower lr, or "
+                            "check the optimizer's settings"
+                        )
                     if tol is not None:
                         small = (f - previous[idx]).abs() < tol
                         calm[idx] = torch.where(small, calm[idx] + 1, torch.zeros_like(calm[idx]))
@@ -583,7 +610,7 @@ def _static_loop(
             m.copy_(torch.where(on, new_m, m))
             u.copy_(torch.where(on, new_u, u))
             f_out.copy_(torch.where(active, f, torch.full_like(f, float("nan"))))
-            bad_out.copy_(active & ~torch.isfinite(f))
+            bad_out.copy_(active & ~(torch.isfinite(f) & torch.isfinite(u).all(dim=1)))
             if tol is not None:
                 small = (f - previous).abs() < tol
                 calm.copy_(torch.where(active, torch.where(small, calm + 1, torch.zeros_like(calm)), calm))
@@ -633,7 +660,8 @@ def _static_loop(
             if bad:
                 which = bad_out.nonzero()[:, 0].tolist()
                 raise InputError(
-                    f"the objective F became NaN or infinite by iteration {it + 1} for image(s) {which} "
+                    f"the objective F or the weights u became NaN or infinite by iteration {it + 1} for image(s) "
+                    f"{which} "
                     f"(objective={objective!r}, selector={selector!r}, optimizer={optimizer!r}, lr={lr!r}): "
                     "lower lr, or check the model's outputs on masked images"
                 )

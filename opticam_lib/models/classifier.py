@@ -102,6 +102,10 @@ class Classifier:
             InputError: unknown name; the message lists the valid ones (or the closest ones).
         """
         name = self.target_layer if name is None else name
+        if not isinstance(name, str):
+            raise InputError(
+                f"layer must be a module name (str), e.g. {self.target_layer!r}, got {type(name).__name__} {name!r}"
+            )
         modules = dict(self.net.named_modules())
         if name in modules and name:
             return modules[name]
@@ -125,6 +129,13 @@ class Classifier:
                     f"layer output has shape {tuple(activations.shape)}; a CNN layer must give (N, K, h, w). "
                     "For a transformer, set prefix_tokens so tokens are reshaped to a grid."
                 )
+            _, k, h, w = activations.shape
+            if k == h and w >= 8 * h:  # (N, h, w, K) read as (N, K, h, w): K = h maps of h x (a long row)
+                raise InputError(
+                    f"layer output has shape {tuple(activations.shape)}, which looks channels-last (N, h, w, K), "
+                    "as in Swin or ConvNeXt blocks of timm: the library needs (N, K, h, w). Choose a layer that "
+                    "outputs channels first (e.g. a norm or conv after a permute), or wrap the layer so it permutes."
+                )
             return activations
         if activations.dim() != 3:
             raise InputError(
@@ -139,13 +150,40 @@ class Classifier:
             )
         return tokens.transpose(1, 2).reshape(n, k, side, side)
 
+    def check_logits(self, logits: object, what: str = "outputs") -> Tensor:
+        """``logits`` as the model must give them: a (N, C) float tensor with C = ``num_classes``, finite.
+
+        Raises:
+            InputError: a tuple or dict (models with auxiliary outputs: wrap them to return the logits only),
+                another shape or class count, or NaN / infinite values (a std of 0, NaN weights, ...), naming the
+                images concerned. A silently wrong map would follow from any of these.
+        """
+        if not isinstance(logits, Tensor):
+            raise InputError(
+                f"model {self.name!r} returned a {type(logits).__name__}, not a tensor of logits (N, C): wrap a "
+                "model with auxiliary outputs so that its forward returns the class logits only"
+            )
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise InputError(
+                f"model {self.name!r} returned {what} of shape {tuple(logits.shape)}; expected logits (N, "
+                f"{self.num_classes}) for its {self.num_classes} categories"
+            )
+        finite = torch.isfinite(logits).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero()[:, 0].tolist()
+            raise InputError(
+                f"model {self.name!r} gave NaN or infinite {what} for image(s) {bad[:10]} of the batch: check the "
+                "model (its weights, its input normalisation) before explaining it"
+            )
+        return logits
+
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
         """Class probabilities (N, C) for images (N, 3, H, W) float in [0, 1], in eval mode."""
         from opticam_lib.hooks import eval_mode
 
         with eval_mode(self.model):
-            return torch.softmax(self.model(images.to(self.device)), dim=1)
+            return torch.softmax(self.check_logits(self.model(images.to(self.device))), dim=1)
 
     def top(self, images: Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """The k most probable classes of each image: [(class id, name, probability), ...] per image."""
@@ -177,11 +215,27 @@ def wrap_classifier(
         target_layer: default layer name in ``net`` (checked here).
         categories: class names; default ``["class 0", ...]`` (needs ``num_classes``).
         mean, std: per-channel normalisation applied inside the model; None for none.
+
+    The network is put in eval mode here (``net.eval()``, on the caller's object): a classifier being explained
+    is a trained, frozen model, and code that calls ``classifier.model`` directly (the course's exercises) relies
+    on it. The library's methods also switch to eval mode for their own passes and restore the flags they found.
     """
     if categories is None:
         if num_classes is None:
             raise InputError("give categories (a list of class names) or num_classes")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
         categories = [f"class {i}" for i in range(num_classes)]
+    if len(categories) == 0:
+        raise InputError("categories must name at least one class")
+    for values, what in ((mean, "mean"), (std, "std")):
+        if values is None:
+            continue
+        v = torch.as_tensor(values, dtype=torch.float64)
+        if v.shape != (3,) or not torch.isfinite(v).all():
+            raise InputError(f"{what} must be 3 finite numbers (one per RGB channel), got {values!r}")
+        if what == "std" and (v <= 0).any():
+            raise InputError(f"std must be positive (the input is divided by it), got {values!r}")
     clf = Classifier(
         name=name,
         model=InputNormalized(net, mean, std).eval(),

@@ -96,7 +96,7 @@ def load_classifier(
     clf = spec.resolve()(normalize=normalize, pretrained=pretrained, **spec.options)
     clf.model.eval()
     if device is not None:
-        clf.to(device)
+        clf.to(_usable_device(device))
     return clf
 
 
@@ -243,3 +243,24 @@ register_model(
         options={"name": "world_cnn_permuted"},
     ),
 )
+
+
+def _usable_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that this machine has.
+
+    Raises:
+        InputError: a misspelled device ("gpu0"), or CUDA / MPS asked for where PyTorch sees none.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:1' or 'mps'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here: use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(
+            f"device {device!r} asked for, but PyTorch sees no MPS (Apple GPU) here: use device='cpu'"
+        )
+    return dev

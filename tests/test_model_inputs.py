@@ -1,0 +1,161 @@
+"""Bad models, bad options and bad targets get a clear ``InputError`` before any map is made (found by a user's
+review: before, NaN logits gave all-zero maps, bad Adam settings a NaN u that looked converged, a mixed-case
+method name in the CLI dropped --layer and --iterations)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+from conftest import NUM_CLASSES, SIZE, TinyCNN, make_images
+from torch import nn
+
+from opticam_lib import gradcam, optimize, scorecam, wrap_classifier
+from opticam_lib.__main__ import _methods_arg, _methods_or_extra, _options
+from opticam_lib.errors import InputError
+from opticam_lib.methods.cam import cam
+from opticam_lib.models.registry import load_classifier
+
+FAST = {"iterations": 2, "progress": False}
+
+
+def wrapped(net: nn.Module, layer: str = "features", **kw) -> object:
+    return wrap_classifier(net, layer, num_classes=NUM_CLASSES, input_size=SIZE, mean=None, std=None, **kw)
+
+
+class NaNLogits(TinyCNN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out.index_fill(0, torch.tensor([1]), float("nan"))  # image 1 only
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        lambda c, x: gradcam(c, x, 0),
+        lambda c, x: cam(c, x, 0),
+        lambda c, x: scorecam(c, x, 0, progress=False),
+        lambda c, x: optimize(c, x, 0, **FAST),
+        lambda c, x: gradcam(c, x, None),  # the predicted class of a NaN row is meaningless
+    ],
+    ids=["gradcam", "cam", "scorecam", "optimize", "predicted-class"],
+)
+def test_non_finite_logits_are_refused_not_turned_into_zero_maps(method):
+    clf = wrapped(NaNLogits(), linear_head="fc")
+    with pytest.raises(InputError, match=r"NaN or infinite outputs for image\(s\) \[1\]"):
+        method(clf, make_images(3))
+
+
+def test_a_model_with_auxiliary_outputs_or_another_class_count_is_named():
+    class TupleOut(TinyCNN):
+        def forward(self, x):
+            return super().forward(x), x.mean()
+
+    with pytest.raises(InputError, match="returned a tuple"):
+        gradcam(wrapped(TupleOut()), make_images(2), 0)
+    clf = wrap_classifier(
+        TinyCNN(), "features", num_classes=NUM_CLASSES + 2, input_size=SIZE, mean=None, std=None
+    )
+    with pytest.raises(InputError, match=rf"expected logits \(N, {NUM_CLASSES + 2}\)"):
+        gradcam(clf, make_images(2), 0)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"std": (0.0, 0.2, 0.2)}, "std must be positive"),
+        ({"mean": (0.5, 0.5)}, "mean must be 3 finite numbers"),
+        ({"std": (float("nan"), 1.0, 1.0)}, "std must be 3 finite numbers"),
+        ({"num_classes": 0}, "num_classes must be a positive integer"),
+        ({"num_classes": None, "categories": []}, "at least one class"),
+    ],
+)
+def test_wrap_classifier_checks_its_settings(kw, match):
+    base = {"num_classes": NUM_CLASSES, "input_size": SIZE}
+    with pytest.raises(InputError, match=match):
+        wrap_classifier(TinyCNN(), "features", **{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"lr": float("inf")}, "lr must be a finite"),
+        ({"betas": (0.9, 1.0)}, r"betas must be two numbers in \[0, 1\)"),
+        ({"betas": (0.9,)}, "betas must be two numbers"),
+        ({"betas": "ab"}, "betas must be two numbers"),
+        ({"eps": float("nan")}, "eps must be a finite positive"),
+        ({"eps": -1.0}, "eps must be a finite positive"),
+        ({"tol": float("nan")}, "tol must be None or a finite number"),
+        ({"tol": "a"}, "tol must be None or a finite number"),
+        ({"seed": "a"}, "seed must be None or an integer"),
+        ({"callback": 3}, "callback must be None or a function"),
+        ({"init": torch.full((8,), float("nan"))}, "init tensor holds NaN"),
+    ],
+)
+def test_optimize_refuses_settings_that_would_make_u_nan(tiny_cnn, images, options, match):
+    with pytest.raises(InputError, match=match):
+        optimize(tiny_cnn, images, 0, **FAST, **options)
+
+
+def test_u_that_overflows_during_the_run_is_an_error_not_a_converged_map(tiny_cnn, images):
+    with pytest.raises(InputError, match="weights u became NaN or infinite at iteration"):
+        optimize(tiny_cnn, images, 0, iterations=5, progress=False, lr=1e39)
+
+
+@pytest.mark.parametrize("targets", ["cat", ["cat", "dog", "cow"]])
+def test_a_class_name_as_target_says_how_to_get_its_id(tiny_cnn, images, targets):
+    with pytest.raises(InputError, match=r"integer class ids.*categories.index"):
+        gradcam(tiny_cnn, images, targets)
+
+
+def test_a_transformer_names_its_input_size(tiny_vit):
+    with pytest.raises(InputError, match=f"images must be {SIZE} x {SIZE}, got 40 x 32"):
+        gradcam(tiny_vit, torch.rand(1, 3, 40, 32), 0)
+
+
+def test_layer_problems_are_input_errors(tiny_cnn, images):
+    with pytest.raises(InputError, match="layer must be a module name"):
+        gradcam(tiny_cnn, images, 0, layer=3)
+
+    class Unused(TinyCNN):
+        def __init__(self):
+            super().__init__()
+            self.spare = nn.Conv2d(3, 3, 1)
+
+    with pytest.raises(InputError, match="not reached by the forward pass"):
+        gradcam(wrapped(Unused()), images, 0, layer="spare")
+
+
+def test_a_channels_last_layer_is_refused_not_read_as_channels_first(images):
+    class ChannelsLast(nn.Module):  # a Swin-like stage: (N, h, w, K) with K much larger than w
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 64, 8, stride=8)
+            self.stage = nn.Identity()
+            self.fc = nn.Linear(64, NUM_CLASSES)
+
+        def forward(self, x):
+            y = self.stage(self.stem(x).permute(0, 2, 3, 1))  # (N, 4, 4, 64)
+            return self.fc(y.mean(dim=(1, 2)))
+
+    with pytest.raises(InputError, match="looks channels-last"):
+        gradcam(wrapped(ChannelsLast(), "stage"), images, 0)
+
+
+def test_cli_method_names_are_the_registrys_so_their_options_apply():
+    assert _methods_arg("GradCAM,grad-cam++,Opti_CAM") == ["gradcam", "gradcampp", "opticam"]
+    assert _methods_or_extra("RawAtt,OptiCAM") == ["rawatt", "opticam"]
+    args = argparse.Namespace(layer="features", lr=0.05, iterations=2, quiet=True)
+    (method,) = _methods_arg("OptiCAM")
+    assert _options(args, method) == {"layer": "features", "lr": 0.05, "iterations": 2, "progress": False}
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown method 'gradkam'"):
+        _methods_arg("gradkam")
+
+
+def test_an_unusable_device_is_named():
+    with pytest.raises(InputError, match="unknown device 'gpu0'"):
+        load_classifier("world_cnn", device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="sees no CUDA GPU"):
+            load_classifier("world_cnn", device="cuda")
