@@ -159,3 +159,25 @@ def test_an_unusable_device_is_named():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="sees no CUDA GPU"):
             load_classifier("world_cnn", device="cuda")
+
+
+def test_fakecam_checks_the_targets_it_ignores(tiny_cnn, images):
+    from opticam_lib.methods.masking import fakecam
+
+    assert fakecam(tiny_cnn, images, [0, 1, 2]).shape == (3, 1, SIZE, SIZE)
+    for bad in ([1], 10, "cat"):
+        with pytest.raises(InputError):
+            fakecam(tiny_cnn, images, bad)
+
+
+def test_boxes_at_another_resolution_or_of_another_shape_are_refused():
+    from opticam_lib.metrics.localization import energy_pointing_game, localize
+
+    saliency = torch.rand(64, 64)
+    assert 0 <= energy_pointing_game(saliency, [[10, 10, 30, 30]]) <= 1
+    with pytest.raises(InputError, match="covers no pixel of the 64 x 64 map"):
+        energy_pointing_game(saliency, [[100, 100, 200, 200]])  # a box of the 224-pixel image
+    with pytest.raises(InputError, match=r"covers no pixel"):
+        localize(saliency, [[100, 100, 200, 200]], correct=True, probability=0.5)
+    with pytest.raises(InputError, match=r"boxes must be \(4,\) or \(M, 4\)"):
+        energy_pointing_game(saliency, [[1, 2, 3, 4, 5]])

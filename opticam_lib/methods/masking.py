@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen, replace_output
-from opticam_lib.inputs import Targets, prepare, validate_images, validate_positive_int
+from opticam_lib.inputs import Targets, prepare, validate_images, validate_positive_int, validate_targets
 from opticam_lib.methods.features import features
 from opticam_lib.methods.maps import combine, normalize, to_saliency, upsample
 from opticam_lib.models.classifier import Classifier
@@ -175,6 +175,8 @@ def fakecam(classifier: Classifier | None, images: Tensor, targets: Targets = No
     exposes it. Returns (N, 1, H, W) in {0, 1}.
     """
     images = validate_images(images)
+    if classifier is not None and targets is not None:  # ignored, but a wrong call is still a wrong call
+        validate_targets(targets, classifier, images)
     maps = torch.ones(images.shape[0], 1, *images.shape[-2:], device=images.device)
     maps[:, :, 0, 0] = 0
     return maps

@@ -69,12 +69,26 @@ def _as_map(saliency: Tensor) -> Tensor:
     return s
 
 
-def _as_boxes(boxes: Tensor | Sequence[Sequence[float]]) -> Tensor:
-    b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).cpu()
+def _as_boxes(boxes: Tensor | Sequence[Sequence[float]], size: tuple[int, int] | None = None) -> Tensor:
+    """Boxes as an (M, 4) float tensor of xyxy pixels, checked; with ``size`` (H, W), every box must cover at least
+    one pixel centre of the map (a box given at another resolution, e.g. not rescaled to 224, is refused)."""
+    b = torch.as_tensor(boxes, dtype=torch.float32).cpu()
+    if b.dim() == 1:
+        b = b[None]
+    if b.dim() != 2 or b.shape[1] != 4:
+        raise InputError(f"boxes must be (4,) or (M, 4) xyxy, got shape {tuple(b.shape)}")
     if b.shape[0] == 0:
         raise InputError("an image has no ground-truth box: localisation metrics need at least one")
     if not torch.isfinite(b).all() or bool(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any()):
         raise InputError(f"boxes must be finite xyxy with x1 > x0 and y1 > y0; got {b.tolist()}")
+    if size is not None:
+        h, w = size
+        outside = (b[:, 2] <= 0.5) | (b[:, 0] > w - 0.5) | (b[:, 3] <= 0.5) | (b[:, 1] > h - 0.5)
+        if bool(outside.any()):
+            raise InputError(
+                f"box {b[outside][0].tolist()} covers no pixel of the {h} x {w} map: boxes must be in pixels of the "
+                "map's resolution (rescale them with opticam_lib.images.scale_boxes)"
+            )
     return b
 
 
@@ -138,7 +152,7 @@ def energy_pointing_game(saliency: Tensor, boxes: Tensor) -> float:
         a fraction in [0, 1]; 0 for a map with no mass.
     """
     s = _as_map(saliency)
-    u = union_mask(_as_boxes(boxes), tuple(s.shape))
+    u = union_mask(_as_boxes(boxes, tuple(s.shape)), tuple(s.shape))
     mass = float(s.sum())
     return float(s[u].sum()) / mass if mass > 0 else 0.0
 
@@ -153,7 +167,7 @@ def pointing_game(saliency: Tensor, boxes: Tensor, ties: str = "any") -> float:
     if ties not in ("any", "first"):
         raise InputError(f"ties must be 'any' or 'first'; got {ties!r}")
     s = _as_map(saliency)
-    u = union_mask(_as_boxes(boxes), tuple(s.shape))
+    u = union_mask(_as_boxes(boxes, tuple(s.shape)), tuple(s.shape))
     if ties == "first":
         return float(u.flatten()[int(torch.argmax(s.flatten()))])
     return float(bool(u[s == s.max()].any()))
@@ -195,7 +209,7 @@ def localize(
         ties: how SP treats several pixels at the maximum (``pointing_game``).
     """
     s = _as_map(saliency)
-    b = _as_boxes(boxes)
+    b = _as_boxes(boxes, tuple(s.shape))
     try:
         prob = float(probability)
     except (TypeError, ValueError):
