@@ -92,9 +92,14 @@ TRANSFORMER_METHODS: tuple[str, ...] = tuple(name for name, info in METHODS.item
 
 
 def get_method(name: str | Method) -> Method:
-    """The function of a registered method (a callable passes through)."""
+    """The function of a registered method (a callable passes through); anything else is an ``InputError``."""
     if callable(name):
         return name
+    if not isinstance(name, str):
+        raise InputError(
+            "method must be a registered name (str) or a callable fn(classifier, images, targets, **options),"
+            f" got {type(name).__name__} {name!r}; known methods: {', '.join(METHODS)}"
+        )
     key = name.lower().replace("-", "").replace("_", "").replace("+", "p")
     if key not in METHODS:
         raise InputError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")

@@ -22,14 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from opticam_lib.inputs import (
-    validate_choice,
-    validate_images,
-    validate_maps,
-    validate_positive_int,
-    validate_targets,
-)
-from opticam_lib.metrics.classification import class_probability
+from opticam_lib.errors import InputError
+from opticam_lib.inputs import prepare, validate_choice, validate_maps, validate_positive_int
+from opticam_lib.metrics.classification import check_probabilities, class_probability, real_tensor
 from opticam_lib.models.classifier import Classifier
 
 SUBSTRATES: tuple[str, ...] = ("rise", "black")
@@ -90,9 +85,9 @@ def _curve(
     substrate: str = "rise",
 ) -> Tensor:
     validate_choice(substrate, "substrate", SUBSTRATES)
-    images = validate_images(images).to(classifier.device)
+    batch_size = validate_positive_int(batch_size, "batch_size")
+    images, targets = prepare(classifier, images, targets)  # checked, on the model's device and float dtype
     maps = validate_maps(maps, images).to(classifier.device)
-    targets = validate_targets(targets, classifier, images)
     n, _, h, w = images.shape
     steps = validate_positive_int(steps if steps is not None else h, "steps")
     per_step = math.ceil(h * w / steps)  # 224 pixels a step at 224 x 224, as in the paper
@@ -135,7 +130,10 @@ def deletion_curve(
     """Class probability as the most salient pixels are deleted, ``steps`` at a time (default H steps: 224 pixels
     a step at 224 x 224). Deleted pixels take the ``substrate``: ``"rise"`` (default) the mean colour, ``"black"``
     zero. Targets default to the predicted class, as in the paper.
-    Returns (N, steps + 1) probabilities in [0, 1], the first on the intact image."""
+
+    images (N, 3, H, W) float in [0, 1] (any float dtype: cast to the model's, as the methods do); maps
+    (N, 1, H, W) in [0, 1]; ``steps`` and ``batch_size`` (images per forward pass) positive ints.
+    Returns (N, steps + 1) float32 probabilities in [0, 1], the first on the intact image."""
     return _curve(classifier, images, maps, targets, "deletion", steps, batch_size, progress, substrate)
 
 
@@ -150,12 +148,33 @@ def insertion_curve(
     substrate: str = "rise",
 ) -> Tensor:
     """Class probability as the most salient pixels are copied into a blurred version of the image
-    (``substrate``: ``"rise"``, the default, or ``"black"``; see the module docstring).
-    Returns (N, steps + 1) probabilities in [0, 1], the first on the blurred image, the last on the intact image."""
+    (``substrate``: ``"rise"``, the default, or ``"black"``; see the module docstring). Arguments as
+    ``deletion_curve``.
+    Returns (N, steps + 1) float32 probabilities in [0, 1], the first on the blurred image, the last on the intact
+    image."""
     return _curve(classifier, images, maps, targets, "insertion", steps, batch_size, progress, substrate)
 
 
 def area_under_curve(curves: Tensor) -> Tensor:
-    """Trapezoidal area under each curve (N, S+1) over the fraction of pixels in [0, 1] -> (N,) in [0, 1]."""
+    """Trapezoidal area under each curve (N, S+1) over the fraction of pixels in [0, 1] -> (N,) in [0, 1].
+
+    ``curves``: (N, T) or one curve (T,) (its area is then a 0-dim tensor), T = S + 1 >= 2 points evenly spaced
+    over [0, 1], N >= 1, finite probabilities in [0, 1]; a tensor (a float one keeps its dtype), a list or a NumPy
+    array (float64).
+    Anything else is an ``InputError``."""
+    shape = "(N, T) or (T,)"
+    curves = real_tensor(curves, "curves", shape)
+    if curves.dim() not in (1, 2):
+        raise InputError(f"curves must have shape {shape}, got {tuple(curves.shape)}")
+    if curves.shape[-1] < 2:
+        raise InputError(
+            f"curves must have at least 2 points (T >= 2), got shape {tuple(curves.shape)}: a curve of S steps"
+            " has S + 1 points"
+        )
+    if curves.dim() == 1:
+        return area_under_curve(curves[None])[0]
+    if curves.shape[0] == 0:
+        raise InputError(f"curves is empty: at least one curve is needed, got shape {tuple(curves.shape)}")
+    check_probabilities(curves, "curves")
     s = curves.shape[1] - 1
     return (curves.sum(dim=1) - (curves[:, 0] + curves[:, -1]) / 2) / s

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import validate_images, validate_positive_int, validate_targets
+from opticam_lib.inputs import prepare, validate_maps, validate_positive_int
 from opticam_lib.methods.registry import Method, display_name, get_method
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.models.classifier import Classifier
@@ -80,7 +80,10 @@ def evaluate(
     """Maps of ``method`` for every image (in batches), then AD/AG/AI against ``targets`` and the time T.
 
     Args:
-        images: (N, 3, H, W) float in [0, 1].
+        method: a registered name (``"gradcam"``) or a function ``fn(classifier, images, targets, **options)``
+            returning (n, 1, H, W) (or (n, H, W)) maps in [0, 1] of its n images; anything else, or maps of another
+            shape, not finite or outside [0, 1], is an ``InputError`` naming the method.
+        images: (N, 3, H, W) float in [0, 1], any float dtype (cast to the model's, as the methods do).
         targets: the class c of each image (the paper uses the ground truth); None: the predicted class.
         batch_size: images per call of the method (8 in the paper's T column).
         warmup: before the clock starts, run one untimed forward and backward pass of the classifier on the first
@@ -89,10 +92,10 @@ def evaluate(
             cold first call measured Grad-CAM at several times XGrad-CAM, the same computation.
         options: passed to the method (e.g. ``iterations=30`` for Opti-CAM); ``progress`` defaults to False.
     """
-    images = validate_images(images)
     batch_size = validate_positive_int(batch_size, "batch_size")
-    targets = validate_targets(targets, classifier, images.to(classifier.device))
+    images, targets = prepare(classifier, images, targets)  # checked, on the model's device and float dtype
     fn = get_method(method)
+    name = display_name(method)
     if _accepts_progress(fn):
         options.setdefault("progress", False)
     if warmup:
@@ -100,21 +103,21 @@ def evaluate(
     maps = []
     seconds = 0.0
     for start in range(0, images.shape[0], batch_size):
-        x = images[start : start + batch_size].to(classifier.device)
+        x = images[start : start + batch_size]
         t = targets[start : start + batch_size]
         _sync(classifier.device)
         t0 = time.perf_counter()
         m = fn(classifier, x, t, **options)
         _sync(classifier.device)
         seconds += time.perf_counter() - t0
-        maps.append(m.detach())
+        label = f"the maps of method {name!r} (images {start}..{start + x.shape[0] - 1})"
+        maps.append(validate_maps(m, x, name=label).detach().to(classifier.device))
     maps_all = torch.cat(maps)
-    images_dev = images.to(classifier.device)
-    p = class_probability(classifier, images_dev, targets)
-    o = class_probability(classifier, images_dev * maps_all, targets)
+    p = class_probability(classifier, images, targets)
+    o = class_probability(classifier, images * maps_all, targets)
     scores = classification_metrics(p, o)
     return Evaluation(
-        method=display_name(method),
+        method=name,
         model=classifier.name,
         device=str(classifier.device),
         p=p,
