@@ -30,21 +30,25 @@ from .core import (
 from .datasets import imagenet_classes, imagenet_subset_ids, rank_key
 from .errors import (
     ChecksumError,
+    DamagedArchiveError,
     DataDownloadError,
+    FileFormatError,
     HTTPDownloadError,
     ManifestError,
     ManualStepRequired,
     OfflineError,
     UsageError,
 )
-from .fetch import Digests, State, download, hash_file, verify_file
+from .fetch import Digests, State, download, format_problem, hash_file, verify_file
 from .manifest import DEFAULT_MANIFEST, FileSpec, Item, Manifest, load_manifest, parse_manifest
 
 __all__ = [
     "DEFAULT_MANIFEST",
     "ChecksumError",
+    "DamagedArchiveError",
     "DataDownloadError",
     "Digests",
+    "FileFormatError",
     "FileSpec",
     "HTTPDownloadError",
     "Item",
@@ -61,6 +65,7 @@ __all__ = [
     "downloads_dir",
     "fetch_item",
     "format_list",
+    "format_problem",
     "hash_file",
     "imagenet_classes",
     "imagenet_subset_ids",

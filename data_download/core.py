@@ -6,10 +6,11 @@ Everything takes the manifest and the cache folder as arguments (defaults: the s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from .datasets import (
     prepare_kvasir,
     read_marker,
 )
-from .errors import ChecksumError, DataDownloadError, ManualStepRequired, UsageError
+from .errors import ChecksumError, DamagedArchiveError, DataDownloadError, ManualStepRequired, UsageError
 from .fetch import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
+    Digests,
     State,
     download,
     human_size,
@@ -169,19 +171,82 @@ def fetch_item(
     return _fetch_dataset(item, cache, sources, subset, force, keep_archive, net, imagenet_total, log)
 
 
-def _verify_in_place(path: Path, spec: FileSpec, item: Item, state: State, progress: bool, log: Log) -> None:
+def _verify_in_place(
+    path: Path, spec: FileSpec, item: Item, state: State, progress: bool, log: Log
+) -> Digests:
     """Verify a file found at its final place; a bad one is moved aside (``.corrupt``) so nothing broken stays."""
     try:
-        verify_file(
+        return verify_file(
             path, spec, item=item.name, state=state, origin=f"found at {path}", progress=progress, log=log
         )
     except ChecksumError as e:
-        bad = path.with_name(path.name + ".corrupt")
-        os.replace(path, bad)
-        raise ChecksumError(
+        bad = _set_aside(path)
+        raise type(e)(
             f"{e} It was moved aside to {bad}. Run the same command again to download a fresh copy "
             "(or copy a good file to the same place)."
         ) from None
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a bad file ``path`` to ``path.corrupt`` (replacing an older one) so that it is not used again."""
+    bad = path.with_name(path.name + ".corrupt")
+    os.replace(path, bad)
+    return bad
+
+
+def _item_lock(item: Item, cache: Path) -> str:
+    """The lock key of ``item`` in ``cache``: the cache as a resolved absolute path, however it was spelled."""
+    return f"item:{item.name}:{Path(cache).resolve()}"
+
+
+#: the archives a preparation reads, by resolved path: (their manifest entry, their digests when verified)
+Checked = dict[Path, tuple[FileSpec, Digests]]
+
+
+@contextlib.contextmanager
+def _on_damaged_archive(
+    item: Item, cache: Path, state: State, checked: Checked, sources: list[Path], ours: Path | None
+) -> Iterator[None]:
+    """Turn a ``DamagedArchiveError`` of the preparation into one that says what was done and what to do.
+
+    The checksum recorded on first use for the damaged file (when it is exactly that file's) is forgotten, so
+    that a good copy is accepted later instead of being refused as "not the recorded file". ``ours`` is the
+    archive this command downloaded or found in the cache: it is moved aside (``.corrupt``); the user's own
+    files (``sources``, given with ``--from``) are left alone.
+    """
+    try:
+        yield
+    except DamagedArchiveError as e:
+        text = f"{e.path} is damaged or incomplete ({e.reason})" + _damaged_advice(
+            item, cache, e.path, sources, ours
+        )
+        if _forget_damaged(item, state, checked.get(e.path.resolve())):
+            text += (
+                " The checksum recorded for it on first use was forgotten (it was this damaged file's), so a "
+                "good copy will be accepted."
+            )
+        raise DamagedArchiveError(text, path=e.path, reason=e.reason) from None
+
+
+def _damaged_advice(item: Item, cache: Path, damaged: Path, sources: list[Path], ours: Path | None) -> str:
+    """What was done with a damaged archive and the exact command to run next (the rest of a sentence)."""
+    command = command_for(item.name, cache)
+    if ours is not None and ours.is_file() and damaged.resolve() == ours.resolve():
+        bad = _set_aside(ours)
+        return f"; it was moved aside to {bad}. Run {command} to download it again."
+    again = " ".join([command, *(f"--from {s}" for s in sources)])
+    return f": delete it and download it again, then run {again}."
+
+
+def _forget_damaged(item: Item, state: State, checked: tuple[FileSpec, Digests] | None) -> bool:
+    """Forget the first-use record of a damaged file if it vouches for exactly these bytes; True if forgotten."""
+    if checked is None:
+        return False
+    spec, digests = checked
+    recorded = state.recorded(item.name, spec.name) if spec.sha256 is None else None
+    if recorded is None or recorded.get("sha256") != digests.sha256:
+        return False
+    return bool(state.forget(item.name, spec.name))
 
 
 def _fetch_weights(item: Item, cache: Path, sources: list[Path], force: bool, net: dict, log: Log) -> Path:
@@ -227,7 +292,7 @@ def _fetch_dataset(
 ) -> Path:
     folder = dataset_folder(item, cache)
     state = State(cache)
-    with state.lock(f"item:{item.name}:{cache}"):
+    with state.lock(_item_lock(item, cache)):
         marker = None if force or sources else _already_prepared(item, folder, subset, imagenet_total)
         if marker is not None:
             log(f"{item.name}: already prepared in {folder}: {describe_marker(marker)}")
@@ -237,24 +302,27 @@ def _fetch_dataset(
             return folder
         spec = item.files[0]
         remove_after = False
+        ours: Path | None = None
+        checked: Checked = {}
         if sources:
             if len(sources) != 1:
                 raise UsageError(f"{item.name}: --from takes one archive or folder")
             archive = sources[0]
             if archive.is_file() and archive.name == spec.name:
-                verify_file(
+                digests = verify_file(
                     archive, spec, item=item.name, state=state, origin=f"your copy {archive}",
                     progress=net["progress"], use_stamp=True, log=log,
                 )  # fmt: skip
+                checked[archive.resolve()] = (spec, digests)
             else:
                 log(f"{item.name}: {archive} is not the manifest's {spec.name}; its checksum is not checked")
         else:
-            archive = downloads_dir(cache) / spec.name
+            archive = ours = downloads_dir(cache) / spec.name
             if archive.is_file():
-                _verify_in_place(archive, spec, item, state, net["progress"], log)
+                digests = _verify_in_place(archive, spec, item, state, net["progress"], log)
                 log(f"{item.name}: using {archive} (verified)")
             else:
-                download(
+                digests = download(
                     spec,
                     archive,
                     item=item.name,
@@ -263,6 +331,7 @@ def _fetch_dataset(
                     log=log,
                     **net,
                 )
+            checked[archive.resolve()] = (spec, digests)
             remove_after = not keep_archive
         if archive.is_file():  # the images do not compress: the folder needs about the archive's size
             free = shutil.disk_usage(_existing_parent(folder)).free
@@ -272,7 +341,10 @@ def _fetch_dataset(
                     f"needed, {human_size(free)} free in {folder.parent}. Free some space or choose another "
                     "cache folder (--cache DIR)."
                 )
-        _PREPARERS[str(item.prepare)](archive, folder, item=item.name, expected_images=item.images, log=log)
+        with _on_damaged_archive(item, cache, state, checked, sources, ours):
+            _PREPARERS[str(item.prepare)](
+                archive, folder, item=item.name, expected_images=item.images, log=log
+            )
         if remove_after:
             archive.unlink(missing_ok=True)
             log(f"{item.name}: removed the archive {archive} (--keep-archive keeps it)")
@@ -302,6 +374,7 @@ def _prepare_imagenet_from(
     images: Path | None = None
     annotations: Path | None = None
     known = [f.name for f in item.files]
+    checked: Checked = {}
     for src in sources:
         if src.is_dir():
             kaggle = src / "ILSVRC" / "Data" / "CLS-LOC" / "val"
@@ -322,10 +395,11 @@ def _prepare_imagenet_from(
         if src.name not in known:
             raise UsageError(f"--from {src}: {item.name} takes one of these files: {', '.join(known)}")
         spec = item.file(src.name)
-        verify_file(
+        digests = verify_file(
             src, spec, item=item.name, state=state, origin=f"your copy {src}", progress=net["progress"],
             use_stamp=True, log=log,
         )  # fmt: skip
+        checked[src.resolve()] = (spec, digests)
         log(f"{item.name}: {src} verified")
         if spec.role == "images":
             images = src
@@ -336,9 +410,10 @@ def _prepare_imagenet_from(
             f"{item.name}: no validation images among --from; add --from ILSVRC2012_img_val.tar (or "
             f"val_images.tar.gz, or a folder of ILSVRC2012_val_*.JPEG).\n{imagenet_instructions(item, cache)}"
         )
-    prepare_imagenet_val(
-        images, folder, annotations=annotations, subset=subset, total=total, item=item.name, log=log
-    )
+    with _on_damaged_archive(item, cache, state, checked, sources, None):
+        prepare_imagenet_val(
+            images, folder, annotations=annotations, subset=subset, total=total, item=item.name, log=log
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,24 +22,28 @@ every Python version, with no random generator involved.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import csv
+import gzip
 import hashlib
 import importlib.util
 import json
+import lzma
 import os
 import re
 import shutil
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import DataDownloadError, ManualStepRequired
+from .errors import DamagedArchiveError, DataDownloadError, ManualStepRequired
 
 MARKER = ".complete.json"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -148,6 +152,28 @@ MAX_MEMBER_BYTES = 64 << 20
 TOTAL_SLACK_BYTES = 64 << 20
 
 
+#: what the standard library raises on an archive cut short or corrupted (an ``OSError`` only without an errno:
+#: ``gzip.BadGzipFile``, bz2's "Invalid data stream"; a real I/O error has an errno and is not the archive's fault)
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, OSError)
+
+
+def damaged_message(source: Path, reason: str) -> str:
+    """``"<file> is damaged or incomplete (<reason>): delete it and download it again"``."""
+    return f"{source} is damaged or incomplete ({reason}): delete it and download it again"
+
+
+@contextlib.contextmanager
+def reading_archive(source: Path) -> Iterator[None]:
+    """Turn the errors of a truncated or corrupt archive into ``DamagedArchiveError`` (no traceback)."""
+    try:
+        yield
+    except _ARCHIVE_ERRORS as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise
+        reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise DamagedArchiveError(damaged_message(source, reason), path=source, reason=reason) from e
+
+
 class _Capped:
     """A file object that refuses to yield more than its member's and the archive's remaining allowance."""
 
@@ -155,7 +181,8 @@ class _Capped:
         self.raw, self.name, self.budget, self.source, self.read_here = raw, name, budget, source, 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n if n is not None and n >= 0 else MAX_MEMBER_BYTES + 1)
+        with reading_archive(self.source):
+            data = self.raw.read(n if n is not None and n >= 0 else MAX_MEMBER_BYTES + 1)
         self.read_here += len(data)
         self.budget["left"] -= len(data)
         if self.read_here > MAX_MEMBER_BYTES:
@@ -184,16 +211,36 @@ def iter_entries(source: Path) -> Iterator[Entry]:
     are read through caps (``MAX_MEMBER_BYTES`` each, 2 x the archive's size + ``TOTAL_SLACK_BYTES`` in all).
 
     Raises:
-        DataDownloadError: ``source`` is none of these, or it unpacks to more than its caps.
+        DamagedArchiveError: ``source`` is a file but no readable zip or tar, or it is cut short or corrupt (when
+            listed or when a member is read).
+        DataDownloadError: ``source`` is neither a file nor a folder, or it unpacks to more than its caps.
     """
     source = Path(source)
     if source.is_file():
         cap = 2 * source.stat().st_size + TOTAL_SLACK_BYTES
         budget = {"cap": cap, "left": cap}
-        for entry in _iter_archive(source):
-            yield Entry(entry.name, lambda e=entry: _Capped(e.open(), e.name, budget, source))  # type: ignore[misc]
-        return
+        entries = _iter_archive(source)
+        try:
+            while True:
+                with reading_archive(source):
+                    entry = next(entries, None)
+                if entry is None:
+                    return
+                yield Entry(entry.name, _capped_opener(entry, budget, source))
+        finally:
+            entries.close()
     yield from _iter_archive(source)
+
+
+def _capped_opener(entry: Entry, budget: dict[str, int], source: Path) -> Callable[[], IO[bytes]]:
+    """How to open ``entry`` of archive ``source``: through the caps, its read errors made ``DamagedArchiveError``."""
+
+    def opener() -> IO[bytes]:
+        with reading_archive(source):
+            raw = entry.open()
+        return _Capped(raw, entry.name, budget, source)  # type: ignore[return-value]
+
+    return opener
 
 
 def _iter_archive(source: Path) -> Iterator[Entry]:
@@ -209,12 +256,68 @@ def _iter_archive(source: Path) -> Iterator[Entry]:
                 if not info.is_dir():
                     yield Entry(info.filename, lambda info=info: zf.open(info))
     elif source.is_file() and tarfile.is_tarfile(source):
-        with tarfile.open(source, "r|*") as tf:
+        yield from _iter_tar(source)
+    elif source.is_file():
+        reason = "not a zip or tar archive that can be read"
+        raise DamagedArchiveError(damaged_message(source, reason), path=source, reason=reason)
+    else:
+        raise DataDownloadError(f"{source} is not a folder, a zip or a tar archive")
+
+
+#: (magic bytes, opener) of the compressions a tar may come in; the standard library's readers notice a stream
+#: cut short (``EOFError``) and a wrong CRC, which ``tarfile``'s own stream mode does not
+_COMPRESSIONS: tuple[tuple[bytes, Callable[..., IO[bytes]]], ...] = (
+    (b"\x1f\x8b", gzip.open),
+    (b"BZh", bz2.open),
+    (b"\xfd7zXZ\x00", lzma.open),
+)
+
+
+class _Counting:
+    """A read-only stream that counts the bytes read through it (the tar's uncompressed length)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.count = raw, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> int:
+        """Read to the end (where a compressed stream checks its length and CRC); returns the total length."""
+        while self.read(1 << 20):
+            pass
+        return self.count
+
+
+def _open_decompressed(source: Path) -> IO[bytes]:
+    with open(source, "rb") as f:
+        head = f.read(8)
+    for magic, opener in _COMPRESSIONS:
+        if head.startswith(magic):
+            return opener(source, "rb")
+    return open(source, "rb")
+
+
+def _iter_tar(source: Path) -> Iterator[Entry]:
+    """The members of a tar (any compression), streamed; a tar cut short raises ``tarfile.ReadError``.
+
+    ``tarfile`` ends quietly at a missing or cut header, so a tar cut between two members would look complete:
+    the end-of-archive block (512 zero bytes) must be there, and a compressed stream must be whole.
+    """
+    with _open_decompressed(source) as raw:
+        stream = _Counting(raw)
+        with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
             for member in tf:
                 if member.isfile():
                     yield Entry(member.name, lambda m=member: tf.extractfile(m))  # type: ignore[return-value]
-    else:
-        raise DataDownloadError(f"{source} is not a folder, a zip or a tar archive")
+            end = tf.offset
+        total = stream.drain()
+    if total < end + tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(
+            f"it ends at byte {total:,} of its tar stream, before the end-of-archive block"
+        )
 
 
 def _is_junk(parts: Sequence[str]) -> bool:

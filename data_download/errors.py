@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class DataDownloadError(RuntimeError):
     """Base class: a fetch, a check or a preparation failed (the command exits with status 1)."""
@@ -29,3 +32,19 @@ class OfflineError(DataDownloadError, ConnectionError):
 
 class ManualStepRequired(DataDownloadError):
     """The item cannot be downloaded automatically (licence); the message says how to provide it."""
+
+
+class FileFormatError(ChecksumError):
+    """A file is not of the kind its name says (an HTML page saved as ``model.safetensors``, a zip that is not one).
+
+    A ``ChecksumError``: like a checksum mismatch, the file is refused before it is put in place or recorded.
+    """
+
+
+class DamagedArchiveError(DataDownloadError):
+    """An archive could not be read to its end (truncated or corrupt); ``path`` is the archive, ``reason`` why."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+        self.reason = reason

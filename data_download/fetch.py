@@ -11,7 +11,11 @@ Files without a published checksum are trusted on first use: their SHA-256 and s
 rules keep a wrong file from arriving: a ``.part`` is resumed only with the server's validator (ETag or
 Last-Modified, kept in ``<target>.part.validator`` and sent as ``If-Range``), so a file that changed upstream is
 fetched again from byte 0 instead of stitched; and a response that does not say its length is refused, since
-a connection closed early could not be told from the end of the file. The same file keeps
+a connection closed early could not be told from the end of the file. Nor is an HTML page (a login or error
+page) ever taken for the file: a ``text/html`` answer is refused (the next mirror is tried), and every file is
+checked by its leading bytes against what its name says (``format_problem``) before it is put in place or its
+checksum recorded. Locks (``State.lock``) are taken on resolved absolute paths, so the same cache spelled two
+ways is still one lock. The same file keeps
 "verified" stamps (size + modification time + SHA-256) so that ``LIST`` can say what is verified without
 hashing gigabytes.
 """
@@ -36,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from .errors import ChecksumError, DataDownloadError, HTTPDownloadError, OfflineError
+from .errors import ChecksumError, DataDownloadError, FileFormatError, HTTPDownloadError, OfflineError
 from .manifest import FileSpec, url_allowed
 
 try:  # POSIX advisory locks; without them (Windows) two concurrent fetches of one file are not prevented
@@ -141,6 +145,84 @@ def check_digests(
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Content check by file name: an HTML page or a wrong kind of file is never accepted (nor its checksum recorded)
+
+#: how many leading bytes ``format_problem`` reads (the tar magic is at offset 257; HTML may follow blank lines)
+HEAD_BYTES = 4096
+_GZIP, _XZ, _BZIP2, _ZIP = b"\x1f\x8b", b"\xfd7zXZ\x00", b"BZh", (b"PK\x03\x04", b"PK\x05\x06")
+#: (name suffixes, magic bytes at offset 0, what the file should be); the first suffix that matches is used
+_MAGIC: tuple[tuple[tuple[str, ...], tuple[bytes, ...], str], ...] = (
+    ((".tar.gz", ".tgz", ".gz"), (_GZIP,), "a gzip file"),
+    ((".tar.xz", ".xz"), (_XZ,), "an xz file"),
+    ((".tar.bz2", ".bz2"), (_BZIP2,), "a bzip2 file"),
+    ((".zip",), _ZIP, "a zip archive"),
+    ((".pth", ".pt"), (*_ZIP, b"\x80"), "a PyTorch checkpoint (a zip archive or a pickle)"),
+)
+
+
+def _looks_like_html(head: bytes) -> bool:
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip().lower()  # a UTF-8 byte order mark, then blank space
+    return text.startswith((b"<!doctype html", b"<html"))
+
+
+def _safetensors_problem(head: bytes, size: int) -> str | None:
+    if len(head) < 9:
+        return "it is too short to be a safetensors file"
+    n = int.from_bytes(head[:8], "little")
+    if not 0 < n <= size - 8 or head[8:9] != b"{":
+        return "it does not start with a safetensors header (8-byte length, then a JSON object)"
+    return None
+
+
+def format_problem(path: Path, name: str) -> str | None:
+    """Why the file at ``path`` cannot be the file called ``name`` (judged by its leading bytes), or None.
+
+    Any file that starts with ``<!doctype html`` or ``<html`` is an HTML page (a login or error page saved
+    in its place). By the suffix of ``name``: ``.safetensors`` needs its header, ``.zip`` the zip magic,
+    ``.pth``/``.pt`` a zip or a pickle, ``.tar`` the ustar magic, ``.gz``/``.tgz``/``.xz``/``.bz2`` their
+    compressor's magic. Other suffixes get only the HTML check. ``name`` is separate from ``path`` because a
+    ``.part`` file is checked under the name it will have.
+    """
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    lower = name.lower()
+    if _looks_like_html(head) and not lower.endswith((".html", ".htm")):
+        return "it is an HTML page, not the file (a login or error page?)"
+    if lower.endswith(".safetensors"):
+        return _safetensors_problem(head, Path(path).stat().st_size)
+    if lower.endswith(".tar"):
+        return None if head[257:262] == b"ustar" else "it is not a tar archive (no ustar header)"
+    for suffixes, magics, kind in _MAGIC:
+        if lower.endswith(suffixes):
+            return None if head.startswith(magics) else f"it is not {kind} (it starts with {head[:8]!r})"
+    return None
+
+
+def check_format(path: Path, spec: FileSpec, what: str, advice: str, *, item: str, state: State) -> None:
+    """Raise ``FileFormatError`` naming ``what`` (the file as the user knows it), the problem ``format_problem``
+    finds and ``advice`` (what to do); nothing when the file looks right.
+
+    A checksum recorded on first use for exactly this bad file (by a version without this check) is forgotten,
+    so that the real file is accepted later; the message says so.
+    """
+    problem = format_problem(path, spec.name)
+    if problem is not None:
+        note = _forget_bad_record(path, spec, item, state)
+        raise FileFormatError(f"{what} is not the expected file {spec.name}: {problem}. {advice}{note}")
+
+
+def _forget_bad_record(path: Path, spec: FileSpec, item: str, state: State) -> str:
+    """Forget the first-use record of ``spec`` if it is the checksum of the bad file ``path``; a note or ""."""
+    recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
+    if recorded is None or recorded.get("size") != Path(path).stat().st_size:
+        return ""
+    if recorded.get("sha256") != hash_file(path).sha256:
+        return ""
+    state.forget(item, spec.name)
+    return " The checksum recorded for it on first use was this bad file's: it was forgotten."
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # State: recorded checksums and verified stamps
 
 
@@ -213,10 +295,15 @@ class State:
                 "origin": origin,
             }
 
-    def forget(self, item: str) -> list[str]:
-        """Drop the checksums recorded on first use for every file of ``item``; returns the files dropped."""
+    def forget(self, item: str, name: str | None = None) -> list[str]:
+        """Drop the checksums recorded on first use for every file of ``item`` (only file ``name`` if given);
+        returns the records dropped (``item/name``)."""
         with self._update() as data:
-            gone = [k for k in data["recorded"] if k.split("/", 1)[0] == item]
+            gone = [
+                k
+                for k in data["recorded"]
+                if k.split("/", 1)[0] == item and name in (None, k.split("/", 1)[1])
+            ]
             for k in gone:
                 del data["recorded"][k]
         return gone
@@ -258,15 +345,19 @@ class State:
     def lock(self, key: str | Path) -> Iterator[None]:
         """An exclusive lock on ``key`` across processes (POSIX), failing at once if another holds it.
 
+        A path is locked as its resolved absolute path (``lock_key``), so ``cache/x`` and ``/home/me/cache/x``
+        (or a link to it) are the same lock.
+
         Raises:
             DataDownloadError: another ``data_download`` process is working on the same file.
         """
         if fcntl is None:  # pragma: no cover
             yield
             return
+        key = lock_key(key)
         locks = self.dir / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha1(str(key).encode(), usedforsecurity=False).hexdigest()[:16]
+        name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:16]
         path = locks / f"{name}.lock"
         deadline = time.monotonic() + (5.0 if key == "state" else 0.0)
         while True:
@@ -297,6 +388,12 @@ class State:
             handle.close()
 
 
+def lock_key(key: str | Path) -> str:
+    """The name a lock is taken under: a ``Path`` resolved to its absolute, link-free form; a string as given
+    (callers build string keys from resolved paths, see ``core``)."""
+    return str(Path(key).resolve()) if isinstance(key, Path) else key
+
+
 def verify_file(
     path: Path,
     spec: FileSpec,
@@ -317,12 +414,19 @@ def verify_file(
         stamp: remember the file as verified (False for a temporary file about to be renamed).
 
     Raises:
-        ChecksumError: the file does not match.
+        ChecksumError: the file does not match; ``FileFormatError`` (a ``ChecksumError``): its content is not of
+            the kind its name says (``format_problem``: an HTML page, ...). Nothing is recorded then.
     """
     if use_stamp:
         entry = state.stamped(path, spec)
         if entry is not None:
             return Digests(size=entry["size"], sha256=entry["sha256"])
+    check_format(
+        path, spec, str(path),
+        f"It was not accepted and nothing new was recorded. Get the real {spec.name} (python -m data_download "
+        f"LIST says from where) and run python -m data_download {item} again.",
+        item=item, state=state,
+    )  # fmt: skip
     digests = hash_file(path, md5=spec.md5 is not None, progress=progress, desc=spec.name)
     recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
     check_digests(digests, spec, recorded, str(path), item=item)
@@ -458,6 +562,19 @@ def _open(
     return _OPENER.open(urllib.request.Request(url, headers=hdrs), timeout=timeout)
 
 
+def _refuse_html(resp: http.client.HTTPResponse, url: str, part: Path, spec: FileSpec) -> None:
+    """Raise ``HTTPDownloadError`` (so the next mirror is tried) when the server answers with an HTML page
+    where the file is expected; the ``.part`` is dropped."""
+    ctype = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if ctype != "text/html" or spec.name.lower().endswith((".html", ".htm")):
+        return
+    _drop_part(part)
+    raise HTTPDownloadError(
+        f"{url} sent an HTML page (Content-Type: text/html) instead of {spec.name} (a login or error page?); "
+        "nothing was kept"
+    )
+
+
 def _fetch_url(
     url: str,
     part: Path,
@@ -535,6 +652,7 @@ def _fetch_url(
 
         with resp:
             final = resp.geturl() or url
+            _refuse_html(resp, url, part, spec)
             start, total = _parse_content_range(resp.headers.get("Content-Range"))
             now = {
                 "etag": resp.headers.get("ETag") or "",
@@ -666,16 +784,17 @@ def download(
                 failures.append((url, e))
         else:
             raise _no_mirror_error(spec, dest, failures, command)
+        what = f"the download of {spec.name} from {used}"
         try:
+            check_format(
+                part, spec, what, "The server sent something other than the file.", item=item, state=state
+            )
             digests = hash_file(part, md5=spec.md5 is not None, progress=progress, desc=spec.name)
             recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
-            check_digests(digests, spec, recorded, f"the download of {spec.name} from {used}", item=item)
+            check_digests(digests, spec, recorded, what, item=item)
         except ChecksumError as e:
             _drop_part(part)
-            raise ChecksumError(
-                f"{e} The partial file was deleted and nothing was put in place. Run the same command again "
-                f"({command}); if it fails again the file upstream has changed: please report it."
-            ) from None
+            raise _refused_download(e, spec, command) from None
         _fsync(part)  # the bytes reach the disk before the rename makes them the real file
         os.replace(part, dest)
         validator_path(part).unlink(missing_ok=True)
@@ -686,6 +805,21 @@ def download(
             )
         state.stamp(dest, digests)
         return digests
+
+
+def _refused_download(e: ChecksumError, spec: FileSpec, command: str) -> ChecksumError:
+    """The error for a download that failed its check (same class as ``e``), saying what was done and what to do."""
+    if isinstance(e, FileFormatError):
+        advice = (
+            f"Run the same command again ({command}); if the server keeps sending it, download {spec.name} by hand "
+            f"in a browser (signing in if the site asks) and give it with: {command} --from PATH"
+        )
+    else:
+        advice = (
+            f"Run the same command again ({command}); if it fails again the file upstream has changed: please "
+            "report it."
+        )
+    return type(e)(f"{e} The partial file was deleted and nothing was put in place. {advice}")
 
 
 def _fsync(path: Path) -> None:
@@ -733,6 +867,11 @@ def install_copy(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    check_format(
+        src, spec, f"your copy {src}",
+        f"Nothing was copied and nothing new was recorded. Get the real {spec.name} and give it with --from again.",
+        item=item, state=state,
+    )  # fmt: skip
     with state.lock(dest):
         with open(src, "rb") as fin, open(part, "wb") as fout:
             _copy(fin, fout, Path(src).stat().st_size, spec.name, progress)

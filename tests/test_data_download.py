@@ -25,6 +25,8 @@ import pytest
 import data_download
 from data_download import (
     ChecksumError,
+    DamagedArchiveError,
+    FileFormatError,
     HTTPDownloadError,
     ManifestError,
     ManualStepRequired,
@@ -37,8 +39,9 @@ from data_download import (
     parse_manifest,
 )
 from data_download.__main__ import main
+from data_download.core import _item_lock
 from data_download.datasets import KVASIR_CLASSES
-from data_download.fetch import State, validator_path
+from data_download.fetch import State, format_problem, validator_path
 
 # ------------------------------------------------------------------------------------------------------------------
 # Fixtures: an HTTP server and an isolated cache
@@ -60,6 +63,7 @@ class _Server(ThreadingHTTPServer):
         self.no_length: set[str] = set()  # paths answered without Content-Length (end = connection closed)
         self.trickle: set[str] = set()  # paths sent 1 KiB at a time, 20 ms apart
         self.redirect_to: dict[str, str] = {}  # path -> an absolute address to redirect to
+        self.content_types: dict[str, str] = {}  # path -> Content-Type sent with the file (none by default)
         self.requests: list[dict[str, Any]] = []
 
     def url(self, path: str) -> str:
@@ -116,6 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
         payload = body[start:]
         if etag:
             self.send_header("ETag", etag)
+        if self.path in self.server.content_types:
+            self.send_header("Content-Type", self.server.content_types[self.path])
         if self.path in self.server.no_length:
             self.close_connection = True
         else:
@@ -408,6 +414,23 @@ def test_a_second_process_on_the_same_file_is_refused(cache: Path) -> None:
         pass
 
 
+def test_a_lock_is_the_same_for_a_relative_and_an_absolute_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes given the same cache as ``cache`` and as ``/abs/cache`` must not write the same .part."""
+    monkeypatch.chdir(tmp_path)
+    state = State(Path("cache"))
+    with state.lock(Path("cache") / "weights" / "x.bin"):
+        with pytest.raises(data_download.DataDownloadError, match="another data_download process"):
+            with state.lock(tmp_path / "cache" / "weights" / "x.bin"):
+                pass
+    item = load_manifest().get("kvasir")
+    with state.lock(_item_lock(item, Path("cache"))):
+        with pytest.raises(data_download.DataDownloadError, match="another data_download process"):
+            with State(tmp_path / "cache").lock(_item_lock(item, tmp_path / "cache")):
+                pass
+
+
 def test_server_without_range_support_starts_again(server: _Server, cache: Path) -> None:
     server.files["/tiny.bin"] = BLOB
     server.ranges = False
@@ -509,6 +532,195 @@ def test_unpublished_checksum_is_recorded_on_first_download(server: _Server, cac
     with pytest.raises(ChecksumError, match="recorded"):
         fetch_item("tiny", manifest=m, cache=cache, force=True, progress=False, log=lambda s: None)
     assert (cache / "weights" / "tiny.bin").read_bytes() == BLOB
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# An HTML page, or a file of the wrong kind, is never accepted nor recorded
+
+HTML_PAGE = b"\n  <!DOCTYPE html>\n<html><body>Please sign in</body></html>\n"
+
+
+def _safetensors(payload: bytes = b"\0" * 64) -> bytes:
+    header = b'{"__metadata__":{"format":"pt"}}'
+    return len(header).to_bytes(8, "little") + header + payload
+
+
+def _safetensors_item(urls: list[str]) -> dict:
+    """Like vit_b_16 in the shipped manifest: no published size or checksum."""
+    item = _weights_item(urls, None, sha256=None, size=None)
+    item["target"] = "weights/model.safetensors"
+    item["files"][0]["name"] = "model.safetensors"
+    return item
+
+
+def _nothing_kept(cache: Path, item: str, name: str) -> None:
+    """No checksum recorded for ``name``, and neither the file nor its ``.part`` in the cache's weights folder."""
+    assert State(cache).recorded(item, name) is None
+    assert not list(cache.glob(f"weights/{name}*"))
+
+
+def test_an_html_page_sent_as_text_html_is_refused_and_the_next_mirror_is_tried(
+    server: _Server, cache: Path
+) -> None:
+    server.files["/login"] = HTML_PAGE
+    server.content_types["/login"] = "text/html; charset=utf-8"
+    m = _manifest(tiny=_safetensors_item([server.url("/login")]))
+    with pytest.raises(HTTPDownloadError, match=r"sent an HTML page .* instead of model\.safetensors"):
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    _nothing_kept(cache, "tiny", "model.safetensors")
+    good = _safetensors()
+    server.files["/mirror/model.safetensors"] = good
+    m = _manifest(tiny=_safetensors_item([server.url("/login"), server.url("/mirror/model.safetensors")]))
+    path = fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert path.read_bytes() == good
+    assert State(cache).recorded("tiny", "model.safetensors")["sha256"] == _sha256(good)
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("model.safetensors", HTML_PAGE),
+        ("tiny.bin", HTML_PAGE),  # an unknown suffix: only the HTML check
+        ("model.safetensors", b"\x10\0\0\0\0\0\0\0not json at all"),
+        ("resnet-0123.pth", b"garbage, not a zip nor a pickle"),
+    ],
+)
+def test_a_download_of_the_wrong_kind_is_refused_and_not_recorded(
+    server: _Server, cache: Path, name: str, body: bytes
+) -> None:
+    server.files["/f"] = body  # no Content-Type: only the content tells
+    item = _weights_item(server.url("/f"), None, sha256=None, size=None)
+    item["target"], item["files"][0]["name"] = f"weights/{name}", name
+    m = _manifest(tiny=item)
+    with pytest.raises(FileFormatError, match=f"not the expected file {name}") as err:
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert "nothing was put in place" in str(err.value) and "--from PATH" in str(err.value)
+    _nothing_kept(cache, "tiny", name)
+
+
+def test_a_hand_copy_of_the_wrong_kind_is_refused_and_not_recorded(tmp_path: Path, cache: Path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(HTML_PAGE)
+    m = _manifest(tiny=_safetensors_item([_closed_port_url()]))
+    with pytest.raises(FileFormatError, match="HTML page"):
+        fetch_item("tiny", manifest=m, cache=cache, sources=[weights], progress=False, log=lambda s: None)
+    _nothing_kept(cache, "tiny", "model.safetensors")
+    assert weights.read_bytes() == HTML_PAGE  # the user's file is left alone
+
+    archive = tmp_path / "kvasir-dataset-v2.zip"
+    archive.write_bytes(HTML_PAGE)
+    m = _manifest(kvasir=_dataset_item("kvasir", archive.name, None, None, manual=True))
+    with pytest.raises(FileFormatError, match="HTML page"):
+        fetch_item("kvasir", manifest=m, cache=cache, sources=[archive], progress=False, log=lambda s: None)
+    assert State(cache).recorded("kvasir", archive.name) is None
+    assert archive.exists() and not (cache / "datasets" / "kvasir").exists()
+
+
+def test_an_html_page_recorded_by_an_older_version_is_set_aside_and_its_record_forgotten(
+    server: _Server, cache: Path
+) -> None:
+    m = _manifest(tiny=_safetensors_item([server.url("/model.safetensors")]))
+    dest = cache / "weights" / "model.safetensors"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(HTML_PAGE)  # what the version without the check installed and recorded
+    State(cache).record("tiny", "model.safetensors", data_download.hash_file(dest), "an old download")
+    with pytest.raises(FileFormatError, match="it was forgotten") as err:
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert "moved aside" in str(err.value) and not dest.exists()
+    assert State(cache).recorded("tiny", "model.safetensors") is None
+    server.files["/model.safetensors"] = good = _safetensors()
+    assert (
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None).read_bytes() == good
+    )
+
+
+def test_format_problem_by_file_name(tmp_path: Path) -> None:
+    def problem(name: str, data: bytes) -> str | None:
+        path = tmp_path / "f.part"
+        path.write_bytes(data)
+        return format_problem(path, name)
+
+    tar = _tar_bytes({"a.txt": b"a"}, mode="w")
+    good = {
+        "model.safetensors": _safetensors(),
+        "a.zip": _zip_bytes({"a.txt": b"a"}),
+        "r.pth": _zip_bytes({"archive/data.pkl": b"x"}),
+        "legacy.pt": b"\x80\x02legacy pickle",
+        "a.tar": tar,
+        "a.tar.gz": _tar_bytes({"a.txt": b"a"}),
+        "a.TGZ": _tar_bytes({"a.txt": b"a"}),
+        "a.tar.xz": _tar_bytes({"a.txt": b"a"}, mode="w:xz"),
+        "a.tar.bz2": _tar_bytes({"a.txt": b"a"}, mode="w:bz2"),
+        "notes.csv": b"ImageId,PredictionString\n",
+        "page.html": HTML_PAGE,
+    }
+    for name, data in good.items():
+        assert problem(name, data) is None, name
+    for name in [*good, "x.bin", "x.csv"]:
+        if not name.endswith(".html"):
+            assert "HTML page" in str(problem(name, HTML_PAGE)), name
+    assert "HTML page" in str(problem("x.bin", b"\xef\xbb\xbf<HTML><body>error</body></HTML>"))
+    assert "safetensors header" in str(problem("model.safetensors", (10**9).to_bytes(8, "little") + b"{}"))
+    assert "too short" in str(problem("model.safetensors", b"{}"))
+    assert "not a zip archive" in str(problem("a.zip", tar))
+    assert "not a PyTorch checkpoint" in str(problem("r.pth", b"random bytes"))
+    assert "not a tar archive" in str(problem("a.tar", b"x" * 600))
+    assert "not a gzip file" in str(problem("a.tgz", tar))
+    assert "not an xz file" in str(problem("a.tar.xz", tar))
+    assert "not a bzip2 file" in str(problem("a.tar.bz2", tar))
+    assert problem("x.bin", b"\0" * 10) is None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A damaged archive: one clear error, and its first-use checksum does not block a good copy
+
+
+def _kvasir_tgz(n: int = 4) -> bytes:
+    return _tar_bytes(
+        {
+            f"kvasir-dataset-v2/{c}/{c}-{i}.jpg": bytes(range(256)) * 40
+            for c in KVASIR_CLASSES
+            for i in range(n)
+        }
+    )
+
+
+def test_a_truncated_archive_from_the_user_is_a_clear_error_and_its_record_is_forgotten(
+    tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = _kvasir_tgz()
+    mf = _write_manifest(
+        tmp_path / "m.json", {"kvasir": _dataset_item("kvasir", "kvasir.tgz", None, None, manual=True)}
+    )
+    mine = tmp_path / "kvasir.tgz"
+    mine.write_bytes(full[: len(full) // 2])
+    argv = ["kvasir", "--manifest", str(mf), "--cache", str(cache), "--quiet", "--from", str(mine)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{mine} is damaged or incomplete (" in err and "delete it and download it again" in err
+    assert f"--from {mine}" in err and "was forgotten" in err and "Traceback" not in err
+    assert State(cache).recorded("kvasir", "kvasir.tgz") is None
+    assert mine.exists() and not (cache / "datasets" / "kvasir").exists()
+    mine.write_bytes(full)  # a good copy is accepted, not refused as "not the recorded file"
+    assert main(argv) == 0
+    assert State(cache).recorded("kvasir", "kvasir.tgz")["sha256"] == _sha256(full)
+    assert len(list((cache / "datasets" / "kvasir").rglob("*.jpg"))) == 32
+
+
+def test_a_corrupt_downloaded_archive_is_set_aside_and_its_record_is_forgotten(
+    server: _Server, cache: Path
+) -> None:
+    full = _kvasir_tgz()
+    server.files["/k.tgz"] = full[: len(full) // 2]  # the server's own copy is cut short
+    m = _manifest(kvasir=_dataset_item("kvasir", "kvasir.tgz", server.url("/k.tgz"), None))
+    with pytest.raises(DamagedArchiveError, match=r"moved aside to .*kvasir\.tgz\.corrupt") as err:
+        fetch_item("kvasir", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert "python -m data_download kvasir" in str(err.value) and "was forgotten" in str(err.value)
+    assert State(cache).recorded("kvasir", "kvasir.tgz") is None
+    assert not (cache / "downloads" / "kvasir.tgz").exists()
+    server.files["/k.tgz"] = full
+    folder = fetch_item("kvasir", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert len(list(folder.rglob("*.jpg"))) == 32
 
 
 # ------------------------------------------------------------------------------------------------------------------
