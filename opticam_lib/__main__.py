@@ -31,12 +31,10 @@ and VGG16 on the 50,000 ImageNet validation images (1,000 of them for its ablati
 
 
 def _methods_arg(text: str) -> list[str]:
-    from opticam_lib.methods.registry import METHODS
+    from opticam_lib.methods.registry import METHODS, method_key
 
     names = [t.strip() for t in text.split(",") if t.strip()]
-    keys = [
-        n.lower().replace("-", "").replace("_", "").replace("+", "p") for n in names
-    ]  # as registry.get_method
+    keys = [method_key(n) for n in names]
     bad = [n for n, k in zip(names, keys) if k not in METHODS]
     if bad or not names:
         raise argparse.ArgumentTypeError(

@@ -181,3 +181,13 @@ def test_boxes_at_another_resolution_or_of_another_shape_are_refused():
         localize(saliency, [[100, 100, 200, 200]], correct=True, probability=0.5)
     with pytest.raises(InputError, match=r"boxes must be \(4,\) or \(M, 4\)"):
         energy_pointing_game(saliency, [[1, 2, 3, 4, 5]])
+
+
+def test_an_option_a_method_does_not_take_is_named_with_the_ones_it_does(tiny_cnn, images):
+    from opticam_lib import evaluate, explain
+
+    with pytest.raises(InputError, match=r"method 'Grad-CAM' has no option 'iterations'; its options: layer"):
+        explain(tiny_cnn, images, "gradcam", 0, iterations=3)
+    with pytest.raises(InputError, match="has no option 'iteration'"):
+        evaluate(tiny_cnn, "opticam", images, 0, iteration=3)  # misspelt
+    assert explain(tiny_cnn, images, "Grad-CAM", 0, layer="features").shape == (3, 1, SIZE, SIZE)

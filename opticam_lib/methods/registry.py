@@ -91,6 +91,36 @@ PROGRESS_METHODS: tuple[str, ...] = tuple(name for name, info in METHODS.items()
 TRANSFORMER_METHODS: tuple[str, ...] = tuple(name for name, info in METHODS.items() if info.transformer_only)
 
 
+def method_key(name: str) -> str:
+    """The registry's name of a method as users type it: ``"Grad-CAM++"``, ``"grad_cam++"`` -> ``"gradcampp"``."""
+    return name.lower().replace("-", "").replace("_", "").replace("+", "p")
+
+
+def check_options(fn: Method, options: dict, name: str) -> None:
+    """Refuse options that ``fn`` does not take, naming the ones it does (a misspelt or misplaced option would
+    otherwise be a TypeError from deep inside the call).
+
+    Raises:
+        InputError: an option ``fn`` has no parameter for (nothing is checked for a ``fn`` taking ``**options``).
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to check against
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    taken = [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL][
+        3:
+    ]  # after classifier, images, targets
+    unknown = sorted(set(options) - set(taken))
+    if unknown:
+        raise InputError(
+            f"method {name!r} has no option {', '.join(map(repr, unknown))}; its options: {', '.join(taken) or 'none'}"
+        )
+
+
 def get_method(name: str | Method) -> Method:
     """The function of a registered method (a callable passes through); anything else is an ``InputError``."""
     if callable(name):
@@ -100,7 +130,7 @@ def get_method(name: str | Method) -> Method:
             "method must be a registered name (str) or a callable fn(classifier, images, targets, **options),"
             f" got {type(name).__name__} {name!r}; known methods: {', '.join(METHODS)}"
         )
-    key = name.lower().replace("-", "").replace("_", "").replace("+", "p")
+    key = method_key(name)
     if key not in METHODS:
         raise InputError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
     return METHODS[key].fn
@@ -110,7 +140,7 @@ def display_name(name: str | Method) -> str:
     """The paper's name of a method (``"gradcam"`` -> ``"Grad-CAM"``)."""
     if callable(name):
         return getattr(name, "__name__", "custom")
-    key = name.lower().replace("-", "").replace("_", "").replace("+", "p")
+    key = method_key(name)
     return METHODS[key].display if key in METHODS else name
 
 
@@ -118,4 +148,6 @@ def explain(
     classifier: Classifier, images: Tensor, method: str | Method = "opticam", targets=None, **options
 ) -> Tensor:
     """Run ``method`` (a registered name or a function) with the common convention -> (N, 1, H, W) in [0, 1]."""
-    return get_method(method)(classifier, images, targets, **options)
+    fn = get_method(method)
+    check_options(fn, options, display_name(method))
+    return fn(classifier, images, targets, **options)

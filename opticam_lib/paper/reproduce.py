@@ -516,6 +516,10 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
                 "imagenet-val (its boxes come with data_download), world[:N], or a folder with box files."
             )
     out = _prepare_out(config, resolved, rank)
+    if world > 1:  # no rank writes records before every rank has checked the folder (and rank 0 wrote config.json)
+        import torch.distributed as dist
+
+        dist.barrier()
     done = _load_records(out)
     variants = list(A9_TARGETS) if config.table == "A9" else ["main"]
     mine = batches(len(data), config.batch_size, rank, world)
