@@ -680,6 +680,10 @@ def opticam(classifier: Classifier, images: Tensor, targets: Targets = None, **o
     return optimize(classifier, images, targets, **options).maps
 
 
+# opticam forwards its options to optimize: inspect.signature (help(), registry.check_options) shows those
+opticam.__wrapped__ = optimize  # type: ignore[attr-defined]
+
+
 def masked_score(
     classifier: Classifier,
     images: Tensor,

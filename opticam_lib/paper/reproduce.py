@@ -516,7 +516,9 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
                 "imagenet-val (its boxes come with data_download), world[:N], or a folder with box files."
             )
     out = _prepare_out(config, resolved, rank)
-    if world > 1:  # no rank writes records before every rank has checked the folder (and rank 0 wrote config.json)
+    if (
+        world > 1
+    ):  # no rank writes records before every rank has checked the folder (and rank 0 wrote config.json)
         import torch.distributed as dist
 
         dist.barrier()
