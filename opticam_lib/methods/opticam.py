@@ -680,7 +680,7 @@ def opticam(classifier: Classifier, images: Tensor, targets: Targets = None, **o
     return optimize(classifier, images, targets, **options).maps
 
 
-# opticam forwards its options to optimize: inspect.signature (help(), registry.check_options) shows those
+# opticam forwards its options to optimize: inspect.signature (help(), registry.validate_options) shows those
 opticam.__wrapped__ = optimize  # type: ignore[attr-defined]
 
 

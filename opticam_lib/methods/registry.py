@@ -96,7 +96,7 @@ def method_key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "").replace("+", "p")
 
 
-def check_options(fn: Method, options: dict, name: str) -> None:
+def validate_options(fn: Method, options: dict, name: str) -> None:
     """Refuse options that ``fn`` does not take, naming the ones it does (a misspelt or misplaced option would
     otherwise be a TypeError from deep inside the call).
 
@@ -149,5 +149,5 @@ def explain(
 ) -> Tensor:
     """Run ``method`` (a registered name or a function) with the common convention -> (N, 1, H, W) in [0, 1]."""
     fn = get_method(method)
-    check_options(fn, options, display_name(method))
+    validate_options(fn, options, display_name(method))
     return fn(classifier, images, targets, **options)

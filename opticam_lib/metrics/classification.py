@@ -109,7 +109,7 @@ def real_tensor(value: object, name: str, shape: str) -> Tensor:
     return t if isinstance(value, Tensor) and t.is_floating_point() else t.double()
 
 
-def check_probabilities(t: Tensor, name: str) -> Tensor:
+def validate_probabilities(t: Tensor, name: str) -> Tensor:
     """``t`` (non-empty) finite and in [0, 1] (to ``PROBABILITY_TOLERANCE``), else an ``InputError``."""
     if not torch.isfinite(t).all():
         raise InputError(f"{name} contains NaN or infinite values")
@@ -134,7 +134,7 @@ def probability_pair(p: object, o: object) -> tuple[Tensor, Tensor]:
     for t, name in ((p, "p"), (o, "o")):
         if t.shape[0] == 0:
             raise InputError(f"{name} is empty: at least one image is needed")
-        check_probabilities(t, name)
+        validate_probabilities(t, name)
     return p.double().cpu(), o.double().cpu()
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import prepare, validate_choice, validate_maps, validate_positive_int
-from opticam_lib.metrics.classification import check_probabilities, class_probability, real_tensor
+from opticam_lib.metrics.classification import class_probability, real_tensor, validate_probabilities
 from opticam_lib.models.classifier import Classifier
 
 SUBSTRATES: tuple[str, ...] = ("rise", "black")
@@ -175,6 +175,6 @@ def area_under_curve(curves: Tensor) -> Tensor:
         return area_under_curve(curves[None])[0]
     if curves.shape[0] == 0:
         raise InputError(f"curves is empty: at least one curve is needed, got shape {tuple(curves.shape)}")
-    check_probabilities(curves, "curves")
+    validate_probabilities(curves, "curves")
     s = curves.shape[1] - 1
     return (curves.sum(dim=1) - (curves[:, 0] + curves[:, -1]) / 2) / s

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from opticam_lib.hooks import frozen
 from opticam_lib.inputs import prepare, validate_maps, validate_positive_int
-from opticam_lib.methods.registry import Method, check_options, display_name, get_method
+from opticam_lib.methods.registry import Method, display_name, get_method, validate_options
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.models.classifier import Classifier
 
@@ -96,7 +96,7 @@ def evaluate(
     images, targets = prepare(classifier, images, targets)  # checked, on the model's device and float dtype
     fn = get_method(method)
     name = display_name(method)
-    check_options(fn, options, name)
+    validate_options(fn, options, name)
     if _accepts_progress(fn):
         options.setdefault("progress", False)
     if warmup:
