@@ -141,7 +141,7 @@ def make_tiny_cnn(seed: int = 0):
 
 def make_bn_cnn(seed: int = 0):
     torch.manual_seed(seed)
-    net = BNCNN()
+    net = BNCNN().eval()  # explained as a trained model is: wrap_classifier keeps the flag it finds
     for m in net.modules():  # non-trivial running statistics, so train and eval mode differ
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)

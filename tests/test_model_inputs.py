@@ -191,3 +191,15 @@ def test_an_option_a_method_does_not_take_is_named_with_the_ones_it_does(tiny_cn
     with pytest.raises(InputError, match="has no option 'iteration'"):
         evaluate(tiny_cnn, "opticam", images, 0, iteration=3)  # misspelt
     assert explain(tiny_cnn, images, "Grad-CAM", 0, layer="features").shape == (3, 1, SIZE, SIZE)
+
+
+def test_wrap_classifier_leaves_the_callers_train_flags_alone(images):
+    from conftest import BNCNN
+
+    net = BNCNN().train()
+    clf = wrap_classifier(net, "body.4", num_classes=NUM_CLASSES, input_size=SIZE)
+    assert net.training and all(m.training for m in net.modules())
+    gradcam(clf, images, 0)
+    assert net.training and all(m.training for m in net.modules())  # eval for the pass, then restored
+    net.eval()
+    assert not wrap_classifier(net, "body.4", num_classes=NUM_CLASSES, input_size=SIZE).model.training

@@ -175,7 +175,7 @@ def _clamp_classifier():
     torch.manual_seed(0)
     net = _ClampNet()
     net.bn2.bn.weight.data.fill_(30.0)  # a wide spread of values: many above 6, many below 0
-    return wrap_classifier(net, "bn2", num_classes=3, input_size=16, mean=None, std=None)
+    return wrap_classifier(net.eval(), "bn2", num_classes=3, input_size=16, mean=None, std=None)
 
 
 def test_pre_activation_is_what_relu6_clamps():

@@ -38,7 +38,7 @@ def tiny_cnn(seed: int = 0):
     net.add_module("pool", nn.AdaptiveAvgPool2d(1))
     net.add_module("flat", nn.Flatten())
     net.add_module("fc", nn.Linear(8, 4))
-    clf = wrap_classifier(net, "relu2", num_classes=4, input_size=16, linear_head="fc")
+    clf = wrap_classifier(net.eval(), "relu2", num_classes=4, input_size=16, linear_head="fc")
     with torch.no_grad():  # non-trivial BatchNorm statistics, so that resetting them is visible
         net.bn1.running_mean.uniform_(-1, 1)
         net.bn1.running_var.uniform_(0.5, 2)

@@ -56,7 +56,7 @@ def small_cnn(seed: int = 0):
     net.add_module("pool", nn.AdaptiveAvgPool2d(1))
     net.add_module("flat", nn.Flatten())
     net.add_module("fc", nn.Linear(6, 4))
-    return wrap_classifier(net, "body.5", num_classes=4, input_size=16, linear_head="fc")
+    return wrap_classifier(net.eval(), "body.5", num_classes=4, input_size=16, linear_head="fc")
 
 
 @pytest.fixture

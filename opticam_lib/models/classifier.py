@@ -216,9 +216,9 @@ def wrap_classifier(
         categories: class names; default ``["class 0", ...]`` (needs ``num_classes``).
         mean, std: per-channel normalisation applied inside the model; None for none.
 
-    The network is put in eval mode here (``net.eval()``, on the caller's object): a classifier being explained
-    is a trained, frozen model, and code that calls ``classifier.model`` directly (the course's exercises) relies
-    on it. The library's methods also switch to eval mode for their own passes and restore the flags they found.
+    The caller's network keeps its train/eval flags: every method and metric switches the model to eval mode for
+    its own passes and restores the flags it found. Call ``net.eval()`` yourself before calling
+    ``classifier.model`` directly.
     """
     if categories is None:
         if num_classes is None:
@@ -238,7 +238,9 @@ def wrap_classifier(
             raise InputError(f"std must be positive (the input is divided by it), got {values!r}")
     clf = Classifier(
         name=name,
-        model=InputNormalized(net, mean, std).eval(),
+        model=InputNormalized(net, mean, std).train(
+            net.training
+        ),  # the caller's flag, not nn.Module's default
         target_layer=target_layer,
         categories=list(categories),
         input_size=input_size,
