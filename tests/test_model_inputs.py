@@ -203,3 +203,29 @@ def test_wrap_classifier_leaves_the_callers_train_flags_alone(images):
     assert net.training and all(m.training for m in net.modules())  # eval for the pass, then restored
     net.eval()
     assert not wrap_classifier(net, "body.4", num_classes=NUM_CLASSES, input_size=SIZE).model.training
+
+
+def test_top_lists_every_class_of_a_model_with_fewer_than_k(tiny_cnn, images):
+    tops = tiny_cnn.top(images[:1], 10)[0]
+    assert len(tops) == NUM_CLASSES and [p for *_, p in tops] == sorted((p for *_, p in tops), reverse=True)
+    with pytest.raises(InputError, match="k must be a positive integer"):
+        tiny_cnn.top(images[:1], 0)
+
+
+@pytest.mark.parametrize("iterations", [0, -5, 2.5])
+def test_the_explorer_refuses_a_bad_iteration_count(iterations):
+    from opticam_lib.course.widgets import opticam_explorer
+    from opticam_lib.paper.reproduce import load_image_spec
+
+    clf = load_classifier("world_cnn")
+    with pytest.raises(InputError, match="iterations must be a positive integer"):
+        opticam_explorer(clf, load_image_spec("world:2", clf.input_size, clf), iterations=iterations)
+
+
+def test_the_explorer_runs_on_a_model_with_fewer_than_five_classes():
+    from opticam_lib.course.widgets import opticam_explorer
+    from opticam_lib.paper.reproduce import load_image_spec
+
+    clf = load_classifier("world_cnn")
+    box = opticam_explorer(clf, load_image_spec("world:2", clf.input_size, clf), iterations=2)
+    assert len(box.controls["target"].options) >= 1

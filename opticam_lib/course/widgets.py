@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from opticam_lib.course.ablations import candidate_layers
 from opticam_lib.course.figures import opticam_panel
-from opticam_lib.inputs import validate_choice, validate_targets
+from opticam_lib.inputs import validate_choice, validate_positive_int, validate_targets
 from opticam_lib.methods.maps import NORMALIZATIONS
 from opticam_lib.methods.opticam import DEFAULT_LR, OBJECTIVES, OptiCAMResult, optimize
 from opticam_lib.metrics.classification import class_probability
@@ -104,6 +104,7 @@ def opticam_explorer(
     import ipywidgets as w
     from IPython.display import display
 
+    iterations = validate_positive_int(iterations, "iterations")
     style = {"description_width": "initial"}
     wide = w.Layout(width="420px")
     image = w.Dropdown(  # options are (label, value) pairs: the name is shown, the index is the value

@@ -186,9 +186,12 @@ class Classifier:
             return torch.softmax(self.check_logits(self.model(images.to(self.device))), dim=1)
 
     def top(self, images: Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
-        """The k most probable classes of each image: [(class id, name, probability), ...] per image."""
+        """The k most probable classes of each image: [(class id, name, probability), ...] per image (all the
+        classes, most probable first, when the model has fewer than k)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
         probs = self.predict(images)
-        values, indices = probs.topk(k, dim=1)
+        values, indices = probs.topk(min(k, self.num_classes), dim=1)
         return [
             [(int(i), self.categories[int(i)], float(v)) for v, i in zip(vs, ix)]
             for vs, ix in zip(values, indices)
