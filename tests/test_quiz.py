@@ -48,7 +48,7 @@ def test_the_bank_is_well_formed() -> None:
             else:
                 rights = [c for c in q.choices if c.right]
                 assert len(rights) == 1
-                assert all(assess(q, i).right is c.right for i, c in enumerate(q.choices))
+                assert all(assess(q, i).right is c.right for i, c in enumerate(q.choices, start=1))
 
 
 @pytest.mark.parametrize(
@@ -81,13 +81,28 @@ def test_malformed_banks_are_reported(bad, problem: str) -> None:
 
 
 def test_multiple_choice_is_judged() -> None:
-    assert assess(MC, 0).right is True and "because it is" in assess(MC, 0).message
+    assert assess(MC, 1).right is True and "because it is" in assess(MC, 1).message
     assert assess(MC, "a").right is True and assess(MC, "(A)").right is True
     wrong = assess(MC, "b")
     assert wrong.right is False and "because it is not" in wrong.message
     assert "right" not in wrong.message.replace("Right", "")  # the wrong choice's reason, not the right one
-    for unreadable in (None, 3, -1, "d", "ab", True, 1.5):
+    for unreadable in (None, 0, 4, -1, "d", "ab", True, 1.5):
         assert assess(MC, unreadable).right is None
+
+
+def test_option_numbers_count_from_1_like_the_questions_and_letters(capsys) -> None:
+    # options are shown as (a), (b), (c) and questions count from 1: option number 2 is (b), not (c)
+    assert assess(MC, 2).message == assess(MC, "b").message and assess(MC, 2).right is False
+    assert assess(MC, 3).message == assess(MC, "c").message
+    q = quiz("04")
+    for number, question in enumerate(q.questions, start=1):
+        if not question.numeric:
+            for k, letter in enumerate("abcdefgh"[: len(question.choices)], start=1):
+                assert q.answer(number, k) == q.answer(number, letter)
+    for out_of_range in (0, 4, -1):
+        message = assess(MC, out_of_range).message
+        assert "1 to 3" in message and "(a) to (c)" in message, message
+    capsys.readouterr()
 
 
 def test_numbers_are_judged_within_the_tolerance() -> None:
@@ -139,6 +154,8 @@ def test_quiz_lookup() -> None:
     assert quiz("05").notebook == quiz(5).notebook == quiz("05_fake_cam_and_average_gain").notebook == "05"
     with pytest.raises(InputError, match="no quiz for notebook 42"):
         quiz("42")
+    with pytest.raises(InputError, match="no quiz for notebook 123;"):  # the id as given, not "12"
+        quiz("123")
     with pytest.raises(InputError, match="by its number"):
         quiz("fake cam")
     with pytest.raises(InputError, match="questions 1 to"):
@@ -173,10 +190,11 @@ def test_the_widget_gives_feedback_without_a_browser() -> None:
     assert isinstance(radio, w.RadioButtons) and radio.value is None and isinstance(number, w.Text)
     check1.click()
     assert "Choose one of the options" in fb1.value
-    radio.value = 1
+    assert [value for _label, value in radio.options] == [1, 2, 3]  # as in answer(): (a) is 1
+    radio.value = 2
     check1.click()
     assert "✗" in fb1.value and "because it is not" in fb1.value
-    radio.value = 0
+    radio.value = 1
     check1.click()
     assert "✓" in fb1.value and "because it is" in fb1.value
     number.value = "abc"
@@ -197,7 +215,7 @@ def test_a_course_quiz_widget_accepts_its_right_answers() -> None:
         if question.numeric:
             field.value = str(question.answer)
         else:
-            field.value = [c.right for c in question.choices].index(True)
+            field.value = [c.right for c in question.choices].index(True) + 1
         button.click()
         assert feedback.value.count("✓") == 1, feedback.value
 

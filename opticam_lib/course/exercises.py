@@ -46,6 +46,29 @@ def _close(got: object, want: Tensor, what: str, atol: float = 1e-5) -> None:
         raise AssertionError(f"{what}: values differ from the expected ones (max error {err:.3g})")
 
 
+def _scalar(got: object, what: str) -> float:
+    """``got`` as a finite float, or ``AssertionError`` with a hint (not one number, NaN, infinite)."""
+    if isinstance(got, str | bytes) or (isinstance(got, Tensor) and got.numel() != 1):
+        kind = f"a tensor of shape {tuple(got.shape)}" if isinstance(got, Tensor) else type(got).__name__
+        raise AssertionError(f"{what}: return one number (a float); got {kind}")
+    try:
+        value = float(got)
+    except (TypeError, ValueError, RuntimeError):
+        raise AssertionError(f"{what}: return one number (a float); got {type(got).__name__}") from None
+    if value != value:
+        raise AssertionError(
+            f"{what}: your result is NaN (a mean over an empty selection, or a division by zero?)"
+        )
+    if value in (float("inf"), float("-inf")):
+        raise AssertionError(f"{what}: your result is {value} (a division by zero?)")
+    return value
+
+
+def _off(got: float, want: float, tol: float) -> bool:
+    """True when ``got`` is not within ``tol`` of ``want``; NaN and infinities are always off."""
+    return not abs(got - want) <= tol
+
+
 def _cases(seed: int = 0) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
     acts = torch.rand(2, 5, 4, 4, generator=g)
@@ -57,12 +80,13 @@ def check_range_normalization(fn: Callable[[Tensor], Tensor]) -> bool:
     """Exercise (notebook 02): eq. (4); fn(maps (N, 1, H, W)) -> same, in [0, 1], constant maps -> zeros."""
     acts, _ = _cases(2)
     maps = torch.cat([acts[:, :1] * 3 - 1, torch.full((1, 1, 4, 4), 0.7)])
-    got, done = _run(fn, maps)
+    want = normalize(maps, "range")
+    got, done = _run(fn, maps.clone())
     if not done:
         return False
     if isinstance(got, Tensor) and torch.isnan(got).any():
         raise AssertionError("a constant map gave NaN: (A - min A) / (max A - min A) divides by zero there")
-    _close(got, normalize(maps, "range"), "range normalisation")
+    _close(got, want, "range normalisation")
     print("✓ correct: every map now spans [0, 1], and a constant map gives zeros instead of NaN (eq. 4).")
     return True
 
@@ -71,10 +95,11 @@ def check_saliency_map(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
     """Exercise (notebook 03): eq. (8) + n(up(.)); fn(u (N, K), acts (N, K, h, w)) -> (N, 1, 8, 8) in [0, 1]."""
     acts, grads = _cases(3)
     u = grads[:, :, 0, 0]
-    got, done = _run(fn, u, acts)
+    want = saliency_map(u, acts, (8, 8))
+    got, done = _run(fn, u.clone(), acts.clone())
     if not done:
         return False
-    _close(got, saliency_map(u, acts, (8, 8)), "n(up(sum_k softmax(u)_k A^k))")
+    _close(got, want, "n(up(sum_k softmax(u)_k A^k))")
     print("✓ correct: softmax weights, a convex combination, bilinear upsampling, then range normalisation.")
     return True
 
@@ -84,17 +109,18 @@ def check_average_gain(fn: Callable[[Tensor, Tensor], float]) -> bool:
     g = torch.Generator().manual_seed(5)
     p = torch.rand(50, generator=g) * 0.98 + 0.01
     o = torch.rand(50, generator=g)
-    got, done = _run(fn, p, o)
+    want = average_gain(p, o)
+    got, done = _run(fn, p.clone(), o.clone())
     if not done:
         return False
-    want = average_gain(p, o)
-    if abs(float(got) - want) > 1e-3:
+    value = _scalar(got, "AG")
+    if _off(value, want, 1e-3):
         hint = ""
-        if abs(float(got) - average_increase(p, o)) < 1e-3:
+        if abs(value - average_increase(p, o)) < 1e-3:
             hint = " (that is AI, eq. 14: it counts images, it does not measure the gain)"
-        elif abs(float(got) - average_drop(p, o)) < 1e-3:
+        elif abs(value - average_drop(p, o)) < 1e-3:
             hint = " (that is AD, eq. 13: swap the roles of p and o and divide by 1 - p)"
-        raise AssertionError(f"AG should be {want:.2f}%, got {float(got):.2f}%{hint}")
+        raise AssertionError(f"AG should be {want:.2f}%, got {value:.2f}%{hint}")
     print(f"✓ correct: AG = {want:.1f}% on this random case; [o - p]+ / (1 - p) mirrors AD's [p - o]+ / p.")
     return True
 
@@ -122,10 +148,10 @@ def check_masked_probability(fn: Callable[..., Tensor]) -> bool:
     masks[0] = 0
     masks[0, :, :, :8] = 1  # keep the left half only
     targets = torch.tensor([0, 1, 2, 3])
-    got, done = _run(fn, clf, images, masks, targets)
+    want = class_probability(clf, images * masks, targets)
+    got, done = _run(fn, clf, images.clone(), masks.clone(), targets.clone())
     if not done:
         return False
-    want = class_probability(clf, images * masks, targets)
     if isinstance(got, Tensor) and tuple(got.shape) == tuple(want.shape):
         got = got.detach().cpu()
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -172,7 +198,7 @@ def check_tokens_to_grid(fn: Callable[[Tensor, int], Tensor]) -> bool:
         n, _, k = tokens.shape
         side = want.shape[-1]
         try:
-            got, done = _run(fn, tokens, prefix)
+            got, done = _run(fn, tokens.clone(), prefix)
         except RuntimeError as e:  # a reshape that cannot work, e.g. with the class token kept
             raise AssertionError(
                 f"{e}. With {tokens.shape[1]} tokens and {prefix} prefix token(s), drop the prefix first: "
@@ -207,10 +233,10 @@ def check_rollout(fn: Callable[[list[Tensor]], Tensor]) -> bool:
 
     g = torch.Generator().manual_seed(10)
     atts = [torch.softmax(torch.randn(2, 3, 5, 5, generator=g) * 2, dim=-1) for _ in range(3)]
+    want = rollout_matrix(atts)
     got, done = _run(fn, [a.clone() for a in atts])
     if not done:
         return False
-    want = rollout_matrix(atts)
     if isinstance(got, Tensor) and tuple(got.shape) == tuple(want.shape):
         eye = torch.eye(5)
         mean = [a.mean(dim=1) for a in atts]
@@ -245,10 +271,10 @@ def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
     masks = torch.rand(3, 1, 6, 5, generator=g)
     masks[1] = (masks[1] > 0.7).float()  # a binary mask
     area = 0.2
+    want = area_loss(masks, area)
     got, done = _run(fn, masks.clone(), area)
     if not done:
         return False
-    want = area_loss(masks, area)
     if isinstance(got, Tensor) and tuple(got.shape) == tuple(want.shape):
         flat = masks.flatten(1)
         ref = area_reference(flat.shape[1], area)
@@ -326,15 +352,12 @@ def check_energy_pointing_game(fn) -> bool:
     g = torch.Generator().manual_seed(7)
     s = torch.rand(24, 32, generator=g) ** 3
     box = torch.tensor([5.0, 3.0, 19.0, 13.0])  # x0, y0, x1, y1: wider than tall, away from the corner
+    want = energy_pointing_game(s, box[None])
     got, done = _run(fn, s.clone(), box.clone())
     if not done:
         return False
-    want = energy_pointing_game(s, box[None])
-    try:
-        value = float(got)
-    except (TypeError, ValueError):
-        raise AssertionError(f"return one number (a float); got {type(got).__name__}") from None
-    if abs(value - want) > 1e-4:
+    value = _scalar(got, "EP")
+    if _off(value, want, 1e-4):
         u = union_mask(box[None], tuple(s.shape))
         hints = {
             "that is recall (A4): divide by the total mass of the map, not by the box's area": float(
@@ -356,11 +379,10 @@ def check_energy_pointing_game(fn) -> bool:
     s2 = torch.zeros(10, 10)
     s2[0, 0] = 3.0
     s2[5, 5] = 1.0
-    got2, _ = _run(fn, s2, torch.tensor([4.0, 4.0, 8.0, 8.0]))
-    if abs(float(got2) - 0.25) > 1e-4:
-        raise AssertionError(
-            f"on a map with mass 3 outside and 1 inside the box, EP is 0.25; got {float(got2)}"
-        )
+    got2, _ = _run(fn, s2.clone(), torch.tensor([4.0, 4.0, 8.0, 8.0]))
+    value2 = _scalar(got2, "EP on a map with mass 3 outside and 1 inside the box")
+    if _off(value2, 0.25, 1e-4):
+        raise AssertionError(f"on a map with mass 3 outside and 1 inside the box, EP is 0.25; got {value2}")
     print(
         f"✓ correct: EP = {want:.3f} here, the share of the map's mass inside the box. A map that spreads over the"
         " context loses EP, however useful that context is to the model."
@@ -381,7 +403,7 @@ def check_spearman(fn: Callable[[Tensor, Tensor], float]) -> bool:
     ties_a = (a * 4).floor() / 4  # four values only: many ties
     ties_b = (b * 3).floor() / 3
     try:
-        fn(a, b)
+        fn(a.clone(), b.clone())
     except NotImplementedError:
         print(
             "… not solved yet: replace `raise NotImplementedError` with your code, then run this cell again."
@@ -394,9 +416,9 @@ def check_spearman(fn: Callable[[Tensor, Tensor], float]) -> bool:
         "a map and its reverse": (a, 1 - a),
     }
     for what, (x, y) in cases.items():
-        got = float(fn(x, y))
         want = spearman(x, y)
-        if abs(got - want) > 1e-6:
+        got = _scalar(fn(x.clone(), y.clone()), what)
+        if _off(got, want, 1e-6):
             hint = ""
             if abs(got - float(np.corrcoef(_flat(x), _flat(y))[0, 1])) < 1e-6:
                 hint = ": that is Pearson's correlation of the values; correlate their ranks instead"
@@ -472,6 +494,7 @@ def check_gradcam(fn: Callable[..., Tensor]) -> bool:
 
     for layer in ("3", "5"):
         clf, images, targets = _tiny_problem(1)
+        want = gradcam(clf, images, targets, layer=layer)
         got, done = _run(fn, clf, images.clone(), targets.clone(), layer)
         if not done:
             return False
@@ -480,7 +503,6 @@ def check_gradcam(fn: Callable[..., Tensor]) -> bool:
                 f"{hook_count(clf.model)} hook(s) left on the model: remove yours (handle.remove(), in a finally "
                 "block), or it runs again at every later forward pass"
             )
-        want = gradcam(clf, images, targets, layer=layer)
         if isinstance(got, Tensor) and got.dim() == 4 and tuple(got.shape[-2:]) != tuple(want.shape[-2:]):
             raise AssertionError(
                 f"got maps of {tuple(got.shape[-2:])} pixels: upsample the {tuple(got.shape[-2:])} grid bilinearly "
@@ -607,6 +629,7 @@ def check_opticam_loop(fn: Callable[..., tuple[Tensor, Tensor]]) -> bool:
 
     iterations = 4
     clf, images, targets = _tiny_problem(2)
+    ref = optimize(clf, images, targets, iterations=iterations, lr=0.1, tol=None, progress=False)
     seen = [0]
 
     def count(_module, inputs, _output) -> None:
@@ -622,7 +645,6 @@ def check_opticam_loop(fn: Callable[..., tuple[Tensor, Tensor]]) -> bool:
     if not (isinstance(out, tuple | list) and len(out) == 2):
         raise AssertionError(f"return two tensors, (u, maps); got {type(out).__name__}")
     u, maps = out
-    ref = optimize(clf, images, targets, iterations=iterations, lr=0.1, tol=None, progress=False)
     n = images.shape[0]
     if not isinstance(u, Tensor) or tuple(u.shape) != tuple(ref.u.shape):
         shape = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
@@ -731,11 +753,8 @@ def check_cost_prediction(fn: Callable[..., dict[str, float]]) -> bool:
             },
         }
         for method, value in want.items():
-            try:
-                g = float(got[method])
-            except (TypeError, ValueError):
-                raise AssertionError(f"{method}: return a number of seconds, got {got[method]!r}") from None
-            if abs(g - value) > 1e-6 * abs(value):
+            g = _scalar(got[method], f"{method} (a number of seconds)")
+            if _off(g, value, 1e-6 * abs(value)):
                 for hint, v in mistakes[method].items():
                     if abs(g - v) <= 1e-6 * abs(v):
                         raise AssertionError(f"{method}: {hint}")

@@ -4,8 +4,8 @@ The questions live in one place, ``quiz_questions.QUIZZES``; each notebook shows
 ``quiz("05")``, placed before its summary. In JupyterLab the call draws a widget: radio buttons (multiple
 choice) or a number box (numeric), a Check button per question, and feedback that explains *why* an answer is
 right or wrong. Where widgets do not render (a static page, GitHub, a terminal), the same call shows the
-questions and their options as text, without the answers; ``quiz("05").answer(2, "b")`` then prints the
-feedback for one answer.
+questions and their options as text, without the answers; ``quiz("05").answer(2, "b")`` (or
+``answer(2, 2)``: options count from 1, as questions do) then prints the feedback for one answer.
 
 The logic is pure and tested without a browser: ``assess(question, response)`` returns a ``Feedback``;
 ``quiz_problems()`` lists every way the question bank is malformed (empty for the course's).
@@ -46,10 +46,12 @@ class Feedback:
 
 
 def _choice_index(question: Question, response: object) -> int | None:
+    """The 0-based index of the option ``response`` names: a letter (``"b"``, ``"(B)"``) or a number counted from
+    1, as the questions are (1 = (a)); None when it names none."""
     if isinstance(response, bool):
         return None
     if isinstance(response, int):
-        return response if 0 <= response < len(question.choices) else None
+        return response - 1 if 1 <= response <= len(question.choices) else None
     if isinstance(response, str):
         r = response.strip().lower().rstrip(")").lstrip("(")
         if len(r) == 1 and r in LETTERS[: len(question.choices)]:
@@ -76,9 +78,9 @@ def _number(response: object) -> float | None:
 def assess(question: Question, response: object) -> Feedback:
     """Judge ``response`` to ``question``.
 
-    Multiple choice: ``response`` is the 0-based index of a choice or its letter (``"b"``). Numeric: a number
-    or a string holding one (``"1,280"``, ``"50%"``). Returns a ``Feedback``; ``right`` is None for a response
-    that cannot be read (nothing chosen, not a number, a letter out of range).
+    Multiple choice: ``response`` is a choice's letter (``"b"``) or its number counted from 1 (``2`` for (b)).
+    Numeric: a number or a string holding one (``"1,280"``, ``"50%"``). Returns a ``Feedback``; ``right`` is None
+    for a response that cannot be read (nothing chosen, not a number, a letter or a number out of range).
     """
     if question.numeric:
         value = _number(response)
@@ -89,6 +91,13 @@ def assess(question: Question, response: object) -> Feedback:
         return Feedback(False, f"✗ Not {value:g}. {question.hint}".strip())
     index = _choice_index(question, response)
     if index is None:
+        n = len(question.choices)
+        if isinstance(response, int) and not isinstance(response, bool):
+            return Feedback(
+                None,
+                f"There is no option {response}: answer with a number from 1 to {n} or a letter from (a) to "
+                f"({LETTERS[n - 1]}).",
+            )
         return Feedback(None, "Choose one of the options, then check.")
     choice = question.choices[index]
     if choice.right:
@@ -124,7 +133,7 @@ class Quiz:
             lines.append("")
         lines.append(
             f'Run the cell in Jupyter to answer with the widget, or call `quiz("{self.notebook}").answer(1, "a")` '
-            "(question number, then a letter or a number) for the feedback."
+            "(question number, then a letter or an option number counted from 1) for the feedback."
         )
         return "\n".join(lines)
 
@@ -133,7 +142,8 @@ class Quiz:
         return _plain(self.markdown().replace("**", "").replace("`", ""))
 
     def answer(self, number: int, response: object) -> Feedback:
-        """Judge ``response`` to question ``number`` (1-based), print the feedback and return it."""
+        """Judge ``response`` to question ``number`` (1-based), print the feedback and return it; ``response`` is
+        an option's letter or its number, also counted from 1 (1 = (a)), or a number for a numeric question."""
         if not isinstance(number, int) or not 1 <= number <= len(self.questions):
             raise InputError(
                 f"notebook {self.notebook} has questions 1 to {len(self.questions)}, not {number!r}"
@@ -176,7 +186,7 @@ def build_widget(q: Quiz):
             field_ = w.RadioButtons(
                 options=[
                     (f"({letter}) {c.text}", k)
-                    for k, (letter, c) in enumerate(zip(LETTERS, question.choices))
+                    for k, (letter, c) in enumerate(zip(LETTERS, question.choices), start=1)
                 ],
                 value=None,
                 layout=w.Layout(width="100%"),
@@ -217,10 +227,13 @@ def shuffled(question: Question) -> Question:
 
 
 def _key(notebook: str | int) -> str:
+    """The notebook id: ``5`` -> ``"05"``; a string's leading digits, all of them (``"05_fake_cam"`` -> ``"05"``,
+    ``"123"`` -> ``"123"``)."""
     if isinstance(notebook, int) and not isinstance(notebook, bool):
         return f"{notebook:02d}"
-    if isinstance(notebook, str) and re.match(r"^\d{2}", notebook):
-        return notebook[:2]
+    match = re.match(r"^\d{2,}", notebook) if isinstance(notebook, str) else None
+    if match:
+        return match.group()
     raise InputError(f"name a notebook by its number, e.g. quiz('05'); got {notebook!r}")
 
 
