@@ -186,6 +186,39 @@ def _writable_dir(path: Path, option: str) -> Path:
     return path
 
 
+def _writable_file(path: Path, option: str, example: str) -> Path:
+    """Check that ``path`` can be written as a file (not a folder; its folder created and writable), before any
+    model is loaded or any work is done.
+
+    Raises:
+        InputError: one line naming the path, the reason and the option to change."""
+    from opticam_lib.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file path, e.g. {path / example}")
+    _writable_dir(path.parent, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"cannot write to {path}: permission denied; choose another file with {option}")
+    return path
+
+
+def _require_imagenet_model(clf, samples, command: str) -> None:
+    """``evaluate`` and ``precompute`` use the ImageNet sample photos: refuse a model without their classes
+    (a world model) in one line that points to ``reproduce --images world:N``.
+
+    Raises:
+        InputError: the model cannot classify the sample photos."""
+    from opticam_lib.errors import InputError
+
+    too_high = len(samples) and int(samples.labels.max()) >= clf.num_classes
+    if clf.extra.get("world_config") is not None or too_high:
+        raise InputError(
+            f"'{command}' uses the ImageNet sample photos (ImageNet classes) but {clf.name} has "
+            f"{clf.num_classes} classes; for a world model use: python -m opticam_lib reproduce --table 1 "
+            f"--model {clf.name} --images world:32"
+        )
+
+
 def _unique_stems(paths: list[str]) -> list[str]:
     """Output names for input files: the file's stem, prefixed by its folder's name where two inputs share a
     stem (``a/x.jpg``, ``b/x.jpg`` -> ``a_x``, ``b_x``), and numbered if that is not enough."""
@@ -264,10 +297,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from opticam_lib.images import load_samples
     from opticam_lib.metrics.evaluate import evaluate, format_table, save_json
 
-    path = Path(args.json or f"outputs/table1_{args.model}.json")
-    _writable_dir(path.parent, "--json")
+    path = _writable_file(Path(args.json or f"outputs/table1_{args.model}.json"), "--json", "table1.json")
     clf = _load(args)
     samples = load_samples(size=clf.input_size)
+    _require_imagenet_model(clf, samples, "evaluate")
     if args.limit is not None:
         if args.limit < 1:
             raise SystemExit(_fail("--limit must be a positive integer"))
@@ -303,7 +336,10 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     from opticam_lib.images import load_samples
     from opticam_lib.models.registry import load_classifier
 
+    if args.out:  # checked before minutes of work, not after
+        _writable_file(Path(args.out), "--out", "channel_weights.pt")
     clf = load_classifier(args.model)
+    _require_imagenet_model(clf, load_samples(size=clf.input_size), "precompute")
     if args.ablations:
         return _precompute_ablations(clf, args)
     samples = load_samples(size=clf.input_size)
@@ -415,6 +451,12 @@ def _add_medical_parser(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--table", default="A10", choices=["A10", "A11"], help="default %(default)s")
     ev.add_argument("--checkpoint", required=True, help="model.pt written by 'medical finetune'")
+    ev.add_argument(
+        "--root",
+        default=None,
+        help="data folder ROOT/test/<class>/<images> (default: the --root the model was fine-tuned with, "
+        "else the data_download cache)",
+    )
     ev.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
     ev.add_argument("--methods", default=None, help="comma-separated (default: those of the table)")
     ev.add_argument("--batch-size", type=int, default=8)
@@ -454,17 +496,26 @@ def cmd_medical(args: argparse.Namespace) -> int:
         return 0
     from opticam_lib.paper.reproduce import Config, run
 
-    ck = (
-        torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        if Path(args.checkpoint).is_file()
-        else None
-    )
-    if ck is None:
+    if not Path(args.checkpoint).is_file():
         raise InputError(
             f"no checkpoint at {args.checkpoint}; make one with: python -m opticam_lib medical finetune"
         )
-    dataset = ck["meta"]["dataset"]
-    spec = dataset if args.images is None else f"{dataset}:{args.images}"
+    not_ours = (
+        f"{args.checkpoint} is not a checkpoint written by 'medical finetune' (model.pt in its --out folder); "
+        "make one with: python -m opticam_lib medical finetune --dataset chest-xray"
+    )
+    try:
+        ck = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file, a truncated one, or one holding objects weights_only refuses
+        raise InputError(not_ours) from None
+    meta = ck.get("meta") if isinstance(ck, dict) else None
+    if not isinstance(meta, dict) or "state_dict" not in ck or not isinstance(meta.get("dataset"), str):
+        raise InputError(not_ours)
+    dataset = meta["dataset"]
+    saved = meta.get("config")
+    root = args.root or (saved.get("root") if isinstance(saved, dict) else None)
+    spec = dataset if root is None else f"{dataset}@{Path(root).resolve()}"
+    spec = spec if args.images is None else f"{spec}:{args.images}"
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else []
     result = run(
         Config(

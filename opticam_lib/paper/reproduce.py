@@ -210,6 +210,8 @@ def default_methods(table: str, classifier: Classifier) -> list[str]:
 
 
 def _check_config(config: Config) -> None:
+    import math
+
     if config.table not in TABLES:
         raise InputError(f"unknown table {config.table!r}; choose one of: {', '.join(TABLES)}")
     if config.table == "4":
@@ -217,8 +219,13 @@ def _check_config(config: Config) -> None:
     for name, value in (("batch_size", config.batch_size), ("iterations", config.iterations)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(config.lr, bool) or not isinstance(config.lr, int | float) or not config.lr > 0:
-        raise InputError(f"lr must be a positive number, got {config.lr!r}")
+    if (
+        isinstance(config.lr, bool)
+        or not isinstance(config.lr, int | float)
+        or not math.isfinite(config.lr)
+        or not config.lr > 0
+    ):
+        raise InputError(f"lr must be a positive finite number, got {config.lr!r} (the paper's: 0.1)")
     if config.steps is not None and (not isinstance(config.steps, int) or config.steps < 1):
         raise InputError(f"steps must be a positive integer or None, got {config.steps!r}")
     for m in config.methods:
@@ -231,16 +238,23 @@ def _check_config(config: Config) -> None:
 def _parse_spec(spec: str) -> tuple[str, int | None]:
     """``NAME[:N]`` -> (NAME, N or None)."""
     name, sep, limit_text = spec.rpartition(":")
-    if not sep:
+    if not sep or Path(spec).exists():  # a folder whose path has a colon is that folder, whole
         return spec, None
-    if not limit_text.lstrip("+-").isdigit() or int(limit_text) < 1:
-        raise InputError(f"bad image count in {spec!r}: expected NAME:N with N a positive integer")
-    return name, int(limit_text)
+    text = limit_text.strip()
+    count = int(text) if text.lstrip("+-").isdecimal() and text.isascii() else None
+    if count is None or count < 1:
+        raise InputError(
+            f"bad image count in {spec!r}: expected NAME:N with N a positive integer (e.g. world:8); "
+            "for a folder whose path has a colon, give its existing path"
+        )
+    return name, count
 
 
 def load_image_spec(spec: str, size: int, classifier: Classifier | None = None) -> ImageSet:
     """The images of a spec: ``samples[:N]``, ``imagenet-val[:N]``, ``imagenette[:N]``, ``chest-xray[:N]``,
     ``kvasir[:N]`` (test split), ``world[:N]`` or a folder ``PATH[:N]``, as (N, 3, size, size) in [0, 1].
+    ``chest-xray@ROOT[:N]`` / ``kvasir@ROOT[:N]``: that data set's test split read from the folder ROOT (e.g. the
+    ``--root`` of ``medical finetune``) instead of the data_download cache.
 
     ``world`` renders the world of ``classifier`` (its ``extra["world_config"]``; default ``WorldConfig(size)``)
     with a fixed seed. When ``classifier`` is given, labels must be classes of it.
@@ -251,13 +265,32 @@ def load_image_spec(spec: str, size: int, classifier: Classifier | None = None) 
     """
     if not spec:
         raise InputError("empty image spec; use samples, imagenet-val[:N], world[:N], ... or a folder path")
-    name, limit = _parse_spec(spec)
+    medical_root = None
+    for medical in MEDICAL_SETS:
+        if spec.startswith(f"{medical}@"):
+            rest = spec[len(medical) + 1 :]
+            root_text, limit = (rest, None) if Path(rest).exists() else _parse_spec(rest)
+            if not root_text:
+                raise InputError(f"no folder after '@' in {spec!r}; expected {medical}@ROOT[:N]")
+            name, medical_root = medical, root_text
+            break
+    else:
+        name, limit = _parse_spec(spec)
     if name == "samples":
         s = load_samples(size=size)
         data = s.subset(list(range(min(limit or len(s), len(s)))))
     elif name == "world":
         from opticam_lib.world.scenes import WorldConfig, generate
 
+        if classifier is not None and not classifier.extra.get("world_config"):
+            from opticam_lib.models.registry import available_models
+
+            world_models = ", ".join(m for m in available_models() if m.startswith("world_"))
+            raise InputError(
+                f"world[:N] images are for the world models ({world_models}); {classifier.name} does not "
+                "classify them (its class ids are not the world's). Use --model world_cnn, or images of its own "
+                "classes (samples, imagenet-val[:N], a folder)"
+            )
         config = (classifier.extra.get("world_config") if classifier is not None else None) or WorldConfig()
         if config.size != size:
             config = WorldConfig.from_dict({**asdict(config), "size": size})
@@ -272,7 +305,8 @@ def load_image_spec(spec: str, size: int, classifier: Classifier | None = None) 
     elif name in MEDICAL_SETS:
         from opticam_lib.paper.medical import load_split
 
-        data = load_split(datasets_dir() / name, "test", size=size, limit=limit, dataset=name)
+        root = medical_root if medical_root is not None else datasets_dir() / name
+        data = load_split(root, "test", size=size, limit=limit, dataset=name)
     else:
         if name in ("imagenet-val", "imagenette"):
             root = datasets_dir() / name
