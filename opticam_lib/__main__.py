@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from opticam_lib.errors import OptiCAMError
+from opticam_lib.paths import writable_dir, writable_file
 
 EPILOG = """examples:
   python -m opticam_lib explain photo.jpg                       Opti-CAM map of photo.jpg, predicted class
@@ -167,41 +168,6 @@ def _methods_or_extra(text: str) -> list[str]:
     return [n.lower() if n.lower() in extra else _methods_arg(n)[0] for n in names]
 
 
-def _writable_dir(path: Path, option: str) -> Path:
-    """Create ``path`` (with parents) and check it takes files, before any model is loaded.
-
-    Raises:
-        InputError: one line naming the path, the reason and the option to change."""
-    from opticam_lib.errors import InputError
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".opticam-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(
-            f"cannot write to {path}: {e.strerror or e}; choose another folder with {option}"
-        ) from None
-    return path
-
-
-def _writable_file(path: Path, option: str, example: str) -> Path:
-    """Check that ``path`` can be written as a file (not a folder; its folder created and writable), before any
-    model is loaded or any work is done.
-
-    Raises:
-        InputError: one line naming the path, the reason and the option to change."""
-    from opticam_lib.errors import InputError
-
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a folder; give a file path, e.g. {path / example}")
-    _writable_dir(path.parent, option)
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"cannot write to {path}: permission denied; choose another file with {option}")
-    return path
-
-
 def _require_imagenet_model(clf, samples, command: str) -> None:
     """``evaluate`` and ``precompute`` use the ImageNet sample photos: refuse a model without their classes
     (a world model) in one line that points to ``reproduce --images world:N``.
@@ -270,7 +236,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for path in args.images:  # a bad path is reported before the model loads
         if not Path(path).is_file():
             raise InputError(f"{path}: no such file" if not Path(path).exists() else f"{path}: not a file")
-    out = _writable_dir(Path(args.out), "--out")
+    out = writable_dir(Path(args.out), "--out")
     clf = _load(args)
     images = load_images(args.images, size=clf.input_size).to(clf.device)
     targets = None if args.target is None else [args.target] * len(args.images)
@@ -297,7 +263,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from opticam_lib.images import load_samples
     from opticam_lib.metrics.evaluate import evaluate, format_table, save_json
 
-    path = _writable_file(Path(args.json or f"outputs/table1_{args.model}.json"), "--json", "table1.json")
+    path = writable_file(Path(args.json or f"outputs/table1_{args.model}.json"), "--json", "table1.json")
     clf = _load(args)
     samples = load_samples(size=clf.input_size)
     _require_imagenet_model(clf, samples, "evaluate")
@@ -337,7 +303,7 @@ def cmd_precompute(args: argparse.Namespace) -> int:
     from opticam_lib.models.registry import load_classifier
 
     if args.out:  # checked before minutes of work, not after
-        _writable_file(Path(args.out), "--out", "channel_weights.pt")
+        writable_file(Path(args.out), "--out", "channel_weights.pt")
     clf = load_classifier(args.model)
     _require_imagenet_model(clf, load_samples(size=clf.input_size), "precompute")
     if args.ablations:

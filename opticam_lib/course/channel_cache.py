@@ -28,6 +28,7 @@ from opticam_lib.inputs import prepare, validate_choice
 from opticam_lib.methods.features import features
 from opticam_lib.methods.masking import ablation_weights, channel_scores
 from opticam_lib.models.classifier import Classifier
+from opticam_lib.paths import writable_file
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / "data" / "channel_weights"
 CACHED_METHODS: tuple[str, ...] = ("scorecam", "ablationcam")
@@ -115,29 +116,6 @@ def _machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
-def validate_output_file(path: str | Path, option: str = "--out") -> Path:
-    """``path`` as a file to write: not a folder, its folder created and writable (checked before minutes of work).
-
-    Raises:
-        InputError: one line naming the path, the problem and the option to change.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; give {option} a file path, e.g. {path / 'channel_weights.pt'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / f".opticam-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(
-            f"cannot write {path}: {e.strerror or e} ({path.parent}); choose another file with {option}"
-        ) from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"cannot write {path}: permission denied; choose another file with {option}")
-    return path
-
-
 def build_channel_cache(
     classifier: Classifier,
     images: Tensor,
@@ -160,7 +138,7 @@ def build_channel_cache(
         validate_choice(m, "method", CACHED_METHODS)
     layer = layer or classifier.target_layer
     if path is not None:
-        path = validate_output_file(path)  # before the minutes of work, not after
+        path = writable_file(path, "--out", "channel_weights.pt")  # before the minutes of work, not after
     images, targets = prepare(classifier, images, targets)
     acts, logits = features(classifier, images, layer)
     weights: dict[str, Tensor] = {}
@@ -188,7 +166,7 @@ def build_channel_cache(
         "date": datetime.date.today().isoformat(),
         "command": precompute_command(classifier.name, layer),
     }
-    path = validate_output_file(path)
+    path = writable_file(path, "--out", "channel_weights.pt")
     tmp = path.with_name(path.name + ".tmp")
     try:
         torch.save({"meta": meta, "weights": weights}, tmp)
