@@ -136,6 +136,21 @@ def test_medical_evaluate_reads_the_root_of_finetune(tmp_path, monkeypatch, caps
     assert json.loads((tmp_path / "a10c" / "table.json").read_text())["table"]["Fake-CAM"]["images"] == 2
 
 
+def test_a_relative_root_of_finetune_is_found_from_another_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPTICAM_CACHE", str(tmp_path / "empty_cache"))
+    _tiny_medical(tmp_path / "data" / "xr")
+    monkeypatch.chdir(tmp_path / "data")
+    ft = ["medical", "finetune", "--dataset", "chest-xray", "--model", "world_cnn", "--root", "xr"]
+    ft += ["--head-epochs", "1", "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--workers", "0"]
+    assert main([*ft, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)  # where 'xr' means nothing
+    ev = ["medical", "evaluate", "--checkpoint", str(tmp_path / "run" / "model.pt"), "--images", "2"]
+    ev += ["--methods", "fakecam", "--iterations", "2", "--batch-size", "2", "--quiet"]
+    assert main([*ev, "--out", str(tmp_path / "a10")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "a10" / "table.json").read_text())["table"]["Fake-CAM"]["images"] == 2
+
+
 # 6. output paths checked before the model and the work
 def test_evaluate_json_that_is_a_folder_fails_before_the_model(tmp_path, capsys, no_model):
     folder = tmp_path / "out"

@@ -29,7 +29,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -424,6 +424,8 @@ def finetune(
         MissingDataError: the data set is not downloaded (the message gives the data_download command).
     """
     _check_finetune_config(config)
+    if config.root is not None:  # saved absolute: 'medical evaluate' may run from another folder
+        config = replace(config, root=str(Path(config.root).resolve()))
     t_start = time.perf_counter()
     root = dataset_root(config.dataset, config.root)
     classes = read_classes(root)
