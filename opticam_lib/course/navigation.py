@@ -55,13 +55,13 @@ COURSE: tuple[Chapter, ...] = (
         "01_class_activation_maps.ipynb",
         "the CAM family",
         "feature maps and hooks; CAM, Grad-CAM and their variants as weighted sums of feature maps",
-        "§2, eq. 1-2",
+        "§2, §3.1, eq. 1-2",
     ),
     Chapter(
         "02_score_cam.ipynb",
         "Score-CAM",
         "each feature map used as a mask; weights from class scores; one forward pass per channel",
-        "§2-3, eq. 3-4",
+        "§3.1, eq. 3-4",
     ),
     Chapter(
         "03_opti_cam.ipynb",

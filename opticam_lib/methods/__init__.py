@@ -1,10 +1,10 @@
 """The saliency methods, one calling convention: ``method(classifier, images, targets=None, **options)`` with
 images (N, 3, H, W) float in [0, 1] -> maps (N, 1, H, W) float in [0, 1].
 
-- ``maps``: the combination h(sum_k w_k A^k), upsampling, normalisations (eq. 1, 4, 8, 16-18);
+- ``maps``: the combination h(sum_k w_k A^k), upsampling, normalisations (eq. 1, 4, 16-18);
 - ``features``: the feature pass (A^k, and dy_c/dA^k);
 - ``cam``: CAM and the gradient family (eq. 1-2); ``masking``: Score-CAM, Ablation-CAM, Fake-CAM (eq. 3-4);
-- ``opticam``: Opti-CAM (eq. 5-12, 19, A1, A2); ``extremal``: Extremal Perturbations; ``attribution``: LIME and
+- ``opticam``: Opti-CAM (eq. 5-12, 19, and A1, A2 of appendix F.2); ``extremal``: Extremal Perturbations; ``attribution``: LIME and
   GradientShap (Captum); ``attention``: raw attention and rollout for transformers; ``tibav``: Chefer et al.'s
   transformer attribution (TIBAV, LRP relevances or the gradient-weighted attention);
 - ``registry``: one record per method (name, display name, cost, takes a layer, shows progress).

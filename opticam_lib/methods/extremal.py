@@ -1,7 +1,8 @@
 """Extremal Perturbations (Fong, Patrick & Vedaldi, ICCV 2019), the row "ExPerturbation" of the paper's tables.
 
 R. Fong, M. Patrick, A. Vedaldi, "Understanding deep networks via extremal perturbations and smooth masks",
-ICCV 2019 (reference [19] of the Opti-CAM paper). The Opti-CAM paper says only that its implementation came from
+ICCV 2019 (reference [19] of the Opti-CAM paper), an instance of the paper's eq. (7): a mask optimised directly in
+the input space, with an area constraint and a smooth parametrisation. The Opti-CAM paper says only that its implementation came from
 TorchRay (section 5.2, footnote 6) and gives none of its settings. The defaults here are TorchRay's own (those of
 its ``extremal_perturbation``), on the assumption that the paper kept them: area 0.1, the blur perturbation, 800
 iterations, the "preserve" variant, step 7, sigma 21, 8 pyramid levels, maximum blur 20, SGD with learning rate

@@ -1,4 +1,4 @@
-"""Opti-CAM (eq. 8-11) and the variants the paper studies (eq. 16-19, A1, A2).
+"""Opti-CAM (eq. 8-12) and the variants the paper studies (eq. 16-19, and eq. A1, A2 of appendix F.2).
 
 The saliency map is a convex combination of the feature maps of layer l (eq. 8), ``S(x; u) =
 h(sum_k softmax(u)_k A^k)``, and u maximises the objective F (eq. 9), by default the logit of class c for the
@@ -170,7 +170,8 @@ def saliency_map(
 
 
 def select(logits: Tensor, targets: Tensor, selector: str = "logit") -> Tensor:
-    """The selector g_c of eq. (10) on logits (N, C): logit y_c, probability p_c or log-probability. -> (N,)."""
+    """The selector g_c of eq. (10) on logits (N, C), targets (N,) long: logit y_c, probability p_c or
+    log-probability. -> (N,)."""
     if selector == "logit":
         out = logits
     elif selector == "prob":
@@ -193,12 +194,14 @@ def compute_objective(
 ) -> Tensor:
     """The objective F for each image, to be maximised. -> (N,).
 
+    Args: images (N, 3, H, W) float in [0, 1]; masks (N, 1, H, W) float in [0, 1]; targets (N,) long class ids.
+
     With s = n(up(S(x; u))) the mask (N, 1, H, W) in [0, 1] and g = g_c(f(.)):
 
     - ``"mask"`` (eq. 10): ``g(x ⊙ s)``;
     - ``"diff"`` (eq. 19): ``-|g(x) - g(x ⊙ s)|``;
-    - ``"iomask"`` (eq. A1): ``g(x ⊙ s) - g(x ⊙ (1 - s))``;
-    - ``"iodiff"`` (eq. A2): ``-|g(x) - g(x ⊙ s)| + |g(x) - g(x ⊙ (1 - s))|``.
+    - ``"iomask"`` (eq. A1 of appendix F.2, not appendix B's OM): ``g(x ⊙ s) - g(x ⊙ (1 - s))``;
+    - ``"iodiff"`` (eq. A2 of appendix F.2): ``-|g(x) - g(x ⊙ s)| + |g(x) - g(x ⊙ (1 - s))|``.
 
     ``original`` (N,) is g(x) on the unmasked images, needed by the Diff variants (computed once, no graph).
     The In/Out variants forward both masked images in one batch.
@@ -270,12 +273,17 @@ def optimize(
 ) -> OptiCAMResult:
     """Opti-CAM, eq. (9)-(11): maximise F over u with Adam (or SGD), for a batch of images at once.
 
+    With the default objective and selector (the masked logit), this is the masking problem of eq. (7) with no
+    regulariser, R(m) = 0, over the set of eq. (12), M = {S(x; u) : u in R^K}: the mask is a combination of
+    feature maps, never free, so it needs no area or smoothness term.
+
     Args:
         classifier: the model (its device is used).
         images: (N, 3, H, W) float in [0, 1].
         targets: one class per image (None: the predicted class).
         layer: feature layer l (default: the classifier's target layer).
-        objective: ``"mask"`` (eq. 10, default), ``"diff"`` (19), ``"iomask"`` (A1), ``"iodiff"`` (A2).
+        objective: ``"mask"`` (eq. 10, default), ``"diff"`` (19), ``"iomask"`` (A1 of appendix F.2),
+            ``"iodiff"`` (A2 of appendix F.2).
         normalization: ``"range"`` (16, default), ``"max"`` (17), ``"sigmoid"`` (18).
         selector: g_c, ``"logit"`` (default), ``"prob"`` or ``"logprob"``.
         activation: h in eq. (8), ``"identity"`` (default) or ``"relu"``.

@@ -1,4 +1,4 @@
-"""The classification metrics of section 5.3.1: average drop, average increase, average gain (eq. 13-15)
+"""The classification metrics of section 4: average drop, average increase, average gain (eq. 13-15)
 on the class probabilities of the image (p) and of the image masked by its saliency map (o).
 
 Masking: ``x ⊙ S`` with S (N, 1, H, W) in [0, 1], black where S = 0 (the paper's convention).
