@@ -15,6 +15,7 @@ from torch import nn
 
 from opticam_lib import fakecam, wrap_classifier
 from opticam_lib.errors import InputError, MissingDependencyError
+from opticam_lib.metrics.classification import drops
 from opticam_lib.metrics.more_metrics import (
     _pixel_noise,
     adcc,
@@ -23,7 +24,6 @@ from opticam_lib.metrics.more_metrics import (
     aopc_from_curves,
     coherency,
     complexity,
-    drop,
     harmonic_adcc,
     max_sensitivity,
     noise_bounds,
@@ -259,7 +259,7 @@ def test_harmonic_mean_by_hand():
     expected = torch.tensor([1.0, 0.5, 3 / (1 + 2 + 1), 0.0, 0.0], dtype=torch.float64)
     assert torch.allclose(harmonic_adcc(coh, comp, dr), expected)
     assert torch.allclose(
-        drop(torch.tensor([0.5, 0.2]), torch.tensor([0.25, 0.9])), torch.tensor([0.5, 0.0]).double()
+        drops(torch.tensor([0.5, 0.2]), torch.tensor([0.25, 0.9])), torch.tensor([0.5, 0.0]).double()
     )
     with pytest.raises(InputError, match=r"\[0, 1\]"):
         harmonic_adcc(torch.tensor([1.5]), torch.tensor([0.0]), torch.tensor([0.0]))

@@ -9,6 +9,7 @@ from opticam_lib.metrics.classification import (
     average_increase,
     class_probability,
     classification_metrics,
+    drops,
     masked_probabilities,
 )
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
@@ -103,6 +104,7 @@ __all__ = [
     "crop_probabilities",
     "default_cascade",
     "deletion_curve",
+    "drops",
     "edge_detector",
     "energy_pointing_game",
     "evaluate",

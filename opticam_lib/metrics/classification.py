@@ -138,12 +138,20 @@ def probability_pair(p: object, o: object) -> tuple[Tensor, Tensor]:
     return p.double().cpu(), o.double().cpu()
 
 
+def drops(p: Tensor, o: Tensor) -> Tensor:
+    """The terms of eq. (13), one per image: ``[p - o]_+ / p``.
+
+    p, o: (N,) in [0, 1], N >= 1 (tensors, lists or NumPy arrays); an ``InputError`` otherwise.
+    Returns: (N,) float64 in [0, 1] on the CPU."""
+    p, o = probability_pair(p, o)
+    return (p - o).clamp(min=0) / p.clamp(min=1e-12)
+
+
 def average_drop(p: Tensor, o: Tensor) -> float:
-    """Eq. (13): AD (%) = mean([p - o]_+ / p) * 100; lower is better.
+    """Eq. (13): AD (%) = mean([p - o]_+ / p) * 100, the mean of ``drops``; lower is better.
 
     p, o: (N,) in [0, 1], N >= 1 (tensors, lists or NumPy arrays); an ``InputError`` otherwise."""
-    p, o = probability_pair(p, o)
-    return float(((p - o).clamp(min=0) / p.clamp(min=1e-12)).mean() * 100)
+    return float(drops(p, o).mean() * 100)
 
 
 def average_increase(p: Tensor, o: Tensor) -> float:

@@ -73,7 +73,7 @@ from opticam_lib.errors import InputError, MissingDependencyError
 from opticam_lib.hooks import frozen
 from opticam_lib.inputs import validate_images, validate_maps, validate_positive_int, validate_targets
 from opticam_lib.methods.registry import Method, display_name, get_method
-from opticam_lib.metrics.classification import class_probability
+from opticam_lib.metrics.classification import class_probability, drops
 from opticam_lib.models.classifier import IMAGENET_STD, Classifier
 
 #: the paper's settings (section 5.3.3): AOPC patch size and regions, MS noise bound and samples
@@ -382,13 +382,6 @@ def coherency(maps: Tensor, maps_of_masked: Tensor) -> Tensor:
     return torch.where(defined, ((r.clamp(-1.0, 1.0) + 1) / 2), torch.zeros_like(r))
 
 
-def drop(p: Tensor, o: Tensor) -> Tensor:
-    """The average drop of one image, ``[p - o]_+ / p`` (eq. 13 of the paper without the mean): p, o (N,) in
-    [0, 1] -> (N,) float64 in [0, 1]."""
-    p, o = p.detach().double().cpu(), o.detach().double().cpu()
-    return (p - o).clamp(min=0) / p.clamp(min=1e-12)
-
-
 def harmonic_adcc(coh: Tensor, comp: Tensor, avg_drop: Tensor) -> Tensor:
     """ADCC from its parts, ``3 / (1/coh + 1/(1 - comp) + 1/(1 - avg_drop))``: (N,) each in [0, 1] -> (N,)
     float64 in [0, 1]; 0 where a term of the harmonic mean is 0 (its limit)."""
@@ -451,7 +444,7 @@ def adcc(
     )
     p = class_probability(classifier, images, targets)
     o = class_probability(classifier, masked, targets)
-    coh, comp, dr = coherency(maps, again), complexity(maps), drop(p, o)
+    coh, comp, dr = coherency(maps, again), complexity(maps), drops(p, o)
     return ADCCResult(harmonic_adcc(coh, comp, dr), coh, comp, dr, again.cpu())
 
 
