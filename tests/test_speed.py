@@ -33,6 +33,7 @@ from opticam_lib.course.speed import (
     time_call,
     time_interleaved,
 )
+from opticam_lib.errors import InputError
 from opticam_lib.methods.opticam import masked_score
 
 
@@ -171,6 +172,11 @@ def test_masked_forward_passes_are_scorecam_scores(clf, images):
     f_e = masked_score(clf, images[:1].expand(4, -1, -1, -1), eye, acts.expand(4, -1, -1, -1), t)
     f_0 = masked_score(clf, images[:1], torch.zeros(1, k), acts, torch.tensor([2]))
     assert torch.allclose(scores, f_e - f_0, atol=1e-5)
+
+
+def test_masked_forward_passes_name_a_class_out_of_range(clf, images):
+    with pytest.raises(InputError, match="999"):
+        masked_forward_passes(clf, images[0], 999, channels=4)
 
 
 # --- Opti-CAM per iteration and the slow variants -----------------------------------------------------------

@@ -27,7 +27,7 @@ from torch import Tensor
 from opticam_lib.hooks import capture, eval_mode, frozen
 from opticam_lib.inputs import Targets, prepare, validate_positive_int
 from opticam_lib.methods.features import features
-from opticam_lib.methods.maps import normalize, upsample
+from opticam_lib.methods.masking import channel_scores
 from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map, select
 from opticam_lib.models.classifier import Classifier
 
@@ -202,17 +202,10 @@ def masked_forward_passes(
     image = image.to(classifier.device)
     if image.dim() == 3:
         image = image[None]
+    image, targets = prepare(classifier, image, target)
     acts, _ = features(classifier, image, layer)
-    acts = acts[:, :channels]
-    size = tuple(image.shape[-2:])
-    scores = []
-    with frozen(classifier.model), torch.no_grad():
-        baseline = classifier.model(torch.zeros_like(image))[0, target]
-        for start in range(0, acts.shape[1], batch_size):
-            chunk = acts[0, start : start + batch_size, None]  # (B, 1, h, w)
-            masks = normalize(upsample(chunk, size), "range")
-            scores.append(classifier.model(image * masks)[:, target] - baseline)
-    return torch.cat(scores)
+    todo = torch.arange(min(channels, acts.shape[1]), device=acts.device)
+    return channel_scores(classifier, image, targets, acts, todo, batch_size=batch_size)[0, : len(todo)]
 
 
 # --- Opti-CAM, per iteration --------------------------------------------------------------------------------
