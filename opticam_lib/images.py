@@ -388,7 +388,7 @@ def boxes_to_mask(boxes: Tensor | Sequence[Sequence[float]], size: int | tuple[i
 
     Args:
         boxes: (M, 4) xyxy in pixels, x1/y1 exclusive; a pixel is in the mask when its centre
-            (j + 0.5, i + 0.5) lies in a box (the rule of ``opticam_lib.metrics.localization.union_mask``).
+            (j + 0.5, i + 0.5) lies in a box (the one rule for boxes in the library; ``metrics.localization.union_mask`` is this mask as bool).
             M = 0 gives an empty mask.
         size: S (square) or (H, W).
     """

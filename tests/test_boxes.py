@@ -13,7 +13,6 @@ from opticam_lib.course.bounding_boxes import (
     context_agreement,
     context_share,
     format_box_table,
-    inside_fraction,
     mass_table,
     reliance_per_image,
     split_by_region,
@@ -21,7 +20,7 @@ from opticam_lib.course.bounding_boxes import (
 from opticam_lib.course.exercises import check_energy_pointing_game
 from opticam_lib.errors import InputError
 from opticam_lib.metrics.classification import class_probability, classification_metrics
-from opticam_lib.metrics.localization import energy_pointing_game
+from opticam_lib.metrics.localization import energy_pointing_game, inside_fraction
 from opticam_lib.paper.tables import paper_table
 
 
@@ -55,6 +54,9 @@ def test_inside_fraction_is_the_energy_pointing_game():
     got = inside_fraction(maps, region)
     for i in range(3):
         assert float(got[i]) == pytest.approx(energy_pointing_game(maps[i], boxes[i]), abs=1e-6)
+        x0, y0, x1, y1 = boxes[i][0].int().tolist()  # integer boxes: exactly these rows and columns
+        by_hand = float(maps[i, 0, y0:y1, x0:x1].sum() / maps[i].sum())
+        assert float(got[i]) == pytest.approx(by_hand, abs=1e-6)
     assert float(inside_fraction(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4))[0]) == 0.0
 
 

@@ -9,7 +9,8 @@ Two kinds of rows, each scored with AD, AG and AI (eq. 13-15, ``opticam_lib.metr
 
 The paper (VGG16, ImageNet val) finds the complement better than the box, and every map worse once cut to the
 box: the object's box is not the only evidence. ``box_study`` computes the table, ``format_box_table`` prints it
-in the paper's layout beside the paper's numbers, ``inside_fraction`` says how much of each map lies in the box.
+in the paper's layout beside the paper's numbers, ``metrics.localization.inside_fraction`` says how much of each map lies in the box
+(EP).
 
 For the controlled world (``opticam_lib.world``), where what the model uses is measured (``world.evidence``),
 ``reliance_per_image`` gives each scene's dependence on the object and on the context, ``mass_table`` where each
@@ -33,6 +34,7 @@ from opticam_lib.errors import InputError
 from opticam_lib.images import boxes_to_mask
 from opticam_lib.inputs import validate_images, validate_targets
 from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.metrics.localization import inside_fraction
 from opticam_lib.models.classifier import Classifier
 
 #: the three masks of Table 5, in its column order: S, B ∩ S, S \ B
@@ -85,20 +87,6 @@ def split_by_region(maps: Tensor, regions: Tensor) -> dict[str, Tensor]:
             f"maps {tuple(maps.shape)} and regions {tuple(regions.shape)} must have the same shape"
         )
     return {"S": maps, "B_and_S": maps * regions, "S_minus_B": maps * (1 - regions)}
-
-
-def inside_fraction(maps: Tensor, regions: Tensor) -> Tensor:
-    """Share of each map's mass inside its region: (N, 1, H, W) twice -> (N,) in [0, 1] (0 for an empty map).
-
-    With the box as region this is the energy pointing game (EP, precision A3) of each image."""
-    if maps.shape != regions.shape:
-        raise InputError(
-            f"maps {tuple(maps.shape)} and regions {tuple(regions.shape)} must have the same shape"
-        )
-    m = maps.detach().float().cpu()
-    total = m.flatten(1).sum(1)
-    inside = (m * regions.float().cpu()).flatten(1).sum(1)
-    return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.zeros_like(total))
 
 
 @dataclass

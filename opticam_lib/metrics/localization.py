@@ -41,6 +41,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from opticam_lib.errors import InputError
+from opticam_lib.images import boxes_to_mask
 from opticam_lib.inputs import prepare, validate_images
 from opticam_lib.metrics.classification import class_probability
 from opticam_lib.models.classifier import Classifier
@@ -133,18 +134,33 @@ def box_iou(a: Sequence[float] | None, b: Sequence[float]) -> float:
 
 
 def union_mask(boxes: Tensor, size: tuple[int, int]) -> Tensor:
-    """U = the union of the boxes (M, 4) xyxy as a (H, W) bool tensor (pixel centres inside a box)."""
-    h, w = size
-    ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
-    xs = torch.arange(w, dtype=torch.float32)[None, :] + 0.5
-    mask = torch.zeros(h, w, dtype=torch.bool)
-    for x0, y0, x1, y1 in torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).tolist():
-        mask |= (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
-    return mask
+    """U = the union of the boxes (M, 4) xyxy as a (H, W) bool tensor (pixel centres inside a box; the rule of
+    ``images.boxes_to_mask``)."""
+    return boxes_to_mask(boxes, size)[0].bool()
+
+
+def inside_fraction(maps: Tensor, regions: Tensor) -> Tensor:
+    """EP = precision (A3) of a batch: the share of each map's mass inside its region.
+
+    Args:
+        maps: (N, 1, H, W) non-negative; regions: (N, 1, H, W) in {0, 1} (the union of the boxes, e.g.
+            ``course.bounding_boxes.box_masks``, or any other region).
+    Returns:
+        (N,) float32 in [0, 1]; 0 for a map with no mass.
+    """
+    if maps.shape != regions.shape:
+        raise InputError(
+            f"maps {tuple(maps.shape)} and regions {tuple(regions.shape)} must have the same shape"
+        )
+    m = maps.detach().float().cpu()
+    total = m.flatten(1).sum(1)
+    inside = (m * regions.detach().float().cpu()).flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp(min=1e-12), torch.zeros_like(total))
 
 
 def energy_pointing_game(saliency: Tensor, boxes: Tensor) -> float:
-    """EP = precision (A3): the share of the map's total mass that lies inside the union of the boxes.
+    """EP = precision (A3) of one map: the share of its total mass inside the union of the boxes
+    (``inside_fraction`` of that map and ``union_mask``).
 
     Args:
         saliency: (H, W) or (1, H, W), non-negative; boxes: (M, 4) xyxy in pixels.
@@ -153,8 +169,7 @@ def energy_pointing_game(saliency: Tensor, boxes: Tensor) -> float:
     """
     s = _as_map(saliency)
     u = union_mask(_as_boxes(boxes, tuple(s.shape)), tuple(s.shape))
-    mass = float(s.sum())
-    return float(s[u].sum()) / mass if mass > 0 else 0.0
+    return float(inside_fraction(s[None, None], u[None, None])[0])
 
 
 def pointing_game(saliency: Tensor, boxes: Tensor, ties: str = "any") -> float:
