@@ -13,6 +13,8 @@ Calling convention of every method: ``method(classifier, images, targets=None, *
     >>> maps = opticam(clf, s.images[:2], s.labels[:2], iterations=30)
 """
 
+from typing import Any
+
 from opticam_lib.errors import (
     InputError,
     MissingDataError,
@@ -42,19 +44,28 @@ from opticam_lib.profiles import profile, use_profile
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # the photo loaders import PIL and read the sample manifest: only when asked for
-    if name in ("load_samples", "load_image", "load_images", "ImageSet"):
+_LAZY = ("ImageSet", "load_image", "load_images", "load_samples")
+
+
+def __getattr__(name: str) -> Any:
+    """The photo loaders (``load_samples``, ...), imported on first use: they import PIL and read the manifest."""
+    if name in _LAZY:
         from opticam_lib import images
 
         return getattr(images, name)
     raise AttributeError(f"module 'opticam_lib' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The package's names, the lazily imported loaders included."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "METHODS",
     "Classifier",
     "Evaluation",
+    "ImageSet",
     "InputError",
     "MissingDataError",
     "MissingDependencyError",
@@ -85,6 +96,9 @@ __all__ = [
     "layercam",
     "lime",
     "load_classifier",
+    "load_image",
+    "load_images",
+    "load_samples",
     "masked_probabilities",
     "opticam",
     "optimize",

@@ -354,7 +354,7 @@ def lime(
     captum_attr = _import_captum("lime")
 
     def probabilities(x: Tensor) -> Tensor:
-        return torch.softmax(classifier.check_logits(classifier.model(x)), dim=1)
+        return torch.softmax(classifier.validate_logits(classifier.model(x)), dim=1)
 
     def similarity(_original: Tensor, _perturbed: Tensor, z: Tensor, **kwargs: Any) -> Tensor:
         return lime_kernel(z, kernel_width).float()

@@ -69,6 +69,7 @@ VGG16 (Table 1, GPU), by far the slowest method of the table.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -467,3 +468,9 @@ def extremal_perturbation(
     of ``optimize_extremal``, which also returns the full masks and the per-iteration history.
     """
     return optimize_extremal(classifier, images, targets, **options).maps
+
+
+# help() and registry.validate_options see optimize_extremal's keywords (and the maps it returns)
+extremal_perturbation.__signature__ = inspect.signature(optimize_extremal).replace(  # type: ignore[attr-defined]
+    return_annotation="Tensor"
+)

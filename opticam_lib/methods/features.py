@@ -16,10 +16,10 @@ def features(classifier: Classifier, images: Tensor, layer: str | None = None) -
     """One no-grad forward pass: the feature maps A (N, K, h, w) of ``layer`` and the logits (N, C), detached.
 
     Raises:
-        InputError: the model's logits are not (N, C) or not finite (``Classifier.check_logits``).
+        InputError: the model's logits are not (N, C) or not finite (``Classifier.validate_logits``).
     """
     with frozen(classifier.model), capture(classifier, layer) as cap, torch.no_grad():
-        logits = classifier.check_logits(classifier.model(images.to(classifier.device)))
+        logits = classifier.validate_logits(classifier.model(images.to(classifier.device)))
     return cap.activations.detach(), logits.detach()
 
 
@@ -37,7 +37,7 @@ def activations_and_gradients(
     """
     x = images.to(classifier.device).detach().clone().requires_grad_(True)
     with frozen(classifier.model), capture(classifier, layer) as cap, torch.enable_grad():
-        logits = classifier.check_logits(classifier.model(x))
+        logits = classifier.validate_logits(classifier.model(x))
         score = logits.gather(1, targets[:, None]).sum()
         (grads,) = torch.autograd.grad(score, cap.activations)
     if not bool(torch.isfinite(grads).all()):

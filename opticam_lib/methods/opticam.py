@@ -26,11 +26,13 @@ that syncs with the host) the same masked step runs eagerly, and a warning says 
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -681,15 +683,17 @@ def _static_loop(
     history.copy_(trace.cpu())
 
 
-def opticam(classifier: Classifier, images: Tensor, targets: Targets = None, **options) -> Tensor:
-    """Opti-CAM maps (N, 1, H, W) in [0, 1]; ``options`` are those of ``optimize``.
+def opticam(classifier: Classifier, images: Tensor, targets: Targets = None, **options: Any) -> Tensor:
+    """Opti-CAM maps (N, 1, H, W) float in [0, 1] for images (N, 3, H, W) float in [0, 1]; ``options`` are those
+    of ``optimize``.
 
     The library's common calling convention; use ``optimize`` for the objective's history."""
     return optimize(classifier, images, targets, **options).maps
 
 
-# opticam forwards its options to optimize: inspect.signature (help(), registry.validate_options) shows those
-opticam.__wrapped__ = optimize  # type: ignore[attr-defined]
+# opticam forwards its options to optimize: help() and registry.validate_options see optimize's keywords (and the
+# maps it returns, not the OptiCAMResult)
+opticam.__signature__ = inspect.signature(optimize).replace(return_annotation="Tensor")  # type: ignore[attr-defined]
 
 
 def masked_score(

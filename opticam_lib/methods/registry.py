@@ -91,9 +91,18 @@ PROGRESS_METHODS: tuple[str, ...] = tuple(name for name, info in METHODS.items()
 TRANSFORMER_METHODS: tuple[str, ...] = tuple(name for name, info in METHODS.items() if info.transformer_only)
 
 
+#: other spellings of a method's name (the function's name where it differs from the key)
+ALIASES: dict[str, str] = {
+    "extremalperturbation": "experturbation",
+    "extremalperturbations": "experturbation",
+}
+
+
 def method_key(name: str) -> str:
-    """The registry's name of a method as users type it: ``"Grad-CAM++"``, ``"grad_cam++"`` -> ``"gradcampp"``."""
-    return name.lower().replace("-", "").replace("_", "").replace("+", "p")
+    """The registry's name of a method as users type it: ``"Grad-CAM++"``, ``"grad_cam++"`` -> ``"gradcampp"``;
+    ``"extremal_perturbation"`` (the function's name) -> ``"experturbation"``."""
+    key = name.lower().replace("-", "").replace("_", "").replace("+", "p").replace(" ", "")
+    return ALIASES.get(key, key)
 
 
 def validate_options(fn: Method, options: dict, name: str) -> None:

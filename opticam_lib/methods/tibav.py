@@ -355,7 +355,7 @@ def tibav_relevance(
     x = images.detach().clone().requires_grad_(True)
     with frozen(classifier.model), _attention_recorded(net, blocks) as (ins, outs, atts, heads):
         with torch.enable_grad():
-            logits = classifier.check_logits(classifier.model(x))
+            logits = classifier.validate_logits(classifier.model(x))
             if not (len(ins) == len(outs) == len(atts) == len(blocks)) or len(heads) != 1:
                 raise InputError(
                     f"TIBAV: the forward pass ran {len(ins)} blocks and {len(atts)} attention maps for "

@@ -19,7 +19,9 @@ from opticam_lib.models.registry import (
     ModelSpec,
     available_models,
     load_classifier,
+    load_state_dict,
     register_model,
+    require_weights,
     weights_path,
 )
 

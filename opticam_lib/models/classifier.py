@@ -150,7 +150,7 @@ class Classifier:
             )
         return tokens.transpose(1, 2).reshape(n, k, side, side)
 
-    def check_logits(self, logits: object, what: str = "outputs") -> Tensor:
+    def validate_logits(self, logits: object, what: str = "outputs") -> Tensor:
         """``logits`` as the model must give them: a (N, C) float tensor with C = ``num_classes``, finite.
 
         Raises:
@@ -183,7 +183,7 @@ class Classifier:
         from opticam_lib.hooks import eval_mode
 
         with eval_mode(self.model):
-            return torch.softmax(self.check_logits(self.model(images.to(self.device))), dim=1)
+            return torch.softmax(self.validate_logits(self.model(images.to(self.device))), dim=1)
 
     def top(self, images: Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """The k most probable classes of each image: [(class id, name, probability), ...] per image (all the
