@@ -200,18 +200,16 @@ class ImageSet:
         )
 
     def label_names(self, categories: Sequence[str] | None = None) -> list[str]:
-        """The class name of each label (default: the ImageNet names of ``opticam_lib.models``)."""
+        """The class name of each label (default: the ImageNet names, ``imagenet_categories``)."""
         if categories is None:
-            from opticam_lib.models.classifier import imagenet_categories
-
             categories = imagenet_categories()
         return [categories[int(c)] for c in self.labels]
 
     def masks(self) -> Tensor:
-        """(N, 1, S, S) float in {0, 1}: each image's union of boxes (``boxes_to_mask``)."""
+        """(N, 1, S, S) float in {0, 1}: each image's union of boxes (``box_masks``)."""
         if len(self) == 0:
             return torch.zeros(0, 1, self.size, self.size)
-        return torch.stack([boxes_to_mask(b.cpu(), self.size) for b in self.boxes])
+        return box_masks([b.cpu() for b in self.boxes], self.size)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -402,6 +400,23 @@ def boxes_to_mask(boxes: Tensor | Sequence[Sequence[float]], size: int | tuple[i
     for x0, y0, x1, y1 in b.tolist():
         mask |= (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
     return mask.float()[None]
+
+
+def box_masks(boxes: Sequence[Tensor], size: int | tuple[int, int]) -> Tensor:
+    """The union of each image's boxes as a mask: N tensors (M_i, 4) xyxy -> (N, 1, H, W) float in {0, 1}
+    (``boxes_to_mask`` of each)."""
+    if len(boxes) == 0:
+        raise InputError("box_masks needs the boxes of at least one image")
+    return torch.stack([boxes_to_mask(b, size) for b in boxes])
+
+
+@lru_cache(maxsize=1)
+def imagenet_categories() -> list[str]:
+    """The 1,000 ImageNet class names (short form, e.g. ``"tabby cat"``), from timm's bundled metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i).split(",")[0] for i in range(1000)]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@
 #   OPTICAM_LAB_BROWSER=1 forces it on.
 # Stop: press Ctrl-C twice in this terminal (once asks for confirmation). Save your notebooks first; closing the
 #   browser tab alone leaves the server running.
-# Paper settings: OPTICAM_PROFILE=paper bash scripts/lab.sh (needs `python -m data_download resnet50`).
+# Paper settings: OPTICAM_PROFILE=paper bash scripts/lab.sh (needs `python -m data_download resnet50 imagenet-val`).
 #
 # On a remote machine (a lab server, a cloud VM) over SSH: start it there as usual,
 #     ssh user@remote            then   bash scripts/lab.sh
@@ -49,8 +49,8 @@ FIRST=$(cd notebooks && ls [0-9][0-9]_*.ipynb 2>/dev/null | head -n 1 || true)
 
 if ! [ -x .venv/bin/python ] ||
   ! .venv/bin/python -c "import opticam_lib, jupyterlab, ipywidgets, jupyterlab_widgets, torch" 2>/dev/null; then
-  echo "[lab] .venv is missing or incomplete: running scripts/setup.sh"
-  bash scripts/setup.sh
+  echo "[lab] .venv is missing or incomplete: running scripts/setup.sh (without the tests' browser)"
+  OPTICAM_SETUP_BROWSER=0 bash scripts/setup.sh
 fi
 
 args=(

@@ -6,26 +6,14 @@
 #                (default "torch==2.14.1 torchvision==0.29.1", the build this project is tested with;
 #                 e.g. TORCH_SPEC="torch torchvision --index-url <your CPU wheel index>" on a laptop)
 #   PYTHON       the interpreter that creates the venv (default: python3.11, else python3)
+#   OPTICAM_SETUP_BROWSER=0   skip Chromium (only the browser test needs it; scripts/lab.sh sets this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 
-# The browser test drives Debian's Chromium (no browser is downloaded by Playwright): install it when missing and
-# apt-get is there (as root, or with sudo); elsewhere say how (or set OPTICAM_CHROMIUM to another Chromium).
-if [ ! -x "${OPTICAM_CHROMIUM:-/usr/bin/chromium}" ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing Debian's chromium for tests/test_browser.py"
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -q
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
-  else
-    echo "[setup] no /usr/bin/chromium and no apt-get: install Chromium and set OPTICAM_CHROMIUM=/path/to/it for" \
-      "the browser test (or OPTICAM_SKIP_BROWSER_TESTS=1 to skip it on purpose)"
-  fi
-fi
+bash scripts/install_browser.sh # Chromium for the browser test; a failure is a warning, not the end
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $PYTHON"

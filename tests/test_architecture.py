@@ -192,6 +192,31 @@ def test_imports_run_downwards(source):
     assert wrong == []
 
 
+FLOORS = {"models": 1, "methods": 2, "metrics": 3}  # the ground floor is 0
+
+
+def floor(module: str) -> int | None:
+    """The library's floor of a module: ground 0, models 1, methods 2, metrics 3 (None: the namespace itself)."""
+    if module == "opticam_lib":
+        return None  # the package's __init__ re-exports every floor
+    parts = module.split(".")
+    return FLOORS.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def test_the_library_floors_import_downwards():
+    """ARCHITECTURE.md: the ground floor imports no model, models import no method, methods import no metric."""
+    assert floor("opticam_lib.images") == 0 and floor("opticam_lib.methods.cam") == 2
+    assert floor("opticam_lib.metrics.evaluate") > floor("opticam_lib.methods.registry")
+    wrong = [
+        f"{m} -> {t}"
+        for m, targets in graph().items()
+        if wing(m) == "library" and floor(m) is not None
+        for t in targets
+        if wing(t) == "library" and floor(t) is not None and floor(t) > floor(m)
+    ]
+    assert wrong == []
+
+
 def test_data_download_imports_neither_the_library_nor_torch():
     for module, names in all_imports().items():
         if wing(module) == "data_download":

@@ -8,7 +8,6 @@ import torch
 from opticam_lib.course.bounding_boxes import (
     PARTS,
     BoxStudy,
-    box_masks,
     box_study,
     context_agreement,
     context_share,
@@ -19,6 +18,7 @@ from opticam_lib.course.bounding_boxes import (
 )
 from opticam_lib.course.exercises import check_energy_pointing_game
 from opticam_lib.errors import InputError
+from opticam_lib.images import box_masks
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.localization import energy_pointing_game, inside_fraction
 from opticam_lib.paper.tables import paper_table

@@ -17,6 +17,7 @@ from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.images import (
     ImageSet,
     boxes_to_mask,
+    imagenet_categories,
     load_image,
     load_imagenet_folder,
     load_images,
@@ -27,7 +28,6 @@ from opticam_lib.images import (
     wnid_to_index,
 )
 from opticam_lib.metrics.localization import union_mask
-from opticam_lib.models.classifier import imagenet_categories
 
 # --- the manifest -----------------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""scripts/lab.sh: a non-loopback address is refused unless asked for, and as root the terminals are off."""
+"""scripts/lab.sh: a non-loopback address is refused unless asked for, and as root the terminals are off;
+scripts/install_browser.sh: a browser that cannot be installed is a warning, never the end of the set-up."""
 
 from __future__ import annotations
 
@@ -38,3 +39,59 @@ def test_the_default_is_this_machine_only_and_root_gets_no_terminals():
     if root:
         asked = _lab(OPTICAM_LAB_TERMINALS="1").stdout
         assert "--allow-root" in asked and "terminals_enabled=False" not in asked
+
+
+# scripts/install_browser.sh (run by setup.sh): a missing browser never stops the set-up -------------------------
+
+
+def _install_browser(tmp_path: Path, uid: str, sudo: bool, apt_rc: int | None, **env: str):
+    """Run install_browser.sh with fake ``id``, ``apt-get`` (None: absent) and ``sudo``, logging their calls."""
+    fake = tmp_path / "bin"
+    fake.mkdir(parents=True)
+    log = tmp_path / "calls.log"
+
+    def tool(name: str, body: str) -> None:
+        (fake / name).write_text(f"#!/bin/bash\n{body}\n")
+        (fake / name).chmod(0o755)
+
+    tool("id", f"echo {uid}")
+    if apt_rc is not None:
+        tool("apt-get", f'echo "apt-get $*" >> {log}; exit {apt_rc}')
+    if sudo:
+        tool("sudo", f'echo "sudo $*" >> {log}; exec "$@"')
+    (fake / "env").symlink_to("/usr/bin/env")
+    run = subprocess.run(
+        ["/bin/bash", str(ROOT / "scripts" / "install_browser.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(fake), "OPTICAM_CHROMIUM": str(tmp_path / "no-chromium"), **env},
+    )
+    return run, (log.read_text().splitlines() if log.exists() else [])
+
+
+def test_without_root_or_sudo_the_browser_is_a_warning(tmp_path):
+    run, calls = _install_browser(tmp_path, uid="1000", sudo=False, apt_rc=0)
+    assert run.returncode == 0 and calls == []
+    assert "needs root (no sudo here)" in run.stderr and "OPTICAM_SKIP_BROWSER_TESTS=1" in run.stderr
+
+
+def test_a_failed_apt_get_is_a_warning(tmp_path):
+    run, calls = _install_browser(tmp_path, uid="0", sudo=False, apt_rc=100)
+    assert run.returncode == 0 and calls == ["apt-get update -q"]
+    assert "apt-get could not install chromium" in run.stderr
+
+
+def test_root_installs_chromium_and_others_use_sudo(tmp_path):
+    run, calls = _install_browser(tmp_path / "root", uid="0", sudo=False, apt_rc=0)
+    assert run.returncode == 0 and run.stderr == ""
+    assert calls == ["apt-get update -q", "apt-get install -y -q --no-install-recommends chromium"]
+    run, calls = _install_browser(tmp_path / "user", uid="1000", sudo=True, apt_rc=0)
+    assert run.returncode == 0 and calls[0] == "sudo apt-get update -q" and calls[-1].endswith("chromium")
+
+
+def test_no_apt_get_or_asked_not_to(tmp_path):
+    run, calls = _install_browser(tmp_path / "a", uid="0", sudo=False, apt_rc=None)
+    assert run.returncode == 0 and "no apt-get" in run.stderr
+    run, calls = _install_browser(tmp_path / "b", uid="0", sudo=False, apt_rc=0, OPTICAM_SETUP_BROWSER="0")
+    assert run.returncode == 0 and calls == [] and run.stderr == ""

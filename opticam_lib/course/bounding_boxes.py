@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from opticam_lib.errors import InputError
-from opticam_lib.images import boxes_to_mask
 from opticam_lib.inputs import validate_images, validate_targets
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.localization import inside_fraction
@@ -49,13 +48,6 @@ METRICS: tuple[str, ...] = ("AD", "AG", "AI")
 
 #: our row names -> the paper's (``opticam_lib.paper.tables.paper_table("5", "vgg16_bn")``)
 PAPER_ROWS: dict[str, str] = {"S := B": "$S := B$", "S := I \\ B": "$S := I \\setminus B$"}
-
-
-def box_masks(boxes: Sequence[Tensor], size: int | tuple[int, int]) -> Tensor:
-    """The union of each image's boxes as a mask: N tensors (M_i, 4) xyxy -> (N, 1, H, W) float in {0, 1}."""
-    if len(boxes) == 0:
-        raise InputError("box_masks needs the boxes of at least one image")
-    return torch.stack([boxes_to_mask(b, size) for b in boxes])
 
 
 def _check_regions(regions: Tensor, images: Tensor) -> Tensor:

@@ -144,7 +144,7 @@ def inside_fraction(maps: Tensor, regions: Tensor) -> Tensor:
 
     Args:
         maps: (N, 1, H, W) non-negative; regions: (N, 1, H, W) in {0, 1} (the union of the boxes, e.g.
-            ``course.bounding_boxes.box_masks``, or any other region).
+            ``images.box_masks``, or any other region).
     Returns:
         (N,) float32 in [0, 1]; 0 for a map with no mass.
     """

@@ -7,12 +7,12 @@ network code.
 - ``zoo``: the built-in loaders (EfficientNet-Lite0, ResNet50, VGG16-BN, ViT-B/16, DeiT-B/16).
 """
 
+from opticam_lib.images import imagenet_categories
 from opticam_lib.models.classifier import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Classifier,
     InputNormalized,
-    imagenet_categories,
     wrap_classifier,
 )
 from opticam_lib.models.registry import (

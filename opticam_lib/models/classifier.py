@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
@@ -254,12 +253,3 @@ def wrap_classifier(
     if linear_head is not None and not isinstance(clf.layer(linear_head), nn.Linear):
         raise InputError(f"linear_head {linear_head!r} is not an nn.Linear")
     return clf
-
-
-@lru_cache(maxsize=1)
-def imagenet_categories() -> list[str]:
-    """The 1,000 ImageNet class names (short form, e.g. ``"tabby cat"``), from timm's bundled metadata."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_description(i).split(",")[0] for i in range(1000)]

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from opticam_lib.images import imagenet_categories
 from opticam_lib.models.classifier import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Classifier,
     InputNormalized,
-    imagenet_categories,
 )
 from opticam_lib.models.registry import load_state_dict, require_weights
 
