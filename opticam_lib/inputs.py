@@ -137,11 +137,16 @@ def validate_number(
 Targets = int | Sequence[int] | Tensor | None
 
 
+def model_dtype(classifier: Classifier) -> torch.dtype:
+    """The float dtype of the classifier's parameters (float32 for a model without float parameters): what images
+    are cast to before a forward pass."""
+    return next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def prepare(classifier: Classifier, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
     """Checked images on the model's device in the model's float dtype (float64 or float16 input would otherwise
     fail in the first convolution, or silently change precision), and one class per image."""
-    dtype = next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
-    images = validate_images(images).to(classifier.device, dtype=dtype)
+    images = validate_images(images).to(classifier.device, dtype=model_dtype(classifier))
     size = (classifier.input_size, classifier.input_size)
     if classifier.prefix_tokens is not None and tuple(images.shape[-2:]) != size:
         raise InputError(

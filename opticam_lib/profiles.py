@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from typing import Any
 
 from opticam_lib.errors import InputError
 
@@ -62,7 +63,7 @@ def use_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def profile(**overrides) -> Profile:
+def profile(**overrides: Any) -> Profile:
     """The active profile (``use_profile``, else ``$OPTICAM_PROFILE``, else ``laptop``), with overrides."""
     name = _active or os.environ.get("OPTICAM_PROFILE", "laptop")
     if name not in PROFILES:

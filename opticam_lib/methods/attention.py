@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import Targets, validate_choice, validate_images
+from opticam_lib.inputs import Targets, model_dtype, validate_choice, validate_images
 from opticam_lib.methods.maps import to_saliency
 from opticam_lib.models.classifier import Classifier
 
@@ -96,8 +96,7 @@ def attention_probabilities(classifier: Classifier, images: Tensor) -> list[Tens
         images: (N, 3, H, W) float in [0, 1].
     """
     images = validate_images(images)
-    dtype = next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
-    images = images.to(classifier.device, dtype=dtype)
+    images = images.to(classifier.device, dtype=model_dtype(classifier))
     attention_modules(classifier)  # a CNN is refused before the forward pass
     with frozen(classifier.model), attention_maps(classifier) as store, torch.no_grad():
         classifier.model(images)

@@ -74,7 +74,8 @@ def gradcampp(
 def xgradcam(
     classifier: Classifier, images: Tensor, targets: Targets = None, layer: str | None = None
 ) -> Tensor:
-    """XGrad-CAM (Fu et al. 2020): ``w_k = sum_ij (A^k_ij / sum A^k) dy_c/dA^k_ij``. Returns (N, 1, H, W)."""
+    """XGrad-CAM (Fu et al. 2020): ``w_k = sum_ij (A^k_ij / sum A^k) dy_c/dA^k_ij``. Returns (N, 1, H, W)
+    float in [0, 1]."""
     images, targets = prepare(classifier, images, targets)
     acts, grads, _ = activations_and_gradients(classifier, images, targets, layer)
     weights = (acts * grads).sum(dim=(2, 3)) / (acts.sum(dim=(2, 3)) + 1e-7)
@@ -84,7 +85,8 @@ def xgradcam(
 def layercam(
     classifier: Classifier, images: Tensor, targets: Targets = None, layer: str | None = None
 ) -> Tensor:
-    """Layer-CAM (Jiang et al. 2021): per-location weights ``relu(dy_c/dA)``, map ``relu(sum_k relu(g) A^k)``."""
+    """Layer-CAM (Jiang et al. 2021): per-location weights ``relu(dy_c/dA)``, map ``relu(sum_k relu(g) A^k)``.
+    Returns (N, 1, H, W) float in [0, 1]."""
     images, targets = prepare(classifier, images, targets)
     acts, grads, _ = activations_and_gradients(classifier, images, targets, layer)
     return to_saliency(combine(torch.relu(grads), acts, "relu"), images.shape[-2:])
@@ -93,7 +95,8 @@ def layercam(
 def hirescam(
     classifier: Classifier, images: Tensor, targets: Targets = None, layer: str | None = None
 ) -> Tensor:
-    """HiRes-CAM (Draelos & Carin 2020): the element-wise product, ``relu(sum_k g^k * A^k)``."""
+    """HiRes-CAM (Draelos & Carin 2020): the element-wise product, ``relu(sum_k g^k * A^k)``.
+    Returns (N, 1, H, W) float in [0, 1]."""
     images, targets = prepare(classifier, images, targets)
     acts, grads, _ = activations_and_gradients(classifier, images, targets, layer)
     return to_saliency(combine(grads, acts, "relu"), images.shape[-2:])

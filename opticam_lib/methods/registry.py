@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
 from opticam_lib.errors import InputError
+from opticam_lib.inputs import Targets
 from opticam_lib.methods.attribution import gradientshap, lime
 from opticam_lib.methods.cam import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
 from opticam_lib.methods.extremal import extremal_perturbation
@@ -154,9 +156,14 @@ def display_name(name: str | Method) -> str:
 
 
 def explain(
-    classifier: Classifier, images: Tensor, method: str | Method = "opticam", targets=None, **options
+    classifier: Classifier,
+    images: Tensor,
+    method: str | Method = "opticam",
+    targets: Targets = None,
+    **options: Any,
 ) -> Tensor:
-    """Run ``method`` (a registered name or a function) with the common convention -> (N, 1, H, W) in [0, 1]."""
+    """Run ``method`` (a registered name or a function) with the common convention: images (N, 3, H, W) float in
+    [0, 1] -> maps (N, 1, H, W) float in [0, 1]."""
     fn = get_method(method)
     validate_options(fn, options, display_name(method))
     return fn(classifier, images, targets, **options)

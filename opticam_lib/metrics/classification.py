@@ -14,17 +14,11 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import eval_mode
-from opticam_lib.inputs import prepare, validate_maps, validate_positive_int
+from opticam_lib.inputs import model_dtype, prepare, validate_maps, validate_positive_int
 from opticam_lib.models.classifier import Classifier
 
 #: how far outside [0, 1] a probability may be (rounding) before it is refused
 PROBABILITY_TOLERANCE = 1e-6
-
-
-def model_dtype(classifier: Classifier) -> torch.dtype:
-    """The float dtype of the classifier's parameters (float32 for a model without float parameters): what images
-    are cast to before a forward pass, as ``inputs.prepare`` does for the methods."""
-    return next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
 
 
 @torch.no_grad()

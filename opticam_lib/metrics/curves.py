@@ -60,7 +60,7 @@ def rise_substrates(classifier: Classifier, images: Tensor) -> tuple[Tensor, Ten
     return mean.expand_as(images).clone(), blurred * std + mean
 
 
-def gaussian_blur(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+def _blurred_substrate(images: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
     """The ``"black"`` substrate's blur for insertion: a separable truncated Gaussian (``kernel_size`` taps,
     ``sigma``), normalised, replicate padding. (RISE's own blur is ``rise_substrates``.)"""
     ax = torch.arange(kernel_size, dtype=images.dtype, device=images.device) - (kernel_size - 1) / 2
@@ -95,7 +95,7 @@ def _curve(
         deleted, blurred = rise_substrates(classifier, images)
         substrate = deleted if mode == "deletion" else blurred
     else:
-        substrate = torch.zeros_like(images) if mode == "deletion" else gaussian_blur(images)
+        substrate = torch.zeros_like(images) if mode == "deletion" else _blurred_substrate(images)
     counts = torch.clamp(torch.arange(steps + 1, device=images.device) * per_step, max=h * w)
     curves = torch.empty(n, steps + 1)
     bar = tqdm(total=n * (steps + 1), desc=mode.capitalize(), disable=not progress, leave=False)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -75,7 +76,7 @@ def evaluate(
     batch_size: int = 8,
     keep_maps: bool = False,
     warmup: bool = True,
-    **options,
+    **options: Any,
 ) -> Evaluation:
     """Maps of ``method`` for every image (in batches), then AD/AG/AI against ``targets`` and the time T.
 
