@@ -1,5 +1,5 @@
-"""Kept so that ``python -m opticam_lib.edition {student,html,check}`` still works: the student edition and the
-HTML site live in ``opticam_lib.course.edition``."""
+"""``python -m opticam_lib.edition {student,html,figure,check,nav,home,grade}``: the command lives in
+``opticam_lib.course.edition`` (the student edition, the site, navigation, badges; grading in ``course.grader``)."""
 
 import sys
 

@@ -239,7 +239,7 @@ def test_the_registry_names_loaders_instead_of_importing_them():
 def test_checkers_live_in_exercises_only():
     """``check_*`` is the name of an exercise checker, and all of them are in course/exercises.py."""
     for path in (ROOT / "opticam_lib").rglob("*.py"):
-        for node in ast.parse(path.read_text()).body:
+        for node in ast.walk(ast.parse(path.read_text())):  # methods and nested functions too
             if isinstance(node, ast.FunctionDef) and node.name.startswith("check_"):
                 assert path.name == "exercises.py", f"{path}: {node.name}"
 
