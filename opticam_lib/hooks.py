@@ -62,6 +62,7 @@ class Capture:
 
     @property
     def activations(self) -> Tensor:
+        """(N, K, h, w): the layer's output of the last forward pass (tokens reshaped to a grid for a ViT)."""
         if self.grid is None:
             raise InputError(
                 "the target layer was not reached by the forward pass (a module the model defines but does not "

@@ -69,12 +69,14 @@ class LazyImages:
 
     @property
     def shape(self) -> torch.Size:
+        """(N, 3, S, S), as the stacked images would have (nothing is read)."""
         return torch.Size((len(self.files), 3, self.size, self.size))
 
     dtype = torch.float32
     device = torch.device("cpu")
 
     def dim(self) -> int:
+        """4, as a stacked (N, 3, S, S) tensor."""
         return 4
 
     def __len__(self) -> int:

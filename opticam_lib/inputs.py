@@ -109,12 +109,14 @@ def validate_targets(
 
 
 def validate_positive_int(value: object, name: str) -> int:
+    """``value`` if it is an int >= 1 (not a bool); else an ``InputError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
 def validate_choice(value: str, name: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``; else an ``InputError`` naming ``name`` and listing the choices."""
     if value not in choices:
         raise InputError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
     return value

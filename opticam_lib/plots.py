@@ -10,6 +10,7 @@ that says what 0 and 1 mean (``saliency_colorbar``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -100,8 +101,9 @@ def saliency_colorbar(
     return bar
 
 
-def save_overlay(path, image: Tensor, saliency: Tensor, alpha: float = OVERLAY_ALPHA) -> None:
-    """Write ``overlay(image, saliency)`` as a PNG (no axes, at the image's resolution)."""
+def save_overlay(path: str | Path, image: Tensor, saliency: Tensor, alpha: float = OVERLAY_ALPHA) -> None:
+    """Write ``overlay(image, saliency)`` as a PNG (no axes, at the image's resolution): image (3, H, W) float in
+    [0, 1], saliency (1, H, W) or (H, W) float in [0, 1]."""
     import matplotlib.pyplot as plt
 
     plt.imsave(path, np.clip(overlay(image, saliency, alpha), 0, 1))

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from opticam_lib.errors import InputError
-from opticam_lib.inputs import validate_images, validate_targets
+from opticam_lib.inputs import Targets, validate_images, validate_targets
 from opticam_lib.models.classifier import Classifier
 
 
@@ -214,7 +214,7 @@ def similarities(maps_a: Tensor, maps_b: Tensor) -> dict[str, np.ndarray]:
     return {k: np.array([fn(a[i], b[i]) for i in range(a.shape[0])]) for k, fn in SIMILARITIES.items()}
 
 
-def edge_detector(classifier: Classifier, images: Tensor, targets=None) -> Tensor:
+def edge_detector(classifier: Classifier, images: Tensor, targets: Targets = None) -> Tensor:
     """A control "method" that ignores the model and the class: the Sobel gradient magnitude of the grey image,
     range-normalised. Same convention as every method: (N, 3, H, W) in [0, 1] -> (N, 1, H, W) in [0, 1].
 

@@ -83,6 +83,7 @@ class Classifier:
 
     @property
     def num_classes(self) -> int:
+        """C, the number of classes (the length of ``categories``)."""
         return len(self.categories)
 
     def to(self, device: str | torch.device) -> Classifier:

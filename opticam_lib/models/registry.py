@@ -109,6 +109,7 @@ def weights_path(name: str) -> Path:
 
 
 def require_weights(name: str) -> Path:
+    """The weight file of model ``name``; a ``MissingWeightsError`` with the data_download command when absent."""
     path = weights_path(name)
     if not path.is_file():
         raise MissingWeightsError(
