@@ -183,7 +183,7 @@ def test_explain_top_classes_equals_one_class_at_a_time(tiny_cnn, images):
     assert cm.o.shape == (3,) and ((cm.o >= 0) & (cm.o <= 1)).all()
     with pytest.raises(InputError, match="classes"):
         explain_top_classes(tiny_cnn, images[0], k=99)
-    with pytest.raises(InputError, match="one"):
+    with pytest.raises(InputError, match=r"image must be one \(3, H, W\) tensor"):
         explain_top_classes(tiny_cnn, images, k=2)
 
 
@@ -256,7 +256,7 @@ def test_explain_image_figure(tiny_cnn, images):
     panels = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is None]
     assert len(panels) == 3 and "Opti-CAM" in panels[2].get_title() and "p = " in panels[1].get_title()
     assert len(fig.axes) == 4  # one colour bar for the two maps
-    with pytest.raises(InputError, match="one"):
+    with pytest.raises(InputError, match=r"image must be one \(3, H, W\) tensor"):
         explain_image(tiny_cnn, images)
 
 

@@ -53,10 +53,13 @@ def test_inside_fraction_is_the_energy_pointing_game():
     region = box_masks(boxes, (10, 12))
     got = inside_fraction(maps, region)
     for i in range(3):
-        assert float(got[i]) == pytest.approx(energy_pointing_game(maps[i], boxes[i]), abs=1e-6)
         x0, y0, x1, y1 = boxes[i][0].int().tolist()  # integer boxes: exactly these rows and columns
         by_hand = float(maps[i, 0, y0:y1, x0:x1].sum() / maps[i].sum())
         assert float(got[i]) == pytest.approx(by_hand, abs=1e-6)
+        assert energy_pointing_game(maps[i], boxes[i]) == pytest.approx(by_hand, abs=1e-6)
+    # a box with fractional edges: pixel centres 1.5..3.5 (columns) and 0.5..1.5 (rows) lie in it
+    frac = energy_pointing_game(maps[0], torch.tensor([[1.2, 0.3, 3.9, 1.6]]))
+    assert frac == pytest.approx(float(maps[0, 0, 0:2, 1:4].sum() / maps[0].sum()), abs=1e-6)
     assert float(inside_fraction(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4))[0]) == 0.0
 
 

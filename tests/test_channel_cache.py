@@ -38,6 +38,29 @@ def test_given_weights_give_the_same_maps(tiny_model, images):
     )
 
 
+def test_given_weights_are_used_and_no_masked_pass_runs(tiny_model, images, monkeypatch):
+    """Other weights give the maps of those weights (so the option is not ignored), with no forward pass per
+    channel (the reason the option exists)."""
+    from opticam_lib.methods import masking
+    from opticam_lib.methods.maps import combine, to_saliency
+
+    y = torch.tensor([0, 1, 2])
+    x, _ = prepare(tiny_model, images, y)
+    acts, _ = features(tiny_model, x)
+    w = torch.randn(acts.shape[:2], generator=torch.Generator().manual_seed(0))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a masked forward pass ran although the channel weights were given")
+
+    monkeypatch.setattr(masking, "channel_scores", refuse)
+    monkeypatch.setattr(masking, "ablation_weights", refuse)
+    size = tuple(images.shape[-2:])
+    got = scorecam(tiny_model, images, y, progress=False, channel_weights=w)
+    assert torch.allclose(got, to_saliency(combine(torch.softmax(w, dim=1), acts, "relu"), size), atol=1e-6)
+    got = ablationcam(tiny_model, images, y, progress=False, channel_weights=w)
+    assert torch.allclose(got, to_saliency(combine(w, acts, "relu"), size), atol=1e-6)
+
+
 def test_channel_subsets_leave_the_others_at_zero(tiny_cnn, images):
     x, t = prepare(tiny_cnn, images, [0, 1, 2])
     acts, _ = features(tiny_cnn, x)
@@ -68,7 +91,7 @@ def test_cache_round_trip_and_keys(tiny_cnn, images, tmp_path):
     loaded = cached_channel_weights(tiny_cnn, images, y, path=path)
     for m in ("scorecam", "ablationcam"):
         assert torch.equal(loaded.weights[m], built.weights[m])
-        assert loaded.seconds(m) >= 0
+        assert loaded.seconds(m) == built.meta["seconds"][m]
     assert loaded.meta["names"] == ["a", "b", "c"] and "python -m opticam_lib precompute" in loaded.note()
     maps = scorecam(tiny_cnn, images, y, progress=False, channel_weights=loaded.weights["scorecam"])
     assert torch.allclose(maps, scorecam(tiny_cnn, images, y, progress=False), atol=1e-6)
@@ -99,7 +122,13 @@ def test_digests(tiny_cnn, images):
     q = (images * 255).round() / 255  # on the 8-bit grid: a float round-off does not change the digest
     assert image_digests(q) == image_digests((q + 1e-6).clamp(0, 1))
     assert image_digests(images)[0] != image_digests(images.flip(-1))[0]
-    assert model_digest(tiny_cnn) == model_digest(tiny_cnn)
+    from conftest import make_tiny_cnn
+
+    same, other = make_tiny_cnn(), make_tiny_cnn()
+    assert model_digest(same) == model_digest(make_tiny_cnn())  # the same weights built again
+    with torch.no_grad():
+        next(other.model.parameters()).add_(1e-3)
+    assert model_digest(other) != model_digest(same)
 
 
 @pytest.mark.slow

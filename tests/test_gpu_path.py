@@ -77,12 +77,24 @@ def test_fold_finds_both_pairs_and_matches_the_formula(bn_cnn, images):
 
 
 @pytest.mark.parametrize("fold, channels_last", [(True, False), (False, True), (True, True)])
-def test_folded_and_channels_last_maps_equal_the_default(bn_cnn, images, fold, channels_last):
+def test_folded_and_channels_last_maps_equal_the_default(bn_cnn, images, fold, channels_last, monkeypatch):
+    import importlib
+
+    opticam_module = importlib.import_module("opticam_lib.methods.opticam")  # the module, not the function
+
     before = snapshot(bn_cnn.model)
     ref = optimize(bn_cnn, images, iterations=6, tol=None, **FAST)
+    asked, real = [], opticam_module.fast_copy
+
+    def spy(classifier, **kw):  # the options must reach the copy (not be dropped on the way)
+        asked.append((kw["fold_batchnorm"], kw["channels_last"]))
+        return real(classifier, **kw)
+
+    monkeypatch.setattr(opticam_module, "fast_copy", spy)
     got = optimize(
         bn_cnn, images, iterations=6, tol=None, fold_batchnorm=fold, channels_last=channels_last, **FAST
     )
+    assert asked == [(fold, channels_last)]
     assert_untouched(bn_cnn.model, before)
     assert torch.equal(got.targets, ref.targets)
     assert torch.allclose(got.history, ref.history, atol=1e-5)

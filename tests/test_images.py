@@ -437,7 +437,11 @@ def test_boxes_to_mask_by_hand():
     )
     assert torch.equal(boxes_to_mask(torch.zeros(0, 4), (2, 3)), torch.zeros(1, 2, 3))
     boxes = torch.tensor([[2.3, 1.7, 9.2, 6.6], [0.0, 5.0, 3.0, 12.0]])
-    assert torch.equal(boxes_to_mask(boxes, (12, 10))[0].bool(), union_mask(boxes, (12, 10)))
+    expected = torch.zeros(12, 10, dtype=torch.bool)
+    expected[2:7, 2:9] = True  # column centres 2.5..8.5 in [2.3, 9.2), row centres 2.5..6.5 in [1.7, 6.6)
+    expected[5:12, 0:3] = True  # the second box: columns 0..2, rows 5..11
+    assert torch.equal(boxes_to_mask(boxes, (12, 10))[0].bool(), expected)
+    assert torch.equal(union_mask(boxes, (12, 10)), expected)
 
 
 # --- the labels, checked by a real classifier -------------------------------------------------------------------

@@ -40,6 +40,11 @@ NOT_PRINTED: dict[str, dict[str, str]] = {
         "152.96": "the paper's ExPerturbation T (Table 1)",
         "0.35": "lambda_t's growth per iteration (1.0035), the paper's schedule",
     },
+    "07": {
+        "12.01": "the paper's Table A9 (ResNet50, AD for the most probable class), quoted as it prints it",
+        "28.45": "the paper's Table A9 (AD, second class), quoted as it prints it (the table cell shows 28.4)",
+        "29.17": "the paper's Table A9 (AD, least probable class), quoted as it prints it",
+    },
     "08": {"12.5": "the printed fraction 0.125 that follows the context, as a percent"},
     "09": {
         "2.5": "a worked example of tied ranks (5, 7, 7, 9 -> 1, 2.5, 2.5, 4)",

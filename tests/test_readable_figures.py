@@ -191,7 +191,7 @@ def test_pre_activation_is_what_relu6_clamps():
 
 
 def test_pre_activation_refuses_a_layer_without_an_activation():
-    with pytest.raises(InputError, match="act"):
+    with pytest.raises(InputError, match="has no 'act' sub-module"):
         pre_activation(_clamp_classifier(), torch.rand(1, 3, 16, 16), layer="conv")
 
 

@@ -103,14 +103,13 @@ def test_time_call_synchronises_cuda_around_each_timed_call(monkeypatch):
     assert len(ran) == 5  # 2 warm-up + 3 timed calls
     assert calls == ["sync"] * 6  # before and after each timed call, none around warm-up
     assert isinstance(timing, Timing) and len(timing.times) == 3 and timing.value == 42
-    assert all(t >= 0 for t in timing.times)
     assert timing.best <= timing.median
 
 
 def test_time_call_passes_keyword_arguments_and_checks_repeats():
     timing = time_call(lambda a, b=0: a + b, 1, b=2, repeats=1, warmup=0)
     assert timing.value == 3 and len(timing.times) == 1
-    with pytest.raises(Exception, match="repeats"):
+    with pytest.raises(InputError, match="repeats"):
         time_call(lambda: None, repeats=0)
     assert "median" in repr(timing)
 
@@ -187,7 +186,6 @@ def test_opticam_iteration_times_structure(clf, images):
     assert isinstance(timing, IterationTiming)
     assert len(timing.stamps) == 4 and len(timing.per_iteration) == 3
     assert timing.stamps == sorted(timing.stamps) and timing.total >= timing.stamps[-1]
-    assert timing.seconds_per_iteration >= 0 and timing.setup >= 0
     assert timing.result.iterations.tolist() == [4, 4, 4]  # no early stop
     want = optimize(clf, images, TARGETS, iterations=4, tol=None, progress=False)
     assert torch.allclose(timing.result.maps, want.maps, atol=1e-6)
@@ -292,7 +290,6 @@ def test_opticam_variants_agree(clf, images):
 
 
 def test_cpu_supports_bf16_answers_a_bool_or_none(monkeypatch, tmp_path):
-    assert cpu_supports_bf16() in (True, False, None)
     import builtins
 
     real_open = builtins.open
