@@ -50,6 +50,16 @@ def test_all_tables_have_captions_and_data():
         assert table["caption"] and table["data"], key
 
 
+def test_table_a8_is_the_transformer_part_of_a7():
+    """The data file keeps A8's ViT-B/DeiT-B rows under A7 (as the paper's source does); A8 names them."""
+    assert paper_table("A8", "vit_b_16") == paper_table("A7", "vit_b_16")
+    assert paper_value("A8", "deit_b_16", "Opti-CAM", "OM") == paper_value(
+        "A7", "deit_b_16", "Opti-CAM", "OM"
+    )
+    with pytest.raises(InputError, match="table A8 has no 'resnet50' part; it has: vit_b_16, deit_b_16"):
+        paper_table("A8", "resnet50")
+
+
 def test_unknown_table_model_method():
     with pytest.raises(InputError, match="unknown table"):
         paper_table("99", "resnet50")

@@ -52,7 +52,7 @@ from opticam_lib.metrics.localization import (
 from opticam_lib.metrics.more_metrics import require_quantus, table4_row, table4_scores
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier
-from opticam_lib.paper.tables import paper_tables
+from opticam_lib.paper.tables import STORED_WITH, paper_tables
 from opticam_lib.paths import datasets_dir
 
 # each table's rows in the paper's order, as the library names them
@@ -139,8 +139,6 @@ PAPER_FALLBACK = {
     "A11": "chest-xray/resnet50",
     "A14": "resnet50",
 }
-# where the paper's data file keeps a table's numbers when it is not under its own name (A7 holds A8's models)
-PAPER_DATA = {"A8": "A7"}
 TWO_DECIMALS = ("T", "MS", "SM")  # printed with two decimals, as in the paper
 WORLD_SEED = 20240101  # world[:N] images: generate(config, N, seed=WORLD_SEED), the same in every run
 
@@ -750,7 +748,9 @@ def paper_reference(config: Config, classifier: Classifier | None = None) -> tup
     """(the paper's model key, its rows) to print beside ours: our model's own when the paper has it, else ViT-B's
     for a transformer where the table has it (Table 3: raw attention, rollout and TIBAV have rows there only),
     else the table's usual one (e.g. resnet50 for Table 1), labelled as such."""
-    data = paper_tables().get(PAPER_DATA.get(config.table, config.table), {}).get("data", {})
+    stored, models = STORED_WITH.get(config.table, (config.table, None))
+    data = paper_tables().get(stored, {}).get("data", {})
+    data = {m: rows for m, rows in data.items() if models is None or m in models}
     key = (classifier.extra.get("paper_key") if classifier is not None else None) or config.model
     if key not in data:
         vit = classifier is not None and classifier.prefix_tokens is not None

@@ -26,6 +26,9 @@ SPELLINGS: dict[str, str] = {"Experturbation": "ExPerturbation", "ExpPerturbatio
 #: ``python -m opticam_lib reproduce`` runs them by these names)
 ATTENTION_ROWS: dict[str, str] = {"RawAtt": "rawatt", "Rollout": "rollout"}
 #: rows that are no saliency method: Table 5's ground-truth box and its complement used as maps
+#: tables the data file keeps inside another (Table A8's transformers are stored under A7): {table: (stored
+#: under, its models)}
+STORED_WITH: dict[str, tuple[str, tuple[str, ...]]] = {"A8": ("A7", ("vit_b_16", "deit_b_16"))}
 NON_METHOD_ROWS: dict[str, str] = {"$S := B$": "box", "$S := I \\setminus B$": "complement"}
 _VARIANT = re.compile(r"^(?P<name>.+?) \((?P<variant>[^()]*)\)$")  # "Opti-CAM (mask, range)" (Tables 6, A12)
 _LAYER = re.compile(r"^features\.\d+$")  # Table A13's rows: Opti-CAM at one layer of VGG16
@@ -88,10 +91,13 @@ def paper_tables() -> dict:
 def paper_table(table: str, model: str) -> dict[str, dict[str, float | None]]:
     """One model's part of one of the paper's tables, e.g. ``paper_table("1", "resnet50")["Opti-CAM"]["AG"]``."""
     tables = paper_tables()
-    if table not in tables or table.startswith("_"):
-        known = ", ".join(k for k in tables if not k.startswith("_"))
+    stored, models = STORED_WITH.get(table, (table, None))
+    if stored not in tables or table.startswith("_"):
+        known = ", ".join([k for k in tables if not k.startswith("_")] + list(STORED_WITH))
         raise InputError(f"unknown table {table!r}; the paper's tables here: {known}")
-    data = tables[table]["data"]
+    data = tables[stored]["data"]
+    if models is not None:
+        data = {m: rows for m, rows in data.items() if m in models}
     if model not in data:
         raise InputError(f"table {table} has no {model!r} part; it has: {', '.join(data)}")
     return data[model]
