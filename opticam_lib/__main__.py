@@ -224,6 +224,8 @@ def _options(args: argparse.Namespace, method: str) -> dict:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    """Write each image's saliency map (``.npy``, (H, W) float in [0, 1]) and overlay (``.png``) under
+    ``--out``, and print its target class and probability before/after masking; returns the exit code 0."""
     import numpy as np
 
     from opticam_lib.errors import InputError
@@ -260,6 +262,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Print the paper's Table 1 (AD, AG, AI, T) for ``--methods`` on the sample photos and write the
+    per-image results as JSON; returns the exit code 0."""
     from opticam_lib.images import load_samples
     from opticam_lib.metrics.evaluate import evaluate, format_table, save_json
 
@@ -298,6 +302,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
+    """Compute and save Score-CAM's and Ablation-CAM's channel weights on the sample photos (or, with
+    ``--ablations``, notebook 07's Opti-CAM grids) as package data; returns the exit code (0; 2 when
+    ``--layer`` is given with ``--ablations``)."""
     from opticam_lib.course.channel_cache import build_channel_cache
     from opticam_lib.images import load_samples
     from opticam_lib.models.registry import load_classifier
@@ -353,6 +360,8 @@ def _precompute_ablations(clf, args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run one of the paper's tables (resumable, torchrun-aware), print it next to the paper's numbers on
+    rank 0 and write table.json/.csv/.txt under ``--out``; returns the exit code 0."""
     from opticam_lib.paper.reproduce import Config, run
 
     config = Config(
@@ -502,6 +511,7 @@ def cmd_medical(args: argparse.Namespace) -> int:
 
 
 def cmd_models(_args: argparse.Namespace) -> int:
+    """Print each model name, whether its weights are available offline, and its description; returns 0."""
     from opticam_lib.models.registry import _REGISTRY, available_models, weights_path
 
     for name, desc in available_models().items():
@@ -524,6 +534,8 @@ def _fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run its command; returns the exit code (0 on success,
+    2 with a one-line message for an OptiCAM, file system or device error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "iterations", None) is not None and args.iterations < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -78,7 +79,7 @@ def saliency_colorbar(
     cmap: str = SALIENCY_CMAP,
     vmin: float = 0.0,
     vmax: float = 1.0,
-    **kwargs,
+    **kwargs: Any,
 ) -> Colorbar:
     """One vertical colour bar beside ``axes`` (one or several) for maps drawn with ``cmap`` on [vmin, vmax],
     ``label`` written above it.

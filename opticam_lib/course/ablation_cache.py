@@ -44,6 +44,7 @@ def ablation_cache_path(model: str) -> Path:
 
 
 def ablation_command(model: str) -> str:
+    """The shell command that rebuilds ``model``'s ablation cache (``precompute --ablations``)."""
     return f"python -m opticam_lib precompute --ablations --model {model}"
 
 

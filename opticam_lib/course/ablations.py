@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import product
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -31,6 +31,9 @@ from opticam_lib.metrics.classification import class_probability, classification
 from opticam_lib.models.classifier import Classifier, InputNormalized
 from opticam_lib.paper.tables import paper_table
 from opticam_lib.profiles import Profile, profile
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used
+    import pandas as pd
 
 #: the target-class rules of Table A9 (the paper's "Most (Mis.)" column needs misclassified ImageNet images)
 TARGET_RULES: tuple[str, ...] = ("ground_truth", "most", "second", "least")
@@ -448,7 +451,9 @@ def _run_one(
     )
 
 
-def paper_rows(table: str, model: str, rows: Mapping[str, str], columns: Sequence[str] = METRICS):
+def paper_rows(
+    table: str, model: str, rows: Mapping[str, str], columns: Sequence[str] = METRICS
+) -> pd.DataFrame:
     """Rows of one of the paper's tables, renamed to our labels.
 
     Args:
@@ -470,7 +475,7 @@ def paper_rows(table: str, model: str, rows: Mapping[str, str], columns: Sequenc
     return pd.DataFrame.from_dict(out, orient="index", columns=list(columns))
 
 
-def paper_target_classes(method: str = "Opti-CAM", model: str = "resnet50"):
+def paper_target_classes(method: str = "Opti-CAM", model: str = "resnet50") -> pd.DataFrame:
     """Table A9 for one method as a DataFrame indexed by ``TARGET_RULES``, columns AD, AG, AI."""
     import pandas as pd
 
@@ -484,7 +489,13 @@ def paper_target_classes(method: str = "Opti-CAM", model: str = "resnet50"):
     )
 
 
-def side_by_side(ours, paper, ours_title: str = "ours", paper_title: str = "paper", columns=METRICS) -> str:
+def side_by_side(
+    ours: pd.DataFrame,
+    paper: pd.DataFrame,
+    ours_title: str = "ours",
+    paper_title: str = "paper",
+    columns: Sequence[str] = METRICS,
+) -> str:
     """Our rows and the paper's, one line per label, as text (``-`` where one side has no number).
 
     Args:
@@ -520,7 +531,7 @@ def pd_isna(v: object) -> bool:
 
 
 def plot_study(
-    table, x: str, hue: str | None = None, metrics: Sequence[str] = METRICS, title: str = ""
+    table: pd.DataFrame, x: str, hue: str | None = None, metrics: Sequence[str] = METRICS, title: str = ""
 ) -> Figure:
     """One bar chart per metric: the metric for each value of option ``x`` (bars grouped by ``hue``).
 
@@ -554,7 +565,7 @@ def plot_study(
     return fig
 
 
-def plot_lr_iterations(table, metrics: Sequence[str] = METRICS, title: str = "") -> Figure:
+def plot_lr_iterations(table: pd.DataFrame, metrics: Sequence[str] = METRICS, title: str = "") -> Figure:
     """Fig. A5 as heat maps: one panel per metric, learning rate (rows) x iterations (columns), values written in.
 
     Args:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from opticam_lib.methods.features import features
 from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.models.classifier import Classifier
+
+if TYPE_CHECKING:  # annotations only: ipywidgets is imported where it is used
+    import ipywidgets
 
 
 @dataclass
@@ -188,7 +192,7 @@ class ClassMaps:
     result: OptiCAMResult
 
 
-def explain_top_classes(classifier: Classifier, image: Tensor, k: int = 3, **options) -> ClassMaps:
+def explain_top_classes(classifier: Classifier, image: Tensor, k: int = 3, **options: Any) -> ClassMaps:
     """Opti-CAM maps of one image (3, H, W) in [0, 1] for its ``k`` most probable classes, in one batch: the
     image is repeated k times with one target each (``optimize`` takes one target per image). ``options`` go to
     ``optimize``."""
@@ -251,7 +255,7 @@ def early_stop_study(
     tol: float,
     patience: int = 3,
     iterations: int = 30,
-    **options,
+    **options: Any,
 ) -> EarlyStop:
     """Optimise ``images`` for ``iterations`` with ``tol=None``, then with early stopping (an image stops after
     ``patience`` iterations in a row whose objective changed by less than ``tol``), and compare."""
@@ -344,12 +348,15 @@ def format_rows(rows: Sequence[Mapping], digits: int = 1) -> str:
     return "\n".join(lines)
 
 
-def image_from_upload(value, size: int = 224) -> tuple[Tensor, str]:
+def image_from_upload(
+    value: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] | None, size: int = 224
+) -> tuple[Tensor, str]:
     """The first file of an ipywidgets ``FileUpload.value`` as ((3, size, size) float in [0, 1], file name).
 
     ``value`` is what ipywidgets 8 gives: a sequence of dicts with ``"name"`` and ``"content"`` (bytes or
-    memoryview). The bytes are written to a temporary file and read by ``images.load_image`` (same conversions
-    and the same clear errors as for a path). Raises InputError when nothing was uploaded.
+    memoryview), or ipywidgets 7's {file name: such dict}; None or empty before any upload. The bytes are
+    written to a temporary file and read by ``images.load_image`` (same conversions and the same clear errors
+    as for a path). Raises InputError when nothing was uploaded.
     """
     import tempfile
     from pathlib import Path
@@ -375,7 +382,7 @@ def image_from_upload(value, size: int = 224) -> tuple[Tensor, str]:
     return image, name
 
 
-def image_picker(show: Callable[[Tensor, str], object], description: str = "your image"):
+def image_picker(show: Callable[[Tensor, str], object], description: str = "your image") -> ipywidgets.VBox:
     """An ipywidgets file picker: choosing an image file calls ``show(image (3, 224, 224) in [0, 1], name)`` and
     displays what it returns (e.g. a figure) below the button; errors are shown there in words.
 
@@ -414,7 +421,7 @@ def image_picker(show: Callable[[Tensor, str], object], description: str = "your
 
 
 def explain_image(
-    classifier: Classifier, image: Tensor, name: str = "your image", *, k: int = 3, **options
+    classifier: Classifier, image: Tensor, name: str = "your image", *, k: int = 3, **options: Any
 ) -> Figure:
     """One image (3, H, W) in [0, 1]: its ``k`` most probable classes, and Grad-CAM's and Opti-CAM's maps for the
     most probable one, with p and o (the class probability on the image and on the masked image) in the titles.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ from opticam_lib.inputs import validate_images, validate_targets
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.localization import inside_fraction
 from opticam_lib.models.classifier import Classifier
+
+if TYPE_CHECKING:  # annotations only: matplotlib is imported where it is used
+    from matplotlib.figure import Figure
 
 #: the three masks of Table 5, in its column order: S, B ∩ S, S \ B
 PARTS: tuple[str, ...] = ("S", "B_and_S", "S_minus_B")
@@ -308,7 +312,7 @@ def show_masked(
     row_titles: Sequence[str] | None = None,
     boxes: Sequence[Tensor] | None = None,
     size: float = 2.2,
-):
+) -> Figure:
     """What the classifier sees: one row per image, one column per mask, each panel the image ⊙ mask.
 
     Args:
@@ -347,7 +351,7 @@ def show_masked(
     return fig
 
 
-def plot_mass(table: Mapping[str, Mapping[str, float]]):
+def plot_mass(table: Mapping[str, Mapping[str, float]]) -> Figure:
     """Bars of ``mass_table``: per map, the share of its mass on the object and on the context cue; the first
     group ("area") is what a uniform map would get. Returns a matplotlib Figure."""
     from matplotlib.figure import Figure

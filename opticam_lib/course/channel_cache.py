@@ -79,6 +79,7 @@ def cache_path(model: str, layer: str) -> Path:
 
 
 def precompute_command(model: str, layer: str) -> str:
+    """The shell command that rebuilds the channel-weight cache of ``model`` at ``layer``."""
     return f"python -m opticam_lib precompute --model {model} --layer {layer}"
 
 

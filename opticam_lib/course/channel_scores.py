@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,6 +17,10 @@ from opticam_lib.inputs import validate_images, validate_positive_int
 from opticam_lib.methods.features import features
 from opticam_lib.methods.masking import channel_scores
 from opticam_lib.models.classifier import Classifier
+
+if TYPE_CHECKING:  # annotations only
+    from matplotlib.axes import Axes
+    from matplotlib.text import Annotation
 
 
 @dataclass
@@ -161,10 +166,13 @@ _LABEL_SPOTS = (
 )
 
 
-def place_labels(fig: Figure, ax, points: Sequence[tuple[float, float, str]], fontsize: float = 9) -> list:
+def place_labels(
+    fig: Figure, ax: Axes, points: Sequence[tuple[float, float, str]], fontsize: float = 9
+) -> list[Annotation]:
     """Annotate each (x, y, text) of ``points`` on ``ax`` at the first of a few spots around it (right-below,
     right-above, left-above, ...) where the label lies inside the axes and overlaps neither the legend nor a
-    label placed before it (the last spot tried is kept when none fits). Draws the figure once to measure; returns the annotations."""
+    label placed before it (the last spot tried is kept when none fits). Draws the figure once to measure;
+    returns the annotations, one per point."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.text import Text
 

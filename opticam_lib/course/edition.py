@@ -25,8 +25,9 @@ import copy
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from opticam_lib.course.navigation import COURSE, COURSE_HOME, navigation_problems, write_navigation
 from opticam_lib.course.notebook_files import (  # re-exported: the editions' notebook helpers
@@ -38,24 +39,27 @@ from opticam_lib.course.notebook_files import cell_source as _source
 from opticam_lib.course.notebook_files import nbformat_module as _nbformat
 from opticam_lib.errors import InputError
 
+if TYPE_CHECKING:  # annotations only: nbformat is imported when a notebook is read
+    from nbformat import NotebookNode
+
 SOLUTION_TAG = "solution"
 _CHECKER = re.compile(r"\bcheck_\w+\s*\(")
 _RAISE_TODO = re.compile(r"^\s*raise NotImplementedError\b", re.MULTILINE)
 
 
-def is_solution(cell) -> bool:
+def is_solution(cell: Mapping[str, Any]) -> bool:
     """True for a cell tagged ``solution`` (its metadata ``tags`` holds ``"solution"``)."""
     return SOLUTION_TAG in (cell.get("metadata", {}).get("tags") or [])
 
 
-def is_exercise(cell) -> bool:
+def is_exercise(cell: Mapping[str, Any]) -> bool:
     """True for a code cell, not a solution, that holds a ``raise NotImplementedError`` for the student."""
     return (
         cell.get("cell_type") == "code" and not is_solution(cell) and bool(_RAISE_TODO.search(_source(cell)))
     )
 
 
-def student_notebook(nb):
+def student_notebook(nb: NotebookNode) -> NotebookNode:
     """The student version of notebook ``nb`` (not modified): solution cells removed; every code cell's outputs
     and execution count cleared, with the run's records (cell metadata ``execution`` timestamps, the
     notebook's saved ``widgets`` state). Every other cell, source and metadata is kept as it is."""
@@ -70,7 +74,7 @@ def student_notebook(nb):
     return out
 
 
-def exercise_problems(nb, name: str = "notebook") -> list[str]:
+def exercise_problems(nb: NotebookNode, name: str = "notebook") -> list[str]:
     """Every way ``nb`` breaks the exercise convention (module docstring); an empty list when it follows it.
 
     Also reports a notebook with no exercise at all (every notebook of the course has at least one)."""

@@ -301,7 +301,7 @@ def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
     return True
 
 
-def check_target_rule(fn) -> bool:
+def check_target_rule(fn: Callable[[Tensor, Tensor, str], Tensor]) -> bool:
     """Exercise (notebook 07): the target classes of Table A9 from class probabilities.
 
     ``fn(probs (N, C) in [0, 1], labels (N,), rule) -> (N,)`` long class ids, for every rule of
@@ -340,7 +340,7 @@ def check_target_rule(fn) -> bool:
     return True
 
 
-def check_energy_pointing_game(fn) -> bool:
+def check_energy_pointing_game(fn: Callable[[Tensor, Tensor], float]) -> bool:
     """Exercise (notebook 08): the energy pointing game (EP = precision, eq. A3) by hand.
 
     ``fn(saliency (H, W) float >= 0, box (4,) xyxy pixels, x1/y1 exclusive) -> float in [0, 1]``: the share of

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from opticam_lib.metrics.more_metrics import (
 )
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.paper.tables import paper_table
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used
+    import pandas as pd
 
 #: columns printed with 2 decimals, as the paper prints them (Table 4's MS, Table 1's T)
 TWO_DECIMALS: tuple[str, ...] = ("MS", "T")
@@ -235,7 +239,7 @@ def selectivity(
     targets: int | Sequence[int] | Tensor | None = None,
     alphas: Sequence[float] = (0.1, 0.5, 1, 2, 5),
     batch_size: int = 32,
-):
+) -> pd.DataFrame:
     """AD, AG and AI (eq. 13-15) of every method's maps raised element-wise to each exponent alpha (Fig. A4).
 
     alpha < 1 makes a map more uniform (more of the image shows through), alpha > 1 more selective; the order
@@ -268,7 +272,7 @@ def selectivity(
     return pd.DataFrame.from_records(records, columns=["method", "alpha", "AD", "AG", "AI"])
 
 
-def plot_selectivity(table, metrics: Sequence[str] = ("AD", "AG", "AI")) -> Figure:
+def plot_selectivity(table: pd.DataFrame, metrics: Sequence[str] = ("AD", "AG", "AI")) -> Figure:
     """Fig. A4: one panel per metric, the metric against alpha (log scale), one line per method (seaborn)."""
     import seaborn as sns
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from opticam_lib.inputs import validate_images, validate_positive_int
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.plots import GRID_DPI, draw_boxes, to_numpy_image
 
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used
+    import pandas as pd
+
 
 def prediction_table(
     classifier: Classifier,
@@ -21,7 +25,7 @@ def prediction_table(
     labels: Sequence[int] | Tensor,
     names: Sequence[str] | None = None,
     k: int = 5,
-):
+) -> pd.DataFrame:
     """Top-1 / top-k predictions against the ground truth, one row per image, as a pandas DataFrame.
 
     Columns: ``image``, ``truth`` (class name), ``top-1`` (class name), ``p(top-1)``, ``p(truth)``,

@@ -142,6 +142,8 @@ def format_grades(results: list[ExerciseResult]) -> str:
 
 
 def write_csv(results: list[ExerciseResult], path: str | Path) -> Path:
+    """Write one CSV row per exercise (notebook, exercise, checker, status, message), creating the folder;
+    returns the path written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:

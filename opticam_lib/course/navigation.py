@@ -41,6 +41,7 @@ class Chapter:
 
     @property
     def number(self) -> str:
+        """The notebook's two-digit number, e.g. ``"00"`` for ``00_welcome_and_setup.ipynb``."""
         return self.file[:2]
 
 

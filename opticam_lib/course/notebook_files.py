@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from opticam_lib.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: nbformat is imported when a notebook is read
+    from nbformat import NotebookNode
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 
@@ -27,7 +31,7 @@ def cell_source(cell: Mapping) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
-def read_notebook(path: str | Path):
+def read_notebook(path: str | Path) -> NotebookNode:
     """Read an .ipynb file (nbformat 4). Raises InputError naming the path when it is missing or not a notebook."""
     nbformat = nbformat_module()
     path = Path(path)
@@ -39,7 +43,7 @@ def read_notebook(path: str | Path):
         raise InputError(f"cannot read {path} as a notebook: {err}") from None
 
 
-def has_outputs(nb) -> bool:
+def has_outputs(nb: NotebookNode) -> bool:
     """True when any code cell of ``nb`` has an output or an execution count."""
     return any(
         c.get("cell_type") == "code" and (c.get("outputs") or c.get("execution_count") is not None)
@@ -58,7 +62,7 @@ def course_notebooks(src: str | Path = "notebooks") -> list[Path]:
     return found
 
 
-def notebook_title(nb, fallback: str) -> str:
+def notebook_title(nb: NotebookNode, fallback: str) -> str:
     """The text of the first level-1 heading (``# ...``) of the first markdown cells, else ``fallback``."""
     for cell in nb.cells:
         if cell.get("cell_type") != "markdown":

@@ -20,10 +20,13 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opticam_lib.course.quiz_questions import QUIZZES, Choice, Question
 from opticam_lib.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: ipywidgets is imported where it is used
+    import ipywidgets
 
 __all__ = ["QUIZZES", "Choice", "Feedback", "Question", "Quiz", "assess", "quiz", "quiz_problems", "shuffled"]
 
@@ -154,7 +157,7 @@ class Quiz:
 
     # --- the widget --------------------------------------------------------------------------------------------
     @property
-    def widget(self):
+    def widget(self) -> ipywidgets.VBox:
         """The ipywidgets VBox (built once): per question a prompt, radio buttons or a number box, a Check
         button and a feedback line."""
         if self._widget is None:
@@ -168,7 +171,7 @@ class Quiz:
         return bundle
 
 
-def build_widget(q: Quiz):
+def build_widget(q: Quiz) -> ipywidgets.VBox:
     """The quiz as ipywidgets: one box per question (prompt, input, Check button, feedback)."""
     import ipywidgets as w
 

@@ -41,6 +41,7 @@ class Question:
 
     @property
     def numeric(self) -> bool:
+        """True for a numeric question (it has an ``answer``), False for a multiple-choice one."""
         return self.answer is not None
 
 

@@ -4,6 +4,7 @@ the maps of models trained on true and permuted labels."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -13,13 +14,18 @@ from opticam_lib.errors import InputError
 from opticam_lib.metrics.sanity import MEASURES, PASS_THRESHOLD, ModelComparison, RandomizationResult
 from opticam_lib.plots import OVERLAY_ALPHA, draw_boxes, overlay, saliency_colorbar, to_numpy_image
 
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used
+    import pandas as pd
+
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 """One marker per method of the cascade plot (in the table's order)."""
 LINE_STYLES = ("-", "--", ":", "-.")
 """One line style per method, cycled: two methods with the same means still show both lines."""
 
 
-def line_labels(table, measures: Sequence[str] = MEASURES, atol: float = 1e-6) -> dict[str, str]:
+def line_labels(
+    table: pd.DataFrame, measures: Sequence[str] = MEASURES, atol: float = 1e-6
+) -> dict[str, str]:
     """The legend's label of each method of a ``randomization_table``: its name, and, when its mean similarity
     equals an earlier method's at every step of every measure (within ``atol``), ``"(same line as X)"`` (the
     controls Fake-CAM and the edge detector both stay at 1, one line drawn over the other)."""
@@ -38,7 +44,7 @@ def line_labels(table, measures: Sequence[str] = MEASURES, atol: float = 1e-6) -
     return labels
 
 
-def plot_cascade(table, measures: Sequence[str] = MEASURES, title: str = "") -> Figure:
+def plot_cascade(table: pd.DataFrame, measures: Sequence[str] = MEASURES, title: str = "") -> Figure:
     """Fig. A6: one panel per measure, the mean similarity to the original maps (± one standard deviation over
     the images, shaded) against the cascade step, one line per method (its own colour, marker and line style;
     the legend says when two methods draw the same line, see ``line_labels``)."""

@@ -29,10 +29,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from opticam_lib.course.navigation import BADGE, COURSE
 from opticam_lib.errors import InputError, MissingDependencyError
+
+if TYPE_CHECKING:  # annotations only: nbformat is imported when a notebook is read
+    from nbformat import NotebookNode
 
 #: markdown files of ``notebooks/`` that become pages of the site: source name -> page name, title
 MARKDOWN_PAGES: dict[str, tuple[str, str]] = {
@@ -309,7 +313,7 @@ def _offline_exporter():
     )  # fmt: skip
 
 
-def render_notebook(nb, title: str, math: MathConverter, where: str) -> str:
+def render_notebook(nb: NotebookNode, title: str, math: MathConverter, where: str) -> str:
     """One executed notebook (an nbformat node, not modified) as a standalone offline page."""
     import copy
 
@@ -345,6 +349,8 @@ class SiteReport:
     missing: list[str] = field(default_factory=list)  # markdown pages whose source file was not found
 
     def summary(self) -> str:
+        """What was written and every problem met (formulas kept as source, unlinked pages, missing pages),
+        one per line."""
         lines = [
             f"wrote {self.index} and {len(self.pages)} pages; {self.formulas} formulas as MathML, no script, "
             "no network needed"

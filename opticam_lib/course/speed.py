@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -30,6 +30,9 @@ from opticam_lib.methods.features import features
 from opticam_lib.methods.masking import channel_scores
 from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map, select
 from opticam_lib.models.classifier import Classifier
+
+if TYPE_CHECKING:  # annotations only: matplotlib is imported where it is used
+    from matplotlib.figure import Figure
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -90,10 +93,12 @@ class Timing:
 
     @property
     def median(self) -> float:
+        """The median of the repetitions' seconds."""
         return statistics.median(self.times)
 
     @property
     def best(self) -> float:
+        """The fastest repetition's seconds."""
         return min(self.times)
 
     def __repr__(self) -> str:
@@ -506,7 +511,7 @@ def bench_results_table(results: list[Mapping[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
-def bench_results_figure(results: list[Mapping[str, Any]], paper_T: Mapping[str, float]):
+def bench_results_figure(results: list[Mapping[str, Any]], paper_T: Mapping[str, float]) -> Figure:
     """Two panels: (left) T per batch of 8 at 100 iterations, each result's variants beside the paper's T, log
     scale; (right) each result's overhead ratios (iteration / floor) with the 3 % goal. Returns the figure (closed:
     ``display(fig)`` shows it)."""

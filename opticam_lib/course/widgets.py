@@ -8,7 +8,7 @@ readable description; figures use large fonts for projectors.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,8 @@ from opticam_lib.metrics.classification import class_probability
 from opticam_lib.models.classifier import Classifier
 
 if TYPE_CHECKING:  # only for the annotation: any object with .images, .labels and .names will do
+    import ipywidgets
+
     from opticam_lib.images import ImageSet
 
 
@@ -47,7 +49,7 @@ def explore_opticam(
     normalization: str = "range",
     lr: float | None = 0.1,
     iterations: int = 30,
-    callback=None,
+    callback: Callable[[int, OptiCAMResult], None] | None = None,
     progress: bool = False,
     input_normalization: bool = True,
     optimizer: str = "adam",
@@ -58,6 +60,7 @@ def explore_opticam(
     ``input_normalization=False`` feeds the network raw [0, 1] pixels, for the map and for p and o
     (the paper's appendix H, ``ablations.without_input_normalization``). ``optimizer="rprop"`` (iRprop+) reaches
     the paper's quality in fewer iterations (notebook 11); ``lr=None`` takes the optimizer's default.
+    ``callback(step, partial_result)`` goes to ``optimize`` (called every ``iterations // 20`` steps).
     """
     if not input_normalization:
         from opticam_lib.course.ablations import without_input_normalization
@@ -92,7 +95,7 @@ def opticam_explorer(
     layers: Sequence[str] | None = None,
     iterations: int = 30,
     optimizer: str = "adam",
-):
+) -> ipywidgets.VBox:
     """An ipywidgets explorer: image, target class (ground truth, the top 5, the least probable), layer,
     objective, normalisation, optimiser (Adam, the paper's, or iRprop+), learning rate (iRprop+: its first step),
     iterations, and input normalisation on or off.

@@ -281,9 +281,10 @@ class SmoothMaskGenerator:
 
 
 def area_reference(
-    numel: int, area: float, device: torch.device | str = "cpu", dtype=torch.float32
+    numel: int, area: float, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """r_a: ``numel`` values, the first floor(numel * (1 - area)) equal to 0 and the rest to 1. -> (numel,)."""
+    """r_a: ``numel`` values, the first floor(numel * (1 - area)) equal to 0 and the rest to 1 (area in
+    (0, 1)). -> (numel,) of ``dtype``, values in {0, 1}, ascending."""
     numel = validate_positive_int(numel, "numel")
     area = _check_area(area)
     ref = torch.ones(numel, device=device, dtype=dtype)

@@ -25,6 +25,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from torch import Tensor, nn
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import Targets, validate_images, validate_targets
 from opticam_lib.models.classifier import Classifier
+
+if TYPE_CHECKING:  # annotations only: pandas is imported where it is used
+    import pandas as pd
 
 
 def randomize_module(module: nn.Module, generator: torch.Generator) -> None:
@@ -249,7 +253,7 @@ class RandomizationResult:
     method: str = "method"
     seed: int = 0
 
-    def table(self):
+    def table(self) -> pd.DataFrame:
         """Long (tidy) pandas DataFrame: one row per (step, measure): ``method, step, position, measure, mean,
         std, n`` (position 0 = original)."""
         import pandas as pd
@@ -280,7 +284,7 @@ def parameter_randomization_test(
     layers: Sequence[str] | None = None,
     seed: int = 0,
     name: str | None = None,
-    **options,
+    **options: Any,
 ) -> RandomizationResult:
     """The model parameter randomisation test (appendix G): maps of ``method`` for the original classifier and
     for each step of ``cascading_randomization``, with every similarity of ``SIMILARITIES`` to the original.
@@ -312,7 +316,7 @@ def parameter_randomization_test(
 def randomization_table(
     results: Sequence[RandomizationResult | ModelComparison]
     | Mapping[str, RandomizationResult | ModelComparison],
-):
+) -> pd.DataFrame:
     """One tidy pandas DataFrame for several methods: rows (method, step, measure), columns ``method, step,
     position, measure, mean, std, n`` (see ``RandomizationResult.table``; ``ModelComparison`` results give one
     step, their label)."""
@@ -328,7 +332,9 @@ def randomization_table(
 PASS_THRESHOLD = 0.5
 
 
-def verdicts(table, threshold: float = PASS_THRESHOLD, steps: Sequence[str] | None = None):
+def verdicts(
+    table: pd.DataFrame, threshold: float = PASS_THRESHOLD, steps: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Which methods pass, by an explicit criterion.
 
     **Criterion.** At a cascade step, a method passes when, for *every* measure, the mean similarity of its maps
@@ -381,7 +387,7 @@ class ModelComparison:
     method: str = "method"
     label: str = "permuted"
 
-    def table(self):
+    def table(self) -> pd.DataFrame:
         """Tidy pandas DataFrame in the layout of ``randomization_table`` (step = ``label``), so ``verdicts``
         applies."""
         import pandas as pd
@@ -409,7 +415,7 @@ def compare_models(
     targets: Tensor | Sequence[int],
     label: str = "permuted",
     name: str | None = None,
-    **options,
+    **options: Any,
 ) -> ModelComparison:
     """The label-permutation check: ``method``'s maps for ``model_a`` and ``model_b`` (same architecture,
     e.g. ``world_cnn`` and ``world_cnn_permuted``) on the same images and target classes, compared by every

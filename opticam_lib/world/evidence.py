@@ -70,10 +70,14 @@ class Evidence:
 
     @property
     def context_reliance(self) -> float:
+        """P(both) - P(swapped), in [-1, 1]: the drop of the mean object-class probability when the context
+        names another class (KeyError when those conditions were not scored)."""
         return self.conditions["both"]["probability"] - self.conditions["swapped"]["probability"]
 
     @property
     def object_reliance(self) -> float:
+        """P(both) - P(context), in [-1, 1]: the drop of the mean object-class probability when the object is
+        removed (KeyError when those conditions were not scored)."""
         return self.conditions["both"]["probability"] - self.conditions["context"]["probability"]
 
     def as_dict(self) -> dict:

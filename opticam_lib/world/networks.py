@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,9 @@ from torch import Tensor, nn
 from opticam_lib.errors import InputError, MissingWeightsError
 from opticam_lib.models.classifier import Classifier, InputNormalized
 from opticam_lib.world.scenes import WorldConfig
+
+if TYPE_CHECKING:  # annotations only: timm is imported where it is used
+    from timm.models.vision_transformer import VisionTransformer
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
@@ -46,12 +50,14 @@ class WorldCNN(nn.Module):
         self.fc = nn.Linear(2 * w, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) float, the image as ``InputNormalized`` passes it ((x - mean) / std, or [0, 1] without
+        normalisation) -> logits (N, num_classes)."""
         return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
 def build_vit(
     num_classes: int = 4, size: int = 64, dim: int = 64, depth: int = 4, heads: int = 4, patch: int = 8
-):
+) -> VisionTransformer:
     """A tiny timm ``VisionTransformer`` with a class token, fused attention off (attention probabilities are
     materialised, so rollout and attention hooks see them)."""
     from timm.models.vision_transformer import VisionTransformer
@@ -72,8 +78,9 @@ def build_vit(
     return net
 
 
-def build_network(arch: str, num_classes: int, size: int, **kwargs) -> nn.Module:
-    """``"cnn"`` -> ``WorldCNN``; ``"vit"`` -> ``build_vit``."""
+def build_network(arch: str, num_classes: int, size: int, **kwargs: Any) -> nn.Module:
+    """``"cnn"`` -> ``WorldCNN``; ``"vit"`` -> ``build_vit`` (``size``: input side in pixels, ViT only);
+    ``kwargs`` go to that constructor."""
     if arch == "cnn":
         return WorldCNN(num_classes, **kwargs)
     if arch == "vit":
