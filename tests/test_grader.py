@@ -7,7 +7,8 @@ import nbformat
 import pytest
 
 from opticam_lib.course.edition import main as edition_main
-from opticam_lib.course.grader import format_grades, grade_notebook, submissions
+from opticam_lib.course.exercises import GRADER_TOKEN_ENV, check_average_gain, receipt
+from opticam_lib.course.grader import chapter_exercises, format_grades, grade_all, grade_notebook, submissions
 from opticam_lib.errors import InputError
 
 SETUP = "from opticam_lib.course.exercises import check_average_gain, check_target_rule\nimport torch"
@@ -60,6 +61,20 @@ def folder(tmp_path):
     return d
 
 
+def _chapter(folder, number, *checkers):
+    """A course folder with one teacher notebook NN_chapter.ipynb whose exercises call ``checkers``."""
+    folder.mkdir(exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(SETUP)]
+    for name in checkers:
+        nb.cells.append(nbformat.v4.new_code_cell(f"def f():\n    raise NotImplementedError\n\n\n{name}(f)"))
+        solution = nbformat.v4.new_code_cell(f"# SOLUTION\n{name}(f)")
+        solution.metadata["tags"] = ["solution"]
+        nb.cells.append(solution)
+    nbformat.write(nb, folder / f"{number}_chapter.ipynb")
+    return folder
+
+
 @pytest.mark.slow
 def test_solved_half_and_broken_submissions(folder, capsys):
     solved = grade_notebook(folder / "solved.ipynb", timeout=120)
@@ -71,16 +86,100 @@ def test_solved_half_and_broken_submissions(folder, capsys):
     half = grade_notebook(folder / "half.ipynb", timeout=120)
     assert [r.status for r in half] == ["pass", "not attempted"]
     broken = grade_notebook(folder / "broken.ipynb", timeout=120)
-    assert [r.status for r in broken] == ["fail", "error"]
-    assert "NameError" in broken[1].message
-    assert "that is AI" in broken[0].message  # the checker's hint, as the student saw it
-    # the command: a folder, a table and a CSV
+    assert [(r.exercise, r.status) for r in broken] == [(0, "error"), (1, "fail"), (2, "error")]
+    assert "SystemExit" in broken[0].message and "cell 5" in broken[0].message  # outside the exercises
+    assert "NameError" in broken[2].message
+    assert "that is AI" in broken[1].message  # the checker's hint, as the student saw it
+    # the command: a folder graded as chapter 98 of a course folder, a table and a CSV
+    course = _chapter(folder.parent / "course", "98", "check_average_gain", "check_target_rule")
     csv_path = folder.parent / "grades.csv"
-    assert edition_main(["grade", str(folder), "--timeout", "120", "--csv", str(csv_path)]) == 0
+    argv = ["grade", str(folder), "--timeout", "120", "--csv", str(csv_path), "--chapter", "98"]
+    assert edition_main([*argv, "--src", str(course)]) == 0
     out = capsys.readouterr().out
     assert "solved.ipynb: 2 of 2 exercises passed" in out and "half.ipynb: 1 of 2" in out
     assert "broken.ipynb: 0 of 2" in out
-    assert csv_path.read_text().count("\n") == 1 + 6
+    assert csv_path.read_text().count("\n") == 1 + 7  # six exercises and broken's note
+
+
+HAND_PRINTED = """def my_target(probs, labels, rule):
+    return labels  # wrong for three of the four rules
+
+
+try:
+    check_target_rule(my_target)
+except AssertionError:
+    pass
+print("✓ correct: trust me")"""
+TODO_PRINTED = """def my_average_gain(p, o):
+    raise NotImplementedError
+
+
+check_average_gain(my_average_gain)
+print("✓ correct")"""
+SLOW = """import time
+
+def my_average_gain(p, o):
+    time.sleep(60)
+
+
+check_average_gain(my_average_gain)"""
+
+
+@pytest.mark.slow
+def test_a_hand_printed_tick_is_not_a_pass(tmp_path):
+    path = _submission(tmp_path / "98_cheat.ipynb", TODO_PRINTED, HAND_PRINTED)
+    results = grade_notebook(path, timeout=120)
+    assert [r.status for r in results] == ["not attempted", "error"]
+    assert "no receipt" in results[1].message
+
+
+@pytest.mark.slow
+def test_time_limit_missing_exercise_other_chapter_and_unreadable_file(tmp_path, capsys):
+    course = _chapter(tmp_path / "course", "98", "check_average_gain", "check_target_rule")
+    _chapter(course, "97", "check_spearman")
+    subs = tmp_path / "subs"
+    for student in ("alice", "bob"):
+        (subs / student).mkdir(parents=True)
+    # alice: the first exercise sleeps past the limit (the next one still runs), the second call was deleted
+    _submission(
+        subs / "alice" / "98_chapter.ipynb", SLOW, RIGHT_2.replace("check_target_rule(my_target)", "")
+    )
+    # bob: the same file name; he solved both
+    _submission(subs / "bob" / "98_chapter.ipynb", RIGHT_1, RIGHT_2)
+    # carol handed in chapter 98's work as chapter 97, and dan's file is not a notebook
+    _submission(subs / "97_carol.ipynb", RIGHT_1, RIGHT_2)
+    (subs / "98_dan.ipynb").write_text("{ not json")
+    (subs / "essay.ipynb").write_text("{}")  # no chapter number
+    results = grade_all([subs], timeout=5, src=course)
+    by = {(r.notebook, r.exercise): r for r in results}
+    assert by["alice/98_chapter.ipynb", 1].status == "timeout"
+    assert by["alice/98_chapter.ipynb", 2].status == "missing"
+    assert [by["bob/98_chapter.ipynb", k].status for k in (1, 2)] == ["pass", "pass"]
+    assert by["97_carol.ipynb", 1].status == "missing" and by["97_carol.ipynb", 1].checker == "check_spearman"
+    assert (
+        by["98_dan.ipynb", 0].status == "unreadable"
+        and "not a readable notebook" in by["98_dan.ipynb", 0].message
+    )
+    assert by["essay.ipynb", 0].status == "unknown chapter"
+    table = format_grades(results)
+    assert "alice/98_chapter.ipynb: 0 of 2" in table and "bob/98_chapter.ipynb: 2 of 2" in table
+    assert "97_carol.ipynb: 0 of 1" in table and "98_dan.ipynb: not graded (unreadable)" in table
+    with pytest.raises(InputError, match="unknown chapter '42'"):
+        grade_all([subs], chapter="42", src=course)
+
+
+def test_receipts_need_the_graders_secret(monkeypatch, capsys):
+    def right(p, o):
+        return float(100 * ((o - p).clamp(min=0) / (1 - p)).mean())
+
+    monkeypatch.delenv(GRADER_TOKEN_ENV, raising=False)
+    assert check_average_gain(right) is True
+    assert "receipt" not in capsys.readouterr().out  # a student's own run shows no receipt
+    monkeypatch.setenv(GRADER_TOKEN_ENV, "secret")
+    assert check_average_gain(right) is True
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == receipt("check_average_gain", "secret") != receipt("check_average_gain", "other")
+    assert receipt("check_average_gain", "secret") != receipt("check_target_rule", "secret")
 
 
 def test_grader_inputs(tmp_path):
@@ -93,3 +192,13 @@ def test_grader_inputs(tmp_path):
     with pytest.raises(InputError, match="not a readable notebook"):
         grade_notebook(bad)
     assert "0 of 0" not in format_grades([])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.ipynb").write_text("{}")
+    assert submissions([tmp_path]) == [(tmp_path / "a" / "x.ipynb", "a/x.ipynb"), (bad, "bad.ipynb")]
+
+
+def test_chapter_exercises_of_the_course():
+    chapters = chapter_exercises()
+    assert chapters["00"] == ["check_masked_probability"]
+    assert all(name.startswith("check_") for names in chapters.values() for name in names)
+    assert len(chapters) == 12 and all(chapters.values())  # every chapter has at least one exercise

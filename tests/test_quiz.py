@@ -249,3 +249,17 @@ def test_every_notebook_shows_its_quiz_before_its_summary(chapter) -> None:
     )
     assert cells[0] < summary, "the quiz comes before the summary"
     assert not re.search(r"\bcheck_\w+\s*\(", source), "a quiz cell is not an exercise for the grader"
+
+
+def test_quiz_04_break_even_accepts_the_last_cheaper_iteration_only() -> None:
+    # F = 10 ms, B = 20 ms, K = 2048 (the question's numbers): Opti-CAM costs F + T (F + B), Score-CAM (K + 1) F
+    question = QUIZZES["04"][0]
+    assert (
+        "K = 2,048" in question.prompt and "F = 10 ms" in question.prompt and "B = 20 ms" in question.prompt
+    )
+    f, b, k = 10, 20, 2048
+    last = max(t for t in range(1, k) if f + t * (f + b) < (k + 1) * f)
+    assert assess(question, last).right is True
+    assert assess(question, f"{k / (1 + b / f):.2f}").right is True  # the boundary, as a student may write it
+    assert assess(question, last + 1).right is False  # already dearer than Score-CAM
+    assert assess(question, last - 1).right is False

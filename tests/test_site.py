@@ -158,7 +158,11 @@ def test_build_site_synthetic(tmp_path: Path) -> None:
     nbformat.write(_notebook("Broken $\\frac{1}{$ here.", "98_a.ipynb"), src / "99_b.ipynb")
     (src / "GLOSSARY.md").write_text("# Glossary\n\n| a | b |\n| --- | --- |\n| AD | $\\frac{a}{b}$ |\n")
     (src / "TEACHERS.md").write_text("# Guide\n\n[setup](../scripts/setup.sh) and [03](98_a.ipynb)\n")
-    report = build_site(src, tmp_path / "site")
+    student_site = build_site(src, tmp_path / "site")  # the default: a site students may read
+    assert "teachers.html" not in {p.name for p in (tmp_path / "site").glob("*.html")}
+    assert 'href="teachers.html"' not in (tmp_path / "site" / "index.html").read_text()
+    assert student_site.unlinked == []
+    report = build_site(src, tmp_path / "site", teacher=True)
     site = tmp_path / "site"
     assert sorted(p.name for p in site.glob("*.html")) == [
         "98_a.html", "99_b.html", "glossary.html", "index.html", "teachers.html",
@@ -183,6 +187,8 @@ def test_build_site_synthetic(tmp_path: Path) -> None:
     assert site_problems(site) == []
     with pytest.raises(InputError, match="not a course notebook"):
         build_site(src, tmp_path / "other", names=["42_nope"])
+    build_site(src, tmp_path / "site")  # a student build over a teacher's removes the guide
+    assert not (site / "teachers.html").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -211,6 +211,54 @@ def test_build_html_synthetic(tmp_path):
         build_html(src, tmp_path / "site", names=["42_nope"])
 
 
+def test_site_leaves_solutions_out_unless_built_for_the_teacher(tmp_path, capsys):
+    src = tmp_path / "nb"
+    src.mkdir()
+    nbformat.write(synthetic(), src / "99_synthetic.ipynb")
+    (src / "TEACHERS.md").write_text("# Guide\n\nThe answer is 42.\n")
+    assert main(["html", "--src", str(src), "--dst", str(tmp_path / "site")]) == 0
+    page = (tmp_path / "site" / "99_synthetic.html").read_text()
+    assert "SOLUTION" not in page and "✓ correct" not in page and "not solved yet" in page
+    assert not (tmp_path / "site" / "teachers.html").exists()
+    assert "every link, image and anchor resolves" in capsys.readouterr().out
+    assert main(["html", "--src", str(src), "--dst", str(tmp_path / "site"), "--teacher"]) == 0
+    page = (tmp_path / "site" / "99_synthetic.html").read_text()
+    assert "SOLUTION" in page and "✓ correct" in page
+    assert "The answer is 42" in (tmp_path / "site" / "teachers.html").read_text()
+    # the command checks what it built: a page that links a missing file makes it exit 1
+    (tmp_path / "site" / "extra.html").write_text('<a href="nowhere.html">x</a>')
+    assert main(["html", "--src", str(src), "--dst", str(tmp_path / "site")]) == 1
+    assert "broken: extra.html: link nowhere.html" in capsys.readouterr().out
+
+
+def test_student_calls_outside_a_guard_are_reported():
+    nb = synthetic()
+    use = new_code_cell("y = f(2)\nprint(y)")
+    guarded = new_code_cell("try:\n    y = f(2)\nexcept NotImplementedError:\n    y = 2")
+    nb.cells += [guarded]
+    assert exercise_problems(nb) == []
+    nb.cells += [use]
+    assert exercise_problems(nb, "nb") == [
+        "nb cell 8: calls f() from an exercise outside try/except NotImplementedError (the student edition "
+        "crashes here until the exercise is solved)"
+    ]
+
+
+def test_student_badges_open_the_student_copy(tmp_path):
+    nb = synthetic()
+    url = "https://colab.research.google.com/github/me/course/blob/main/notebooks/99_synthetic.ipynb"
+    nb.cells[
+        0
+    ].source += f"\n\n[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    nbformat.write(nb, src / "99_synthetic.ipynb")
+    write_student_edition(src, tmp_path / "handout")
+    text = nbformat.read(tmp_path / "handout" / "99_synthetic.ipynb", as_version=4).cells[0].source
+    assert url.replace("/notebooks/", "/handout/") in text and "/notebooks/" not in text
+    assert student_notebook(nb).cells[0].source == nb.cells[0].source  # no folder given: kept as it is
+
+
 @pytest.mark.skipif(not COURSE, reason="no course notebooks yet")
 def test_build_html_one_course_notebook(tmp_path):
     first = COURSE[0]
@@ -219,6 +267,5 @@ def test_build_html_one_course_notebook(tmp_path):
     assert page.count("data:image/png;base64,") >= 1, "the executed notebook's figures are embedded"
     assert "mathjax" not in page.lower() and "<script src" not in page
     assert f'href="{first.stem}.html"' in index.read_text()
-    assert {f"{first.stem}.html", "index.html", "glossary.html", "teachers.html"} <= {
-        p.name for p in tmp_path.iterdir()
-    }
+    assert {f"{first.stem}.html", "index.html", "glossary.html"} <= {p.name for p in tmp_path.iterdir()}
+    assert "# SOLUTION" not in page and "teachers.html" not in {p.name for p in tmp_path.iterdir()}

@@ -4,10 +4,18 @@ Each checker takes the student's function (or answer), runs it on small cases wh
 computes independently, and prints ``✓`` with a short explanation, or raises ``AssertionError`` with a hint.
 A function that still raises ``NotImplementedError`` gets a reminder instead of a failure, so a notebook with
 unsolved exercises still runs top to bottom.
+
+Under the grader (``course.grader``), a checker that passes also prints a receipt: a line keyed with a secret
+the grader puts in the kernel's environment (``GRADER_TOKEN_ENV``), so a cell that merely prints ``✓`` is not
+taken for a pass.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -24,6 +32,30 @@ from opticam_lib.metrics.classification import (
 )
 from opticam_lib.metrics.localization import energy_pointing_game, union_mask
 from opticam_lib.metrics.sanity import _flat, spearman
+
+GRADER_TOKEN_ENV = "OPTICAM_GRADER_TOKEN"
+RECEIPT_PREFIX = "[grader receipt]"
+
+
+def receipt(checker: str, token: str) -> str:
+    """The line a passing ``checker`` prints when the grader's ``token`` is in the environment:
+    ``RECEIPT_PREFIX``, the checker's name and an HMAC-SHA256 of the name keyed with the token (16 hex digits)."""
+    digest = hmac.new(token.encode(), checker.encode(), hashlib.sha256).hexdigest()[:16]
+    return f"{RECEIPT_PREFIX} {checker} {digest}"
+
+
+def _graded(checker: Callable[..., bool]) -> Callable[..., bool]:
+    """Make ``checker`` print its receipt after a pass (it returned ``True``) when the grader's token is set."""
+
+    @functools.wraps(checker)
+    def wrapper(*args: object, **kwargs: object) -> bool:
+        passed = checker(*args, **kwargs)
+        token = os.environ.get(GRADER_TOKEN_ENV)
+        if passed is True and token:
+            print(receipt(checker.__name__, token))
+        return passed
+
+    return wrapper
 
 
 def _run(fn: Callable, *args):
@@ -76,6 +108,7 @@ def _cases(seed: int = 0) -> tuple[Tensor, Tensor]:
     return acts, grads
 
 
+@_graded
 def check_range_normalization(fn: Callable[[Tensor], Tensor]) -> bool:
     """Exercise (notebook 02): eq. (4); fn(maps (N, 1, H, W)) -> same, in [0, 1], constant maps -> zeros."""
     acts, _ = _cases(2)
@@ -91,6 +124,7 @@ def check_range_normalization(fn: Callable[[Tensor], Tensor]) -> bool:
     return True
 
 
+@_graded
 def check_saliency_map(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
     """Exercise (notebook 03): eq. (8) + n(up(.)); fn(u (N, K), acts (N, K, h, w)) -> (N, 1, 8, 8) in [0, 1]."""
     acts, grads = _cases(3)
@@ -104,6 +138,7 @@ def check_saliency_map(fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
     return True
 
 
+@_graded
 def check_average_gain(fn: Callable[[Tensor, Tensor], float]) -> bool:
     """Exercise (notebook 05): eq. (15); fn(p (N,), o (N,)) -> AG in percent."""
     g = torch.Generator().manual_seed(5)
@@ -125,6 +160,7 @@ def check_average_gain(fn: Callable[[Tensor, Tensor], float]) -> bool:
     return True
 
 
+@_graded
 def check_masked_probability(fn: Callable[..., Tensor]) -> bool:
     """Exercise (notebook 00): the class probability of a masked image, the quantity behind eq. (3), (10), (13)-(15).
 
@@ -180,6 +216,7 @@ def check_masked_probability(fn: Callable[..., Tensor]) -> bool:
     return True
 
 
+@_graded
 def check_tokens_to_grid(fn: Callable[[Tensor, int], Tensor]) -> bool:
     """Exercise (notebook 10): a transformer's tokens as feature maps, as ``Classifier.to_grid`` does.
 
@@ -223,6 +260,7 @@ def check_tokens_to_grid(fn: Callable[[Tensor, int], Tensor]) -> bool:
     return True
 
 
+@_graded
 def check_rollout(fn: Callable[[list[Tensor]], Tensor]) -> bool:
     """Exercise (notebook 10): attention rollout (Abnar & Zuidema), heads averaged.
 
@@ -259,6 +297,7 @@ def check_rollout(fn: Callable[[list[Tensor]], Tensor]) -> bool:
     return True
 
 
+@_graded
 def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
     """Exercise (notebook 06): the ranking area constraint of extremal perturbations.
 
@@ -301,6 +340,7 @@ def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
     return True
 
 
+@_graded
 def check_target_rule(fn: Callable[[Tensor, Tensor, str], Tensor]) -> bool:
     """Exercise (notebook 07): the target classes of Table A9 from class probabilities.
 
@@ -340,6 +380,7 @@ def check_target_rule(fn: Callable[[Tensor, Tensor, str], Tensor]) -> bool:
     return True
 
 
+@_graded
 def check_energy_pointing_game(fn: Callable[[Tensor, Tensor], float]) -> bool:
     """Exercise (notebook 08): the energy pointing game (EP = precision, eq. A3) by hand.
 
@@ -390,6 +431,7 @@ def check_energy_pointing_game(fn: Callable[[Tensor, Tensor], float]) -> bool:
     return True
 
 
+@_graded
 def check_spearman(fn: Callable[[Tensor, Tensor], float]) -> bool:
     """Exercise (notebook 09): Spearman rank correlation of two maps, ties given their average rank.
 
@@ -478,6 +520,7 @@ def _named(got: Tensor, wrong: dict[str, Tensor], right: Tensor, atol: float) ->
             raise AssertionError(hint)
 
 
+@_graded
 def check_gradcam(fn: Callable[..., Tensor]) -> bool:
     """Exercise (notebook 01): Grad-CAM end to end, from a hook to the map.
 
@@ -615,6 +658,7 @@ def _opticam_reference(
         return u, mask(u)
 
 
+@_graded
 def check_opticam_loop(fn: Callable[..., tuple[Tensor, Tensor]]) -> bool:
     """Exercise (notebook 03, the capstone): the Opti-CAM loop, written by hand.
 
@@ -705,6 +749,7 @@ def check_opticam_loop(fn: Callable[..., tuple[Tensor, Tensor]]) -> bool:
     return True
 
 
+@_graded
 def check_cost_prediction(fn: Callable[..., dict[str, float]]) -> bool:
     """Exercise (notebook 04): predict Score-CAM's and Opti-CAM's time from measured passes.
 
@@ -833,6 +878,7 @@ def _rprop_run(step_fn: Callable, clf, images: Tensor, targets: Tensor, iteratio
     return u
 
 
+@_graded
 def check_rprop_step(fn: Callable[[Tensor, Tensor, Tensor, dict], tuple[Tensor, dict]]) -> bool:
     """Exercise (notebook 11): one step of iRprop+, the sign-based optimiser of ``optimize(optimizer="rprop")``.
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # annotations only: nbformat is imported when a notebook is r
     from nbformat import NotebookNode
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+SOLUTION_TAG = "solution"  # the tag of an exercise's solution cell (the editions' convention)
 
 
 def nbformat_module() -> ModuleType:
@@ -29,6 +30,11 @@ def cell_source(cell: Mapping) -> str:
     """A cell's source as one string (notebooks store it as a string or a list of lines)."""
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
+
+
+def is_solution(cell: Mapping) -> bool:
+    """True for a cell tagged ``solution`` (its metadata ``tags`` holds ``"solution"``)."""
+    return SOLUTION_TAG in (cell.get("metadata", {}).get("tags") or [])
 
 
 def read_notebook(path: str | Path) -> NotebookNode:

@@ -7,8 +7,9 @@ What it holds, all static files that open from disk (``file://``) with no networ
 - one ``NN_name.html`` per course notebook, rendered from the committed, executed notebook by nbconvert's HTML
   exporter (figures embedded as PNG) through a template that loads no script: no MathJax, no require.js, no
   widget manager from a CDN (saved widgets show their text fallback; they need a running kernel to react);
-- ``glossary.html`` (``notebooks/GLOSSARY.md``) and ``teachers.html`` (``notebooks/TEACHERS.md``), rendered
-  with mistune (the markdown parser nbconvert brings);
+- ``glossary.html`` (``notebooks/GLOSSARY.md``), rendered with mistune (the markdown parser nbconvert brings);
+  with ``teacher=True`` (``--teacher``) also ``teachers.html`` (``notebooks/TEACHERS.md``, which holds the
+  answers);
 - the figures the markdown files link (``notebooks/figures/*.png``).
 
 Math is converted at build time to MathML (``latex2mathml``), which browsers display natively: ``$...$`` (inline)
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from opticam_lib.course.navigation import BADGE, COURSE
+from opticam_lib.course.notebook_files import is_solution
 from opticam_lib.errors import InputError, MissingDependencyError
 
 if TYPE_CHECKING:  # annotations only: nbformat is imported when a notebook is read
@@ -313,11 +315,16 @@ def _offline_exporter():
     )  # fmt: skip
 
 
-def render_notebook(nb: NotebookNode, title: str, math: MathConverter, where: str) -> str:
-    """One executed notebook (an nbformat node, not modified) as a standalone offline page."""
+def render_notebook(
+    nb: NotebookNode, title: str, math: MathConverter, where: str, solutions: bool = False
+) -> str:
+    """One executed notebook (an nbformat node, not modified) as a standalone offline page; the exercise
+    solutions (cells tagged ``solution``) are left out unless ``solutions``."""
     import copy
 
     nb = copy.deepcopy(nb)
+    if not solutions:
+        nb.cells = [c for c in nb.cells if not is_solution(c)]
     nb.metadata.pop("widgets", None)  # the saved widget state: only a widget manager from a CDN could use it
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") == "markdown":  # no "Open in Colab" badge: a remote image, broken offline
@@ -393,7 +400,10 @@ executed on a laptop CPU with the default profile, in the order to read them. To
 
 
 def build_site(
-    src: str | Path = "notebooks", dst: str | Path = "site", names: Iterable[str] | None = None
+    src: str | Path = "notebooks",
+    dst: str | Path = "site",
+    names: Iterable[str] | None = None,
+    teacher: bool = False,
 ) -> SiteReport:
     """Build the offline site (module docstring) from the notebooks and markdown files of ``src`` into ``dst``.
 
@@ -404,7 +414,10 @@ def build_site(
         src: the course's notebook folder.
         dst: output folder (created).
         names: only these notebooks (file names or stems, e.g. ``["03_opti_cam"]``); default all, in the order
-            of ``COURSE`` (notebooks not in COURSE follow in file order). The glossary and guide are always built.
+            of ``COURSE`` (notebooks not in COURSE follow in file order). The glossary is always built.
+        teacher: the teacher's site: the exercise solutions stay in the notebook pages and the teacher's guide
+            (``TEACHERS.md``, the answers to every question) becomes ``teachers.html``. Default False: a site
+            students may read, with neither (a ``teachers.html`` left by an earlier teacher build is removed).
     Returns:
         a ``SiteReport``; ``report.summary()`` is what the command prints.
     """
@@ -424,7 +437,12 @@ def build_site(
         raise InputError("the site must go to another folder than its sources")
     dst.mkdir(parents=True, exist_ok=True)
     pages = {p.name: f"{p.stem}.html" for p in sources}  # a partial build links only what it built
-    pages.update({name: page for name, (page, _) in MARKDOWN_PAGES.items() if (src / name).is_file()})
+    markdown_pages = {
+        name: entry for name, entry in MARKDOWN_PAGES.items() if teacher or name != "TEACHERS.md"
+    }
+    if not teacher:
+        (dst / MARKDOWN_PAGES["TEACHERS.md"][0]).unlink(missing_ok=True)
+    pages.update({name: page for name, (page, _) in markdown_pages.items() if (src / name).is_file()})
     pages["README.md"] = "index.html"  # the course's README: the site's index stands for it
     math = MathConverter()
     unlinked: list[str] = []
@@ -434,7 +452,9 @@ def build_site(
     for path in sources:
         nb = read_notebook(path)
         title = notebook_title(nb, path.stem)
-        page = rewrite_links(render_notebook(nb, title, math, path.name), pages, path.name, unlinked)
+        page = rewrite_links(
+            render_notebook(nb, title, math, path.name, solutions=teacher), pages, path.name, unlinked
+        )
         target = dst / f"{path.stem}.html"
         target.write_text(page, encoding="utf-8")
         written.append(target)
@@ -442,10 +462,10 @@ def build_site(
     extra, missing = [], []
     bar = [("index.html", "contents")] + [
         (page, title.split(":")[0].lower())
-        for name, (page, title) in MARKDOWN_PAGES.items()
+        for name, (page, title) in markdown_pages.items()
         if (src / name).is_file()
     ]
-    for name, (page_name, title) in MARKDOWN_PAGES.items():
+    for name, (page_name, title) in markdown_pages.items():
         source = src / name
         if not source.is_file():
             missing.append(str(source))
