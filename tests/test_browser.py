@@ -794,7 +794,7 @@ def browse_site(page, start: str) -> tuple[list[str], dict[str, int], set[str]]:
 
 
 def test_offline_site_in_chromium(sync_playwright, tmp_path: Path) -> None:
-    """Build the site for two notebooks (plus glossary and guide), open index.html over file:// with no network,
+    """Build the teacher's site for two notebooks (plus glossary and guide), open index.html over file:// with no network,
     follow every link (each page and each #fragment must resolve), and check on every page that each image loaded
     (naturalWidth > 0), that equations are MathML elements the browser lays out, that no raw $$ is left in the
     text, and that the pages asked for nothing but local files. The same walk must find the faults of a made-up
@@ -802,7 +802,7 @@ def test_offline_site_in_chromium(sync_playwright, tmp_path: Path) -> None:
     from opticam_lib.course.site import build_site, site_problems
 
     site = tmp_path / "site"
-    report = build_site(NOTEBOOKS, site, SITE_NOTEBOOKS)
+    report = build_site(NOTEBOOKS, site, SITE_NOTEBOOKS, teacher=True)  # the guide too: more links to walk
     assert not report.math_failures, [str(f) for f in report.math_failures]
     assert site_problems(site) == []
     expected = {f"{n}.html" for n in SITE_NOTEBOOKS} | {"index.html", "glossary.html", "teachers.html"}
