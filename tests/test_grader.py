@@ -164,6 +164,8 @@ def test_time_limit_missing_exercise_other_chapter_and_unreadable_file(tmp_path,
     table = format_grades(results)
     assert "alice/98_chapter.ipynb: 0 of 2" in table and "bob/98_chapter.ipynb: 2 of 2" in table
     assert "97_carol.ipynb: 0 of 1" in table and "98_dan.ipynb: not graded (unreadable)" in table
+    with pytest.raises(InputError, match="pass --src"):
+        grade_all([subs], src=tmp_path / "elsewhere")
     with pytest.raises(InputError, match="unknown chapter '42'"):
         grade_all([subs], chapter="42", src=course)
 

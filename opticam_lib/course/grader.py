@@ -240,6 +240,11 @@ def grade_all(
     """Grade every submission under ``paths`` against its chapter (``chapter`` for all of them, else the two
     digits its file name starts with) as the course notebooks in ``src`` define it. A file that cannot be read,
     or whose chapter is unknown, gets a row of its own and grading goes on."""
+    if not Path(src).is_dir():
+        raise InputError(
+            f"no course notebooks in {src}/ to define the chapters: run from the course folder, or pass "
+            "--src path/to/notebooks (the teacher edition)"
+        )
     chapters = chapter_exercises(src)
     if chapter is not None and chapter not in chapters:
         raise InputError(f"unknown chapter {chapter!r}: the course has {', '.join(chapters)}")
