@@ -333,6 +333,14 @@ def test_evaluate_and_explain_refuse_what_is_not_a_method(tiny_cnn, images):
         get_method("gradcan")
 
 
+def test_swapped_images_and_method_are_named(tiny_cnn, images):
+    # evaluate(classifier, method, images) but explain(classifier, images, method): a swap says so
+    with pytest.raises(InputError, match=r"tensor of shape \(3, 3, 32, 32\): images and method swapped"):
+        evaluate(tiny_cnn, images, "gradcam", TARGETS)
+    with pytest.raises(InputError, match=r"images and method swapped"):
+        explain(tiny_cnn, "gradcam", images)
+
+
 def test_same_numbers_as_the_methods_for_valid_float32(tiny_cnn, images):
     """evaluate's AD/AG/AI are those of masked_probabilities on the same maps, to float precision."""
     result = evaluate(tiny_cnn, "gradcam", images, TARGETS, keep_maps=True)

@@ -137,6 +137,14 @@ def get_method(name: str | Method) -> Method:
     if callable(name):
         return name
     if not isinstance(name, str):
+        if isinstance(
+            name, Tensor
+        ):  # evaluate(classifier, method, images) vs explain(classifier, images, method)
+            raise InputError(
+                f"method must be a registered name (str) or a callable, got a tensor of shape {tuple(name.shape)}:"
+                " images and method swapped? The order is evaluate(classifier, method, images, targets) and"
+                " explain(classifier, images, method, targets)"
+            )
         raise InputError(
             "method must be a registered name (str) or a callable fn(classifier, images, targets, **options),"
             f" got {type(name).__name__} {name!r}; known methods: {', '.join(METHODS)}"

@@ -94,8 +94,8 @@ def evaluate(
         options: passed to the method (e.g. ``iterations=30`` for Opti-CAM); ``progress`` defaults to False.
     """
     batch_size = validate_positive_int(batch_size, "batch_size")
+    fn = get_method(method)  # first: a tensor here means images and method were swapped, and it says so
     images, targets = prepare(classifier, images, targets)  # checked, on the model's device and float dtype
-    fn = get_method(method)
     name = display_name(method)
     validate_options(fn, options, name)
     if _accepts_progress(fn):
