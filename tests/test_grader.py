@@ -8,7 +8,15 @@ import pytest
 
 from opticam_lib.course.edition import main as edition_main
 from opticam_lib.course.exercises import GRADER_TOKEN_ENV, check_average_gain, receipt
-from opticam_lib.course.grader import chapter_exercises, format_grades, grade_all, grade_notebook, submissions
+from opticam_lib.course.grader import (
+    chapter_exercises,
+    chapter_of,
+    checker_calls,
+    format_grades,
+    grade_all,
+    grade_notebook,
+    submissions,
+)
 from opticam_lib.errors import InputError
 
 SETUP = "from opticam_lib.course.exercises import check_average_gain, check_target_rule\nimport torch"
@@ -87,7 +95,9 @@ def test_solved_half_and_broken_submissions(folder, capsys):
     assert [r.status for r in half] == ["pass", "not attempted"]
     broken = grade_notebook(folder / "broken.ipynb", timeout=120)
     assert [(r.exercise, r.status) for r in broken] == [(0, "error"), (1, "fail"), (2, "error")]
-    assert "SystemExit" in broken[0].message and "cell 5" in broken[0].message  # outside the exercises
+    assert (
+        "SystemExit" in broken[0].message and "code cell 4 (`raise SystemExit" in broken[0].message
+    )  # outside the exercises
     assert "NameError" in broken[2].message
     assert "that is AI" in broken[1].message  # the checker's hint, as the student saw it
     # the command: a folder graded as chapter 98 of a course folder, a table and a CSV
@@ -204,3 +214,138 @@ def test_chapter_exercises_of_the_course():
     assert chapters["00"] == ["check_masked_probability"]
     assert all(name.startswith("check_") for names in chapters.values() for name in names)
     assert len(chapters) == 12 and all(chapters.values())  # every chapter has at least one exercise
+
+
+# --- review findings: several checkers per cell, best attempt counts, notes, labels, CSV ----------------------
+
+
+def test_checker_calls_read_code_not_comments_or_helpers():
+    cell = (
+        "%matplotlib inline\n"
+        "def check_shape(x):  # a student's helper, not a course checker\n"
+        "    return x.shape\n"
+        "# check_spearman(my_spearman)  <- commented out\n"
+        "text = 'check_rollout(f)'\n"
+        "check_shape(t)\n"
+        "check_average_gain(my_ag); check_target_rule(my_target)\n"
+        "check_average_gain(my_ag)\n"
+    )
+    assert checker_calls(cell) == ["check_average_gain", "check_target_rule"]
+    broken = "check_target_rule(f)  # check_spearman(g)\nif x\n  check_rollout(h)"  # does not parse
+    assert checker_calls(broken) == ["check_target_rule", "check_rollout"]
+    assert checker_calls("check_typo(f)") == []
+
+
+def test_chapter_from_the_file_name():
+    assert chapter_of("03_opti_cam.ipynb") == "03"
+    assert chapter_of("Copy of 05_fake_cam (1).ipynb") == "05"
+    assert chapter_of("alice-07.ipynb") == "07" and chapter_of("07.ipynb") == "07"
+    assert chapter_of("essay.ipynb") is None and chapter_of("2024_report.ipynb") is None
+
+
+def test_submissions_labels_dedupe_and_skips(tmp_path):
+    subs = tmp_path / "subs"
+    for who in ("alice", "bob"):
+        (subs / who).mkdir(parents=True)
+        (subs / who / "03_x.ipynb").write_text("{}")
+    (subs / "__MACOSX" / "alice").mkdir(parents=True)
+    (subs / "__MACOSX" / "alice" / "._03_x.ipynb").write_text("resource fork")
+    (subs / "alice" / "._03_x.ipynb").write_text("resource fork")
+    found = submissions([subs / "alice", subs / "bob", subs / "alice" / "03_x.ipynb"])
+    assert [label for _, label in found] == ["alice/03_x.ipynb", "bob/03_x.ipynb"]  # apart, once each
+    assert [label for _, label in submissions([subs])] == ["alice/03_x.ipynb", "bob/03_x.ipynb"]
+    assert [label for _, label in submissions([subs / "bob" / "03_x.ipynb"])] == ["03_x.ipynb"]
+
+
+def test_table_keeps_both_ends_of_long_names_and_csv_is_spreadsheet_safe(tmp_path):
+    from opticam_lib.course.grader import ExerciseResult, write_csv
+
+    long = "section-B/" + "x" * 60 + "/alice/03_opti_cam.ipynb"
+    rows = [
+        ExerciseResult(long, 1, "check_saliency_map", "pass", "✓ correct"),
+        ExerciseResult("=HYPERLINK(1)/03.ipynb", 0, "-", "error", "-1 is wrong"),
+    ]
+    table = format_grades(rows)
+    first = table.splitlines()[1]
+    assert first.startswith("section-B") and "03_opti_cam.ipynb" in first and "…" in first
+    raw = write_csv(rows, tmp_path / "g.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # a byte-order mark: spreadsheets read the ✓ as UTF-8
+    text = raw.decode("utf-8-sig")
+    assert "'=HYPERLINK(1)/03.ipynb" in text and "'-1 is wrong" in text and ",-," in text
+
+
+def test_a_function_that_calls_the_librarys_answer_fails(capsys):
+    from opticam_lib.metrics.classification import average_gain
+
+    def wrapped(p, o):
+        return average_gain(p, o)
+
+    with pytest.raises(AssertionError, match=r"library's own answer.*average_gain"):
+        check_average_gain(wrapped)
+    assert check_average_gain(lambda p, o: float(100 * ((o - p).clamp(min=0) / (1 - p)).mean())) is True
+
+
+def test_the_grader_secret_leaves_the_environment(monkeypatch, capsys):
+    import os
+
+    from opticam_lib.course import exercises
+
+    monkeypatch.setattr(exercises, "_SECRET", {})
+    monkeypatch.setenv(GRADER_TOKEN_ENV, "secret")
+    assert exercises._grader_token() == "secret" and GRADER_TOKEN_ENV not in os.environ
+    check_average_gain(lambda p, o: float(100 * ((o - p).clamp(min=0) / (1 - p)).mean()))
+    assert capsys.readouterr().out.splitlines()[-1] == receipt("check_average_gain", "secret")
+
+
+SEVERAL = """def my_spearman(a, b):
+    return float(spearman(a, b))  # the library's answer, wrapped
+
+
+check_average_gain(my_average_gain); check_target_rule(my_target)
+check_spearman(my_spearman)"""
+STUB_THEN_FIX = [TODO_2, WRONG_1, RIGHT_1.replace("check_average_gain(my_average_gain)", "")]
+PASS_THEN_ERROR = """check_target_rule(my_target)
+raise ValueError("a leftover line after the check")"""
+PEEK = """import os
+print(os.environ.get("OPTICAM_GRADER_TOKEN"))"""
+HANG = """import time
+time.sleep(60)"""
+CRASH = """import os
+
+def my_average_gain(p, o):
+    os._exit(1)
+
+
+check_average_gain(my_average_gain)"""
+
+
+@pytest.mark.slow
+def test_best_attempt_counts_several_checkers_per_cell_and_notes(tmp_path):
+    course = _chapter(tmp_path / "course", "98", "check_average_gain", "check_target_rule", "check_spearman")
+    setup = "from opticam_lib.course.exercises import check_spearman\nfrom opticam_lib.metrics.sanity import spearman"
+    # erin: the stub and a wrong try left above her fix; both exercises checked in one cell; spearman wrapped
+    _submission(tmp_path / "98_erin.ipynb", setup, *STUB_THEN_FIX, RIGHT_2.split("\n\n\n")[0], SEVERAL, PEEK)
+    # fay: a passing check, then an error in the same cell; a setup cell that hangs; the kernel dies
+    _submission(
+        tmp_path / "98_fay.ipynb",
+        RIGHT_2.split("\n\n\n")[0],
+        PASS_THEN_ERROR,
+        HANG,
+        CRASH,
+        "check_spearman(print)",
+    )
+    results = grade_all([tmp_path / "98_erin.ipynb", tmp_path / "98_fay.ipynb"], timeout=8, src=course)
+    by = {(r.notebook, r.exercise, r.status): r for r in results}
+    erin = [(r.exercise, r.status) for r in results if r.notebook == "98_erin.ipynb"]
+    assert erin == [(0, "check by hand"), (1, "pass"), (2, "pass"), (3, "fail")]
+    assert "OPTICAM_GRADER_TOKEN" in by["98_erin.ipynb", 0, "check by hand"].message
+    assert "library's own answer" in by["98_erin.ipynb", 3, "fail"].message
+    assert by["98_erin.ipynb", 1, "pass"].message.startswith(
+        "✓ correct: AG"
+    )  # its own line, not the next one's
+    fay = [(r.exercise, r.status) for r in results if r.notebook == "98_fay.ipynb"]
+    assert fay == [(0, "timeout"), (1, "error"), (2, "pass"), (3, "not run")]
+    assert "code cell 4 (`import time`)" in by["98_fay.ipynb", 0, "timeout"].message
+    assert "kernel died while running this cell" in by["98_fay.ipynb", 1, "error"].message
+    assert "then the cell went on and ValueError" in by["98_fay.ipynb", 2, "pass"].message
+    assert "kernel died in code cell 5" in by["98_fay.ipynb", 3, "not run"].message

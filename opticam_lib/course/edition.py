@@ -303,7 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.timeout < 1:
                 raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-            results = grade_all(args.paths, args.timeout, args.chapter, args.src)
+            results = grade_all(
+                args.paths,
+                args.timeout,
+                args.chapter,
+                args.src,
+                progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )
             print(format_grades(results))
             if args.csv:
                 print(f"wrote {write_csv(results, args.csv)}")

@@ -6,8 +6,11 @@ A function that still raises ``NotImplementedError`` gets a reminder instead of 
 unsolved exercises still runs top to bottom.
 
 Under the grader (``course.grader``), a checker that passes also prints a receipt: a line keyed with a secret
-the grader puts in the kernel's environment (``GRADER_TOKEN_ENV``), so a cell that merely prints ``✓`` is not
-taken for a pass.
+the grader puts in the kernel's environment (``GRADER_TOKEN_ENV``; taken out of the environment as soon as this
+module is imported or a checker runs), so a cell that merely prints ``✓`` is not taken for a pass. A function
+that calls the library's own answer to its exercise (``average_gain`` for ``check_average_gain``, say) fails
+with a hint: the exercise is to write it. Neither is proof against a student set on cheating (the grader runs
+the student's code in the same process): they keep honest students' grades honest.
 """
 
 from __future__ import annotations
@@ -16,7 +19,12 @@ import functools
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+import sys
+import sysconfig
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
 
 import numpy as np
 import torch
@@ -44,13 +52,112 @@ def receipt(checker: str, token: str) -> str:
     return f"{RECEIPT_PREFIX} {checker} {digest}"
 
 
+_SECRET: dict[str, str] = {}
+# the library functions that already answer each exercise ("module:qualname"): calling one directly from the
+# student's function is not doing the exercise
+ANSWERS: dict[str, tuple[str, ...]] = {
+    "check_range_normalization": ("opticam_lib.methods.maps:normalize",),
+    "check_saliency_map": ("opticam_lib.methods.opticam:saliency_map",),
+    "check_average_gain": ("opticam_lib.metrics.classification:average_gain",),
+    "check_masked_probability": ("opticam_lib.metrics.classification:class_probability",),
+    "check_tokens_to_grid": ("opticam_lib.models.classifier:Classifier.to_grid",),
+    "check_rollout": ("opticam_lib.methods.attention:rollout_matrix",),
+    "check_area_loss": ("opticam_lib.methods.extremal:area_loss",),
+    "check_target_rule": ("opticam_lib.course.ablations:choose_targets",),
+    "check_energy_pointing_game": ("opticam_lib.metrics.localization:energy_pointing_game",),
+    "check_spearman": ("opticam_lib.metrics.sanity:spearman",),
+    "check_gradcam": ("opticam_lib.methods.cam:gradcam",),
+    "check_opticam_loop": ("opticam_lib.methods.opticam:optimize", "opticam_lib.methods.opticam:opticam"),
+    "check_rprop_step": ("opticam_lib.methods.opticam:optimize", "opticam_lib.methods.opticam:opticam"),
+}
+_LIBRARY = str(Path(__file__).resolve().parents[1]) + os.sep
+_INSTALLED = tuple(
+    {sysconfig.get_paths()[k] + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+)
+
+
+def _grader_token() -> str | None:
+    """The grader's secret: moved out of ``os.environ`` on first sight (a student's code that reads the
+    environment later finds nothing), kept here."""
+    token = os.environ.pop(GRADER_TOKEN_ENV, None)
+    if token:
+        _SECRET["token"] = token
+    return _SECRET.get("token")
+
+
+_grader_token()
+
+
+def _answer_codes(checker: str) -> dict[object, str]:
+    """The code objects of the library functions that answer ``checker``'s exercise, with their names."""
+    import importlib
+
+    codes: dict[object, str] = {}
+    for spec in ANSWERS.get(checker, ()):
+        module, qualname = spec.split(":")
+        obj: object = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        while obj is not None:  # the public function and what it wraps
+            code = getattr(obj, "__code__", None)
+            if code is not None:
+                codes[code] = f"{module}.{qualname}"
+            obj = getattr(obj, "__wrapped__", None)
+    return codes
+
+
+def _from_outside(frame: FrameType | None) -> bool:
+    """Whether the first caller that is neither library code nor installed code (torch's ``no_grad`` wrapper,
+    functools) is the student's own: outside ``opticam_lib``."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith(_LIBRARY):
+            return False
+        if not name.startswith(_INSTALLED):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextmanager
+def _answers_called(checker: str) -> Iterator[list[str]]:
+    """Collect, while the block runs, the answers to ``checker``'s exercise called from outside the library
+    (the student's code); the checker itself may call them."""
+    codes = _answer_codes(checker)
+    called: list[str] = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in codes and not called and _from_outside(frame.f_back):
+            called.append(codes[frame.f_code])
+
+    previous = sys.getprofile()
+    sys.setprofile(profile if codes else previous)
+    try:
+        yield called
+    finally:
+        sys.setprofile(previous)
+
+
 def _graded(checker: Callable[..., bool]) -> Callable[..., bool]:
-    """Make ``checker`` print its receipt after a pass (it returned ``True``) when the grader's token is set."""
+    """Make ``checker`` fail when the student's function calls the library's answer (``ANSWERS``), and print its
+    receipt after a pass (it returned ``True``) when the grader's token is set."""
 
     @functools.wraps(checker)
     def wrapper(*args: object, **kwargs: object) -> bool:
-        passed = checker(*args, **kwargs)
-        token = os.environ.get(GRADER_TOKEN_ENV)
+        with _answers_called(checker.__name__) as called:
+            try:
+                passed = checker(*args, **kwargs)
+            except AssertionError:
+                if not called:
+                    raise
+                passed = False
+        if called:
+            name = called[0].rsplit(".", 1)[-1]
+            raise AssertionError(
+                f"your function calls the library's own answer, {called[0]}: the exercise is to write "
+                f"{name} yourself (the library's version is what the checker compares with)"
+            ) from None
+        token = _grader_token()
         if passed is True and token:
             print(receipt(checker.__name__, token))
         return passed
