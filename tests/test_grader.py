@@ -17,7 +17,7 @@ from opticam_lib.course.grader import (
     grade_notebook,
     submissions,
 )
-from opticam_lib.errors import InputError
+from opticam_lib.errors import InputError, MissingDependencyError
 
 SETUP = "from opticam_lib.course.exercises import check_average_gain, check_target_rule\nimport torch"
 RIGHT_1 = """def my_average_gain(p, o):
@@ -349,3 +349,17 @@ def test_best_attempt_counts_several_checkers_per_cell_and_notes(tmp_path):
     assert "kernel died while running this cell" in by["98_fay.ipynb", 1, "error"].message
     assert "then the cell went on and ValueError" in by["98_fay.ipynb", 2, "pass"].message
     assert "kernel died in code cell 5" in by["98_fay.ipynb", 3, "not run"].message
+
+
+def test_a_kernel_that_cannot_start_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from opticam_lib.course import grader
+
+    path = _submission(tmp_path / "98_x.ipynb", RIGHT_1)
+    monkeypatch.setattr(grader, "KERNEL_NAME", "no-such-kernel")
+    with pytest.raises(
+        MissingDependencyError, match="'no-such-kernel' Jupyter kernel.*pip install ipykernel"
+    ):
+        grade_notebook(path, timeout=30)
+    course = _chapter(tmp_path / "course", "98", "check_average_gain")
+    assert edition_main(["grade", str(path), "--src", str(course)]) == 2
+    assert "error: could not start" in capsys.readouterr().err

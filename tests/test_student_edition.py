@@ -190,6 +190,10 @@ def test_generated_edition_of_the_course(tmp_path):
         assert [(c.cell_type, c.source) for c in st.cells] == [(c.cell_type, c.source) for c in kept]
         assert len(st.cells) < len(nb.cells), f"{dst.name}: no solution cell was removed"
         assert "# SOLUTION" not in nbformat.writes(st)
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "TEACHERS.md" in (NOTEBOOKS / "README.md").read_text(encoding="utf-8")
+    assert "TEACHERS.md" not in readme and "teacher -->" not in readme  # no pointer to a file left behind
+    assert "[`GLOSSARY.md`](GLOSSARY.md)" in readme and not (tmp_path / "TEACHERS.md").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

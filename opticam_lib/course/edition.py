@@ -42,7 +42,7 @@ from opticam_lib.course.notebook_files import (  # re-exported: the editions' no
 )
 from opticam_lib.course.notebook_files import cell_source as _source
 from opticam_lib.course.notebook_files import nbformat_module as _nbformat
-from opticam_lib.errors import InputError
+from opticam_lib.errors import InputError, OptiCAMError
 
 if TYPE_CHECKING:  # annotations only: nbformat is imported when a notebook is read
     from nbformat import NotebookNode
@@ -175,9 +175,14 @@ def exercise_problems(nb: NotebookNode, name: str = "notebook") -> list[str]:
     return problems
 
 
+# text for teachers only in the course's markdown files (the pointer to TEACHERS.md): left out of the edition
+_TEACHER_ONLY = re.compile(r"<!-- teacher -->.*?<!-- /teacher -->\s?", re.DOTALL)
+
+
 def write_student_edition(src: str | Path = "notebooks", dst: str | Path = "student") -> list[Path]:
     """Write ``student_notebook`` of every course notebook of ``src`` into ``dst`` (created), plus ``src``'s
-    README.md, GLOSSARY.md and figures/ where they exist (not TEACHERS.md, which holds the answers). "Open in
+    README.md, GLOSSARY.md and figures/ where they exist (not TEACHERS.md, which holds the answers, nor the
+    text between ``<!-- teacher -->`` and ``<!-- /teacher -->`` that points at it). "Open in
     Colab" badges point at ``dst``'s folder name in the same repository (``student/`` by default). Notebooks
     left in ``dst`` from an earlier run whose source is gone are removed. Returns the notebooks written, in order."""
     nbformat = _nbformat()
@@ -197,7 +202,8 @@ def write_student_edition(src: str | Path = "notebooks", dst: str | Path = "stud
             stale.unlink()
     for name in ("README.md", "GLOSSARY.md"):  # not TEACHERS.md: it holds the answers
         if (src / name).is_file():
-            (dst / name).write_text((src / name).read_text(encoding="utf-8"), encoding="utf-8")
+            text = _TEACHER_ONLY.sub("", (src / name).read_text(encoding="utf-8"))
+            (dst / name).write_text(text, encoding="utf-8")
     if (src / "figures").is_dir():  # the glossary's figure
         shutil.copytree(src / "figures", dst / "figures", dirs_exist_ok=True)
     return written
@@ -336,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else "every exercise has a hidden solution and a checker; navigation follows COURSE"
             )
             return 1 if problems else 0
-    except InputError as err:
+    except OptiCAMError as err:  # a bad argument, a kernel that cannot start: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

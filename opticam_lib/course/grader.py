@@ -42,18 +42,20 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from opticam_lib.course import exercises
 from opticam_lib.course.exercises import GRADER_TOKEN_ENV, RECEIPT_PREFIX, receipt
 from opticam_lib.course.notebook_files import course_notebooks, is_solution, read_notebook
-from opticam_lib.errors import InputError
+from opticam_lib.errors import InputError, MissingDependencyError
 
 _CHECKER = re.compile(r"\b(check_\w+)\s*\(")
 _CHAPTER = re.compile(r"(?<!\d)(\d\d)(?=_|\.ipynb$)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TIMEOUT = "CellTimeoutError"
+KERNEL_NAME = "python3"  # the Jupyter kernel the submissions run in
 _REMINDER = "not solved yet"
 # words in a notebook's code that only a student reaching for the grader's secret would write
 _GRADER_WORDS = re.compile(
@@ -295,14 +297,22 @@ def grade_notebook(
         interrupt_on_timeout=True,
         error_on_timeout={"ename": _TIMEOUT, "evalue": f"past the time limit ({timeout} s)", "traceback": []},
         on_cell_executed=on_executed,
-        kernel_name="python3",
+        kernel_name=KERNEL_NAME,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-encryption warning per notebook
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
     client.log.setLevel(logging.ERROR)  # the kernel manager's start-up chatter is not the teacher's business
     dead = None
     env = {**os.environ, GRADER_TOKEN_ENV: token, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    with client.setup_kernel(env=env):
+    kernel = ExitStack()
+    try:
+        kernel.enter_context(client.setup_kernel(env=env))
+    except Exception as e:  # no such kernel, ipykernel missing, a kernel that dies on start
+        raise MissingDependencyError(
+            f"could not start a {KERNEL_NAME!r} Jupyter kernel to run {path.name} ({type(e).__name__}: {e}); "
+            f"the grader needs ipykernel in this environment: pip install ipykernel"
+        ) from None
+    with kernel:
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
