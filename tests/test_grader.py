@@ -357,7 +357,7 @@ def test_a_kernel_that_cannot_start_is_a_clear_error(tmp_path, monkeypatch, caps
     path = _submission(tmp_path / "98_x.ipynb", RIGHT_1)
     monkeypatch.setattr(grader, "KERNEL_NAME", "no-such-kernel")
     with pytest.raises(
-        MissingDependencyError, match="'no-such-kernel' Jupyter kernel.*pip install ipykernel"
+        MissingDependencyError, match=r"'no-such-kernel' Jupyter kernel.*pip install ipykernel"
     ):
         grade_notebook(path, timeout=30)
     course = _chapter(tmp_path / "course", "98", "check_average_gain")
