@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ref = f"{paper[base]:13.2f}" if base in paper else f"{'-':>13}"
                 print(f"  {k:<32}{v:12.2f}{ref}")
     print(
-        "T = seconds per batch; the paper's T: Table 1, seconds per batch of 8 on the authors' GPU "
+        "T = seconds per batch; the paper's T: Table 1, seconds per batch of 8 on the authors' machine (unnamed) "
         "(ResNet50 / VGG16, 224 px, 100 iterations)."
     )
     if args.json:
