@@ -11,8 +11,6 @@ import torch
 from scipy.stats import spearmanr
 
 from opticam_lib.course import exercises as ex
-from opticam_lib.metrics.classification import average_gain
-from opticam_lib.metrics.localization import energy_pointing_game
 
 NAN = float("nan")
 
@@ -21,12 +19,13 @@ def right_spearman(a, b):
     return float(spearmanr(a.flatten().numpy(), b.flatten().numpy())[0])
 
 
-def right_average_gain(p, o):
-    return average_gain(p, o)
+def right_average_gain(p, o):  # by hand: a function that calls the library's average_gain fails its checker
+    return float(100 * ((o - p).clamp(min=0) / (1 - p)).mean())
 
 
 def right_energy_pointing_game(s, box):
-    return energy_pointing_game(s, box[None])
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return float(s[y0:y1, x0:x1].sum() / s.sum())
 
 
 def right_cost(forward_s, backward_ratio, channels, iterations, images, chunk):
