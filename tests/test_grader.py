@@ -3,8 +3,11 @@ in a fresh kernel and scored by the course's own checkers."""
 
 from __future__ import annotations
 
+import functools
+
 import nbformat
 import pytest
+import torch
 
 from opticam_lib.course.edition import main as edition_main
 from opticam_lib.course.exercises import GRADER_TOKEN_ENV, check_average_gain, receipt
@@ -137,10 +140,13 @@ check_average_gain(my_average_gain)"""
 
 @pytest.mark.slow
 def test_a_hand_printed_tick_is_not_a_pass(tmp_path):
-    path = _submission(tmp_path / "98_cheat.ipynb", TODO_PRINTED, HAND_PRINTED)
+    never_called = "if False:\n    check_spearman(print)\nprint('✓ correct')"
+    setup = "from opticam_lib.course.exercises import check_spearman"
+    path = _submission(tmp_path / "98_cheat.ipynb", setup, TODO_PRINTED, HAND_PRINTED, never_called)
     results = grade_notebook(path, timeout=120)
-    assert [r.status for r in results] == ["not attempted", "error"]
-    assert "no receipt" in results[1].message
+    assert [r.status for r in results] == ["not attempted", "fail", "error"]
+    assert "caught in the cell" in results[1].message  # the checker failed, the student hid it
+    assert "no receipt" in results[2].message
 
 
 @pytest.mark.slow
@@ -178,6 +184,8 @@ def test_time_limit_missing_exercise_other_chapter_and_unreadable_file(tmp_path,
         grade_all([subs], src=tmp_path / "elsewhere")
     with pytest.raises(InputError, match="unknown chapter '42'"):
         grade_all([subs], chapter="42", src=course)
+    with pytest.raises(InputError, match="unknown chapter '08'"):  # "8" read as chapter 08
+        grade_all([subs], chapter="8", src=course)
 
 
 def test_receipts_need_the_graders_secret(monkeypatch, capsys):
@@ -241,6 +249,10 @@ def test_chapter_from_the_file_name():
     assert chapter_of("Copy of 05_fake_cam (1).ipynb") == "05"
     assert chapter_of("alice-07.ipynb") == "07" and chapter_of("07.ipynb") == "07"
     assert chapter_of("essay.ipynb") is None and chapter_of("2024_report.ipynb") is None
+    assert chapter_of("03-opti-cam.ipynb") == "03"
+    chapters, names = {"01": [], "03": []}, {"01": "cam", "03": "opti_cam"}
+    assert chapter_of("hw01_03_opti_cam.ipynb", chapters, names) == "03"  # followed by its chapter's name
+    assert chapter_of("group_97_03_alice.ipynb", chapters, names) == "03"  # the one that is a chapter
 
 
 def test_submissions_labels_dedupe_and_skips(tmp_path):
@@ -251,6 +263,11 @@ def test_submissions_labels_dedupe_and_skips(tmp_path):
     (subs / "__MACOSX" / "alice").mkdir(parents=True)
     (subs / "__MACOSX" / "alice" / "._03_x.ipynb").write_text("resource fork")
     (subs / "alice" / "._03_x.ipynb").write_text("resource fork")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "03_y.ipynb").write_text("{}")
+    (subs / "bob" / "03_link.ipynb").symlink_to(tmp_path / "outside" / "03_y.ipynb")
+    assert "bob/03_link.ipynb" in [label for _, label in submissions([subs])]  # a link keeps its own name
+    (subs / "bob" / "03_link.ipynb").unlink()
     found = submissions([subs / "alice", subs / "bob", subs / "alice" / "03_x.ipynb"])
     assert [label for _, label in found] == ["alice/03_x.ipynb", "bob/03_x.ipynb"]  # apart, once each
     assert [label for _, label in submissions([subs])] == ["alice/03_x.ipynb", "bob/03_x.ipynb"]
@@ -282,6 +299,9 @@ def test_a_function_that_calls_the_librarys_answer_fails(capsys):
 
     with pytest.raises(AssertionError, match=r"library's own answer.*average_gain"):
         check_average_gain(wrapped)
+    for given in (average_gain, functools.partial(average_gain), torch.no_grad()(average_gain)):
+        with pytest.raises(AssertionError, match=r"is or calls the library's own answer"):
+            check_average_gain(given)  # handed to the checker as it is
     assert check_average_gain(lambda p, o: float(100 * ((o - p).clamp(min=0) / (1 - p)).mean())) is True
 
 
@@ -334,7 +354,11 @@ def test_best_attempt_counts_several_checkers_per_cell_and_notes(tmp_path):
         CRASH,
         "check_spearman(print)",
     )
-    results = grade_all([tmp_path / "98_erin.ipynb", tmp_path / "98_fay.ipynb"], timeout=8, src=course)
+    # gus: a failing check, then one that never runs in the same cell
+    blame = WRONG_1 + "; check_spearman(print)"
+    _submission(tmp_path / "98_gus.ipynb", "from opticam_lib.course.exercises import check_spearman", blame)
+    paths = [tmp_path / f"98_{who}.ipynb" for who in ("erin", "fay", "gus")]
+    results = grade_all(paths, timeout=8, src=course)
     by = {(r.notebook, r.exercise, r.status): r for r in results}
     erin = [(r.exercise, r.status) for r in results if r.notebook == "98_erin.ipynb"]
     assert erin == [(0, "check by hand"), (1, "pass"), (2, "pass"), (3, "fail")]
@@ -349,6 +373,10 @@ def test_best_attempt_counts_several_checkers_per_cell_and_notes(tmp_path):
     assert "kernel died while running this cell" in by["98_fay.ipynb", 1, "error"].message
     assert "then the cell went on and ValueError" in by["98_fay.ipynb", 2, "pass"].message
     assert "kernel died in code cell 5" in by["98_fay.ipynb", 3, "not run"].message
+    gus = [(r.exercise, r.status) for r in results if r.notebook == "98_gus.ipynb"]
+    assert gus == [(1, "fail"), (2, "missing"), (3, "error")]
+    assert "that is AI" in by["98_gus.ipynb", 1, "fail"].message  # the hint goes to the checker that failed
+    assert "check_spearman did not run" in by["98_gus.ipynb", 3, "error"].message
 
 
 def test_a_kernel_that_cannot_start_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -45,11 +45,18 @@ GRADER_TOKEN_ENV = "OPTICAM_GRADER_TOKEN"
 RECEIPT_PREFIX = "[grader receipt]"
 
 
-def receipt(checker: str, token: str) -> str:
-    """The line a passing ``checker`` prints when the grader's ``token`` is in the environment:
-    ``RECEIPT_PREFIX``, the checker's name and an HMAC-SHA256 of the name keyed with the token (16 hex digits)."""
-    digest = hmac.new(token.encode(), checker.encode(), hashlib.sha256).hexdigest()[:16]
-    return f"{RECEIPT_PREFIX} {checker} {digest}"
+def receipt(checker: str, token: str, status: str = "pass") -> str:
+    """The line ``checker`` prints, when the grader's ``token`` is in the environment, after it ran: ``status`` is
+    ``"pass"``, ``"fail"`` (it raised AssertionError) or ``"not attempted"`` (the function still raises
+    NotImplementedError). ``RECEIPT_PREFIX``, the checker's name, the status unless a pass, and an HMAC-SHA256 of
+    name and status keyed with the token (16 hex digits): a line no student can print without the token."""
+    message = checker if status == "pass" else f"{checker}:{status}"
+    digest = hmac.new(token.encode(), message.encode(), hashlib.sha256).hexdigest()[:16]
+    return (
+        f"{RECEIPT_PREFIX} {checker} {digest}"
+        if status == "pass"
+        else f"{RECEIPT_PREFIX} {checker} {status} {digest}"
+    )
 
 
 _SECRET: dict[str, str] = {}
@@ -58,7 +65,10 @@ _SECRET: dict[str, str] = {}
 ANSWERS: dict[str, tuple[str, ...]] = {
     "check_range_normalization": ("opticam_lib.methods.maps:normalize",),
     "check_saliency_map": ("opticam_lib.methods.opticam:saliency_map",),
-    "check_average_gain": ("opticam_lib.metrics.classification:average_gain",),
+    "check_average_gain": (
+        "opticam_lib.metrics.classification:average_gain",
+        "opticam_lib.metrics.classification:classification_metrics",
+    ),
     "check_masked_probability": ("opticam_lib.metrics.classification:class_probability",),
     "check_tokens_to_grid": ("opticam_lib.models.classifier:Classifier.to_grid",),
     "check_rollout": ("opticam_lib.methods.attention:rollout_matrix",),
@@ -138,28 +148,49 @@ def _answers_called(checker: str) -> Iterator[list[str]]:
         sys.setprofile(previous)
 
 
+def _unwrapped(fn: object) -> object:
+    """What ``fn`` runs in the end: through ``functools.partial``, decorators (``__wrapped__``) and bound methods."""
+    for _ in range(10):
+        inner = getattr(fn, "func", None) or getattr(fn, "__wrapped__", None) or getattr(fn, "__func__", None)
+        if inner is None:
+            break
+        fn = inner
+    return fn
+
+
 def _graded(checker: Callable[..., bool]) -> Callable[..., bool]:
-    """Make ``checker`` fail when the student's function calls the library's answer (``ANSWERS``), and print its
-    receipt after a pass (it returned ``True``) when the grader's token is set."""
+    """Make ``checker`` fail when the student's function is, or calls, the library's answer (``ANSWERS``), and
+    print its receipt (``receipt``: pass, fail or not attempted) when the grader's token is set."""
+
+    def report(status: str) -> None:
+        token = _grader_token()
+        if token:
+            print(receipt(checker.__name__, token, status))
 
     @functools.wraps(checker)
     def wrapper(*args: object, **kwargs: object) -> bool:
-        with _answers_called(checker.__name__) as called:
-            try:
-                passed = checker(*args, **kwargs)
-            except AssertionError:
-                if not called:
-                    raise
-                passed = False
-        if called:
-            name = called[0].rsplit(".", 1)[-1]
-            raise AssertionError(
-                f"your function calls the library's own answer, {called[0]}: the exercise is to write "
-                f"{name} yourself (the library's version is what the checker compares with)"
-            ) from None
-        token = _grader_token()
-        if passed is True and token:
-            print(receipt(checker.__name__, token))
+        codes = _answer_codes(checker.__name__)
+        given = _unwrapped(args[0] if args else next(iter(kwargs.values()), None))
+        called = [codes[given.__code__]] if getattr(given, "__code__", None) in codes else []
+        try:
+            with _answers_called(checker.__name__) as calls:
+                try:
+                    passed = checker(*args, **kwargs)
+                except AssertionError:
+                    if not (called or calls):
+                        raise
+                    passed = False
+            called += calls
+            if called:
+                name = called[0].rsplit(".", 1)[-1]
+                raise AssertionError(
+                    f"your function is or calls the library's own answer, {called[0]}: the exercise is to write "
+                    f"{name} yourself (the library's version is what the checker compares with)"
+                ) from None
+        except AssertionError:
+            report("fail")
+            raise
+        report("pass" if passed is True else "not attempted")
         return passed
 
     return wrapper

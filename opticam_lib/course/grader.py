@@ -52,14 +52,14 @@ from opticam_lib.course.notebook_files import course_notebooks, is_solution, rea
 from opticam_lib.errors import InputError, MissingDependencyError
 
 _CHECKER = re.compile(r"\b(check_\w+)\s*\(")
-_CHAPTER = re.compile(r"(?<!\d)(\d\d)(?=_|\.ipynb$)")
+_CHAPTER = re.compile(r"(?<!\d)(\d\d)(?=[_\- .]|\.ipynb$)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TIMEOUT = "CellTimeoutError"
 KERNEL_NAME = "python3"  # the Jupyter kernel the submissions run in
-_REMINDER = "not solved yet"
 # words in a notebook's code that only a student reaching for the grader's secret would write
 _GRADER_WORDS = re.compile(
-    rf"{GRADER_TOKEN_ENV}|GRADER_TOKEN|{re.escape(RECEIPT_PREFIX)}|\breceipt\b|\b_graded\b"
+    rf"{GRADER_TOKEN_ENV}|GRADER_TOKEN|{re.escape(RECEIPT_PREFIX)}|\breceipt\b|\b_graded\b|_SECRET|_grader_token",
+    re.IGNORECASE,
 )
 STATUSES: tuple[str, ...] = ("pass", "fail", "not attempted", "error", "timeout", "not run", "missing")
 NOTEBOOK_STATUSES: tuple[str, ...] = ("unreadable", "unknown chapter", "error", "timeout", "check by hand")
@@ -103,11 +103,13 @@ def checker_calls(source: str, names: frozenset[str] | None = None) -> list[str]
     return list(dict.fromkeys(n for n in found if n in names))
 
 
-def _checker_cells(nb: dict, names: frozenset[str] | None = None) -> list[tuple[int, list[str]]]:
-    """(cell index, checkers it calls) of every exercise cell: code, not a solution, calling a checker."""
+def _checker_cells(nb: dict, solutions: bool = False) -> list[tuple[int, list[str]]]:
+    """(cell index, checkers it calls) of every exercise cell: code calling a checker; solution cells only if
+    ``solutions`` (a submission's cells all count, whatever their tags)."""
     cells = []
+    names = course_checkers()
     for i, cell in enumerate(nb["cells"]):
-        if cell.get("cell_type") == "code" and not is_solution(cell):
+        if cell.get("cell_type") == "code" and (solutions or not is_solution(cell)):
             called = checker_calls("".join(cell.get("source", "")), names)
             if called:
                 cells.append((i, called))
@@ -141,11 +143,6 @@ def _first_line(err: dict) -> str:
     return f"{err.get('ename', 'Error')}: {evalue.splitlines()[0] if evalue else ''}".rstrip(": ")
 
 
-def _raised_in(err: dict, checker: str) -> bool:
-    """Whether ``checker`` is among the frames of the error's traceback."""
-    return checker in _ANSI.sub("", "\n".join(err.get("traceback", [])))
-
-
 @dataclass
 class _Run:
     """What happened to each code cell of one run."""
@@ -177,11 +174,31 @@ def _score(i: int, checker: str, called: list[str], token: str, run: _Run) -> tu
     lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
     if receipt(checker, token) in lines:  # the checker's own ✓ line is the last one before its receipt
         shown = [ln for ln in lines[: lines.index(receipt(checker, token))] if ln.startswith("✓")]
-        message = shown[-1] if shown else f"{checker} passed"
+        message = (
+            shown[-1] if shown else f"{checker} passed, but no ✓ line came before its receipt: check by hand"
+        )
         if err is not None or i in run.timed_out or i == run.dead:
             later = "the kernel died" if i == run.dead else _first_line(err) if err else "it timed out"
             message += f" (then the cell went on and {later})"
         return "pass", message
+    failed = receipt(checker, token, "fail") in lines
+    if (
+        failed
+    ):  # the checker raised AssertionError: its hint is the cell's error if that error is the checker's
+        last_keyed = [ln for ln in lines if ln.startswith(RECEIPT_PREFIX)][-1:]
+        if (
+            err is not None
+            and err.get("ename") == "AssertionError"
+            and last_keyed == [receipt(checker, token, "fail")]
+        ):
+            line = _first_line(err).removeprefix("AssertionError").lstrip(": ")
+            return "fail", line or "the checker's assertion failed"
+        return (
+            "fail",
+            f"{checker} failed (its AssertionError was caught in the cell, so its hint is not shown)",
+        )
+    if receipt(checker, token, "not attempted") in lines:
+        return "not attempted", "the function still raises NotImplementedError"
     if i == run.dead:
         return "error", "the kernel died while running this cell (out of memory? a crash in native code?)"
     if i in run.timed_out:
@@ -192,14 +209,11 @@ def _score(i: int, checker: str, called: list[str], token: str, run: _Run) -> tu
         return "timeout", message
     if run.dead is not None and i > run.dead:
         return "not run", f"the kernel died in {run.where(run.dead)}, before this cell"
-    if err is not None and (len(called) == 1 or _raised_in(err, checker)):
-        if err.get("ename") == "AssertionError":
-            line = _first_line(err).removeprefix("AssertionError").lstrip(": ")
-            return "fail", line or "the checker's assertion failed"
-        return "error", _first_line(err)
-    if any(_REMINDER in ln for ln in lines):
-        return "not attempted", "the function still raises NotImplementedError"
-    if err is not None:  # another call in the same cell raised before this checker ran
+    if (
+        err is not None
+    ):  # the checker never reported: the cell stopped before it, or inside the student's code
+        if len(called) == 1 or called.index(checker) == 0:
+            return "error", _first_line(err)
         return "error", f"{checker} did not run: the cell stopped at {_first_line(err)}"
     if any(ln.startswith("✓") for ln in lines):
         return "error", f"a ✓ was printed, but {checker} did not pass (no receipt from the checker)"
@@ -281,7 +295,7 @@ def grade_notebook(
     for cell in nb.cells:  # a fresh run: nothing the student's own run printed counts
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    found = _checker_cells(nb)
+    found = _checker_cells(nb, solutions=True)
     expected = expected if expected is not None else list(dict.fromkeys(n for _, c in found for n in c))
     token = secrets.token_hex(16)
     timed_out: set[int] = set()
@@ -310,7 +324,7 @@ def grade_notebook(
     except Exception as e:  # no such kernel, ipykernel missing, a kernel that dies on start
         raise MissingDependencyError(
             f"could not start a {KERNEL_NAME!r} Jupyter kernel to run {path.name} ({type(e).__name__}: {e}); "
-            f"the grader needs ipykernel in this environment: pip install ipykernel"
+            "is ipykernel installed in this environment? (pip install ipykernel)"
         ) from None
     with kernel:
         for index, cell in enumerate(nb.cells):
@@ -362,16 +376,27 @@ def submissions(paths: list[str | Path]) -> list[tuple[Path, str]]:
         unique.setdefault(q.resolve(), q)
     if not unique:
         raise InputError("no notebooks to grade")
-    roots = [p.resolve() if p.is_dir() else p.resolve().parent for p in given]
-    base = Path(os.path.commonpath(roots))
-    return [(q, resolved.relative_to(base).as_posix()) for resolved, q in unique.items()]
+    roots = [Path(os.path.abspath(p if p.is_dir() else p.parent)) for p in given]
+    base = Path(os.path.commonpath(roots))  # labels from the paths as found: a symlink keeps its own name
+    return [(q, Path(os.path.abspath(q)).relative_to(base).as_posix()) for q in unique.values()]
 
 
-def chapter_of(name: str) -> str | None:
+def chapter_of(
+    name: str, chapters: dict[str, object] | None = None, names: dict[str, str] | None = None
+) -> str | None:
     """The two-digit chapter in a submission's file name (``03_opti_cam.ipynb``, ``Copy of 03_x.ipynb``,
-    ``03.ipynb``), or None."""
-    m = _CHAPTER.search(name)
-    return m.group(1) if m else None
+    ``03-opti-cam.ipynb``, ``03.ipynb``), or None. Where the name holds several (``hw01_03_opti_cam``), the one
+    followed by its chapter's name in ``names`` (``{"03": "opti_cam"}``) wins, then the first that is one of
+    ``chapters``, then the first."""
+    found = _CHAPTER.findall(name)
+    plain = re.sub(r"[\- .]", "_", name.lower())
+    for number in found:
+        if names and number in names and f"{number}_{names[number]}" in plain:
+            return number
+    for number in found:
+        if chapters is None or number in chapters:
+            return number
+    return found[0] if found else None
 
 
 def grade_all(
@@ -391,12 +416,15 @@ def grade_all(
             "--src path/to/notebooks (the teacher edition)"
         )
     chapters = chapter_exercises(src)
+    stems = {path.name[:2]: path.stem[3:] for path in course_notebooks(src)}
+    chapter = chapter.zfill(2) if chapter is not None and chapter.isdigit() else chapter
     if chapter is not None and chapter not in chapters:
         raise InputError(f"unknown chapter {chapter!r}: the course has {', '.join(chapters)}")
     results: list[ExerciseResult] = []
+    started = False  # a kernel has started once: a later failure to start is that notebook's note
     todo = submissions(paths)
     for n, (path, label) in enumerate(todo, start=1):
-        number = chapter if chapter is not None else chapter_of(path.name)
+        number = chapter if chapter is not None else chapter_of(path.name, chapters, stems)
         if number not in chapters:
             results.append(
                 ExerciseResult(
@@ -412,8 +440,13 @@ def grade_all(
             progress(f"grading {n} of {len(todo)}: {label} (chapter {number})")
         try:
             results += grade_notebook(path, timeout, expected=chapters[number], label=label)
+            started = True
         except InputError as err:
             results.append(ExerciseResult(label, 0, "-", "unreadable", str(err)))
+        except MissingDependencyError as err:
+            if not started:  # no kernel at all: nothing can be graded
+                raise
+            results.append(ExerciseResult(label, 0, "-", "error", str(err)))  # one that did not start
     return results
 
 
