@@ -192,6 +192,9 @@ def test_receipts_need_the_graders_secret(monkeypatch, capsys):
     def right(p, o):
         return float(100 * ((o - p).clamp(min=0) / (1 - p)).mean())
 
+    from opticam_lib.course import exercises
+
+    monkeypatch.setattr(exercises, "_SECRET", {})  # the token it takes is forgotten after the test
     monkeypatch.delenv(GRADER_TOKEN_ENV, raising=False)
     assert check_average_gain(right) is True
     assert "receipt" not in capsys.readouterr().out  # a student's own run shows no receipt
