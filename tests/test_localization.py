@@ -8,14 +8,15 @@ import torch
 from opticam_lib.errors import InputError
 from opticam_lib.metrics.localization import (
     COLUMNS,
+    aggregate_localization,
     best_method,
     box_accuracy,
     box_iou,
     energy_pointing_game,
     format_localization,
     largest_component_box,
-    localization_table,
     localize,
+    localize_all,
     pointing_game,
     predicted_box,
     union_mask,
@@ -98,8 +99,8 @@ def test_box_accuracy_and_table():
     boxes = [torch.tensor([[5.0, 5.0, 10.0, 10.0]])] * 2
     rows = [localize(maps[i], boxes[i], True, 0.5) for i in range(2)]
     assert box_accuracy(rows) == pytest.approx(0.5)  # one image hit at every IoU threshold, one missed
-    table = localization_table(
-        maps, boxes, torch.tensor([1, 2]), torch.tensor([1, 1]), torch.tensor([0.5, 0.5])
+    table = aggregate_localization(
+        localize_all(maps, boxes, torch.tensor([1, 2]), torch.tensor([1, 1]), torch.tensor([0.5, 0.5]))
     )
     assert table["LE"] == pytest.approx(50.0)
     assert table["OM"] == pytest.approx(50.0)  # first: correct and perfect; second: wrong class -> 1
@@ -174,11 +175,9 @@ def test_wrong_inputs_are_refused():
     with pytest.raises(InputError, match=r"\(H, W\)"):
         localize(torch.zeros(2, 3, 4, 4), box, True, 0.5)
     with pytest.raises(InputError, match="another length"):
-        localization_table(
-            torch.stack([s, s]), [box], torch.tensor([1, 1]), torch.tensor([1, 1]), torch.ones(2)
-        )
+        localize_all(torch.stack([s, s]), [box], torch.tensor([1, 1]), torch.tensor([1, 1]), torch.ones(2))
     with pytest.raises(InputError, match=r"\(N, 1, H, W\)"):
-        localization_table(s, [box], torch.tensor([1]), torch.tensor([1]), torch.ones(1))
+        localize_all(s, [box], torch.tensor([1]), torch.tensor([1]), torch.ones(1))
 
 
 def test_box_as_its_own_map_is_perfect_on_every_box_metric():
@@ -187,7 +186,9 @@ def test_box_as_its_own_map_is_perfect_on_every_box_metric():
 
     boxes = torch.tensor([[3.0, 4.0, 15.0, 11.0]])
     s = boxes_to_mask(boxes, (16, 20))
-    t = localization_table(s[None], [boxes], torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]))
+    t = aggregate_localization(
+        localize_all(s[None], [boxes], torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]))
+    )
     assert t["OM"] == pytest.approx(0) and t["LE"] == pytest.approx(0)
     assert t["F1"] == pytest.approx(100) and t["EP"] == pytest.approx(100) and t["SP"] == 100
     assert t["BA"] == pytest.approx(100)

@@ -2,7 +2,7 @@
 
 Each compares a saliency map S with the ground-truth boxes B of its image (one or more boxes of the class; U is
 their union, as a set of pixels). Values are fractions in [0, 1] per image (SM is unbounded, in nats); average
-them over images and multiply by 100 for the paper's tables (``localization_table``).
+them over images and multiply by 100 for the paper's tables (``aggregate_localization``; ``localization_scores`` in one call).
 
 Definitions (appendix B.1), with the choices the paper leaves open made explicit:
 
@@ -351,21 +351,6 @@ def localize_all(
     ]
 
 
-def localization_table(
-    maps: Tensor,
-    boxes: Sequence[Tensor],
-    predicted: Tensor,
-    targets: Tensor,
-    crop_probs: Tensor,
-    ties: str = "any",
-) -> dict[str, float]:
-    """Table A7's columns (``COLUMNS``) in percent (SM in nats, as is), averaged over the images.
-
-    Args: as ``localize_all``.
-    """
-    return aggregate_localization(localize_all(maps, boxes, predicted, targets, crop_probs, ties))
-
-
 def aggregate_localization(rows: Sequence[Localization]) -> dict[str, float]:
     """Table A7's columns (``COLUMNS``) from per-image results: OM, LE, F1, SP, EP averaged and in percent, BA
     by ``box_accuracy`` in percent, SM averaged in nats."""
@@ -459,7 +444,8 @@ def format_localization(
     """Table A7's layout as text: one line per method with our columns, then the paper's when given.
 
     Args:
-        table: {method: {column: value}} from ``localization_table`` (percent; SM in nats).
+        table: {method: {column: value}} from ``localization_scores`` or ``aggregate_localization`` (percent; SM
+            in nats).
         paper: the paper's rows for the same methods (``opticam_lib.paper.tables.paper_table("A7", model)``).
     """
     arrows = {c: "↓" if c in LOWER_IS_BETTER else "↑" for c in COLUMNS}
