@@ -2,7 +2,8 @@
 
 Each compares a saliency map S with the ground-truth boxes B of its image (one or more boxes of the class; U is
 their union, as a set of pixels). Values are fractions in [0, 1] per image (SM is unbounded, in nats); average
-them over images and multiply by 100 for the paper's tables (``aggregate_localization``; ``localization_scores`` in one call).
+them over images and multiply by 100 for the paper's tables (``aggregate_localization``, or ``localization_scores``
+in one call).
 
 Definitions (appendix B.1), with the choices the paper leaves open made explicit:
 
