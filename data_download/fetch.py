@@ -165,12 +165,28 @@ def _looks_like_html(head: bytes) -> bool:
     return text.startswith((b"<!doctype html", b"<html"))
 
 
-def _safetensors_problem(head: bytes, size: int) -> str | None:
+def _safetensors_problem(path: Path, head: bytes, size: int) -> str | None:
+    """Why ``path`` is not a whole safetensors file, or None: its header must parse and its tensors' data must
+    end exactly at the end of the file (a truncated download of the right format fails here)."""
     if len(head) < 9:
         return "it is too short to be a safetensors file"
     n = int.from_bytes(head[:8], "little")
     if not 0 < n <= size - 8 or head[8:9] != b"{":
         return "it does not start with a safetensors header (8-byte length, then a JSON object)"
+    with open(path, "rb") as f:
+        f.seek(8)
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "its safetensors header cannot be read (not the JSON the format requires)"
+    data = size - 8 - n
+    if max(ends, default=0) != data:
+        return (
+            f"its tensors need {max(ends, default=0):,} bytes of data after the header but the file holds {data:,} "
+            "(a truncated or padded file)"
+        )
     return None
 
 
@@ -189,7 +205,7 @@ def format_problem(path: Path, name: str) -> str | None:
     if _looks_like_html(head) and not lower.endswith((".html", ".htm")):
         return "it is an HTML page, not the file (a login or error page?)"
     if lower.endswith(".safetensors"):
-        return _safetensors_problem(head, Path(path).stat().st_size)
+        return _safetensors_problem(Path(path), head, Path(path).stat().st_size)
     if lower.endswith(".tar"):
         return None if head[257:262] == b"ustar" else "it is not a tar archive (no ustar header)"
     for suffixes, magics, kind in _MAGIC:
@@ -859,23 +875,27 @@ def install_copy(
     progress: bool = True,
     log: Log = _stderr,
 ) -> Digests:
-    """Copy the user's file ``src`` to ``dest`` (through ``dest.part``), verified before the rename.
+    """Copy the user's file ``src`` to ``dest`` (through a temporary file of its own), verified before the rename.
+
+    The copy never goes through ``dest.part``: a half-finished copy (Ctrl-C, a full disk) must not become the
+    start of a later download's resume. A ``dest.part`` left by an earlier download is dropped once the copy is
+    in place (the copy supersedes it). The temporary file is removed however the copy ends.
 
     Raises:
         ChecksumError: ``src`` is not the expected file; nothing is put in place, ``src`` is left alone.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = dest.with_name(f".{dest.name}.copy-{os.getpid()}.tmp")
     check_format(
         src, spec, f"your copy {src}",
         f"Nothing was copied and nothing new was recorded. Get the real {spec.name} and give it with --from again.",
         item=item, state=state,
     )  # fmt: skip
     with state.lock(dest):
-        with open(src, "rb") as fin, open(part, "wb") as fout:
-            _copy(fin, fout, Path(src).stat().st_size, spec.name, progress)
         try:
+            with open(src, "rb") as fin, open(part, "wb") as fout:
+                _copy(fin, fout, Path(src).stat().st_size, spec.name, progress)
             digests = verify_file(
                 part,
                 spec,
@@ -886,11 +906,11 @@ def install_copy(
                 progress=progress,
                 log=log,
             )
-        except ChecksumError:
-            part.unlink(missing_ok=True)
-            raise
-        _fsync(part)
-        os.replace(part, dest)
+            _fsync(part)
+            os.replace(part, dest)
+        finally:
+            part.unlink(missing_ok=True)  # a failed or interrupted copy leaves nothing behind
+        _drop_part(dest.with_name(dest.name + ".part"))  # an old partial download must not resume over it
         state.stamp(dest, digests)
         return digests
 

@@ -521,6 +521,65 @@ def test_from_path_installs_a_verified_copy(tmp_path: Path, cache: Path) -> None
     assert path.read_bytes() == BLOB  # the good copy stays
 
 
+def test_an_interrupted_copy_leaves_nothing_that_a_later_download_would_resume(
+    server: _Server, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --from copy cut short (Ctrl-C, a full disk) must not become the start of the next download's resume:
+    without a published checksum, the user's bytes joined to the server's would be recorded as trusted."""
+    import data_download.fetch as fetch
+
+    server.files["/tiny.bin"] = BLOB
+    server.etags["/tiny.bin"] = '"v1"'
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB, sha256=None, size=None))
+    weights = cache / "weights"
+    weights.mkdir(parents=True)
+    (weights / "tiny.bin.part").write_bytes(BLOB[:1000])  # an earlier, interrupted download
+    validator_path(weights / "tiny.bin.part").write_text('"v1"')
+    other = tmp_path / "other.bin"
+    other.write_bytes(bytes(reversed(BLOB)))
+
+    def half_then_interrupt(fin, fout, total, desc, progress):
+        fout.write(fin.read(total // 2))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fetch, "_copy", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_item("tiny", manifest=m, cache=cache, sources=[other], progress=False, log=lambda s: None)
+    assert sorted(p.name for p in weights.iterdir()) == ["tiny.bin.part", "tiny.bin.part.validator"]
+    assert (weights / "tiny.bin.part").read_bytes() == BLOB[:1000]  # the download's own part, untouched
+    monkeypatch.undo()
+
+    path = fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert path.read_bytes() == BLOB  # resumed from the download's bytes, not the copy's
+    assert State(cache).recorded("tiny", "tiny.bin")["sha256"] == _sha256(BLOB)
+
+
+def test_a_finished_copy_supersedes_a_partial_download(tmp_path: Path, cache: Path) -> None:
+    m = _manifest(tiny=_weights_item(_closed_port_url(), BLOB))
+    weights = cache / "weights"
+    weights.mkdir(parents=True)
+    (weights / "tiny.bin.part").write_bytes(b"stale bytes from another file")
+    validator_path(weights / "tiny.bin.part").write_text('"old"')
+    src = tmp_path / "tiny.bin"
+    src.write_bytes(BLOB)
+    fetch_item("tiny", manifest=m, cache=cache, sources=[src], progress=False, log=lambda s: None)
+    assert [p.name for p in weights.iterdir()] == ["tiny.bin"]  # no .part, no validator, no temporary file
+
+
+def test_a_truncated_safetensors_download_is_refused_and_not_recorded(server: _Server, cache: Path) -> None:
+    """The right format, the right header, half the data: refused like any file of the wrong kind."""
+    whole = _safetensors(b"\7" * 20_000)
+    server.files["/model.safetensors"] = whole[: len(whole) // 2]  # served with a consistent Content-Length
+    m = _manifest(tiny=_safetensors_item([server.url("/model.safetensors")]))
+    with pytest.raises(FileFormatError, match="truncated or padded"):
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    _nothing_kept(cache, "tiny", "model.safetensors")
+    server.files["/model.safetensors"] = whole  # the whole file is then accepted and recorded
+    assert (
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None).read_bytes() == whole
+    )
+
+
 def test_unpublished_checksum_is_recorded_on_first_download(server: _Server, cache: Path) -> None:
     server.files["/tiny.bin"] = BLOB
     m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB, sha256=None, size=None))
@@ -541,7 +600,10 @@ HTML_PAGE = b"\n  <!DOCTYPE html>\n<html><body>Please sign in</body></html>\n"
 
 
 def _safetensors(payload: bytes = b"\0" * 64) -> bytes:
-    header = b'{"__metadata__":{"format":"pt"}}'
+    """A whole safetensors file: one uint8 tensor whose data is ``payload`` (the format needs it fully covered)."""
+    header = json.dumps(
+        {"w": {"dtype": "U8", "shape": [len(payload)], "data_offsets": [0, len(payload)]}, "__metadata__": {}}
+    ).encode()
     return len(header).to_bytes(8, "little") + header + payload
 
 
@@ -662,6 +724,10 @@ def test_format_problem_by_file_name(tmp_path: Path) -> None:
     assert "HTML page" in str(problem("x.bin", b"\xef\xbb\xbf<HTML><body>error</body></HTML>"))
     assert "safetensors header" in str(problem("model.safetensors", (10**9).to_bytes(8, "little") + b"{}"))
     assert "too short" in str(problem("model.safetensors", b"{}"))
+    whole = _safetensors(b"\1" * 1000)
+    assert "truncated or padded" in str(problem("model.safetensors", whole[:-400]))
+    assert "truncated or padded" in str(problem("model.safetensors", whole + b"\0"))
+    assert "header cannot be read" in str(problem("model.safetensors", b"\x04\0\0\0\0\0\0\0{x}!"))
     assert "not a zip archive" in str(problem("a.zip", tar))
     assert "not a PyTorch checkpoint" in str(problem("r.pth", b"random bytes"))
     assert "not a tar archive" in str(problem("a.tar", b"x" * 600))

@@ -129,7 +129,10 @@ def test_corrupted_weights_are_refused_by_checksum(empty_cache):
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not the weights" * 100)
     assert path.name == "resnet50-0676ba61.pth"
-    with pytest.raises(MissingWeightsError, match=r"does not match its checksum.*expected 0676ba61"):
+    with pytest.raises(
+        MissingWeightsError,
+        match=r"does not match its checksum.*expected 0676ba61.*python -m data_download resnet50 --force",
+    ):
         load_classifier("resnet50")
 
 
@@ -138,8 +141,10 @@ def test_unreadable_weights_without_checksum_are_refused_clearly(tmp_path):
     for name in ("vit.safetensors", "model.pth"):
         bad = tmp_path / name
         bad.write_bytes(b"\x00garbage" * 64)
-        with pytest.raises(MissingWeightsError, match=r"corrupted or incomplete.*python -m data_download"):
-            load_state_dict(bad)
+        with pytest.raises(
+            MissingWeightsError, match=r"corrupted or incomplete.*python -m data_download vit_b_16 --force"
+        ):
+            load_state_dict(bad, "vit_b_16")
 
 
 def test_weights_with_a_matching_checksum_load(tmp_path):

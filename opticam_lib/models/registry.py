@@ -122,12 +122,16 @@ def require_weights(name: str) -> Path:
     return path
 
 
-def load_state_dict(path: Path) -> dict[str, Tensor]:
+def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
     """Load a state dict safely: ``.safetensors`` or ``torch.load(..., weights_only=True)``.
 
     torchvision files carry the first hex digits of their SHA-256 in their name (``resnet50-0676ba61.pth``);
     that prefix is checked before the file is used.
+
+    Args:
+        path: the weights file. name: the registered model it belongs to, named in the command an error gives.
     """
+    fetch = f"python -m data_download {name} --force" if name else "python -m data_download NAME --force"
     stem = path.name.split(".")[0]
     if "-" in stem:
         prefix = stem.rsplit("-", 1)[1]
@@ -136,7 +140,7 @@ def load_state_dict(path: Path) -> dict[str, Tensor]:
             if not digest.startswith(prefix):
                 raise MissingWeightsError(
                     f"{path} does not match its checksum (sha256 {digest[:12]}..., expected {prefix}...): "
-                    f"delete it and fetch it again with python -m data_download"
+                    f"fetch it again with: {fetch}"
                 )
     try:
         if path.suffix == ".safetensors":
@@ -147,7 +151,7 @@ def load_state_dict(path: Path) -> dict[str, Tensor]:
     except Exception as e:  # a truncated or corrupted file: say which and how to replace it
         raise MissingWeightsError(
             f"{path} cannot be read as weights ({type(e).__name__}: {e}); it is corrupted or incomplete: "
-            "delete it and fetch it again with python -m data_download"
+            f"fetch it again with: {fetch}"
         ) from e
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

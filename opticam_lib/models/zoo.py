@@ -80,7 +80,7 @@ def load_torchvision(
     path = require_weights(arch) if pretrained else None  # before building: a missing file fails at once
     net = getattr(torchvision.models, arch)(weights=None)
     if path is not None:
-        net.load_state_dict(load_state_dict(path))
+        net.load_state_dict(load_state_dict(path, arch))
     return Classifier(
         name=arch,
         model=InputNormalized(net, IMAGENET_MEAN if normalize else None, IMAGENET_STD if normalize else None),
@@ -108,7 +108,7 @@ def load_timm_vit(
     path = require_weights(name) if pretrained else None  # before building: a missing file fails at once
     net = timm.create_model(arch, pretrained=False)
     if path is not None:
-        net.load_state_dict(load_state_dict(path))
+        net.load_state_dict(load_state_dict(path, name))
     return Classifier(
         name=name,
         model=InputNormalized(net, mean if normalize else None, std if normalize else None),
