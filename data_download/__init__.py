@@ -38,6 +38,7 @@ from .errors import (
     ManualStepRequired,
     OfflineError,
     UsageError,
+    WrongArchiveError,
 )
 from .fetch import Digests, State, download, format_problem, hash_file, verify_file
 from .manifest import DEFAULT_MANIFEST, FileSpec, Item, Manifest, load_manifest, parse_manifest
@@ -59,6 +60,7 @@ __all__ = [
     "OfflineError",
     "State",
     "UsageError",
+    "WrongArchiveError",
     "command_for",
     "dataset_folder",
     "download",

@@ -24,7 +24,14 @@ from .datasets import (
     prepare_kvasir,
     read_marker,
 )
-from .errors import ChecksumError, DamagedArchiveError, DataDownloadError, ManualStepRequired, UsageError
+from .errors import (
+    ChecksumError,
+    DamagedArchiveError,
+    DataDownloadError,
+    ManualStepRequired,
+    UsageError,
+    WrongArchiveError,
+)
 from .fetch import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -226,15 +233,29 @@ def _on_damaged_archive(
                 "good copy will be accepted."
             )
         raise DamagedArchiveError(text, path=e.path, reason=e.reason) from None
+    except WrongArchiveError as e:  # it reads to its end, but it is not the data set
+        text = f"{e.reason}. Nothing was prepared" + _damaged_advice(
+            item, cache, e.path, sources, ours, wrong=True
+        )
+        if _forget_damaged(item, state, checked.get(e.path.resolve())):
+            text += (
+                " The checksum recorded for it on first use was forgotten (it was this file's), so the right "
+                "file will be accepted."
+            )
+        raise WrongArchiveError(text, path=e.path) from None
 
 
-def _damaged_advice(item: Item, cache: Path, damaged: Path, sources: list[Path], ours: Path | None) -> str:
-    """What was done with a damaged archive and the exact command to run next (the rest of a sentence)."""
+def _damaged_advice(
+    item: Item, cache: Path, damaged: Path, sources: list[Path], ours: Path | None, *, wrong: bool = False
+) -> str:
+    """What was done with a damaged (or ``wrong``) archive and the exact command to run next (rest of a sentence)."""
     command = command_for(item.name, cache)
     if ours is not None and ours.is_file() and damaged.resolve() == ours.resolve():
         bad = _set_aside(ours)
         return f"; it was moved aside to {bad}. Run {command} to download it again."
     again = " ".join([command, *(f"--from {s}" for s in sources)])
+    if wrong:
+        return f"; your file was left alone. Get the right file and run {again}."
     return f": delete it and download it again, then run {again}."
 
 

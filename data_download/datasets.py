@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import DamagedArchiveError, DataDownloadError, ManualStepRequired
+from .errors import DamagedArchiveError, DataDownloadError, ManualStepRequired, WrongArchiveError
 
 MARKER = ".complete.json"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -186,14 +186,16 @@ class _Capped:
         self.read_here += len(data)
         self.budget["left"] -= len(data)
         if self.read_here > MAX_MEMBER_BYTES:
-            raise DataDownloadError(
+            raise WrongArchiveError(
                 f"{self.source}: the member {self.name} unpacks to more than {MAX_MEMBER_BYTES >> 20} MiB: refused "
-                "(not an image of this data set; a damaged or malicious archive?)"
+                "(not an image of this data set; a damaged or malicious archive?)",
+                path=self.source,
             )
         if self.budget["left"] < 0:
-            raise DataDownloadError(
+            raise WrongArchiveError(
                 f"{self.source} unpacks to more than {self.budget['cap'] >> 20} MiB, twice its own size: refused "
-                "(a damaged or malicious archive?); nothing was kept"
+                "(a damaged or malicious archive?)",
+                path=self.source,
             )
         return data
 
@@ -342,23 +344,41 @@ def _write_entry(entry: Entry, dest: Path) -> None:
 
 @contextlib.contextmanager
 def building(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; on success it replaces ``final``, on failure it is deleted."""
+    """Yield a temporary folder beside ``final``; on success it replaces ``final``, on failure it is deleted.
+
+    The swap is two renames (``final`` aside, the new folder in); if the second fails, the old folder is put
+    back, so a failure never leaves the data set missing. Leftovers of a process that was killed
+    (``.NAME.partial-*``, ``.NAME.old-*``) are removed on the next build; an ``.old-*`` left while ``final`` is
+    missing is the previous data set and is put back first.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for old_copy in sorted(final.parent.glob(f".{final.name}.old-*")):
+        if not final.exists():
+            os.replace(old_copy, final)  # a swap cut between its two renames: the good folder comes back
+        else:
+            shutil.rmtree(old_copy, ignore_errors=True)
     for stale in final.parent.glob(f".{final.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     tmp.mkdir()
     try:
         yield tmp
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        had_old = final.exists()
+        if had_old:
+            os.replace(final, old)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if had_old:
+                os.replace(old, final)
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    if had_old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _file_digest(path: Path) -> str:
@@ -397,9 +417,10 @@ def check_image_count(marker: dict[str, Any], expected: int | None, source: Path
     """Fail when a prepared folder holds fewer than 95 % of the images the manifest expects."""
     found = _image_count(marker)
     if expected is not None and found < 0.95 * expected:
-        raise DataDownloadError(
+        raise WrongArchiveError(
             f"{source} gave {found:,} images where the data set has {expected:,}: it is not the archive the "
-            "manifest describes (a partial or different download?); nothing was kept"
+            "manifest describes (a partial or different download?)",
+            path=source,
         )
 
 
@@ -455,13 +476,15 @@ def prepare_imagenette(
                 continue
             wnid, name = parts[-2], _safe_basename(parts[-1])
             if wnid not in index:
-                raise DataDownloadError(
-                    f"{source}: {entry.name} is not in a WordNet-id folder of ImageNet-1k"
+                raise WrongArchiveError(
+                    f"{source}: {entry.name} is not in a WordNet-id folder of ImageNet-1k", path=source
                 )
             _write_entry(entry, tmp / wnid / name)
             rows.append((f"{wnid}/{name}", wnid, *index[wnid]))
         if not rows:
-            raise DataDownloadError(f"{source} holds no val/<wnid>/ images: is it an Imagenette archive?")
+            raise WrongArchiveError(
+                f"{source} holds no val/<wnid>/ images: is it an Imagenette archive?", path=source
+            )
         rows.sort()
         _write_csv(tmp / "labels.csv", ("file", "wnid", "class_index", "class_name"), rows)
         marker = write_marker(
@@ -693,7 +716,9 @@ def prepare_chest_xray(
             seen.add(key)
             _write_entry(entry, tmp / split / cls / parts[-1])
         if not seen:
-            raise DataDownloadError(f"{source} holds no {{train,test}}/{{NORMAL,PNEUMONIA}}/ images")
+            raise WrongArchiveError(
+                f"{source} holds no {{train,test}}/{{NORMAL,PNEUMONIA}}/ images", path=source
+            )
         if any(k[0] == "val" for k in seen):
             rule = "the archive's own train/val/test split (Kaggle)"
         else:
@@ -740,10 +765,12 @@ def prepare_kvasir(
             seen[cls].add(name)
             _write_entry(entry, tmp / "train" / cls / name)
         if not any(seen.values()):
-            raise DataDownloadError(f"{source} holds no Kvasir class folders ({', '.join(KVASIR_CLASSES)})")
+            raise WrongArchiveError(
+                f"{source} holds no Kvasir class folders ({', '.join(KVASIR_CLASSES)})", path=source
+            )
         empty = [c for c, names in seen.items() if not names]
         if empty:
-            raise DataDownloadError(f"{source} lacks the Kvasir classes {', '.join(empty)}")
+            raise WrongArchiveError(f"{source} lacks the Kvasir classes {', '.join(empty)}", path=source)
         for cls, names in seen.items():
             ranked = sorted(names, key=lambda n, c=cls: rank_key(KVASIR_SALT, f"{c}/{n}"))
             n_val, n_test = round(len(ranked) * val_fraction), round(len(ranked) * test_fraction)

@@ -48,3 +48,17 @@ class DamagedArchiveError(DataDownloadError):
         super().__init__(message)
         self.path = Path(path)
         self.reason = reason
+
+
+class WrongArchiveError(DataDownloadError):
+    """An archive (or folder) reads to its end but is not the data set: too few images, none in the expected
+    layout, or it unpacks to far more than its size. ``path`` is the archive, ``reason`` the full explanation.
+
+    Handled like a ``DamagedArchiveError``: a downloaded archive is moved aside and a checksum recorded for it on
+    first use is forgotten, so that running the command again fetches and accepts a good copy.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str]) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+        self.reason = message

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import socket
 import tarfile
 import threading
@@ -31,6 +32,7 @@ from data_download import (
     ManifestError,
     ManualStepRequired,
     OfflineError,
+    WrongArchiveError,
     fetch_item,
     format_list,
     imagenet_subset_ids,
@@ -787,6 +789,72 @@ def test_a_corrupt_downloaded_archive_is_set_aside_and_its_record_is_forgotten(
     server.files["/k.tgz"] = full
     folder = fetch_item("kvasir", manifest=m, cache=cache, progress=False, log=lambda s: None)
     assert len(list(folder.rglob("*.jpg"))) == 32
+
+
+def test_a_downloaded_archive_that_is_not_the_data_set_is_set_aside_and_its_record_forgotten(
+    server: _Server, cache: Path
+) -> None:
+    """It reads to its end but holds too few images: without this, the same wrong archive and its first-use
+    record would stay, and every later run would fail the same way (or refuse the right file)."""
+    server.files["/k.tgz"] = _kvasir_tgz(1)  # 8 images where the manifest says 32
+    m = _manifest(kvasir=_dataset_item("kvasir", "kvasir.tgz", server.url("/k.tgz"), None, images=32))
+    with pytest.raises(WrongArchiveError, match=r"gave 8 images where the data set has 32") as err:
+        fetch_item("kvasir", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    text = str(err.value)
+    assert "moved aside to" in text and "python -m data_download kvasir" in text and "was forgotten" in text
+    assert State(cache).recorded("kvasir", "kvasir.tgz") is None
+    assert not (cache / "downloads" / "kvasir.tgz").exists()
+    assert (cache / "downloads" / "kvasir.tgz.corrupt").exists()
+    server.files["/k.tgz"] = _kvasir_tgz()  # the right archive upstream: accepted on the next run
+    folder = fetch_item("kvasir", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert len(list(folder.rglob("*.jpg"))) == 32
+
+
+def test_a_wrong_archive_given_with_from_is_left_alone_and_its_record_forgotten(
+    tmp_path: Path, cache: Path
+) -> None:
+    wrong = tmp_path / "kvasir.tgz"
+    wrong.write_bytes(_tar_bytes({"photos/cat.jpg": b"x"}))
+    m = _manifest(kvasir=_dataset_item("kvasir", "kvasir.tgz", None, None, manual=True))
+    with pytest.raises(WrongArchiveError, match="holds no Kvasir class folders") as err:
+        fetch_item("kvasir", manifest=m, cache=cache, sources=[wrong], progress=False, log=lambda s: None)
+    assert "your file was left alone" in str(err.value) and f"--from {wrong}" in str(err.value)
+    assert wrong.exists() and State(cache).recorded("kvasir", "kvasir.tgz") is None
+    wrong.write_bytes(_kvasir_tgz())
+    folder = fetch_item(
+        "kvasir", manifest=m, cache=cache, sources=[wrong], progress=False, log=lambda s: None
+    )
+    assert len(list(folder.rglob("*.jpg"))) == 32
+
+
+def test_a_swap_that_fails_between_its_renames_puts_the_old_data_set_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import data_download.datasets as datasets
+
+    final = tmp_path / "datasets" / "kvasir"
+    final.mkdir(parents=True)
+    (final / "good.txt").write_text("the prepared data set")
+    real_replace = os.replace
+
+    def failing_second_rename(src, dst):
+        if ".partial-" in str(src):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(datasets.os, "replace", failing_second_rename)
+    with pytest.raises(OSError, match="Input/output"), datasets.building(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+    monkeypatch.undo()
+    assert [p.name for p in final.parent.iterdir()] == ["kvasir"]  # no .old-*, no .partial-*
+    assert (final / "good.txt").read_text() == "the prepared data set"
+
+    old = final.with_name(".kvasir.old-999")  # a process killed between the renames left only this
+    real_replace(final, old)
+    with datasets.building(final) as tmp:
+        assert (final / "good.txt").exists()  # put back before the new build starts
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in final.parent.iterdir()] == ["kvasir"] and (final / "new.txt").exists()
 
 
 # ------------------------------------------------------------------------------------------------------------------
