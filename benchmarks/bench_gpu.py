@@ -50,6 +50,7 @@ from opticam_lib.methods.features import features
 from opticam_lib.metrics.classification import average_gain, masked_probabilities
 from opticam_lib.models.fast import fast_copy
 from opticam_lib.paper.tables import paper_table
+from opticam_lib.paths import atomic_write
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 GOALS = {
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  goal {goal}: {verdict}")
     path = Path(args.json) if args.json else Path("benchmarks/results") / f"{device.type}_{args.model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write(path, json.dumps(report, indent=1) + "\n")
     print(f"wrote {path} ({report['seconds_total']:.0f} s)")
     return report
 

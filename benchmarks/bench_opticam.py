@@ -27,6 +27,7 @@ from opticam_lib import load_classifier, optimize
 from opticam_lib.hooks import frozen
 from opticam_lib.images import load_samples
 from opticam_lib.methods.features import features
+from opticam_lib.paths import atomic_write
 
 
 def _sync(device: torch.device) -> None:
@@ -154,7 +155,7 @@ def main() -> None:
         )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        atomic_write(Path(args.json), json.dumps(report, indent=2))
         print(f"wrote {args.json}")
 
 

@@ -29,6 +29,7 @@ import torch
 
 from opticam_lib import gradcam, load_classifier, optimize, scorecam
 from opticam_lib.paper.tables import paper_table
+from opticam_lib.paths import atomic_write
 
 METHODS = {"gradcam": "Grad-CAM", "scorecam": "Score-CAM", "opticam": "Opti-CAM"}
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         paper_all = {m: paper_T(m) for m in args.models.split(",")}
-        Path(args.json).write_text(json.dumps({"results": results, "paper_T": paper_all}, indent=2) + "\n")
+        atomic_write(Path(args.json), json.dumps({"results": results, "paper_T": paper_all}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return results
 

@@ -29,6 +29,7 @@ import torch
 from opticam_lib import load_classifier
 from opticam_lib.course.beyond import QualityCurve, time_to_quality
 from opticam_lib.images import load_samples
+from opticam_lib.paths import atomic_write
 from opticam_lib.world import generate
 
 REFERENCE = {"lr": 0.1}  # the paper's recipe: Adam, lr 0.1, u = 0.5, constant step
@@ -137,7 +138,7 @@ def main() -> None:
             raise SystemExit(f"unknown set {name!r}: samples or world")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
+    atomic_write(path, json.dumps(report, indent=1))
     print(f"\nwrote {path}")
 
 

@@ -21,6 +21,7 @@ import torch
 
 from opticam_lib.errors import InputError
 from opticam_lib.metrics.classification import classification_metrics
+from opticam_lib.paths import atomic_write
 
 
 def read_records(folder: Path) -> dict[tuple[str, str, int], dict]:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write(Path(args.json), json.dumps(report, indent=1) + "\n")
     return report
 
 

@@ -37,6 +37,8 @@ from .fetch import (
     DEFAULT_TIMEOUT,
     Digests,
     State,
+    command_for,
+    default_cache,
     download,
     human_size,
     install_copy,
@@ -51,22 +53,6 @@ _PREPARERS = {"imagenette": prepare_imagenette, "chest-xray": prepare_chest_xray
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-#: the environment variable that sets the cache folder; the library (``opticam_lib.paths``) reads the same one
-CACHE_ENV_VAR = "OPTICAM_CACHE"
-
-
-def default_cache() -> Path:
-    """The cache folder the library reads: ``$OPTICAM_CACHE``, else ``$XDG_CACHE_HOME/opticam`` or
-    ``~/.cache/opticam``, the rule of ``opticam_lib.paths.cache_dir()`` (a test checks that the two agree; this
-    package does not import the torch library it serves)."""
-    env = os.environ.get(CACHE_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "opticam"
 
 
 def weights_target(item: Item, cache: Path) -> Path:
@@ -86,12 +72,6 @@ def dataset_folder(item: Item, cache: Path) -> Path:
 def downloads_dir(cache: Path) -> Path:
     """Where data set archives are downloaded (and hand-copied archives are looked for): ``cache/downloads``."""
     return Path(cache) / "downloads"
-
-
-def command_for(name: str, cache: Path | None = None) -> str:
-    """The command a user runs to fetch ``name`` (with ``--cache`` when not the default cache)."""
-    extra = f" --cache {cache}" if cache is not None and Path(cache) != default_cache() else ""
-    return f"python -m data_download {name}{extra}"
 
 
 def imagenet_instructions(item: Item, cache: Path | None = None) -> str:

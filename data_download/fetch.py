@@ -109,6 +109,28 @@ def hash_file(path: Path, *, md5: bool = False, progress: bool = False, desc: st
     return Digests(size=total, sha256=h256.hexdigest(), md5=hmd5.hexdigest() if hmd5 else None)
 
 
+#: the environment variable that sets the cache folder; the library (``opticam_lib.paths``) reads the same one
+CACHE_ENV_VAR = "OPTICAM_CACHE"
+
+
+def default_cache() -> Path:
+    """The cache folder the library reads: ``$OPTICAM_CACHE``, else ``$XDG_CACHE_HOME/opticam`` or
+    ``~/.cache/opticam``, the rule of ``opticam_lib.paths.cache_dir()`` (a test checks that the two agree; this
+    package does not import the torch library it serves)."""
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "opticam"
+
+
+def command_for(name: str, cache: Path | None = None) -> str:
+    """The command a user runs to fetch ``name`` (with ``--cache`` when not the default cache)."""
+    extra = f" --cache {cache}" if cache is not None and Path(cache) != default_cache() else ""
+    return f"python -m data_download {name}{extra}"
+
+
 def check_digests(
     digests: Digests,
     spec: FileSpec,
@@ -116,8 +138,12 @@ def check_digests(
     what: str,
     source: str = "manifest",
     item: str | None = None,
+    cache: Path | None = None,
 ) -> None:
     """Compare measured digests with the manifest (and, without a published SHA-256, with the recorded one).
+
+    ``item`` and ``cache`` make the ``--forget-recorded`` command in the message exact (with ``--cache`` when
+    the cache is not the default one).
 
     Raises:
         ChecksumError: the first mismatch, with both values and where the expected one came from.
@@ -137,8 +163,7 @@ def check_digests(
                 f"its SHA-256 is {digests.sha256} ({digests.size:,} bytes), but the copy recorded on "
                 f"{recorded.get('recorded_at', '?')} had {recorded.get('sha256')} ({recorded.get('size')} bytes). "
                 "No checksum is published for it, so the first copy was trusted; if the file upstream changed and "
-                "you trust the new one, drop the record with: python -m data_download "
-                f"{item or 'ITEM'} --forget-recorded"
+                f"you trust the new one, drop the record with: {command_for(item or 'ITEM', cache)} --forget-recorded"
             )
     if problems:
         raise ChecksumError(f"{what} is not the expected file: " + "; ".join(problems) + ".")
@@ -440,12 +465,12 @@ def verify_file(
     check_format(
         path, spec, str(path),
         f"It was not accepted and nothing new was recorded. Get the real {spec.name} (python -m data_download "
-        f"LIST says from where) and run python -m data_download {item} again.",
+        f"LIST says from where) and run {command_for(item, state.cache)} again.",
         item=item, state=state,
     )  # fmt: skip
     digests = hash_file(path, md5=spec.md5 is not None, progress=progress, desc=spec.name)
     recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
-    check_digests(digests, spec, recorded, str(path), item=item)
+    check_digests(digests, spec, recorded, str(path), item=item, cache=state.cache)
     if spec.sha256 is None and recorded is None:
         state.record(item, spec.name, digests, origin)
         log(
@@ -807,7 +832,7 @@ def download(
             )
             digests = hash_file(part, md5=spec.md5 is not None, progress=progress, desc=spec.name)
             recorded = state.recorded(item, spec.name) if spec.sha256 is None else None
-            check_digests(digests, spec, recorded, what, item=item)
+            check_digests(digests, spec, recorded, what, item=item, cache=state.cache)
         except ChecksumError as e:
             _drop_part(part)
             raise _refused_download(e, spec, command) from None

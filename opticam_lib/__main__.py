@@ -11,12 +11,17 @@ python -m opticam_lib medical finetune --dataset chest-xray --model resnet50
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opticam_lib.errors import OptiCAMError
-from opticam_lib.paths import writable_dir, writable_file
+from opticam_lib.paths import atomic_write, writable_dir, writable_file
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EPILOG = """examples:
   python -m opticam_lib explain photo.jpg                       Opti-CAM map of photo.jpg, predicted class
@@ -223,6 +228,15 @@ def _options(args: argparse.Namespace, method: str) -> dict:
     return opts
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` in NumPy's ``.npy`` format (what ``np.save`` writes), to be written in one step."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Write each image's saliency map (``.npy``, (H, W) float in [0, 1]) and overlay (``.png``) under
     ``--out``, and print its target class and probability before/after masking; returns the exit code 0."""
@@ -251,7 +265,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     for i, path in enumerate(args.images):
         stem = f"{stems[i]}_{args.method}"
-        np.save(out / f"{stem}.npy", maps[i, 0].cpu().numpy().astype(np.float32))
+        atomic_write(out / f"{stem}.npy", _npy_bytes(maps[i, 0].cpu().numpy().astype(np.float32)))
         save_overlay(out / f"{stem}.png", images[i], maps[i])
         c = int(t[i])
         print(

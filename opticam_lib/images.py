@@ -38,6 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from opticam_lib.errors import InputError, MissingDataError, OptiCAMError
+from opticam_lib.paths import require_prepared
 
 PathLike = str | Path
 
@@ -776,6 +777,7 @@ def load_imagenet_folder(
         )
     if not root.is_dir():
         raise InputError(f"{root} is not a folder")
+    require_prepared(root)  # a folder data_download prepared must still hold every file it listed
     root = _resolve_root(root)
 
     bdir = Path(boxes_dir).expanduser() if boxes_dir is not None else None

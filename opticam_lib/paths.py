@@ -3,12 +3,16 @@
 ``OPTICAM_CACHE`` sets the folder; the default is ``~/.cache/opticam`` (or ``$XDG_CACHE_HOME/opticam``).
 The library only reads from it; ``python -m data_download`` is the one thing that writes to it.
 ``writable_dir``/``writable_file`` check a folder or file the caller will write (the CLI's ``--out`` and
-``--json``, the channel-weight cache) before any minutes of work, with a one-line error.
+``--json``, the channel-weight cache) before any minutes of work, with a one-line error. ``require_prepared``
+checks a data set folder against data_download's record of its files before it is read. ``atomic_write``
+is how the package writes every file it leaves behind: the old file or the whole new one, never a truncated mix.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 ENV_VAR = "OPTICAM_CACHE"
@@ -32,6 +36,95 @@ def weights_dir() -> Path:
 def datasets_dir() -> Path:
     """Folder of fetched data sets: ``cache_dir() / "datasets"``."""
     return cache_dir() / "datasets"
+
+
+#: data_download's record of a prepared folder (``data_download.datasets.write_marker``): JSON with ``item`` and
+#: ``files`` = {relative path: [size in bytes, SHA-256]}; this package reads it without importing data_download
+PREPARED_MARKER = ".complete.json"
+
+
+def _prepared_problem(marker_path: Path) -> tuple[str | None, str | None]:
+    """(why the folder of ``marker_path`` no longer matches it, or None; the item it names, or None)."""
+    try:
+        marker = json.loads(marker_path.read_text(encoding="utf-8"))
+        item = marker.get("item")
+        files = [(str(rel), int(entry[0])) for rel, entry in marker["files"].items()]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "its record of the files, .complete.json, cannot be read", None
+    item = item if isinstance(item, str) else None
+    for rel, size in files:
+        path = marker_path.parent / rel
+        if not path.is_file():
+            return f"{rel} is missing", item
+        if path.stat().st_size != size:
+            return f"{rel} has changed size", item
+    return None, item
+
+
+def require_prepared(folder: str | Path) -> None:
+    """Check a data set folder that ``python -m data_download`` prepared against its record of every file.
+
+    A folder without data_download's marker (``.complete.json``: your own folder) is not checked. One with it
+    must still hold every file it lists, at the listed size (a cheap check: one ``stat`` per file, about a
+    second for the 50,000 ImageNet validation images), so that a damaged folder is reported instead of silently
+    giving a different set of images.
+
+    Raises:
+        MissingDataError: a listed file is missing or changed size, or the marker is unreadable; the message
+            gives the command that prepares the folder again.
+    """
+    from opticam_lib.errors import MissingDataError
+
+    folder = Path(folder)
+    marker_path = folder / PREPARED_MARKER
+    if not marker_path.exists():
+        return
+    problem, item = _prepared_problem(marker_path)
+    if problem is None:
+        return
+    item = item or folder.name
+    cache = folder.parent.parent
+    where = "" if folder.parent.resolve() == datasets_dir().resolve() else f" --cache {cache}"
+    raise MissingDataError(
+        f"the data set folder {folder} is damaged ({problem}): it no longer holds what python -m data_download "
+        f"prepared. Prepare it again with:\npython -m data_download {item}{where} --force"
+    )
+
+
+def atomic_write(
+    path: str | Path, content: bytes | str | Callable[[Path], object], *, encoding: str = "utf-8"
+) -> Path:
+    """Write a file so that it is either the old file or the whole new one, never a truncated mix.
+
+    The content goes to a temporary file beside ``path`` (``.NAME.PID.tmp``, the same file system), is flushed
+    to disk, then renamed over ``path`` in one step. If anything fails (a full disk, Ctrl-C), the temporary file
+    is removed and ``path`` keeps its old content.
+
+    Args:
+        path: the file to write (its folder must exist).
+        content: bytes, text (written with ``encoding``), or a function that writes the file at the path it is
+            given (``lambda p: torch.save(obj, p)``; note that ``np.save`` adds ``.npy`` to a path without it:
+            give it an open file).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if callable(content):
+            content(tmp)
+        elif isinstance(content, str):
+            tmp.write_text(content, encoding=encoding)
+        else:
+            tmp.write_bytes(content)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def writable_dir(path: str | Path, option: str) -> Path:

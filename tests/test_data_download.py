@@ -358,6 +358,20 @@ def test_forget_recorded_accepts_a_file_that_changed_upstream(server: _Server, c
     assert State(cache).recorded("tiny", "tiny.bin")["sha256"] == _sha256(BLOB[::-1])
 
 
+def test_the_forget_recorded_command_names_a_cache_that_is_not_the_default(
+    server: _Server, tmp_path: Path
+) -> None:
+    """Followed literally, the advice must clear the record in the cache that holds it, not the default one."""
+    other = tmp_path / "elsewhere"
+    server.files["/tiny.bin"] = BLOB
+    m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), None, sha256=None, size=None))
+    fetch_item("tiny", manifest=m, cache=other, progress=False, log=lambda s: None)
+    server.files["/tiny.bin"] = BLOB[::-1]
+    with pytest.raises(ChecksumError) as err:
+        fetch_item("tiny", manifest=m, cache=other, force=True, progress=False, log=lambda s: None)
+    assert f"python -m data_download tiny --cache {other} --forget-recorded" in str(err.value)
+
+
 def test_a_trickling_server_meets_the_deadline_and_the_part_is_kept(
     server: _Server, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1036,6 +1050,49 @@ def test_imagenette_extracts_only_val_with_imagenet_indices(server: _Server, cac
     assert item_status(m.get("imagenette"), cache).state == "damaged"
 
 
+def test_the_library_refuses_a_prepared_folder_that_lost_files(
+    server: _Server, cache: Path, tmp_path: Path
+) -> None:
+    """The library reads data_download's record of a prepared folder: a missing, resized or unlisted state is
+    reported with the command that prepares it again, instead of silently loading a different image set."""
+    from opticam_lib.errors import MissingDataError
+    from opticam_lib.images import load_imagenet_folder
+    from opticam_lib.paper.medical import dataset_root
+
+    archive = _tar_bytes({f"i/val/n01440764/{k}.JPEG": b"x" * (k + 1) for k in range(3)})
+    server.files["/i.tgz"] = archive
+    m = _manifest(imagenette=_dataset_item("imagenette", "i.tgz", server.url("/i.tgz"), archive))
+    folder = fetch_item("imagenette", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    (folder / "n01440764" / "1.JPEG").unlink()
+    with pytest.raises(MissingDataError, match=r"damaged \(n01440764/1\.JPEG is missing\)") as err:
+        load_imagenet_folder(folder)
+    assert str(err.value).endswith(
+        "python -m data_download imagenette --force"
+    )  # the default cache: no --cache
+
+    elsewhere = tmp_path / "other-cache"  # prepared in a cache that is not the library's
+    fetch_item("imagenette", manifest=m, cache=elsewhere, progress=False, log=lambda s: None)
+    moved = elsewhere / "datasets" / "imagenette"
+    (moved / "labels.csv").write_text("file,wnid\n")  # cut short
+    with pytest.raises(MissingDataError, match=r"labels\.csv has changed size") as err:
+        load_imagenet_folder(moved)
+    assert f"python -m data_download imagenette --cache {elsewhere} --force" in str(err.value)
+    (moved / ".complete.json").write_text('{"item": "imagenette", "fi')
+    with pytest.raises(MissingDataError, match=r"\.complete\.json, cannot be read"):
+        load_imagenet_folder(moved)
+
+    chest = tmp_path / "chest"  # a medical folder with a cut splits.csv
+    (chest / "test" / "NORMAL").mkdir(parents=True)
+    (chest / "splits.csv").write_text("file,split\n")
+    (chest / ".complete.json").write_text(
+        json.dumps({"item": "chest-xray", "files": {"splits.csv": [999, "x"]}})
+    )
+    with pytest.raises(MissingDataError, match=r"splits\.csv has changed size"):
+        dataset_root("chest-xray", chest)
+    (chest / ".complete.json").unlink()  # a folder of the user's own (no marker) is not checked
+    assert dataset_root("chest-xray", chest) == chest
+
+
 def test_archive_members_cannot_escape_and_odd_names_are_refused(
     server: _Server, cache: Path, tmp_path: Path
 ) -> None:
@@ -1308,5 +1365,5 @@ def test_default_cache_is_the_library_cache(monkeypatch, tmp_path):
         monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        assert data_download.core.default_cache() == paths.cache_dir()
-    assert data_download.core.CACHE_ENV_VAR == paths.ENV_VAR
+        assert data_download.fetch.default_cache() == paths.cache_dir()
+    assert data_download.fetch.CACHE_ENV_VAR == paths.ENV_VAR

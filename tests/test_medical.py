@@ -115,6 +115,21 @@ def test_paper_settings_are_the_defaults():
     assert FinetuneConfig(dataset="chest-xray", model="resnet50").resolved_head_lr() == 1e-3
 
 
+def test_damaged_files_of_a_medical_run_are_clear_errors(tmp_path):
+    """A checkpoint cut short and a cut classes.json: one error naming the file, not the parser's traceback."""
+    from opticam_lib.paper.medical import read_classes
+
+    ck = tmp_path / "model.pt"
+    torch.save({"state_dict": {"w": torch.ones(1000)}, "meta": {"arch": "world_cnn"}}, ck)
+    ck.write_bytes(ck.read_bytes()[:2000])
+    with pytest.raises(InputError, match=r"model\.pt cannot be read as a checkpoint"):
+        load_finetuned(ck)
+    root = make_dataset(tmp_path / "chest-xray")
+    (root / "classes.json").write_text('["NORMAL", "PNEU')
+    with pytest.raises(InputError, match=r"classes\.json cannot be read .*chest-xray --force"):
+        read_classes(root)
+
+
 def test_finetune_loss_falls_checkpoint_loads(data, tmp_path):
     clf = load_classifier("world_cnn")
     result = finetune(quick(data, tmp_path / "run"), classifier=clf, progress=False)

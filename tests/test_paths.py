@@ -1,11 +1,12 @@
-"""The one check that an output folder or file takes files (used by the CLI and the channel-weight cache)."""
+"""The one check that an output folder or file takes files (used by the CLI and the channel-weight cache), and the
+one way the package writes a file (``atomic_write``: the old file or the whole new one)."""
 
 from __future__ import annotations
 
 import pytest
 
 from opticam_lib.errors import InputError
-from opticam_lib.paths import writable_dir, writable_file
+from opticam_lib.paths import atomic_write, writable_dir, writable_file
 
 
 def test_writable_dir_creates_the_folder_and_leaves_no_probe(tmp_path):
@@ -35,3 +36,29 @@ def test_writable_file_refuses_a_read_only_file(tmp_path, monkeypatch):
     monkeypatch.setattr("opticam_lib.paths.os.access", lambda p, mode: False)  # root can write anything
     with pytest.raises(InputError, match=r"cannot write to .*t\.json: permission denied.*--json"):
         writable_file(target, "--json", "t.json")
+
+
+def test_atomic_write_writes_text_bytes_and_through_a_function(tmp_path):
+    import torch
+
+    assert atomic_write(tmp_path / "a.txt", "héllo").read_text(encoding="utf-8") == "héllo"
+    assert atomic_write(tmp_path / "b.bin", b"\x00\x01").read_bytes() == b"\x00\x01"
+    atomic_write(tmp_path / "c.pt", lambda p: torch.save({"w": torch.ones(2)}, p))
+    assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin", "c.pt"]  # no temporary file left
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_write_that_fails_midway_keeps_the_old_file_whole(tmp_path, failure):
+    """A full disk or Ctrl-C halfway through: the old file is untouched and no temporary file stays."""
+    path = tmp_path / "table.json"
+    path.write_text('{"good": true}')
+
+    def half_then_fail(tmp):
+        tmp.write_text('{"go')
+        raise failure
+
+    with pytest.raises(type(failure)):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == '{"good": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["table.json"]

@@ -338,6 +338,27 @@ def test_a_first_record_cut_short_is_not_glued_to_the_resumed_batch(tmp_path):
     assert without_time(run(config, progress=False).table) == without_time(full.table)
 
 
+def test_a_fragment_cut_mid_character_does_not_stop_the_resume(tmp_path):
+    config = cfg(tmp_path, methods=["gradcam"])
+    full = run(config, progress=False)
+    path = Path(config.out) / "records-0.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:3]) + b'{"method": "gradcam", "vari\xff\xfe\x00')  # not UTF-8
+    again = run(config, progress=False)
+    assert without_time(again.table) == without_time(full.table)
+
+
+def test_an_unreadable_config_without_records_is_written_anew(tmp_path):
+    """Nothing vouches for records that do not exist: the folder is this run's, and its config.json is rewritten
+    (otherwise the next run would refuse the records this one made)."""
+    config = cfg(tmp_path, methods=["fakecam"])
+    Path(config.out).mkdir(parents=True)
+    (Path(config.out) / "config.json").write_text('{"table": "1", "mod')
+    first = run(config, progress=False)
+    assert json.loads((Path(config.out) / "config.json").read_text())["table"] == "1"
+    assert without_time(run(config, progress=False).table) == without_time(first.table)
+
+
 def test_records_of_other_images_are_refused(tmp_path):
     config = cfg(tmp_path, methods=["fakecam"])
     run(config, progress=False)

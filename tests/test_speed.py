@@ -339,6 +339,11 @@ def test_load_bench_results_reads_only_bench_jsons_gpu_first(tmp_path):
     loaded = load_bench_results(results)
     assert [r["file"] for r in loaded] == ["b_gpu.json", "a_cpu.json"]
     assert load_bench_results(tmp_path / "missing") == []
+    (results / "c_cut.json").write_text(
+        json.dumps(_bench_json("cuda", "2026-01-04"))[:40]
+    )  # a cut-short file
+    with pytest.warns(UserWarning, match=r"c_cut\.json cannot be read .* skipped"):
+        assert [r["file"] for r in load_bench_results(results)] == ["b_gpu.json", "a_cpu.json"]
 
 
 def test_seconds_per_batch_of_8_scales_to_the_papers_setting():

@@ -405,6 +405,20 @@ def test_missing_weights_say_how_to_train(tmp_path, monkeypatch):
     assert clf.num_classes == 4 and clf.linear_head == "fc"
 
 
+def test_a_damaged_checkpoint_names_the_file_and_how_to_remake_it(tmp_path, monkeypatch):
+    import opticam_lib.world.networks as networks
+    from opticam_lib.errors import MissingWeightsError
+
+    good = networks.weights_file("world_cnn").read_bytes()
+    monkeypatch.setattr(networks, "DATA_DIR", tmp_path)
+    (tmp_path / "world_cnn.pt").write_bytes(good[: len(good) // 2])  # a save cut short
+    with pytest.raises(
+        MissingWeightsError, match=r"world_cnn\.pt cannot be read as a world checkpoint"
+    ) as err:
+        load_classifier("world_cnn")
+    assert "python -m opticam_lib.world train --arch cnn" in str(err.value)
+
+
 def test_train_command_writes_weights_and_report(tmp_path, capsys):
     from opticam_lib.world.__main__ import main
     from opticam_lib.world.networks import load_checkpoint

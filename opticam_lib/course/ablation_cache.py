@@ -34,6 +34,7 @@ from opticam_lib.course.channel_cache import _machine, image_digests, model_dige
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.inputs import validate_images, validate_targets
 from opticam_lib.models.classifier import Classifier
+from opticam_lib.paths import atomic_write
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / "data" / "ablations"
 
@@ -116,9 +117,7 @@ def build_ablation_cache(
         "command": ablation_command(classifier.name),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"meta": meta, "runs": runs}, tmp)
-    tmp.replace(path)  # never a partial file under the real name
+    atomic_write(path, lambda tmp: torch.save({"meta": meta, "runs": runs}, tmp))  # never a partial file
     return cache
 
 

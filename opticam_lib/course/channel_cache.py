@@ -28,7 +28,7 @@ from opticam_lib.inputs import prepare, validate_choice
 from opticam_lib.methods.features import features
 from opticam_lib.methods.masking import ablation_weights, channel_scores
 from opticam_lib.models.classifier import Classifier
-from opticam_lib.paths import writable_file
+from opticam_lib.paths import atomic_write, writable_file
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / "data" / "channel_weights"
 CACHED_METHODS: tuple[str, ...] = ("scorecam", "ablationcam")
@@ -168,13 +168,9 @@ def build_channel_cache(
         "command": precompute_command(classifier.name, layer),
     }
     path = writable_file(path, "--out", "channel_weights.pt")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save({"meta": meta, "weights": weights}, tmp)
-        tmp.replace(path)  # never a partial file under the real name
-    finally:
-        if tmp.is_file():  # no stray .tmp when the write or the rename fails
-            tmp.unlink()
+    atomic_write(
+        path, lambda tmp: torch.save({"meta": meta, "weights": weights}, tmp)
+    )  # never a partial file
     return ChannelCache(weights, meta, path)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import logging
 import os
 import re
@@ -50,6 +51,7 @@ from opticam_lib.course import exercises
 from opticam_lib.course.exercises import GRADER_TOKEN_ENV, RECEIPT_PREFIX, receipt
 from opticam_lib.course.notebook_files import course_notebooks, is_solution, read_notebook
 from opticam_lib.errors import InputError, MissingDependencyError
+from opticam_lib.paths import atomic_write
 
 _CHECKER = re.compile(r"\b(check_\w+)\s*\(")
 _CHAPTER = re.compile(r"(?<!\d)(\d\d)(?=[_\- .]|\.ipynb$)")
@@ -493,9 +495,10 @@ def write_csv(results: list[ExerciseResult], path: str | Path) -> Path:
     folder; returns the path written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8-sig") as f:
-        w = csv.writer(f)
-        w.writerow(["notebook", "exercise", "checker", "status", "message"])
-        for r in results:
-            w.writerow([_cell(v) for v in (r.notebook, r.exercise, r.checker, r.status, r.message)])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["notebook", "exercise", "checker", "status", "message"])
+    for r in results:
+        w.writerow([_cell(v) for v in (r.notebook, r.exercise, r.checker, r.status, r.message)])
+    atomic_write(path, text.getvalue(), encoding="utf-8-sig")  # an earlier grade sheet is never half-replaced
     return path

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opticam_lib.errors import InputError
+from opticam_lib.paths import atomic_write
 
 NAV_TAG = "navigation"  # the last cell of every notebook: previous / next
 TOC_TAG = "table-of-contents"  # notebook 00's list of notebooks
@@ -264,7 +265,9 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, nb: dict) -> None:
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write(
+        path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    )  # a notebook is never left half-written
 
 
 def write_navigation(folder: str | Path, home: str | None = COURSE_HOME) -> list[Path]:
@@ -277,7 +280,7 @@ def write_navigation(folder: str | Path, home: str | None = COURSE_HOME) -> list
         nb = apply_navigation(_read(path), c.file, home)
         after = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
         if after != before:
-            path.write_text(after, encoding="utf-8")
+            atomic_write(path, after)
             changed.append(path)
     return changed
 

@@ -15,6 +15,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -449,13 +450,18 @@ def find_results_folder(start: str | os.PathLike | None = None) -> Path | None:
 
 def load_bench_results(folder: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Every ``bench_gpu.py`` JSON in ``folder`` (default: ``find_results_folder()``), GPU runs first, then by
-    date; each gets ``"file"`` (its name). A JSON without ``device`` and ``command`` is not one of them: skipped."""
+    date; each gets ``"file"`` (its name). A JSON without ``device`` and ``command`` is not one of them: skipped;
+    one that cannot be read is skipped with a warning naming it."""
     root = Path(folder) if folder is not None else find_results_folder()
     if root is None or not root.is_dir():
         return []
     out = []
     for path in sorted(root.glob("*.json")):
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # a damaged file must not hide the others
+            warnings.warn(f"{path} cannot be read ({e}); skipped: run its benchmark again", stacklevel=2)
+            continue
         if isinstance(data, dict) and "device" in data and "command" in data:
             out.append({**data, "file": path.name})
     return sorted(out, key=lambda r: (r.get("device_type") != "cuda", r.get("date", "")))

@@ -21,6 +21,7 @@ from opticam_lib.inputs import prepare, validate_maps, validate_positive_int
 from opticam_lib.methods.registry import Method, display_name, get_method, validate_options
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.models.classifier import Classifier
+from opticam_lib.paths import atomic_write
 
 
 @dataclass
@@ -178,5 +179,4 @@ def save_json(rows: Sequence[Evaluation], path: str | Path, meta: dict | None = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta or {}, "results": [r.to_json() for r in rows]}
-    path.write_text(json.dumps(payload, indent=2))
-    return path
+    return atomic_write(path, json.dumps(payload, indent=2))

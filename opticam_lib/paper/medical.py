@@ -40,7 +40,7 @@ from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.images import ImageSet, load_image
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier
-from opticam_lib.paths import ENV_VAR, datasets_dir
+from opticam_lib.paths import ENV_VAR, atomic_write, datasets_dir, require_prepared
 
 DATASETS = ("chest-xray", "kvasir")
 SPLITS = ("train", "val", "test")
@@ -92,6 +92,7 @@ def dataset_root(dataset: str, root: str | Path | None = None) -> Path:
             f"once with:\npython -m data_download {fetch}\n(the cache folder is set by ${ENV_VAR}; "
             "a folder of your own needs ROOT/{train,val,test}/<class>/<images>)"
         )
+    require_prepared(path)
     return path
 
 
@@ -99,7 +100,13 @@ def read_classes(root: Path) -> list[str]:
     """The class names in label order: ``classes.json``, else the sorted sub-folders of ``train`` (or ``test``)."""
     f = root / "classes.json"
     if f.is_file():
-        classes = json.loads(f.read_text())
+        try:
+            classes = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise InputError(
+                f"{f} cannot be read ({e}); if python -m data_download wrote it, prepare the data set again with: "
+                f"python -m data_download {root.name} --force"
+            ) from None
         if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
             raise InputError(f"{f} must hold a JSON list of class names")
         return classes
@@ -226,7 +233,13 @@ def load_finetuned(
         raise InputError(
             f"no checkpoint at {path}; make one with: python -m opticam_lib medical finetune ..."
         )
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or corrupted file: name it, not the unpickler's internals
+        raise InputError(
+            f"{path} cannot be read as a checkpoint ({type(e).__name__}: {e}); it is damaged or incomplete: "
+            "make it again with: python -m opticam_lib medical finetune ..."
+        ) from None
     if not isinstance(ck, dict) or "state_dict" not in ck or "arch" not in ck.get("meta", {}):
         raise InputError(
             f"{path} is not a checkpoint of opticam_lib.paper.medical (no state_dict / meta.arch)"
@@ -523,11 +536,9 @@ def finetune(
     }
     checkpoint = out / "model.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = checkpoint.with_suffix(".pt.part")
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    tmp.replace(checkpoint)  # a checkpoint is whole or absent
+    atomic_write(checkpoint, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
     seconds = time.perf_counter() - t_start
-    (out / "report.json").write_text(json.dumps({**meta, "seconds": seconds}, indent=2) + "\n")
+    atomic_write(out / "report.json", json.dumps({**meta, "seconds": seconds}, indent=2) + "\n")
     return FinetuneResult(
         checkpoint,
         losses,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import time
@@ -53,7 +54,7 @@ from opticam_lib.metrics.more_metrics import require_quantus, table4_row, table4
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier
 from opticam_lib.paper.tables import STORED_WITH, paper_tables
-from opticam_lib.paths import datasets_dir
+from opticam_lib.paths import atomic_write, datasets_dir
 
 # each table's rows in the paper's order, as the library names them
 CNN_METHODS = [  # Table 1
@@ -403,13 +404,15 @@ def _load_records(out: Path) -> dict[tuple[str, str, int], dict]:
     then recomputed; ``_repair_tail`` removes it before the next append)."""
     done: dict[tuple[str, str, int], dict] = {}
     for path in sorted(out.glob("records-*.jsonl")):
-        for line in path.read_text().splitlines():
-            if not line.strip():
+        for (
+            raw
+        ) in path.read_bytes().splitlines():  # bytes: a fragment cut mid-character must not stop the resume
+            if not raw.strip():
                 continue
             try:
-                r = json.loads(line)
+                r = json.loads(raw.decode("utf-8"))
                 done[(r["method"], r["variant"], int(r["index"]))] = r
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
     return done
 
@@ -461,15 +464,15 @@ def _prepare_out(config: Config, resolved: Config, rank: int) -> Path:
                 f"{out} holds the records of another run ({cfg_path}: {json.dumps(old)}); its cached results "
                 "would be mixed with this one's. Use another --out, or delete that folder."
             )
+        if old_key is not None:
+            return out  # the same run: its config.json stays as it is
     elif has_records:
         raise InputError(
             f"{out} holds records but no config.json, so nothing says which run made them. Use another --out, or "
             "delete that folder."
         )
-    elif rank == 0:
-        tmp = cfg_path.with_name(f".config.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(resolved), indent=2) + "\n")
-        os.replace(tmp, cfg_path)  # never a half-written config.json
+    if rank == 0:  # a new folder, or an unreadable config.json with no records to vouch for
+        atomic_write(cfg_path, json.dumps(asdict(resolved), indent=2) + "\n")  # never a half-written config
     return out
 
 
@@ -802,16 +805,19 @@ def write_outputs(out: Path, config: Config, table: dict, classifier: Classifier
     """``table.json`` (config, our table, the paper's rows), ``table.csv`` (one row per method, ours then
     ``paper_<column>``) and ``table.txt`` (the printed layout) in ``out``."""
     key, paper = paper_reference(config, classifier)
-    (out / "table.json").write_text(
-        json.dumps({"config": asdict(config), "table": table, "paper_model": key, "paper": paper}, indent=2)
-        + "\n"
-    )
     columns = _columns(table)
-    with open(out / "table.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", *columns, "images", *[f"paper_{c}" for c in columns]])
-        for name, row in table.items():
-            ref = paper.get(PAPER_ROW.get(name, name), {})
-            paper_cells = [ref.get(c, "") if isinstance(ref.get(c), (int, float)) else "" for c in columns]
-            w.writerow([name, *[row.get(c, "") for c in columns], row.get("images", 0), *paper_cells])
-    (out / "table.txt").write_text(format_reproduction(config, table, classifier) + "\n")
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["method", *columns, "images", *[f"paper_{c}" for c in columns]])
+    for name, row in table.items():
+        ref = paper.get(PAPER_ROW.get(name, name), {})
+        paper_cells = [ref.get(c, "") if isinstance(ref.get(c), (int, float)) else "" for c in columns]
+        w.writerow([name, *[row.get(c, "") for c in columns], row.get("images", 0), *paper_cells])
+    # each file whole or as before (the set is written from the same table, the JSON last: it is what is read)
+    atomic_write(out / "table.csv", rows.getvalue())
+    atomic_write(out / "table.txt", format_reproduction(config, table, classifier) + "\n")
+    atomic_write(
+        out / "table.json",
+        json.dumps({"config": asdict(config), "table": table, "paper_model": key, "paper": paper}, indent=2)
+        + "\n",
+    )

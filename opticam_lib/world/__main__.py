@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from opticam_lib.paths import atomic_write
 from opticam_lib.world.evidence import evidence
 from opticam_lib.world.networks import DATA_DIR
 from opticam_lib.world.scenes import WorldConfig, generator_speed
@@ -45,7 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result.checkpoint, out)
+    atomic_write(out, lambda tmp: torch.save(result.checkpoint, tmp))  # the shipped file stays whole
     rep = result.report
     rep["file"] = str(out.name)
     rep["file_bytes"] = out.stat().st_size

@@ -137,8 +137,24 @@ def _train_command(name: str) -> str:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A world checkpoint: ``{"state_dict": ..., "meta": {...}}`` (``torch.load(weights_only=True)``)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """A world checkpoint: ``{"state_dict": ..., "meta": {...}}`` (``torch.load(weights_only=True)``).
+
+    Raises:
+        MissingWeightsError: the file cannot be read (truncated or corrupted), naming it and how to remake it.
+    """
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "meta" not in checkpoint:
+            raise ValueError("no state_dict and meta in it")
+    except Exception as e:  # a truncated file: say which, not the unpickler's internals
+        remake = _train_command(path.stem) if path.stem in MODELS else "python -m opticam_lib.world train ..."
+        raise MissingWeightsError(
+            f"{path} cannot be read as a world checkpoint ({type(e).__name__}: {e}); it is damaged or "
+            f"incomplete. Restore it (git checkout -- {path.name} in opticam_lib/data/) or train it again with: "
+            f"{remake}"
+        ) from None
+    return checkpoint
 
 
 def classifier_from_checkpoint(

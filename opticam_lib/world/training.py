@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from opticam_lib.models.classifier import Classifier, InputNormalized
+from opticam_lib.paths import atomic_write
 from opticam_lib.world.evidence import class_probabilities, evidence
 from opticam_lib.world.networks import DATA_DIR, build_network, classifier_from_checkpoint
 from opticam_lib.world.scenes import WorldConfig, batch_at, derive_seed, generate
@@ -231,7 +232,7 @@ def _write_report(update: dict, path: Path) -> None:
     for section, values in update.items():
         report.setdefault(section, {}).update(values)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n")
+    atomic_write(path, json.dumps(report, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n")
 
 
 def _json_safe(obj):
