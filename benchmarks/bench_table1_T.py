@@ -13,7 +13,7 @@ The issue's GPU check, one command (about 1-2 minutes on an H100)::
 
 A quick look that it works on a CPU (tiny images, 1 image, 2 iterations; the numbers mean nothing)::
 
-    python benchmarks/bench_table1_T.py --device cpu --batch 1 --size 32 --iterations 2
+    python benchmarks/bench_table1_T.py --device cpu --batch 1 --size 64 --iterations 2
 """
 
 from __future__ import annotations

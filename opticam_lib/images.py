@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
@@ -358,6 +359,8 @@ def load_image(path: PathLike, size: int | None = 224) -> Tensor:
         InputError: the path is missing, is a directory, or is not a readable image (the message names the path).
     """
     _check_size(size)
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"an image path must be a str or a Path, got {type(path).__name__} {path!r}")
     x = _read(path, target=size)
     return x if size is None else resize(x, size)
 

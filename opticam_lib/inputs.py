@@ -145,9 +145,10 @@ def model_dtype(classifier: Classifier) -> torch.dtype:
     return next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
 
 
-def prepare(classifier: Classifier, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
-    """Checked images on the model's device in the model's float dtype (float64 or float16 input would otherwise
-    fail in the first convolution, or silently change precision), and one class per image."""
+def prepare_images(classifier: Classifier, images: object) -> Tensor:
+    """Checked images (N, 3, H, W) float in [0, 1] on the model's device in the model's float dtype (float64 or
+    float16 input would otherwise fail in the first convolution, or silently change precision); a transformer's
+    fixed input size checked."""
     images = validate_images(images).to(classifier.device, dtype=model_dtype(classifier))
     size = (classifier.input_size, classifier.input_size)
     if classifier.prefix_tokens is not None and tuple(images.shape[-2:]) != size:
@@ -156,4 +157,22 @@ def prepare(classifier: Classifier, images: Tensor, targets: Targets) -> tuple[T
             f"{size[0]} x {size[1]}, got {images.shape[-2]} x {images.shape[-1]} (resize them, e.g. "
             f"opticam_lib.images.load_image(path, size={size[0]}))"
         )
+    return images
+
+
+def prepare(classifier: Classifier, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
+    """``prepare_images`` and one class per image (``validate_targets``)."""
+    images = prepare_images(classifier, images)
     return images, validate_targets(targets, classifier, images)
+
+
+def require_autograd(what: str) -> None:
+    """Refuse to run a gradient-based ``what`` under ``torch.inference_mode()``, which no block inside can undo.
+
+    (``torch.no_grad()`` is fine: the library turns gradients back on where it needs them.)
+    """
+    if torch.is_inference_mode_enabled():
+        raise InputError(
+            f"{what} needs gradients, but it was called inside torch.inference_mode(), where autograd is off for "
+            "good: call it outside that block (torch.no_grad() is fine, the library turns gradients on itself)"
+        )

@@ -54,13 +54,13 @@ def test_bench_opticam_reports_paired_ratios(tmp_path: Path) -> None:
 def test_bench_table1_T_times_every_method_beside_the_paper(tmp_path: Path) -> None:
     report = run_script(
         "bench_table1_T.py",
-        *("--device", "cpu", "--models", "resnet50", "--batch", "1", "--size", "32", "--iterations", "2"),
+        *("--device", "cpu", "--models", "resnet50", "--batch", "1", "--size", "64", "--iterations", "2"),
         *("--methods", "gradcam,opticam"),
         tmp_path=tmp_path,
     )
     (row,) = report["results"]
     assert row["model"] == "resnet50" and "CPU" in row["device"] and not row["pretrained"]
-    assert (row["batch"], row["size"], row["iterations"]) == (1, 32, 2)
+    assert (row["batch"], row["size"], row["iterations"]) == (1, 64, 2)
     assert row["Grad-CAM"] > 0 and row["Opti-CAM"] > 0 and "Score-CAM" not in row
     # the paper's T for ResNet50, read from opticam_lib's paper tables, is carried beside the measurement
     assert report["paper_T"]["resnet50"]["Opti-CAM"] == pytest.approx(

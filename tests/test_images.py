@@ -542,3 +542,9 @@ def test_a_large_image_is_reduced_before_it_becomes_floats(tmp_path):
     peak = _peak_mb(f"x = load_image({str(path)!r}); assert x.shape == (3, 224, 224)")
     print(f"peak growth {peak - base:.0f} MB")
     assert peak - base < 450, f"loading an 8000 x 8000 PNG raised the peak by {peak - base:.0f} MB"
+
+
+@pytest.mark.parametrize("path", [123, None, ["a.jpg"]])
+def test_a_path_that_is_not_a_path_is_named(path):
+    with pytest.raises(InputError, match="an image path must be a str or a Path"):
+        load_image(path)

@@ -11,7 +11,17 @@ import torch
 from conftest import NUM_CLASSES, SIZE, TinyCNN, make_images
 from torch import nn
 
-from opticam_lib import gradcam, optimize, scorecam, wrap_classifier
+from opticam_lib import (
+    ablationcam,
+    deletion_curve,
+    evaluate,
+    extremal_perturbation,
+    gradcam,
+    masked_probabilities,
+    optimize,
+    scorecam,
+    wrap_classifier,
+)
 from opticam_lib.__main__ import _methods_arg, _methods_or_extra, _options
 from opticam_lib.errors import InputError
 from opticam_lib.methods.cam import cam
@@ -61,10 +71,136 @@ def test_a_model_with_auxiliary_outputs_or_another_class_count_is_named():
         gradcam(clf, make_images(2), 0)
 
 
+class NaNAfterFirstPass(TinyCNN):
+    """Finite logits on the first forward pass, NaN on every later one (masked or perturbed images)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
+        out = super().forward(x)
+        return out if self.passes == 1 else out * float("nan")
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        lambda c, x: scorecam(c, x, 0, progress=False),
+        lambda c, x: ablationcam(c, x, 0, progress=False),
+        lambda c, x: masked_probabilities(c, x, torch.rand(len(x), 1, SIZE, SIZE), 0),
+        lambda c, x: deletion_curve(c, x, torch.rand(len(x), 1, SIZE, SIZE), 0, steps=3, progress=False),
+        lambda c, x: extremal_perturbation(c, x, 0, iterations=2, progress=False),
+    ],
+    ids=["scorecam", "ablationcam", "masked_probabilities", "deletion_curve", "extremal"],
+)
+def test_logits_that_turn_nan_on_later_passes_are_refused(method):
+    """Without a check on every pass these gave all-zero maps, NaN curves or an index error deep inside."""
+    with pytest.raises(InputError, match="NaN or infinite"):
+        method(wrapped(NaNAfterFirstPass(), linear_head="fc"), make_images(2))
+
+
+def test_metrics_name_a_model_with_auxiliary_outputs():
+    class TupleOut(TinyCNN):
+        def forward(self, x):
+            return super().forward(x), x.mean()
+
+    clf, x = wrapped(TupleOut()), make_images(2)
+    with pytest.raises(InputError, match="returned a tuple"):
+        masked_probabilities(clf, x, torch.rand(2, 1, SIZE, SIZE), [0, 1])
+    with pytest.raises(InputError, match="returned a tuple"):
+        extremal_perturbation(clf, x, [0, 1], iterations=2, progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_methods_run_on_a_model_that_is_not_float32(dtype):
+    clf = wrapped(TinyCNN(), linear_head="fc")
+    clf.model.to(dtype)
+    x = make_images(2)
+    for maps in (
+        scorecam(clf, x, [1, 2], progress=False),
+        ablationcam(clf, x, [1, 2], progress=False),
+        optimize(clf, x, [1, 2], **FAST).maps,
+    ):
+        assert maps.shape == (2, 1, SIZE, SIZE) and bool(torch.isfinite(maps).all())
+        assert 0 <= float(maps.min()) and float(maps.max()) <= 1
+
+
+def test_a_1x1_grid_is_refused_and_a_nearly_constant_map_is_not_stretched():
+    from opticam_lib.methods.maps import normalize, upsample
+
+    flat = upsample(torch.full((1, 1, 1, 1), 0.37), (32, 32))  # rounding makes it vary by about 1e-8
+    assert torch.equal(normalize(flat), torch.zeros_like(flat))
+    varied = torch.tensor([[[[1e-9, 3e-9]]]])  # tiny values but a real difference: still normalised
+    assert torch.allclose(normalize(varied), torch.tensor([[[[0.0, 1.0]]]]))
+
+    class Pooled(TinyCNN):  # a layer after the global pooling
+        def forward(self, x):
+            return self.fc(self.pool(self.features(x)).flatten(1))
+
+    with pytest.raises(InputError, match="1 x 1 grid of feature maps"):
+        gradcam(wrapped(Pooled(), "pool"), make_images(1), 0)
+
+
+def test_a_layer_that_runs_twice_in_one_pass_is_refused():
+    class Reused(TinyCNN):  # one ReLU module after both convolutions
+        def __init__(self):
+            super().__init__()
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            f = self.features
+            return self.fc(self.pool(self.act(f[2](self.act(f[0](x))))).flatten(1))
+
+    for method in (gradcam, lambda c, x, t: scorecam(c, x, t, progress=False)):
+        with pytest.raises(InputError, match="'act' runs 2 times in one forward pass"):
+            method(wrapped(Reused(), "act"), make_images(1), 0)
+
+
+def test_gradient_methods_name_inference_mode_and_work_under_no_grad(tiny_cnn, images):
+    with torch.inference_mode(), pytest.raises(InputError, match=r"inside torch\.inference_mode\(\)"):
+        gradcam(tiny_cnn, images, 0)
+    with torch.inference_mode(), pytest.raises(InputError, match="Opti-CAM needs gradients"):
+        optimize(tiny_cnn, images, 0, **FAST)
+    with torch.no_grad():
+        assert evaluate(tiny_cnn, "gradcam", images, [0, 1, 2]).o.shape == (3,)
+
+
+def test_predict_and_localization_check_and_cast_their_images(tiny_cnn, images):
+    from opticam_lib.metrics.localization import localization_scores
+
+    with pytest.raises(InputError, match="images"):
+        tiny_cnn.predict((images * 255).to(torch.uint8))
+    with pytest.raises(InputError, match="NaN"):
+        tiny_cnn.predict(images.index_fill(0, torch.tensor([0]), float("nan")))
+    assert torch.allclose(tiny_cnn.predict(images.double()), tiny_cnn.predict(images), atol=1e-6)
+    maps = torch.rand(3, 1, SIZE, SIZE)
+    boxes = [torch.tensor([[4.0, 4.0, 20.0, 20.0]])] * 3
+    scores = localization_scores(tiny_cnn, images.double(), maps, boxes, [0, 1, 2])
+    assert scores == localization_scores(tiny_cnn, images, maps, boxes, [0, 1, 2])
+
+
+def test_attention_maps_check_the_size_and_the_targets_they_ignore(timm_vit):
+    from opticam_lib.methods.attention import raw_attention, rollout
+
+    with pytest.raises(InputError, match=f"images must be {SIZE} x {SIZE}"):
+        rollout(timm_vit, make_images(1, size=16))
+    for method in (raw_attention, rollout):
+        with pytest.raises(InputError, match="out of range"):
+            method(timm_vit, make_images(2), [0, 99])
+        assert method(timm_vit, make_images(2), [0, 1]).shape == (2, 1, SIZE, SIZE)
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [
         ({"std": (0.0, 0.2, 0.2)}, "std must be positive"),
+        ({"input_size": "32"}, "input_size must be a positive integer"),
+        ({"prefix_tokens": -1}, "prefix_tokens must be None"),
+        ({"prefix_tokens": 1.0}, "prefix_tokens must be None"),
+        ({"num_classes": None, "categories": "abcde"}, "categories must be a list of class names"),
+        ({"categories": ["a", "b"]}, "2 categories given for num_classes=5"),
         ({"mean": (0.5, 0.5)}, "mean must be 3 finite numbers"),
         ({"std": (float("nan"), 1.0, 1.0)}, "std must be 3 finite numbers"),
         ({"num_classes": 0}, "num_classes must be a positive integer"),

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import Targets, model_dtype, validate_choice, validate_images
+from opticam_lib.inputs import Targets, prepare_images, validate_choice, validate_images, validate_targets
 from opticam_lib.methods.maps import to_saliency
 from opticam_lib.models.classifier import Classifier
 
@@ -95,8 +95,7 @@ def attention_probabilities(classifier: Classifier, images: Tensor) -> list[Tens
     Args:
         images: (N, 3, H, W) float in [0, 1].
     """
-    images = validate_images(images)
-    images = images.to(classifier.device, dtype=model_dtype(classifier))
+    images = prepare_images(classifier, images)  # checked, the model's dtype, a fixed input size enforced
     attention_modules(classifier)  # a CNN is refused before the forward pass
     with frozen(classifier.model), attention_maps(classifier) as store, torch.no_grad():
         classifier.model(images)
@@ -154,9 +153,16 @@ def class_token_grid(rows: Tensor, prefix_tokens: int) -> Tensor:
     return patches.reshape(-1, 1, side, side)
 
 
+def _check_unused_targets(classifier: Classifier, images: Tensor, targets: Targets) -> None:
+    if targets is not None:
+        validate_targets(targets, classifier, validate_images(images))
+
+
 def raw_attention(classifier: Classifier, images: Tensor, targets: Targets = None, block: int = -1) -> Tensor:
     """Raw attention: block ``block``'s (default the last) attention of the class token to the patches, averaged
-    over heads, upsampled and normalised. -> (N, 1, H, W) in [0, 1]. ``targets`` is ignored (class-agnostic)."""
+    over heads, upsampled and normalised. -> (N, 1, H, W) in [0, 1]. ``targets`` does not change the map
+    (class-agnostic) but is checked when given, so that a wrong class is not silently accepted."""
+    _check_unused_targets(classifier, images, targets)
     atts = attention_probabilities(classifier, images)
     if not -len(atts) <= block < len(atts):
         raise InputError(f"block must index one of the {len(atts)} blocks, got {block}")
@@ -173,8 +179,10 @@ def rollout(
     start: int = 0,
 ) -> Tensor:
     """Attention rollout (Abnar & Zuidema): the class token's row of ``rollout_matrix`` over the patches,
-    upsampled and normalised. -> (N, 1, H, W) in [0, 1]. ``targets`` is ignored (class-agnostic)."""
+    upsampled and normalised. -> (N, 1, H, W) in [0, 1]. ``targets`` does not change the map (class-agnostic)
+    but is checked when given."""
     validate_choice(head_fusion, "head_fusion", HEAD_FUSIONS)
+    _check_unused_targets(classifier, images, targets)
     r = rollout_matrix(attention_probabilities(classifier, images), head_fusion, start)
     grid = class_token_grid(r[:, 0], classifier.prefix_tokens)
     return to_saliency(grid, tuple(images.shape[-2:]))

@@ -58,6 +58,7 @@ from opticam_lib.hooks import frozen
 from opticam_lib.inputs import (
     Targets,
     prepare,
+    require_autograd,
     validate_choice,
     validate_images,
     validate_number,
@@ -176,6 +177,7 @@ def gradientshap(
     Returns:
         (N, 1, H, W) float in [0, 1]; a constant map gives zeros.
     """
+    require_autograd("GradientShap")
     images, targets = prepare(classifier, images, targets)
     n_samples = validate_positive_int(n_samples, "n_samples")
     batch_size = validate_positive_int(batch_size, "batch_size")
@@ -188,6 +190,8 @@ def gradientshap(
     explainer = captum_attr.GradientShap(classifier.model)
     phi = torch.zeros_like(images)
     with frozen(classifier.model):
+        with torch.no_grad():  # Captum reads the logits without a check: a wrong output fails here, clearly
+            classifier.validate_logits(classifier.model(images))
         for i in range(images.shape[0]):
             with _seeded(seed, images.device):
                 for start in range(0, n_samples, batch_size):
@@ -197,6 +201,11 @@ def gradientshap(
                     )
                     phi[i] += part[0].detach() * m
     phi /= n_samples
+    if not torch.isfinite(phi).all():
+        raise InputError(
+            f"GradientShap gave NaN or infinite attributions on {classifier.name!r}: the model's output or "
+            "gradient is not finite on some baseline-to-image path (check its input normalisation)"
+        )
     s = phi.sum(dim=1, keepdim=True)
     s = torch.relu(s) if reduce == "positive" else s.abs()
     return normalize(s, "range")

@@ -82,7 +82,14 @@ from tqdm.auto import tqdm
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import Targets, prepare, validate_choice, validate_number, validate_positive_int
+from opticam_lib.inputs import (
+    Targets,
+    prepare,
+    require_autograd,
+    validate_choice,
+    validate_number,
+    validate_positive_int,
+)
 from opticam_lib.models.classifier import Classifier
 
 PERTURBATIONS: tuple[str, ...] = ("blur", "fade")
@@ -381,6 +388,7 @@ def optimize_extremal(
     Returns:
         ``ExtremalResult``; ``maps`` is (N, 1, H, W) in [0, 1].
     """
+    require_autograd("Extremal perturbation")
     images, targets = prepare(classifier, images, targets)
     area = _check_area(area)
     iterations = validate_positive_int(iterations, "iterations")
@@ -427,7 +435,8 @@ def optimize_extremal(
                 elif jitter == "random":
                     flip = (torch.rand(n, generator=rng) < 0.5).to(device)[:, None, None, None]
                     x = torch.where(flip, x.flip(3), x)
-                score = classifier.model(x).gather(1, targets[:, None])[:, 0]
+                logits = classifier.validate_logits(classifier.model(x), "outputs for perturbed images")
+                score = logits.gather(1, targets[:, None])[:, 0]
                 loss = area_loss(full, area)
                 energy = sign * score - weight * loss
                 (grad,) = torch.autograd.grad(energy.sum(), p)

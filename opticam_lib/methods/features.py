@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from opticam_lib.errors import InputError
-from opticam_lib.hooks import capture, frozen
+from opticam_lib.hooks import Capture, capture, frozen
+from opticam_lib.inputs import require_autograd
 from opticam_lib.models.classifier import Classifier
 
 
@@ -16,11 +17,25 @@ def features(classifier: Classifier, images: Tensor, layer: str | None = None) -
     """One no-grad forward pass: the feature maps A (N, K, h, w) of ``layer`` and the logits (N, C), detached.
 
     Raises:
-        InputError: the model's logits are not (N, C) or not finite (``Classifier.validate_logits``).
+        InputError: the model's logits are not (N, C) or not finite (``Classifier.validate_logits``); the layer
+            runs more than once in a forward pass (``_once``).
     """
     with frozen(classifier.model), capture(classifier, layer) as cap, torch.no_grad():
         logits = classifier.validate_logits(classifier.model(images.to(classifier.device)))
-    return cap.activations.detach(), logits.detach()
+    return _once(cap, classifier, layer).detach(), logits.detach()
+
+
+def _once(cap: Capture, classifier: Classifier, layer: str | None) -> Tensor:
+    """The captured feature maps of one forward pass; refused when the layer ran more than once in it (one
+    module reused, e.g. a single ReLU called after two convolutions): which call's maps would the map explain?"""
+    if cap.calls > 1:
+        name = layer or classifier.target_layer
+        raise InputError(
+            f"layer {name!r} runs {cap.calls} times in one forward pass of {classifier.name!r} (the same module "
+            "is called more than once), so its feature maps are ambiguous: choose a layer that runs once, such "
+            "as the convolution or block just before it"
+        )
+    return cap.activations
 
 
 def activations_and_gradients(
@@ -35,14 +50,15 @@ def activations_and_gradients(
         A (N, K, h, w), dy_c/dA (N, K, h, w), logits (N, C); all detached.
         Parameters are frozen during the pass, so no ``.grad`` is left anywhere.
     """
+    require_autograd("a gradient-based map (Grad-CAM and its family)")
     x = images.to(classifier.device).detach().clone().requires_grad_(True)
     with frozen(classifier.model), capture(classifier, layer) as cap, torch.enable_grad():
         logits = classifier.validate_logits(classifier.model(x))
         score = logits.gather(1, targets[:, None]).sum()
-        (grads,) = torch.autograd.grad(score, cap.activations)
+        (grads,) = torch.autograd.grad(score, _once(cap, classifier, layer))
     if not bool(torch.isfinite(grads).all()):
         raise InputError(
             f"the gradients of the class scores of model {classifier.name!r} at its layer are NaN or infinite: "
             "check the model before explaining it"
         )
-    return cap.activations.detach(), grads.detach(), logits.detach()
+    return _once(cap, classifier, layer).detach(), grads.detach(), logits.detach()

@@ -111,7 +111,7 @@ def upsample(maps: Tensor, size: tuple[int, int], method: str = "interpolate") -
         return rows @ maps.to(dtype) @ cols.T
 
 
-def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12) -> Tensor:
+def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12, rtol: float = 1e-5) -> Tensor:
     """``n`` in eq. (4) and (16)-(18), per map over its spatial dimensions. (N, C, H, W) -> same, in [0, 1].
 
     - ``"range"`` (eq. 4, 16): ``(A - min A) / (max A - min A)``;
@@ -119,7 +119,10 @@ def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12) -> Tensor
     - ``"sigmoid"`` (eq. 18): ``1 / (1 + exp(-a_ij))`` element-wise.
 
     A constant map gives zeros under ``"range"`` and a map with ``max A <= 0`` gives zeros under ``"max"``:
-    never NaN (the authors' code divides by zero there, FACTS.md section 2). Gradients flow through all three.
+    never NaN (the authors' code divides by zero there, FACTS.md section 2). "Constant" is relative: a span
+    ``max A - min A`` at most ``eps + rtol * max(|max A|, |min A|)`` is rounding, not signal (bilinear
+    upsampling of a constant 1 x 1 grid varies by about 1e-8), and is not stretched to [0, 1]. Gradients flow
+    through all three.
     """
     validate_choice(method, "normalization", NORMALIZATIONS)
     if method == "sigmoid":
@@ -131,8 +134,9 @@ def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12) -> Tensor
         return torch.where(hi > eps, maps.clamp(min=0) / safe, torch.zeros_like(maps))
     lo = flat.min(dim=2).values[..., None, None]
     span = hi - lo
-    safe = torch.where(span > eps, span, torch.ones_like(span))
-    return torch.where(span > eps, (maps - lo) / safe, torch.zeros_like(maps))
+    varies = span > eps + rtol * torch.maximum(hi.abs(), lo.abs()).detach()
+    safe = torch.where(varies, span, torch.ones_like(span))
+    return torch.where(varies, (maps - lo) / safe, torch.zeros_like(maps))
 
 
 def to_saliency(

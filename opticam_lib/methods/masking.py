@@ -44,17 +44,19 @@ def channel_scores(
     n, k = activations.shape[:2]
     todo = torch.arange(k, device=activations.device) if channels is None else channels.to(activations.device)
     size = tuple(images.shape[-2:])
-    scores = torch.zeros(n, k, device=activations.device)
+    scores = torch.zeros(n, k, device=activations.device, dtype=torch.float32)  # whatever the model's dtype
     bar = tqdm(total=n * len(todo), desc="Score-CAM forward passes", disable=not progress, leave=False)
     with frozen(classifier.model), torch.no_grad():
-        baseline = classifier.model(torch.zeros_like(images[:1]))[0]
+        black = torch.zeros_like(images[:1])
+        baseline = classifier.validate_logits(classifier.model(black), "outputs for a black image")[0].float()
         for i in range(n):
             c = int(targets[i])
             for start in range(0, len(todo), batch_size):
                 idx = todo[start : start + batch_size]
                 masks = normalize(upsample(activations[i, idx, None], size), "range")  # eq. (4): (B, 1, H, W)
-                logits = classifier.model(images[i : i + 1] * masks)
-                scores[i, idx] = logits[:, c] - baseline[c]  # eq. (3)
+                masked = images[i : i + 1] * masks.to(images.dtype)
+                logits = classifier.validate_logits(classifier.model(masked), "outputs for masked images")
+                scores[i, idx] = logits[:, c].float() - baseline[c]  # eq. (3)
                 bar.update(len(idx))
     bar.close()
     return scores
@@ -83,18 +85,19 @@ def ablation_weights(
     """
     n, k = activations.shape[:2]
     todo = torch.arange(k, device=activations.device) if channels is None else channels.to(activations.device)
-    weights = torch.zeros(n, k, device=activations.device)
+    weights = torch.zeros(n, k, device=activations.device, dtype=torch.float32)  # whatever the model's dtype
     bar = tqdm(total=n * len(todo), desc="Ablation-CAM forward passes", disable=not progress, leave=False)
     with frozen(classifier.model), torch.no_grad():
         for i in range(n):
             c = int(targets[i])
-            y = logits[i, c]
+            y = logits[i, c].float()
             for start in range(0, len(todo), batch_size):
                 idx = todo[start : start + batch_size]
                 grid = activations[i : i + 1].repeat(len(idx), 1, 1, 1)
                 grid[torch.arange(len(idx)), idx] = 0
                 with replace_output(classifier, layer, grid):
-                    ablated = classifier.model(images[i : i + 1].expand(len(idx), -1, -1, -1))[:, c]
+                    out = classifier.model(images[i : i + 1].expand(len(idx), -1, -1, -1))
+                    ablated = classifier.validate_logits(out, "outputs with a channel ablated")[:, c].float()
                 denom = y if y.abs() > 1e-7 else torch.ones_like(y)
                 weights[i, idx] = (y - ablated) / denom
                 bar.update(len(idx))

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import Targets, prepare, validate_choice, validate_positive_int
+from opticam_lib.inputs import Targets, prepare, require_autograd, validate_choice, validate_positive_int
 from opticam_lib.methods.features import features
 from opticam_lib.methods.maps import NORMALIZATIONS, UPSAMPLINGS, combine, resolve_upsampling, to_saliency
 from opticam_lib.models.classifier import Classifier
@@ -210,6 +210,7 @@ def compute_objective(
     """
     validate_choice(kind, "objective", OBJECTIVES)
     n = images.shape[0]
+    masks = masks.to(images.dtype)  # a half or double model: float32 masks must not promote its input
     if kind in ("iomask", "iodiff"):
         batch = torch.cat([images * masks, images * (1 - masks)])
         g = select(classifier.model(batch), torch.cat([targets, targets]), selector)
@@ -334,6 +335,7 @@ def optimize(
     Returns:
         ``OptiCAMResult`` with maps (N, 1, H, W) in [0, 1] and the per-iteration objective of every image.
     """
+    require_autograd("Opti-CAM")
     images, targets = prepare(classifier, images, targets)
     iterations = validate_positive_int(iterations, "iterations")
     callback_every = validate_positive_int(callback_every, "callback_every")

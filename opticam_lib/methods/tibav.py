@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import Targets, prepare, validate_choice
+from opticam_lib.inputs import Targets, prepare, require_autograd, validate_choice
 from opticam_lib.methods.attention import class_token_grid
 from opticam_lib.methods.maps import to_saliency
 from opticam_lib.models.classifier import Classifier
@@ -350,6 +350,7 @@ def tibav_relevance(
     """
     validate_choice(variant, "variant", TIBAV_VARIANTS)
     blocks = vit_blocks(classifier)  # a CNN is refused before any work
+    require_autograd("TIBAV")
     images, targets = prepare(classifier, images, targets)
     net = classifier.net
     x = images.detach().clone().requires_grad_(True)

@@ -56,7 +56,7 @@ def class_probability(
     with eval_mode(classifier.model):
         for start in range(0, n, batch_size):
             x = images[start : start + batch_size].to(classifier.device, dtype=dtype)
-            probs = torch.softmax(classifier.model(x).float(), dim=1)
+            probs = torch.softmax(classifier.validate_logits(classifier.model(x)).float(), dim=1)
             out.append(probs.gather(1, t[start : start + batch_size, None].long().to(probs.device))[:, 0])
     if not out:  # no image
         return torch.empty(0)

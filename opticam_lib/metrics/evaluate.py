@@ -137,8 +137,8 @@ def warm_up(classifier: Classifier, images: Tensor) -> None:
     """One untimed forward and backward pass to ``images`` ((n, 3, H, W) float in [0, 1]) with the classifier's
     parameters frozen and in eval mode (both restored): the one-off costs of a first pass are paid here."""
     x = images.to(classifier.device).detach().requires_grad_(True)
-    with frozen(classifier.model):
-        out = classifier.model(x)
+    with frozen(classifier.model), torch.enable_grad():  # also under a caller's torch.no_grad()
+        out = classifier.validate_logits(classifier.model(x))
         torch.autograd.grad(out.sum(), x)
     _sync(classifier.device)
 

@@ -422,8 +422,7 @@ def localize_with(
 
     Args: as ``localization_scores``.
     """
-    images = validate_images(images)
-    _, targets = prepare(classifier, images, targets)
+    images, targets = prepare(classifier, images, targets)  # checked, in the model's device and dtype
     predicted = classifier.predict(images).argmax(dim=1).cpu()
     crop = crop_probabilities(classifier, images, maps, targets)
     boxes = [torch.as_tensor(b).cpu() for b in boxes]

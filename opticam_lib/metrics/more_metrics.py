@@ -147,7 +147,7 @@ class _Model(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.to(device=self.classifier.device, dtype=self.dtype)
-        return self.classifier.model(x).float()
+        return self.classifier.validate_logits(self.classifier.model(x)).float()
 
 
 def _checked(

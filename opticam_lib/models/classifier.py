@@ -130,12 +130,15 @@ class Classifier:
                     "For a transformer, set prefix_tokens so tokens are reshaped to a grid."
                 )
             _, k, h, w = activations.shape
-            if k == h and w >= 8 * h:  # (N, h, w, K) read as (N, K, h, w): K = h maps of h x (a long row)
+            # (N, h, w, K) read as (N, K, h, w): h "maps" of w x K. A real grid of a square input is square; a
+            # misread one has as many "channels" as rows (the spatial side twice) and the channel count as width
+            if k == h and w != h:
                 raise InputError(
                     f"layer output has shape {tuple(activations.shape)}, which looks channels-last (N, h, w, K), "
                     "as in Swin or ConvNeXt blocks of timm: the library needs (N, K, h, w). Choose a layer that "
                     "outputs channels first (e.g. a norm or conv after a permute), or wrap the layer so it permutes."
                 )
+            self._check_spatial(activations)
             return activations
         if activations.dim() != 3:
             raise InputError(
@@ -148,7 +151,23 @@ class Classifier:
             raise InputError(
                 f"{t} patch tokens do not form a square grid (prefix_tokens={self.prefix_tokens})"
             )
-        return tokens.transpose(1, 2).reshape(n, k, side, side)
+        grid = tokens.transpose(1, 2).reshape(n, k, side, side)
+        self._check_spatial(grid)
+        return grid
+
+    def _check_spatial(self, grid: Tensor) -> None:
+        """A 1 x 1 grid (or an empty one) carries no spatial information: its map would be a constant."""
+        h, w = grid.shape[-2:]
+        if h * w <= 1:
+            where = (
+                "a layer before the global pooling"
+                if self.prefix_tokens is None
+                else f"a token layer (check prefix_tokens={self.prefix_tokens})"
+            )
+            raise InputError(
+                f"the layer gives a {h} x {w} grid of feature maps: no spatial information to explain (the input "
+                f"is too small for this network, or the layer comes after pooling). Choose {where}."
+            )
 
     def validate_logits(self, logits: object, what: str = "outputs") -> Tensor:
         """``logits`` as the model must give them: a (N, C) float tensor with C = ``num_classes``, finite.
@@ -179,11 +198,14 @@ class Classifier:
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
-        """Class probabilities (N, C) for images (N, 3, H, W) float in [0, 1], in eval mode."""
+        """Class probabilities (N, C) for images (N, 3, H, W) float in [0, 1] (checked, cast to the model's device
+        and dtype), in eval mode."""
         from opticam_lib.hooks import eval_mode
+        from opticam_lib.inputs import prepare_images
 
+        images = prepare_images(self, images)
         with eval_mode(self.model):
-            return torch.softmax(self.validate_logits(self.model(images.to(self.device))), dim=1)
+            return torch.softmax(self.validate_logits(self.model(images)).float(), dim=1)
 
     def top(self, images: Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
         """The k most probable classes of each image: [(class id, name, probability), ...] per image (all the
@@ -223,6 +245,23 @@ def wrap_classifier(
     its own passes and restores the flags it found. Call ``net.eval()`` yourself before calling
     ``classifier.model`` directly.
     """
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+        raise InputError(
+            f"input_size must be a positive integer (the side of the square input), got {input_size!r}"
+        )
+    if prefix_tokens is not None and (
+        isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int) or prefix_tokens < 0
+    ):
+        raise InputError(
+            "prefix_tokens must be None (a CNN) or the number of tokens before the patch tokens (a non-negative "
+            f"int: 1 for a class token, 2 with a distillation token), got {prefix_tokens!r}"
+        )
+    if isinstance(categories, str) or (
+        categories is not None and not all(isinstance(c, str) for c in categories)
+    ):
+        raise InputError(f"categories must be a list of class names (str), got {categories!r}")
+    if categories is not None and num_classes is not None and len(categories) != num_classes:
+        raise InputError(f"{len(categories)} categories given for num_classes={num_classes}")
     if categories is None:
         if num_classes is None:
             raise InputError("give categories (a list of class names) or num_classes")
