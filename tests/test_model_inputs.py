@@ -127,6 +127,17 @@ def test_methods_run_on_a_model_that_is_not_float32(dtype):
         assert 0 <= float(maps.min()) and float(maps.max()) <= 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_gradientshap_runs_on_a_model_that_is_not_float32(dtype):
+    pytest.importorskip("captum")
+    from opticam_lib import gradientshap
+
+    clf = wrapped(TinyCNN(), linear_head="fc")
+    clf.model.to(dtype)
+    maps = gradientshap(clf, make_images(1), [1], n_samples=4)
+    assert maps.shape == (1, 1, SIZE, SIZE) and bool(torch.isfinite(maps).all())
+
+
 def test_a_1x1_grid_is_refused_and_a_nearly_constant_map_is_not_stretched():
     from opticam_lib.methods.maps import normalize, upsample
 

@@ -187,11 +187,17 @@ def gradientshap(
     base = _baseline_set(baselines, images, n_samples, seed)
     captum_attr = _import_captum("gradientshap")
 
-    explainer = captum_attr.GradientShap(classifier.model)
+    dtype = images.dtype  # the model's (``prepare``); Captum works in float32 (its noise is float32)
+
+    def forward(x: Tensor) -> Tensor:
+        return classifier.model(x.to(dtype)).float()
+
+    explainer = captum_attr.GradientShap(forward)
+    images, base = images.float(), base.float()
     phi = torch.zeros_like(images)
     with frozen(classifier.model):
         with torch.no_grad():  # Captum reads the logits without a check: a wrong output fails here, clearly
-            classifier.validate_logits(classifier.model(images))
+            classifier.validate_logits(forward(images))
         for i in range(images.shape[0]):
             with _seeded(seed, images.device):
                 for start in range(0, n_samples, batch_size):
