@@ -540,6 +540,10 @@ def cmd_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+#: the most ``--iterations`` the command line takes (Opti-CAM keeps a history of F per iteration and image)
+MAX_ITERATIONS = 100_000
+
+
 def _fail(message: str) -> int:
     print(f"error: {message.splitlines()[0]}", file=sys.stderr)
     for line in message.splitlines()[1:]:
@@ -552,8 +556,13 @@ def main(argv: list[str] | None = None) -> int:
     2 with a one-line message for an OptiCAM, file system or device error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "iterations", None) is not None and args.iterations < 1:
-        parser.error("--iterations must be a positive integer")
+    if getattr(args, "iterations", None) is not None and not 1 <= args.iterations <= MAX_ITERATIONS:
+        parser.error(f"--iterations must be an integer from 1 to {MAX_ITERATIONS:,} (the paper uses 100)")
+    if getattr(args, "layer", None) and getattr(args, "method", None):
+        from opticam_lib.methods.registry import LAYER_METHODS
+
+        if args.method not in LAYER_METHODS:
+            parser.error(f"--layer does not apply to {args.method} (it reads no feature maps); leave it out")
     commands = {
         "explain": cmd_explain,
         "evaluate": cmd_evaluate,
@@ -564,8 +573,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C: one line; reproduce's records so far are kept and resumed next time
+        print("interrupted", file=sys.stderr)
+        return 130
     except OptiCAMError as e:
         return _fail(str(e))
+    except (MemoryError, OverflowError) as e:
+        return _fail(
+            f"a setting is too large for this machine ({type(e).__name__}: {e}); use smaller numbers"
+        )
     except OSError as e:  # a file system error after the work: one line with the path, not a traceback
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         return _fail(f"{where}{e.strerror or e} (check the path and its folder's permissions and free space)")
@@ -573,6 +589,10 @@ def main(argv: list[str] | None = None) -> int:
         message = str(e).lower()
         if any(word in message for word in ("device", "cuda", "nvidia", "driver", "mps")):
             return _fail(f"device {getattr(args, 'device', '?')!r} is not usable here: {e}")
+        if "allocate" in message or "out of memory" in message:
+            return _fail(
+                f"not enough memory ({str(e).splitlines()[0]}); use smaller numbers (images, iterations)"
+            )
         raise
 
 

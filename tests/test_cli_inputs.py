@@ -191,3 +191,66 @@ def test_world_models_are_pointed_to_reproduce_world(command, tmp_path, capsys):
     )
     assert main(args) == 2
     _one_line_error(capsys, "ImageNet sample photos", "reproduce", "world:")
+
+
+# 6. a third review: options that do not apply, huge numbers, odd devices, damaged checkpoints, Ctrl-C
+def test_layer_for_a_method_without_feature_maps_and_huge_iterations_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["explain", "x.png", "--method", "cam", "--layer", "features.0"])
+    assert exit_.value.code == 2 and "--layer does not apply to cam" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["explain", "x.png", "--iterations", str(10**11)])
+    assert (
+        exit_.value.code == 2
+        and "--iterations must be an integer from 1 to 100,000" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("device", ["meta", "xpu"])
+def test_devices_pytorch_knows_but_the_library_does_not_are_named(device):
+    with pytest.raises(InputError, match=f"device '{device}' is not supported by the library"):
+        registry.usable_device(device)
+
+
+def test_ctrl_c_and_memory_errors_are_one_line(monkeypatch, capsys):
+    import opticam_lib.__main__ as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    def too_big(args):
+        raise RuntimeError(
+            "DefaultCPUAllocator: can't allocate memory: you tried to allocate 400000000000 bytes"
+        )
+
+    monkeypatch.setattr(cli, "cmd_models", interrupted)
+    assert main(["models"]) == 130 and capsys.readouterr().err.strip() == "interrupted"
+    monkeypatch.setattr(cli, "cmd_models", too_big)
+    assert main(["models"]) == 2
+    _one_line_error(capsys, "not enough memory")
+
+
+def test_checkpoints_with_a_wrong_meta_or_wrong_weights_are_named(tmp_path):
+    from opticam_lib.paper.medical import load_finetuned
+
+    odd = tmp_path / "odd.pt"
+    torch.save({"state_dict": {}, "meta": "march"}, odd)  # "arch" in "march": a substring test would pass
+    with pytest.raises(InputError, match=r"not a checkpoint of opticam_lib\.paper\.medical"):
+        load_finetuned(odd)
+    wrong = tmp_path / "wrong.pt"
+    meta = {"arch": "world_cnn", "classes": ["a", "b"], "dataset": "chest-xray"}
+    torch.save({"state_dict": {"net.fc.weight": torch.zeros(2, 3)}, "meta": meta}, wrong)
+    with pytest.raises(InputError, match=r"wrong\.pt: its weights do not fit world_cnn with 2 classes"):
+        load_finetuned(wrong)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(InputError, match="cannot be read as a checkpoint") as err:
+        load_finetuned(garbage)
+    assert "weights_only set to False" not in str(err.value)  # not torch's advice to load unsafely
+
+
+def test_finetune_refuses_a_negative_worker_count(tmp_path):
+    from opticam_lib.paper.medical import FinetuneConfig, finetune
+
+    with pytest.raises(InputError, match="workers must be a non-negative integer"):
+        finetune(FinetuneConfig(dataset="chest-xray", model="world_cnn", root=str(tmp_path), workers=-1))

@@ -69,3 +69,14 @@ def test_substrates_by_hand(bn_cnn, images):
         assert torch.allclose(deletion_curve(bn_cnn, x, maps, y, 4, progress=False, substrate=sub)[:, 0], p)
     with pytest.raises(InputError, match="substrate"):
         deletion_curve(bn_cnn, x, maps, y, 4, progress=False, substrate="grey")
+
+
+def test_more_steps_than_the_pixels_allow_are_refused(tiny_cnn, images):
+    """Past about h*w/2 steps the curve reaches every pixel early and ends flat, which lowers its area."""
+    maps = torch.rand(len(images), 1, *images.shape[-2:])
+    h, w = images.shape[-2:]
+    assert deletion_curve(tiny_cnn, images, maps, 0, steps=h * w, progress=False).shape[1] == h * w + 1
+    with pytest.raises(InputError, match=r"steps=20000 is too many for 32 x 32 images.*at most 1024 steps"):
+        deletion_curve(tiny_cnn, images, maps, 0, steps=20000, progress=False)
+    with pytest.raises(InputError, match="is too many"):
+        insertion_curve(tiny_cnn, images, maps, 0, steps=h * w // 2 + 100, progress=False)

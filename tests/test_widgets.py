@@ -213,3 +213,30 @@ def test_opticam_explorer_input_normalization_and_least_class(monkeypatch):
     least = int(clf.predict(samples.images[:1])[0].argmin())
     labels = dict((v, label) for label, v in c["target"].options)
     assert len(labels) >= 6 and "least probable" in labels[least]  # ground truth, top 5, least
+
+
+def test_the_explorer_checks_its_samples_and_shows_a_bad_image_as_an_error(clf):
+    pytest.importorskip("ipywidgets")
+    from opticam_lib import InputError
+
+    wrong = tiny_samples()
+    wrong.labels = torch.tensor([1, 7, 0])  # 7 is not one of the model's 5 classes
+    with pytest.raises(InputError, match=r"label 7, but 'tiny' has classes 0\.\.4"):
+        opticam_explorer(clf, wrong, iterations=2)
+    empty = tiny_samples()
+    empty.images, empty.labels, empty.names = empty.images[:0], empty.labels[:0], []
+    with pytest.raises(InputError, match="samples holds no image"):
+        opticam_explorer(clf, empty, iterations=2)
+
+    samples = tiny_samples()
+    samples.images[1, :, 3, 3] = float("nan")
+    box = opticam_explorer(clf, samples, iterations=2)
+    c = box.controls
+    assert "p = " in c["status"].value
+    cleared = []
+    c["output"].clear_output = lambda *a, **k: cleared.append(
+        k
+    )  # outside a kernel the Output records nothing
+    c["image"].value = 1  # the NaN image: an error in the status, the old figure cleared, nothing raised
+    assert "error" in c["status"].value and "NaN" in c["status"].value
+    assert cleared == [{}]

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from opticam_lib.course.ablations import candidate_layers
 from opticam_lib.course.figures import opticam_panel
+from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_choice, validate_positive_int, validate_targets
 from opticam_lib.methods.maps import NORMALIZATIONS
 from opticam_lib.methods.opticam import DEFAULT_LR, OBJECTIVES, OptiCAMResult, optimize
@@ -108,6 +109,15 @@ def opticam_explorer(
     from IPython.display import display
 
     iterations = validate_positive_int(iterations, "iterations")
+    if len(samples.names) == 0:
+        raise InputError("samples holds no image: give at least one (e.g. opticam_lib.images.load_samples())")
+    labels = [int(v) for v in samples.labels]
+    wrong = [v for v in labels if not 0 <= v < classifier.num_classes]
+    if wrong:
+        raise InputError(
+            f"samples has label {wrong[0]}, but {classifier.name!r} has classes 0..{classifier.num_classes - 1}: "
+            "give images of the model's own classes"
+        )
     style = {"description_width": "initial"}
     wide = w.Layout(width="420px")
     image = w.Dropdown(  # options are (label, value) pairs: the name is shown, the index is the value
@@ -213,6 +223,7 @@ def opticam_explorer(
             )
         except Exception as err:  # show it where the user looks, instead of in the kernel's log
             status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
+            out.clear_output()  # the previous figure is not this setting's
             return
         bar.value = bar.max
         status.value = (
@@ -231,8 +242,17 @@ def opticam_explorer(
             busy["on"] = False
         run()
 
+    def change_image(_change):
+        try:
+            set_targets()
+        except Exception as err:  # e.g. a NaN image: say so, and do not leave the previous image's figure
+            status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
+            out.clear_output()
+            return
+        run()
+
     set_targets()
-    image.observe(lambda ch: (set_targets(), run()), names="value")
+    image.observe(change_image, names="value")
     solver.observe(set_solver, names="value")
     for control in (target, layer, objective, normalization, lr, its, raw):
         control.observe(run, names="value")

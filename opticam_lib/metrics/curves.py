@@ -91,6 +91,16 @@ def _curve(
     n, _, h, w = images.shape
     steps = validate_positive_int(steps if steps is not None else h, "steps")
     per_step = math.ceil(h * w / steps)  # 224 pixels a step at 224 x 224, as in the paper
+    if (
+        per_step * (steps - 1) >= h * w
+    ):  # every pixel gone before the last step: a flat tail would skew the area
+        top = min(steps - 1, h * w)
+        usable = next(k for k in range(top, 0, -1) if math.ceil(h * w / k) * (k - 1) < h * w)
+        raise InputError(
+            f"steps={steps} is too many for {h} x {w} images: at {per_step} pixel(s) a step every pixel is "
+            f"{'deleted' if mode == 'deletion' else 'inserted'} after {math.ceil(h * w / per_step)} steps and the "
+            f"rest of the curve would be flat, lowering its area; use at most {usable} steps"
+        )
     if substrate == "rise":
         deleted, blurred = rise_substrates(classifier, images)
         substrate = deleted if mode == "deletion" else blurred

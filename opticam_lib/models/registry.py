@@ -96,7 +96,7 @@ def load_classifier(
     clf = spec.resolve()(normalize=normalize, pretrained=pretrained, **spec.options)
     clf.model.eval()
     if device is not None:
-        clf.to(_usable_device(device))
+        clf.to(usable_device(device))
     return clf
 
 
@@ -149,8 +149,9 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or corrupted file: say which and how to replace it
+        first = (str(e).strip().splitlines() or [""])[0][:200]  # not the unpickler's advice to unsafe loading
         raise MissingWeightsError(
-            f"{path} cannot be read as weights ({type(e).__name__}: {e}); it is corrupted or incomplete: "
+            f"{path} cannot be read as weights ({type(e).__name__}: {first}); it is corrupted or incomplete: "
             f"fetch it again with: {fetch}"
         ) from e
     if isinstance(state, dict) and "state_dict" in state:
@@ -250,7 +251,7 @@ register_model(
 )
 
 
-def _usable_device(device: str | torch.device) -> torch.device:
+def usable_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device`` that this machine has.
 
     Raises:
@@ -260,6 +261,10 @@ def _usable_device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise InputError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:1' or 'mps'") from e
+    if dev.type not in ("cpu", "cuda", "mps"):  # meta, xpu, ...: PyTorch knows them, the library does not
+        raise InputError(
+            f"device {device!r} is not supported by the library: use 'cpu', 'cuda', 'cuda:1' or 'mps'"
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here: use device='cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.images import ImageSet, load_image
 from opticam_lib.models.classifier import Classifier
-from opticam_lib.models.registry import load_classifier
+from opticam_lib.models.registry import load_classifier, usable_device
 from opticam_lib.paths import ENV_VAR, atomic_write, datasets_dir, require_prepared
 
 DATASETS = ("chest-xray", "kvasir")
@@ -236,18 +236,33 @@ def load_finetuned(
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or corrupted file: name it, not the unpickler's internals
+        first = (str(e).strip().splitlines() or [""])[0][:200]
         raise InputError(
-            f"{path} cannot be read as a checkpoint ({type(e).__name__}: {e}); it is damaged or incomplete: "
-            "make it again with: python -m opticam_lib medical finetune ..."
+            f"{path} cannot be read as a checkpoint ({type(e).__name__}: {first}); it is damaged, incomplete or "
+            "not a checkpoint of this library: make one with: python -m opticam_lib medical finetune ..."
         ) from None
-    if not isinstance(ck, dict) or "state_dict" not in ck or "arch" not in ck.get("meta", {}):
+    meta = ck.get("meta") if isinstance(ck, dict) else None
+    if (
+        not isinstance(ck.get("state_dict") if isinstance(ck, dict) else None, dict)
+        or not isinstance(meta, dict)
+        or not isinstance(meta.get("arch"), str)
+        or not isinstance(meta.get("classes"), list)
+        or not isinstance(meta.get("dataset"), str)
+    ):
         raise InputError(
-            f"{path} is not a checkpoint of opticam_lib.paper.medical (no state_dict / meta.arch)"
+            f"{path} is not a checkpoint of opticam_lib.paper.medical (no state_dict, or no meta with arch, "
+            "classes and dataset)"
         )
-    meta = ck["meta"]
     clf = load_classifier(meta["arch"], pretrained=False, normalize=normalize)
     replace_head(clf, meta["classes"])
-    clf.model.load_state_dict(ck["state_dict"])
+    try:
+        clf.model.load_state_dict(ck["state_dict"])
+    except RuntimeError as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise InputError(
+            f"{path}: its weights do not fit {meta['arch']} with {len(meta['classes'])} classes ({first}); the "
+            "file is damaged or was edited"
+        ) from None
     clf.model.eval()
     clf.name = f"{meta['arch']}@{meta['dataset']}"
     clf.extra = {**clf.extra, "paper_key": f"{meta['dataset']}/{meta['arch']}", "checkpoint": str(path)}
@@ -397,6 +412,10 @@ def _check_finetune_config(c: FinetuneConfig) -> None:
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise InputError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(c.workers, bool) or not isinstance(c.workers, int) or c.workers < 0:
+        raise InputError(
+            f"workers must be a non-negative integer (0: load in the main process), got {c.workers!r}"
+        )
     for name in ("limit", "max_steps"):
         v = getattr(c, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -447,7 +466,7 @@ def finetune(
         splits = {s: v[: config.limit] for s, v in splits.items()}
     if not splits["train"]:
         raise InputError(f"the train split of {root} holds no images")
-    device = torch.device(config.device)
+    device = usable_device(config.device)  # a misspelled or absent device: one clear error before any work
     torch.manual_seed(config.seed)
     if classifier is None:
         classifier = load_classifier(config.model, pretrained=config.pretrained)
