@@ -65,9 +65,8 @@ def require_prepared(folder: str | Path) -> None:
     """Check a data set folder that ``python -m data_download`` prepared against its record of every file.
 
     A folder without data_download's marker (``.complete.json``: your own folder) is not checked. One with it
-    must still hold every file it lists, at the listed size (a cheap check: one ``stat`` per file, about a
-    second for the 50,000 ImageNet validation images), so that a damaged folder is reported instead of silently
-    giving a different set of images.
+    must still hold every file it lists, at the listed size (a cheap check: one ``stat`` per file, no reading),
+    so that a damaged folder is reported instead of silently giving a different set of images.
 
     Raises:
         MissingDataError: a listed file is missing or changed size, or the marker is unreadable; the message
@@ -98,7 +97,9 @@ def atomic_write(
 
     The content goes to a temporary file beside ``path`` (``.NAME.PID.tmp``, the same file system), is flushed
     to disk, then renamed over ``path`` in one step. If anything fails (a full disk, Ctrl-C), the temporary file
-    is removed and ``path`` keeps its old content.
+    is removed and ``path`` keeps its old content. Text is written as given (no newline translation), so a
+    CSV's ``\r\n`` stays one. The new file gets the default permissions, and a symbolic link at ``path`` is
+    replaced by the file, not followed.
 
     Args:
         path: the file to write (its folder must exist).
@@ -115,7 +116,7 @@ def atomic_write(
         if callable(content):
             content(tmp)
         elif isinstance(content, str):
-            tmp.write_text(content, encoding=encoding)
+            tmp.write_text(content, encoding=encoding, newline="")  # as given: no "\n" -> os.linesep
         else:
             tmp.write_bytes(content)
         with open(tmp, "rb+") as f:
