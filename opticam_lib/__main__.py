@@ -553,7 +553,7 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run its command; returns the exit code (0 on success,
-    2 with a one-line message for an OptiCAM, file system or device error)."""
+    2 with a one-line message for an OptiCAM, file system, device or memory error, 130 after Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "iterations", None) is not None and not 1 <= args.iterations <= MAX_ITERATIONS:
