@@ -21,3 +21,9 @@ class MissingDataError(OptiCAMError, FileNotFoundError):
 
 class MissingDependencyError(OptiCAMError, ImportError):
     """An optional dependency (the ``peers`` extra) is not installed; the message gives the pip command."""
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of ``error``'s message, at most ``limit`` characters: what a one-line error quotes of a
+    library's exception (torch's unpickler adds lines of advice, such as loading with ``weights_only=False``)."""
+    return (str(error).strip().splitlines() or [""])[0][:limit]

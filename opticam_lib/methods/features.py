@@ -55,10 +55,11 @@ def activations_and_gradients(
     with frozen(classifier.model), capture(classifier, layer) as cap, torch.enable_grad():
         logits = classifier.validate_logits(classifier.model(x))
         score = logits.gather(1, targets[:, None]).sum()
-        (grads,) = torch.autograd.grad(score, _once(cap, classifier, layer))
+        activations = _once(cap, classifier, layer)
+        (grads,) = torch.autograd.grad(score, activations)
     if not bool(torch.isfinite(grads).all()):
         raise InputError(
             f"the gradients of the class scores of model {classifier.name!r} at its layer are NaN or infinite: "
             "check the model before explaining it"
         )
-    return _once(cap, classifier, layer).detach(), grads.detach(), logits.detach()
+    return activations.detach(), grads.detach(), logits.detach()

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from opticam_lib.errors import InputError, MissingWeightsError
+from opticam_lib.errors import InputError, MissingWeightsError, first_line
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.paths import ENV_VAR, weights_dir
 
@@ -149,7 +149,7 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or corrupted file: say which and how to replace it
-        first = (str(e).strip().splitlines() or [""])[0][:200]  # not the unpickler's advice to unsafe loading
+        first = first_line(e)
         raise MissingWeightsError(
             f"{path} cannot be read as weights ({type(e).__name__}: {first}); it is corrupted or incomplete: "
             f"fetch it again with: {fetch}"

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from opticam_lib.errors import InputError, MissingDataError
+from opticam_lib.errors import InputError, MissingDataError, first_line
 from opticam_lib.images import ImageSet, load_image
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier, usable_device
@@ -236,7 +236,7 @@ def load_finetuned(
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or corrupted file: name it, not the unpickler's internals
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+        first = first_line(e)
         raise InputError(
             f"{path} cannot be read as a checkpoint ({type(e).__name__}: {first}); it is damaged, incomplete or "
             "not a checkpoint of this library: make one with: python -m opticam_lib medical finetune ..."
@@ -258,7 +258,7 @@ def load_finetuned(
     try:
         clf.model.load_state_dict(ck["state_dict"])
     except RuntimeError as e:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+        first = first_line(e)
         raise InputError(
             f"{path}: its weights do not fit {meta['arch']} with {len(meta['classes'])} classes ({first}); the "
             "file is damaged or was edited"

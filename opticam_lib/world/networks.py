@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from opticam_lib.errors import InputError, MissingWeightsError
+from opticam_lib.errors import InputError, MissingWeightsError, first_line
 from opticam_lib.models.classifier import Classifier, InputNormalized
 from opticam_lib.world.scenes import WorldConfig
 
@@ -149,7 +149,7 @@ def load_checkpoint(path: str | Path) -> dict:
             raise ValueError("no state_dict and meta in it")
     except Exception as e:  # a truncated file: say which, not the unpickler's internals
         remake = _train_command(path.stem) if path.stem in MODELS else "python -m opticam_lib.world train ..."
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+        first = first_line(e)
         raise MissingWeightsError(
             f"{path} cannot be read as a world checkpoint ({type(e).__name__}: {first}); it is damaged or "
             f"incomplete. Restore it (git checkout -- {path.name} in opticam_lib/data/) or train it again with: "
