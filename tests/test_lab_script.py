@@ -1,5 +1,6 @@
 """scripts/lab.sh: a non-loopback address is refused unless asked for, and as root the terminals are off;
-scripts/install_browser.sh: a browser that cannot be installed is a warning, never the end of the set-up."""
+scripts/install_browser.sh: a browser that cannot be installed is a warning, never the end of the set-up;
+scripts/setup.sh: a disk too full for the torch build is named before anything is installed."""
 
 from __future__ import annotations
 
@@ -95,3 +96,53 @@ def test_no_apt_get_or_asked_not_to(tmp_path):
     assert run.returncode == 0 and "no apt-get" in run.stderr
     run, calls = _install_browser(tmp_path / "b", uid="0", sudo=False, apt_rc=0, OPTICAM_SETUP_BROWSER="0")
     assert run.returncode == 0 and calls == [] and run.stderr == ""
+
+
+# scripts/setup.sh: a disk too small for the default torch build stops the set-up before it starts ---------------
+
+
+def _setup_with_free_disk(tmp_path: Path, free_gb: float, **env: str) -> subprocess.CompletedProcess:
+    """Run a copy of setup.sh (no .venv yet) with a fake ``df`` reporting ``free_gb`` free and an interpreter that
+    fails, so that nothing is installed: the run ends at the disk check or at the venv's creation."""
+    project = tmp_path / "project"
+    (project / "scripts").mkdir(parents=True)
+    for name in ("setup.sh", "install_browser.sh"):
+        (project / "scripts" / name).write_text((ROOT / "scripts" / name).read_text())
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    kb = int(free_gb * 1024 * 1024)
+    (fake / "df").write_text(
+        f"#!/bin/bash\necho 'Filesystem 1024-blocks Used Available Capacity Mounted on'\n"
+        f'echo "/dev/x 999999999 1 {kb} 1% $2"\n'
+    )
+    (fake / "df").chmod(0o755)
+    return subprocess.run(
+        ["bash", str(project / "scripts" / "setup.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=project,
+        env={
+            **os.environ,
+            "PATH": f"{fake}:{os.environ['PATH']}",
+            "PYTHON": "false",
+            "OPTICAM_SETUP_BROWSER": "0",
+            "TMPDIR": str(tmp_path),
+            **env,
+        },
+    )
+
+
+def test_setup_names_a_disk_too_full_for_torch_before_installing(tmp_path):
+    run = _setup_with_free_disk(tmp_path / "full", free_gb=2.5)
+    assert run.returncode == 1
+    assert "only 2 GB free" in run.stderr and "needs about 8 GB" in run.stderr and "TORCH_SPEC=" in run.stderr
+    assert not (tmp_path / "full" / "project" / ".venv").exists()
+    # enough room: past the check (the fake interpreter then fails to create the venv)
+    run = _setup_with_free_disk(tmp_path / "room", free_gb=20)
+    assert run.returncode != 0 and "GB free" not in run.stderr and "creating .venv" in run.stdout
+    # another torch build: its size is unknown, so no check
+    run = _setup_with_free_disk(tmp_path / "cpu", free_gb=2.5, TORCH_SPEC="torch torchvision")
+    assert "GB free" not in run.stderr and "creating .venv" in run.stdout
+    run = _setup_with_free_disk(tmp_path / "bad", free_gb=20, OPTICAM_SETUP_MIN_FREE_GB="8GB")
+    assert run.returncode == 1 and "whole number of GB, not '8GB'" in run.stderr
