@@ -244,6 +244,24 @@ def test_image_picker_calls_show_and_reports_errors():
     assert "error" in status.value and "bad.jpg" in status.value and len(seen) == 1
 
 
+def test_image_picker_clears_the_previous_figure_and_names_the_file_on_error():
+    pytest.importorskip("ipywidgets")
+
+    def show(image, name):
+        if name == "nan.png":
+            raise InputError("images contain NaN or infinite values")
+        return name
+
+    box = image_picker(show)
+    upload, status, out = box.controls["upload"], box.controls["status"], box.controls["output"]
+    out.outputs = (
+        {"output_type": "display_data", "data": {"text/plain": "red.png's figure"}, "metadata": {}},
+    )
+    upload.value = ({"name": "nan.png", "type": "image/png", "size": 1, "content": memoryview(_png_bytes()),
+                     "last_modified": NOW},)  # fmt: skip
+    assert "error: nan.png: images contain NaN" in status.value and out.outputs == ()
+
+
 def test_cosine_schedule_formula():
     total = 30
     factors = [lr_factor("cosine", s, total) for s in range(total)]

@@ -212,6 +212,16 @@ def test_devices_pytorch_knows_but_the_library_does_not_are_named(device):
         registry.usable_device(device)
 
 
+def test_a_cpu_index_other_than_0_is_named(tmp_path, capsys):
+    assert registry.usable_device("cpu:0") == torch.device("cpu:0")
+    with pytest.raises(InputError, match="device 'cpu:7': there is one CPU device, use 'cpu'"):
+        registry.usable_device("cpu:7")
+    png = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(png)
+    assert main(["explain", str(png), "--device", "cpu:7", "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, "there is one CPU device")
+
+
 def test_ctrl_c_and_memory_errors_are_one_line(monkeypatch, capsys):
     import opticam_lib.__main__ as cli
 

@@ -277,6 +277,9 @@ def test_bad_configs(tmp_path):
         run(cfg(tmp_path, table="A7", model="world_vit"), progress=False)
     with pytest.raises(InputError, match="table A7 for CNNs"):
         run(cfg(tmp_path, table="A8"), progress=False)
+    for table, other in (("A10", "1"), ("A11", "5")):  # the medical tables need a fine-tuned checkpoint
+        with pytest.raises(InputError, match=f"appendix E's medical table: world_cnn .*or table {other} for"):
+            run(cfg(tmp_path, table=table), progress=False)
     with pytest.raises(InputError, match="table 5 only"):
         run(cfg(tmp_path, methods=["box"]), progress=False)
     with pytest.raises(InputError, match="unknown method"):

@@ -239,4 +239,5 @@ def test_the_explorer_checks_its_samples_and_shows_a_bad_image_as_an_error(clf):
     )  # outside a kernel the Output records nothing
     c["image"].value = 1  # the NaN image: an error in the status, the old figure cleared, nothing raised
     assert "error" in c["status"].value and "NaN" in c["status"].value
-    assert cleared == [{}]
+    assert f"error: {c['image'].options[1][0]}: " in c["status"].value  # names the image
+    assert cleared == [{}] and c["output"].outputs == ()

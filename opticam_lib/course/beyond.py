@@ -384,7 +384,8 @@ def image_from_upload(
 
 def image_picker(show: Callable[[Tensor, str], object], description: str = "your image") -> ipywidgets.VBox:
     """An ipywidgets file picker: choosing an image file calls ``show(image (3, 224, 224) in [0, 1], name)`` and
-    displays what it returns (e.g. a figure) below the button; errors are shown there in words.
+    displays what it returns (e.g. a figure) below the button; an error is shown in words beside the button, naming
+    the file, and the previous file's figure is cleared.
 
     Returns the widget box; ``box.controls`` maps ``"upload"``, ``"status"``, ``"output"`` to the widgets.
     """
@@ -402,12 +403,16 @@ def image_picker(show: Callable[[Tensor, str], object], description: str = "your
     out = w.Output()
 
     def changed(*_):
+        name = None
         try:
             image, name = image_from_upload(upload.value)
             status.value = f"<i>running on {_html.escape(name)}…</i>"
             shown = show(image, name)
-        except Exception as err:  # show it where the user looks
-            status.value = f"<span style='color:#b00'>error: {_html.escape(str(err))}</span>"
+        except Exception as err:  # show it where the user looks, without the previous file's figure below it
+            where = "" if name is None or name in str(err) else f"{name}: "
+            status.value = f"<span style='color:#b00'>error: {_html.escape(where + str(err))}</span>"
+            out.clear_output()
+            out.outputs = ()  # the synced state itself (clear_output does nothing outside a kernel)
             return
         status.value = f"{_html.escape(name)}: done"
         out.clear_output(wait=True)

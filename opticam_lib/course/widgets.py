@@ -245,9 +245,10 @@ def opticam_explorer(
     def change_image(_change):
         try:
             set_targets()
-        except Exception as err:  # e.g. a NaN image: say so, and do not leave the previous image's figure
-            status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
+        except Exception as err:  # e.g. a NaN image: say which, and do not leave the previous image's figure
+            status.value = f"<span style='color:#b00'>error: {html.escape(f'{image.label}: {err}')}</span>"
             out.clear_output()
+            out.outputs = ()  # the synced state itself (clear_output does nothing outside a kernel)
             return
         run()
 

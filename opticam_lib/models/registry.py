@@ -255,7 +255,9 @@ def usable_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device`` that this machine has.
 
     Raises:
-        InputError: a misspelled device ("gpu0"), or CUDA / MPS asked for where PyTorch sees none.
+        InputError: a misspelled device ("gpu0"), one the library does not support ("meta"), an index that
+            does not exist ("cpu:7", "cuda:3" on a machine with one GPU), or CUDA / MPS asked for where PyTorch
+            sees none.
     """
     try:
         dev = torch.device(device)
@@ -265,6 +267,8 @@ def usable_device(device: str | torch.device) -> torch.device:
         raise InputError(
             f"device {device!r} is not supported by the library: use 'cpu', 'cuda', 'cuda:1' or 'mps'"
         )
+    if dev.type in ("cpu", "mps") and dev.index not in (None, 0):  # torch.device("cpu:7") is simply the CPU
+        raise InputError(f"device {device!r}: there is one {dev.type.upper()} device, use '{dev.type}'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here: use device='cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

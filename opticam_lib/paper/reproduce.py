@@ -531,6 +531,13 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
             f"table {config.table} is the transformers' table (raw attention, rollout, TIBAV); {clf.name} is a CNN. "
             f"Use --model vit_b_16, deit_b_16 or world_vit, or table {cnn_table} for CNNs."
         )
+    if config.table in ("A10", "A11") and "paper_key" not in clf.extra:
+        raise InputError(
+            f"table {config.table} is appendix E's medical table: {clf.name} is not a network fine-tuned by "
+            "`python -m opticam_lib medical finetune` (its numbers would sit beside the paper's medical ones). Use "
+            "--model outputs/medical/<dataset>_<arch>/model.pt with --images chest-xray or kvasir, or table "
+            f"{'1' if config.table == 'A10' else '5'} for other models."
+        )
     if config.table == "A7" and clf.prefix_tokens is not None:
         raise InputError(
             f"table A7 is the CNNs' localisation table; {clf.name} is a transformer: use table A8"
