@@ -73,6 +73,18 @@ def test_mismatches_are_refused_with_the_rebuild_command(tiny_cnn, images, built
     with pytest.raises(MissingDataError, match="cannot be read"):
         load_ablation_cache(tiny_cnn, images, LABELS, broken)
     assert not list(tmp_path.glob("*.tmp"))  # written under a temporary name, then renamed
+    # readable, but not whole: named, never a KeyError
+    saved = torch.load(path, weights_only=True)
+    meta = {k: v for k, v in saved["meta"].items() if k != "total_seconds"}
+    torch.save({**saved, "meta": meta}, broken)
+    with pytest.raises(MissingDataError, match=r"not a whole ablation cache .*lacks total_seconds"):
+        load_ablation_cache(tiny_cnn, images, LABELS, broken)
+    runs = [{k: v for k, v in r.items() if k != "o_target"} for r in saved["runs"]]
+    torch.save({**saved, "runs": runs}, broken)
+    with pytest.raises(
+        MissingDataError, match=r"not a whole ablation cache .*'o_target'.*precompute --ablations"
+    ):
+        load_ablation_cache(tiny_cnn, images, LABELS, broken)
 
 
 @pytest.mark.slow

@@ -118,6 +118,27 @@ def test_missing_and_corrupt_cache_files(tiny_cnn, images, tmp_path):
         cached_channel_weights(tiny_cnn, images, [0, 1, 2], path=bad)
 
 
+def test_a_readable_but_incomplete_cache_is_named(tiny_cnn, images, tmp_path):
+    y = torch.tensor([0, 1, 2])
+    path = tmp_path / "w.pt"
+    good = build_channel_cache(tiny_cnn, images, y, path=path, progress=False)
+    saved = torch.load(path, weights_only=True)
+    damaged = {
+        "no date": ({**saved, "meta": {k: v for k, v in saved["meta"].items() if k != "date"}}, "lacks date"),
+        "a list": ([1, 2], "lacks meta, weights"),
+        "meta a list": ({**saved, "meta": [1]}, "lacks meta"),
+        "no weights": ({"meta": saved["meta"]}, "lacks weights"),
+        "1-D weights": ({**saved, "weights": {"scorecam": torch.zeros(3)}}, "not a finite"),
+        "unknown method": ({**saved, "weights": {**saved["weights"], "x": torch.zeros(3, 2)}}, "not a whole"),
+    }
+    for name, (content, words) in damaged.items():  # noqa: B007 (the name shows in a failure's locals)
+        torch.save(content, path)
+        with pytest.raises((MissingDataError, InputError), match=f"{words}.*precompute"):
+            cached_channel_weights(tiny_cnn, images, y, path=path)
+    torch.save(saved, path)
+    assert cached_channel_weights(tiny_cnn, images, y, path=path).note() == good.note()
+
+
 def test_digests(tiny_cnn, images):
     q = (images * 255).round() / 255  # on the 8-bit grid: a float round-off does not change the digest
     assert image_digests(q) == image_digests((q + 1e-6).clamp(0, 1))

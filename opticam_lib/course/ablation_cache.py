@@ -30,13 +30,23 @@ from opticam_lib.course.ablations import (
     run_grid,
     run_key,
 )
-from opticam_lib.course.channel_cache import _machine, image_digests, model_digest, validate_cache_key
+from opticam_lib.course.channel_cache import (
+    _machine,
+    image_digests,
+    model_digest,
+    read_cache_file,
+    validate_cache_key,
+)
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.inputs import validate_images, validate_targets
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.paths import atomic_write
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / "data" / "ablations"
+
+
+ABLATION_META_KEYS = ("model", "model_sha256", "images", "names", "labels", "iterations", "checkpoints", "seconds",
+                      "total_seconds", "machine", "date", "command")  # fmt: skip
 
 
 def ablation_cache_path(model: str) -> Path:
@@ -142,16 +152,21 @@ def load_ablation_cache(
     command = ablation_command(classifier.name)
     if not path.is_file():
         raise MissingDataError(f"no ablation cache at {path}; build it (about 5 minutes) with: {command}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        meta, runs = saved["meta"], saved["runs"]
-    except Exception as e:
-        raise MissingDataError(
-            f"{path} cannot be read ({type(e).__name__}): it is truncated or not an ablation cache; "
-            f"rebuild it with: {command}"
-        ) from e
+    meta, runs = read_cache_file(path, command, "ablation cache", "runs", ABLATION_META_KEYS)
     expected = {"labels": ([int(v) for v in labels.tolist()], "other labels")}
     validate_cache_key(meta, path, command, classifier, images, expected)
+    try:
+        return _grid_cache(classifier, images, labels, runs, path, command), meta
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # well-formed, but a run lacks a part
+        raise MissingDataError(
+            f"{path} is not a whole ablation cache (a run lacks {e}); rebuild it with: {command}"
+        ) from e
+
+
+def _grid_cache(
+    classifier: Classifier, images: Tensor, labels: Tensor, runs: Any, path: Path, command: str
+) -> GridCache:
+    """The stored ``runs`` (a list of dicts, as ``build_ablation_cache`` writes them) as a ``GridCache``."""
     cache = GridCache()
     n = images.shape[0]
     for r in runs:
@@ -177,7 +192,7 @@ def load_ablation_cache(
             u={int(c): v for c, v in r["u"].items()},
         )
         cache.runs[run_key(classifier, images, labels, options)] = run
-    return cache, meta
+    return cache
 
 
 def cache_note(meta: dict[str, Any], path: str | Path | None = None) -> str:

@@ -19,6 +19,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -71,6 +72,37 @@ def validate_cache_key(
         problems.append("other model weights")
     if problems:
         raise MissingDataError(f"{path} was made for {', '.join(problems)}; rebuild it with: {command}")
+
+
+CHANNEL_META_KEYS = ("model", "model_sha256", "layer", "images", "names", "targets", "seconds", "machine", "date",
+                     "command")  # fmt: skip
+
+
+def read_cache_file(
+    path: Path, command: str, what: str, part: str, meta_keys: tuple[str, ...]
+) -> tuple[dict[str, Any], Any]:
+    """(meta, saved[part]) of a cache file written by this library (``torch.load(..., weights_only=True)``).
+
+    Raises:
+        MissingDataError: the file cannot be read, or is not a whole ``what`` (no ``meta`` dict holding every key
+            of ``meta_keys``, or no ``part``): the message names what is missing and the command that rebuilds it.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable: say which file and how to replace it
+        raise MissingDataError(
+            f"{path} cannot be read ({type(e).__name__}): it is truncated or not {what} of this library; "
+            f"rebuild it with: {command}"
+        ) from e
+    meta = saved.get("meta") if isinstance(saved, dict) else None
+    missing = [k for k in meta_keys if k not in meta] if isinstance(meta, dict) else ["meta"]
+    if not isinstance(saved, dict) or part not in saved:
+        missing.append(part)
+    if missing:
+        raise MissingDataError(
+            f"{path} is not a whole {what} (it lacks {', '.join(missing)}); rebuild it with: {command}"
+        )
+    return meta, saved[part]
 
 
 def cache_path(model: str, layer: str) -> Path:
@@ -194,21 +226,25 @@ def cached_channel_weights(
     command = precompute_command(classifier.name, layer)
     if not path.is_file():
         raise MissingDataError(f"no channel-weight cache at {path}; build it (minutes) with: {command}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        meta, weights = saved["meta"], saved["weights"]
-    except Exception as e:  # unreadable: say which file and how to replace it
-        raise MissingDataError(
-            f"{path} cannot be read ({type(e).__name__}): it is truncated or not a cache of this library; "
-            f"rebuild it with: {command}"
-        ) from e
+    meta, weights = read_cache_file(path, command, "channel-weight cache", "weights", CHANNEL_META_KEYS)
     expected = {
         "layer": (layer, f"layer {meta.get('layer')!r}, not {layer!r}"),
         "targets": ([int(t) for t in targets.tolist()], "other target classes"),
     }
     validate_cache_key(meta, path, command, classifier, images, expected)
+    if (
+        not isinstance(weights, dict)
+        or not isinstance(meta["seconds"], dict)
+        or set(weights) - set(meta["seconds"])
+    ):
+        raise MissingDataError(f"{path} is not a whole channel-weight cache; rebuild it with: {command}")
     for m, w in weights.items():
-        if not isinstance(w, Tensor) or w.shape[0] != images.shape[0] or not torch.isfinite(w).all():
+        if (
+            not isinstance(w, Tensor)
+            or w.dim() != 2
+            or w.shape[0] != images.shape[0]
+            or not torch.isfinite(w).all()
+        ):
             raise InputError(
                 f"{path}: the {m} weights are not a finite (N, K) tensor; rebuild with: {command}"
             )
