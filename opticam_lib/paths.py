@@ -4,7 +4,8 @@
 The library only reads from it; ``python -m data_download`` is the one thing that writes to it.
 ``writable_dir``/``writable_file`` check a folder or file the caller will write (the CLI's ``--out`` and
 ``--json``, the channel-weight cache) before any minutes of work, with a one-line error. ``require_prepared``
-checks a data set folder against data_download's record of its files before it is read. ``atomic_write``
+checks a data set folder against data_download's record of its files before it is read, and
+``verification_problem`` a weight file against its "verified" stamp. ``atomic_write``
 is how the package writes every file it leaves behind: the old file or the whole new one, never a truncated mix.
 """
 
@@ -88,6 +89,40 @@ def require_prepared(folder: str | Path) -> None:
         f"the data set folder {folder} is damaged ({problem}): it no longer holds what python -m data_download "
         f"prepared. Prepare it again with:\npython -m data_download {item}{where} --force"
     )
+
+
+#: data_download's checksums and "verified" stamps (``data_download.fetch.State``): JSON whose ``verified`` maps a
+#: path relative to the cache to {size, mtime_ns, sha256, verified_at}; read here without importing data_download
+DOWNLOAD_STATE = Path(".data_download") / "state.json"
+
+
+def verification_problem(path: str | Path) -> str | None:
+    """Why ``path`` (a file in the cache) is not known to be the file ``python -m data_download`` checked, or None.
+
+    data_download stamps every file it verifies (against a published checksum, or the one it recorded on first
+    use) with its size and modification time in ``<cache>/.data_download/state.json``. A file without a stamp
+    (copied in by hand and never verified) or one changed since (another size or modification time) has a
+    problem. Cheap: one ``stat`` and one small JSON file, no hashing.
+    """
+    path = Path(path)
+    cache = cache_dir()
+    try:
+        key = path.absolute().relative_to(cache.absolute()).as_posix()
+    except ValueError:
+        return f"it is not in the cache folder {cache}"
+    try:
+        state = json.loads((cache / DOWNLOAD_STATE).read_text(encoding="utf-8"))
+        entry = state["verified"].get(key)
+    except FileNotFoundError:
+        entry = None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return f"data_download's record of verified files, {cache / DOWNLOAD_STATE}, cannot be read"
+    if not isinstance(entry, dict):
+        return "data_download has not verified it (copied by hand?)"
+    st = path.stat()
+    if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+        return "it changed after data_download verified it"
+    return None
 
 
 def atomic_write(

@@ -654,6 +654,39 @@ def test_an_html_page_sent_as_text_html_is_refused_and_the_next_mirror_is_tried(
     assert State(cache).recorded("tiny", "model.safetensors")["sha256"] == _sha256(good)
 
 
+def test_the_library_uses_a_weight_file_only_as_data_download_verified_it(
+    server: _Server, cache: Path
+) -> None:
+    """The library reads data_download's "verified" stamps itself (it does not import data_download): a file
+    fetched and verified passes; one copied in by hand, or changed after, is refused with the command."""
+    from opticam_lib import paths
+    from opticam_lib.errors import MissingWeightsError
+    from opticam_lib.models import registry
+
+    good = _safetensors()
+    server.files["/model.safetensors"] = good
+    m = _manifest(tiny=_safetensors_item([server.url("/model.safetensors")]))
+    path = fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert paths.verification_problem(path) is None
+    os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns + 10**9))  # touched (or rewritten) since
+    assert paths.verification_problem(path) == "it changed after data_download verified it"
+    fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)  # checked again: stamped
+    assert paths.verification_problem(path) is None
+    # a registered model whose file has no checksum in its name: refused until data_download has checked it
+    vit = registry.weights_path("vit_b_16")
+    vit.write_bytes(good)
+    with pytest.raises(
+        MissingWeightsError, match=r"data_download has not verified it .*python -m data_download vit_b_16"
+    ):
+        registry.require_weights("vit_b_16")
+    (cache / ".data_download" / "state.json").write_text("{not json")
+    with pytest.raises(MissingWeightsError, match=r"state\.json, cannot be read"):
+        registry.require_weights("vit_b_16")
+    assert paths.verification_problem(cache.parent / "elsewhere.bin").startswith(
+        "it is not in the cache folder"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "body"),
     [

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError, MissingWeightsError, first_line
 from opticam_lib.models.classifier import Classifier
-from opticam_lib.paths import ENV_VAR, weights_dir
+from opticam_lib.paths import ENV_VAR, verification_problem, weights_dir
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,24 @@ def weights_path(name: str) -> Path:
 
 
 def require_weights(name: str) -> Path:
-    """The weight file of model ``name``; a ``MissingWeightsError`` with the data_download command when absent."""
+    """The weight file of model ``name``, as ``python -m data_download`` verified it.
+
+    A file whose name carries its checksum (torchvision's ``resnet50-0676ba61.pth``) is checked by
+    ``load_state_dict``; any other (the transformers' ``.safetensors``, whose checksum data_download recorded on
+    first use) must carry data_download's "verified" stamp, unchanged since (``paths.verification_problem``).
+
+    Raises:
+        MissingWeightsError: the file is missing, or was never verified or changed since; with the command.
+    """
     path = weights_path(name)
+    if path.is_file() and not _checksum_in_name(path):
+        problem = verification_problem(path)
+        if problem is not None:
+            raise MissingWeightsError(
+                f"{path} is not used: {problem}. Check it against its recorded checksum with: "
+                f"python -m data_download {name}\n(no download when the file is there; "
+                f"--force fetches it again)"
+            )
     if not path.is_file():
         raise MissingWeightsError(
             f"pretrained weights for {name!r} are not in the cache: {path} is missing.\n"
@@ -132,16 +148,14 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
         path: the weights file. name: the registered model it belongs to, named in the command an error gives.
     """
     fetch = f"python -m data_download {name} --force" if name else "python -m data_download NAME --force"
-    stem = path.name.split(".")[0]
-    if "-" in stem:
-        prefix = stem.rsplit("-", 1)[1]
-        if len(prefix) >= 6 and all(c in "0123456789abcdef" for c in prefix):
-            digest = _sha256(path)
-            if not digest.startswith(prefix):
-                raise MissingWeightsError(
-                    f"{path} does not match its checksum (sha256 {digest[:12]}..., expected {prefix}...): "
-                    f"fetch it again with: {fetch}"
-                )
+    prefix = _checksum_in_name(path)
+    if prefix:
+        digest = _sha256(path)
+        if not digest.startswith(prefix):
+            raise MissingWeightsError(
+                f"{path} does not match its checksum (sha256 {digest[:12]}..., expected {prefix}...): "
+                f"fetch it again with: {fetch}"
+            )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -157,6 +171,13 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     return state
+
+
+def _checksum_in_name(path: Path) -> str | None:
+    """The SHA-256 prefix torchvision writes in a file name (``resnet50-0676ba61.pth`` -> ``0676ba61``), or None."""
+    stem = path.name.split(".")[0]
+    prefix = stem.rsplit("-", 1)[1] if "-" in stem else ""
+    return prefix if len(prefix) >= 6 and all(c in "0123456789abcdef" for c in prefix) else None
 
 
 def _sha256(path: Path) -> str:
