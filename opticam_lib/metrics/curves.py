@@ -3,8 +3,9 @@ order of the saliency map; the class probability along the way, and its area und
 
 Two substrates (what a pixel becomes when deleted, and what the image is before insertion):
 
-- ``"rise"`` (default), RISE's own evaluation code (Petsiuk et al. 2018, ``evaluation.py``), which the paper follows:
-  it works on the network's *normalised* tensor, so deletion sets pixels to 0 there, which is the dataset's mean
+- ``"rise"`` (default), RISE's own evaluation code (Petsiuk et al. 2018, ``evaluation.py``). The paper cites RISE
+  for these metrics and says only that deletion sets a pixel "to zero" (section 5.3.2); that it used RISE's code is
+  our assumption, and ``"black"`` below is the other reading. RISE's code works on the network's *normalised* tensor, so deletion sets pixels to 0 there, which is the dataset's mean
   colour in [0, 1] pixels; insertion starts from that tensor blurred by RISE's ``gkern(11, 5)`` (an 11 x 11
   Gaussian of sigma 5, made by ``scipy.ndimage.gaussian_filter`` of a unit impulse, so its reflected tails fold back
   into the window) with zero padding, i.e. mean-colour padding in [0, 1] pixels.

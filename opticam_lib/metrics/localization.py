@@ -22,7 +22,8 @@ Definitions (appendix B.1), with the choices the paper leaves open made explicit
   everywhere but the top-left pixel, so that rule points at the image's corner; ``"any"`` reproduces it.
 - SM (A7) = log max(0.05, |B_p| / hw) - log p^c, natural logarithms, where p^c is the probability of the true
   class **on the crop of B_p**: the image cut to the tightest box and resized (bilinear) to the input size, as
-  Dabkowski & Gal (2017), who defined SM, and the paper do (``crop_probabilities``). So a small box pays only if
+  Dabkowski & Gal (2017), who defined SM, do (``crop_probabilities``); the paper does not say on which image p^c
+  is taken, and its Fake-CAM rows fit the crop (below), not the full image. So a small box pays only if
   the crop loses the class: Fake-CAM's box is the whole image (area term 0, crop = image), and in the paper's
   Tables A7/A8 it has the lowest SM because a tight crop of the other methods' boxes loses context. Computed with
   the full image's p^c instead, every method's SM would be at most Fake-CAM's.

@@ -239,7 +239,10 @@ def aopc_curves(
 
 def aopc_from_curves(curves: Tensor) -> Tensor:
     """Samek et al.'s AOPC (eq. 12 of their paper) from the curves of ``aopc_curves``: (N, L) -> (N,) in
-    [-1, 1], ``sum_k curves[:, k] / (L + 1)`` (the k = 0 term, p(x) - p(x), is zero); NaN rows stay NaN."""
+    [-1, 1], ``sum_k curves[:, k] / (L + 1)`` (the k = 0 term, p(x) - p(x), is zero); NaN rows stay NaN.
+
+    The paper computed AOPC with Quantus and does not state the normalisation; 1 / (L + 1) is Samek et al.'s, the
+    library's choice (averaging the L steps instead would give (L + 1) / L times these values)."""
     if not isinstance(curves, Tensor) or curves.dim() != 2 or curves.shape[1] == 0:
         raise InputError(
             f"curves must be a (N, L) tensor with L >= 1, got {getattr(curves, 'shape', curves)}"

@@ -206,7 +206,8 @@ register_model(
     "resnet50",
     ModelSpec(
         f"{_ZOO}:load_torchvision",
-        "ResNet50 (torchvision IMAGENET1K_V1), the paper's network; layer4",
+        "ResNet50 (torchvision IMAGENET1K_V1), the paper's network; layer4 (after the last residual addition "
+        "and ReLU, as the authors' code; appendix A's words name layer4.2.conv3, before them)",
         "resnet50-0676ba61.pth",
         {"arch": "resnet50", "target_layer": "layer4", "linear_head": "fc"},
     ),
@@ -224,7 +225,8 @@ register_model(
     "vit_b_16",
     ModelSpec(
         f"{_ZOO}:load_timm_vit",
-        "ViT-B/16 (timm vit_base_patch16_224.augreg2_in21k_ft_in1k); blocks.11.norm1, 14x14 tokens",
+        "ViT-B/16 (timm vit_base_patch16_224.augreg2_in21k_ft_in1k: timm's default tag today; the paper names "
+        "no tag); blocks.11.norm1, 14x14 tokens",
         "vit_base_patch16_224.augreg2_in21k_ft_in1k.safetensors",
         {
             "name": "vit_b_16",
