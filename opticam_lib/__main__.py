@@ -526,16 +526,20 @@ def cmd_medical(args: argparse.Namespace) -> int:
 
 def cmd_models(_args: argparse.Namespace) -> int:
     """Print each model name, whether its weights are available offline, and its description; returns 0."""
-    from opticam_lib.models.registry import _REGISTRY, available_models, weights_path
+    from opticam_lib.models.registry import _REGISTRY, available_models, checksum_in_name, weights_path
+    from opticam_lib.paths import verification_problem
 
     for name, desc in available_models().items():
         spec = _REGISTRY[name]
-        if spec.weights_file is None:
+        path = weights_path(name) if spec.weights_file is not None else None
+        if path is None:
             state = "offline (shipped)"
+        elif not path.is_file():
+            state = f"missing: python -m data_download {name}"
+        elif not checksum_in_name(path) and verification_problem(path) is not None:
+            state = f"unverified: python -m data_download {name}"
         else:
-            state = (
-                "downloaded" if weights_path(name).is_file() else f"missing: python -m data_download {name}"
-            )
+            state = "downloaded"
         print(f"{name:<22}{state:<45}{desc}")
     return 0
 

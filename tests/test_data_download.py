@@ -655,7 +655,7 @@ def test_an_html_page_sent_as_text_html_is_refused_and_the_next_mirror_is_tried(
 
 
 def test_the_library_uses_a_weight_file_only_as_data_download_verified_it(
-    server: _Server, cache: Path
+    server: _Server, cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The library reads data_download's "verified" stamps itself (it does not import data_download): a file
     fetched and verified passes; one copied in by hand, or changed after, is refused with the command."""
@@ -679,6 +679,12 @@ def test_the_library_uses_a_weight_file_only_as_data_download_verified_it(
         MissingWeightsError, match=r"data_download has not verified it .*python -m data_download vit_b_16"
     ):
         registry.require_weights("vit_b_16")
+    from opticam_lib.__main__ import main as opticam_main
+
+    assert opticam_main(["models"]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "unverified: python -m data_download vit_b_16" in listed["vit_b_16"]
+    assert "missing: python -m data_download deit_b_16" in listed["deit_b_16"]
     (cache / ".data_download" / "state.json").write_text("{not json")
     with pytest.raises(MissingWeightsError, match=r"state\.json, cannot be read"):
         registry.require_weights("vit_b_16")

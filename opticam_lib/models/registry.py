@@ -119,7 +119,7 @@ def require_weights(name: str) -> Path:
         MissingWeightsError: the file is missing, or was never verified or changed since; with the command.
     """
     path = weights_path(name)
-    if path.is_file() and not _checksum_in_name(path):
+    if path.is_file() and not checksum_in_name(path):
         problem = verification_problem(path)
         if problem is not None:
             raise MissingWeightsError(
@@ -148,7 +148,7 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
         path: the weights file. name: the registered model it belongs to, named in the command an error gives.
     """
     fetch = f"python -m data_download {name} --force" if name else "python -m data_download NAME --force"
-    prefix = _checksum_in_name(path)
+    prefix = checksum_in_name(path)
     if prefix:
         digest = _sha256(path)
         if not digest.startswith(prefix):
@@ -173,7 +173,7 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
     return state
 
 
-def _checksum_in_name(path: Path) -> str | None:
+def checksum_in_name(path: Path) -> str | None:
     """The SHA-256 prefix torchvision writes in a file name (``resnet50-0676ba61.pth`` -> ``0676ba61``), or None."""
     stem = path.name.split(".")[0]
     prefix = stem.rsplit("-", 1)[1] if "-" in stem else ""
