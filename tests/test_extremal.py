@@ -71,6 +71,14 @@ def test_pyramid_levels_blur_and_fade():
     assert not fade[:, 0].any()  # level 0: black
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_pyramid_is_blurred_in_float32(dtype):
+    x = make_images(2, size=16)
+    pyr = perturbation_pyramid(x.to(dtype), num_levels=4, max_blur=3.0)
+    assert pyr.dtype == dtype
+    assert torch.equal(pyr, perturbation_pyramid(x.to(dtype).float(), num_levels=4, max_blur=3.0).to(dtype))
+
+
 def test_perturbation_with_mask_one_is_the_image_and_with_mask_zero_the_most_perturbed():
     x = make_images(2, size=16)
     pyr = perturbation_pyramid(x, num_levels=8, max_blur=5.0)

@@ -145,7 +145,8 @@ def perturbation_pyramid(
     Args:
         images: (N, C, H, W) float in [0, 1].
     Returns:
-        (N, L, C, H, W), no graph.
+        (N, L, C, H, W) in the images' dtype (the blur of float16 / bfloat16 images is computed in float32), no
+        graph.
     """
     num_levels = validate_positive_int(num_levels, "num_levels")
     if num_levels < 2:
@@ -153,11 +154,14 @@ def perturbation_pyramid(
     validate_choice(perturbation, "perturbation", PERTURBATIONS)
     max_blur = validate_number(max_blur, "max_blur", low=0.0, closed_low=False)
     levels = []
+    # half-precision depthwise convolution is very slow on a CPU (and no more exact elsewhere): blur in float32
+    low = images.dtype in (torch.float16, torch.bfloat16)
     with torch.no_grad():
         for level in range(num_levels):
             t = level / (num_levels - 1)
             if perturbation == "blur":
-                levels.append(gaussian_blur(images, (1 - t) * max_blur))
+                blurred = gaussian_blur(images.float() if low else images, (1 - t) * max_blur)
+                levels.append(blurred.to(images.dtype))
             else:
                 levels.append(images * t)
     return torch.stack(levels, dim=1)
