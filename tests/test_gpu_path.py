@@ -137,6 +137,99 @@ def test_fold_leaves_a_target_convolution_and_an_in_place_change_alone(images):
         assert torch.allclose(fast.model(images), clf.model.eval()(images), atol=1e-5)
 
 
+def _conv_bn_net(bn: nn.Module, twice: bool = False) -> nn.Module:
+    """conv -> bn -> ReLU -> conv (the target) -> pooling -> linear; with ``twice``, the same bn also runs on the
+    pooled maps of the first convolution's block (one module, two calls)."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.bn, self.b, self.fc = (
+                nn.Conv2d(3, 4, 3, padding=1),
+                bn,
+                nn.Conv2d(4, 4, 3),
+                nn.Linear(4, 3),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn(self.a(x)))
+            if twice:
+                y = torch.relu(self.bn(nn.functional.avg_pool2d(y, 2)))
+            return self.fc(self.b(y).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Net()
+    if getattr(net.bn, "running_mean", None) is not None:
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no running statistics", "called twice", "a hook on the conv", "a hook on the bn"],
+)
+def test_fold_leaves_pairs_it_cannot_fold_exactly_alone(images, case):
+    """A batch norm without running statistics (batch statistics even in eval mode), one that runs twice, and a
+    pair that carries the caller's hooks are not folded: the copy runs, with the original's maps and hooks."""
+    bn = nn.BatchNorm2d(4, track_running_stats=case != "no running statistics")
+    net = _conv_bn_net(bn, twice=case == "called twice")
+    seen = []
+    if case.startswith("a hook"):
+        module = net.a if case.endswith("conv") else net.bn
+        module.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    clf = wrap_classifier(net, "b", num_classes=3, input_size=SIZE, mean=None, std=None)
+    before = snapshot(clf.model)
+    fast, info = fast_copy(clf)
+    assert info.folded == []
+    assert_untouched(clf.model, before)
+    with torch.no_grad():
+        assert torch.allclose(fast.model(images), clf.model.eval()(images), atol=1e-5)
+    seen.clear()
+    ref = optimize(clf, images, 0, iterations=4, **FAST)
+    plain = list(seen)
+    seen.clear()
+    got = optimize(clf, images, 0, iterations=4, fold_batchnorm=True, **FAST)
+    assert torch.allclose(got.maps, ref.maps, atol=1e-5)
+    if case.startswith("a hook"):  # in the copy the hook sees what it sees in the original, as often
+        assert len(seen) > len(plain) > 0  # (plus fast_copy's check on its random input)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain, seen[-len(plain) :], strict=True))
+
+
+def test_a_layer_inside_a_folded_batchnorm_act_keeps_its_name(images):
+    from timm.layers import BatchNormAct2d
+
+    bn = BatchNormAct2d(4, act_layer=nn.ReLU6)
+    net = _conv_bn_net(bn)
+    clf = wrap_classifier(net, "bn.act", num_classes=3, input_size=SIZE, mean=None, std=None)
+    fast, info = fast_copy(clf)
+    assert info.folded == [("a", "bn")] and "bn.act" in dict(fast.net.named_modules())
+    ref = optimize(clf, images, 0, iterations=4, **FAST)
+    got = optimize(clf, images, 0, iterations=4, fold_batchnorm=True, **FAST)
+    assert torch.allclose(got.maps, ref.maps, atol=1e-4)
+
+
+def test_the_copy_is_checked_with_tf32_off_and_the_settings_restored(bn_cnn, monkeypatch):
+    import opticam_lib.models.fast as fast_module
+
+    seen = []
+    real = fast_module.capture
+
+    def spy(*args, **kwargs):  # the check runs under capture: record the TF32 settings there
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast_module, "capture", spy)
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        fast_copy(bn_cnn)
+        assert seen == [(False, False), (False, False)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def test_fold_refuses_a_copy_that_computes_something_else(bn_cnn, monkeypatch):
     import opticam_lib.models.fast as fast_module
 
@@ -272,9 +365,30 @@ def test_graph_names_a_nan_objective(images, fresh_messages):
 def test_gpu_options_are_checked(tiny_cnn, images):
     with pytest.raises(InputError, match="amp_dtype"):
         optimize(tiny_cnn, images, amp=True, amp_dtype=torch.float32, **FAST)
-    for name in ("fold_batchnorm", "channels_last", "graph"):
-        with pytest.raises(InputError, match=name):
-            optimize(tiny_cnn, images, **{name: 1}, **FAST)
+    with pytest.raises(InputError, match=r"amp_dtype=torch.bfloat16 applies under autocast: pass amp=True"):
+        optimize(tiny_cnn, images, amp_dtype=torch.bfloat16, **FAST)  # was silently a float32 run
+    for name in ("amp", "fold_batchnorm", "channels_last", "graph"):
+        for bad in (1, None, "no"):
+            with pytest.raises(InputError, match=f"{name} must be True or False"):
+                optimize(tiny_cnn, images, **{name: bad}, **FAST)
+
+
+def test_the_result_says_how_the_loop_ran(tiny_cnn, images, fresh_messages):
+    assert optimize(tiny_cnn, images, iterations=2, **FAST).loop == "eager"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert optimize(tiny_cnn, images, iterations=2, graph=True, **FAST).loop == "static"  # no CUDA here
+
+
+def test_the_cached_interpolation_matrix_made_in_inference_mode_serves_a_backward_pass(tiny_cnn, images):
+    from opticam_lib.methods.maps import interpolation_matrix, upsample
+
+    interpolation_matrix.cache_clear()
+    acts, _ = features(tiny_cnn, images)
+    with torch.inference_mode():
+        upsample(acts[:, :1], (SIZE, SIZE), "matrix")  # fills the cache
+    got = optimize(tiny_cnn, images, iterations=2, upsampling="matrix", **FAST)
+    assert got.maps.shape == (len(images), 1, SIZE, SIZE)
 
 
 def test_the_model_is_restored_after_the_graph_loop_fails(bn_cnn, images, fresh_messages):

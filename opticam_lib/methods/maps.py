@@ -51,6 +51,13 @@ def interpolation_matrix(
     """
     if size_in < 1 or size_out < 1:
         raise InputError(f"interpolation sizes must be positive, got {size_in} -> {size_out}")
+    with torch.inference_mode(
+        False
+    ):  # cached: an inference tensor made here would break a later backward pass
+        return _interpolation_matrix(size_in, size_out, device, dtype)
+
+
+def _interpolation_matrix(size_in: int, size_out: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     scale = size_in / size_out
     src = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
     i0 = src.floor().long().clamp(max=size_in - 1)

@@ -135,6 +135,9 @@ class OptiCAMResult:
         iterations: (N,) iterations run for each image.
         targets: (N,) the class c of each image.
         seconds: wall-clock time of the optimisation (features included).
+        loop: how the iterations ran: ``"eager"`` (the default loop), ``"graph"`` (``graph=True``: captured in a
+            CUDA graph and replayed) or ``"static"`` (``graph=True`` without a graph: the same masked step run
+            eagerly, on a CPU or when capture failed).
     """
 
     maps: Tensor
@@ -144,6 +147,7 @@ class OptiCAMResult:
     iterations: Tensor
     targets: Tensor
     seconds: float
+    loop: str = "eager"
 
 
 def saliency_map(
@@ -317,10 +321,13 @@ def optimize(
             The map itself (softmax, combination, upsampling, normalisation) stays in float32. F is then rounded
             to a few significant digits and repeats long before convergence, so the early stop (``tol``) is off
             under amp (a ``RuntimeWarning`` says so once): every iteration runs.
-        amp_dtype: autocast's dtype, ``torch.bfloat16`` or ``torch.float16`` (None: the device's default above).
+        amp_dtype: autocast's dtype, ``torch.bfloat16`` or ``torch.float16`` (None: the device's default above);
+            only with ``amp=True``.
         fold_batchnorm: run a copy of the model with batch norm folded into the convolutions (``fast_copy``:
-            same maps within float round-off, faster on a GPU; the copy costs one deep copy per call, so for many
-            batches call ``fast_copy`` once and pass its classifier instead).
+            the same logits and feature maps within float round-off, faster on a GPU; the copy costs one deep copy
+            per call, so for many batches call ``fast_copy`` once and pass its classifier instead). The maps agree
+            closely after a few iterations, less at convergence: the optimisation amplifies round-off, as between
+            the two ``upsampling`` methods below (``benchmarks/bench_gpu.py``'s agreement section measures both).
         channels_last: run a channels-last copy of the model on channels-last images (with ``fold_batchnorm``,
             one copy for both).
         graph: capture one iteration in a CUDA graph and replay it (Adam or SGD; on a GPU, for small batches
@@ -382,7 +389,10 @@ def optimize(
         validate_choice(schedule, "schedule", SCHEDULES)
     if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
         raise InputError(f"amp_dtype must be torch.bfloat16 or torch.float16, got {amp_dtype!r}")
+    if amp_dtype is not None and amp is False:
+        raise InputError(f"amp_dtype={amp_dtype} applies under autocast: pass amp=True too (amp is False)")
     for flag, name in (
+        (amp, "amp"),
         (fold_batchnorm, "fold_batchnorm"),
         (channels_last, "channels_last"),
         (graph, "graph"),
@@ -440,12 +450,14 @@ def optimize(
             iterations=steps.long().cpu(),
             targets=targets,
             seconds=time.perf_counter() - start_time,
+            loop=loop,
         )
 
+    loop = "eager"
     bar = tqdm(range(iterations), desc="Opti-CAM", disable=not progress, leave=False)
     if graph:
         with frozen(classifier.model):
-            _static_loop(
+            loop = _static_loop(
                 classifier,
                 images,
                 targets,
@@ -580,7 +592,7 @@ def _static_loop(
     amp: bool,
     autocast_dtype: torch.dtype,
     upsampling: str = "interpolate",
-) -> None:
+) -> str:
     """``optimize``'s loop with static shapes (``graph=True``): every image is forwarded at every iteration and
     the images that stopped are masked, so one iteration can be captured in a CUDA graph and replayed.
 
@@ -588,7 +600,7 @@ def _static_loop(
     (N,) long; all are updated in place (the graph reads and writes these very tensors). ``history`` (N, T) on
     the CPU receives the objective of each active image (NaN once it stopped). Raises ``InputError`` when an
     active image's objective is not finite (checked every ``GRAPH_CHECK_EVERY`` replays on a GPU, at every step
-    otherwise).
+    otherwise). Returns ``"graph"`` when the iteration was captured and replayed, ``"static"`` when it ran eagerly.
     """
     u, m, v = state["u"], state["m"], state["v"]
     steps, active, previous, calm = state["steps"], state["active"], state["previous"], state["calm"]
@@ -683,6 +695,7 @@ def _static_loop(
             if not alive:
                 break
     history.copy_(trace.cpu())
+    return "graph" if captured is not None else "static"
 
 
 def opticam(classifier: Classifier, images: Tensor, targets: Targets = None, **options: Any) -> Tensor:

@@ -6,13 +6,16 @@ function of the convolution's output, so the pair is one convolution with scaled
 (``torch.nn.utils.fusion.fuse_conv_bn_eval``). The pairs are found by running the model once on a small input
 and watching which batch norm receives exactly the tensor a convolution returned (same object, not modified in
 place) and, in the autograd graph, that nothing else uses it, so any network works, whatever its code looks like;
-a convolution whose output also goes elsewhere, or that is the target layer, is left alone. The copy is checked against the original on a random input before
-it is returned.
+a convolution whose output also goes elsewhere, or that is the target layer, is left alone, and so is a pair where a
+module runs twice per pass, carries a hook of the caller's, or a batch norm has no running statistics. The copy is
+checked against the original on a random input before it is returned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -32,14 +35,51 @@ class FastInfo:
     channels_last: bool
 
 
+class _DropAct(nn.Module):
+    """What stays of timm's ``BatchNormAct2d`` once its batch norm is folded: its ``drop`` then its ``act``, under
+    the same names (so a layer such as ``bn2.act`` keeps its name in the copy)."""
+
+    def __init__(self, drop: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.drop, self.act = drop, act
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.drop(x))
+
+
 def _bn_replacement(bn: nn.BatchNorm2d) -> nn.Module | None:
     """What stays of a batch norm once folded: nothing (``nn.Identity``) for a plain one; the dropout and the
-    activation of timm's ``BatchNormAct2d`` (BN, then drop, then act); None for any other subclass (left alone)."""
+    activation of timm's ``BatchNormAct2d`` (BN, then drop, then act); None for any other subclass, and for a batch
+    norm without running statistics (it normalises with the batch's, even in eval mode: not an affine map)."""
+    if bn.running_mean is None or bn.running_var is None:
+        return None
     if type(bn) is nn.BatchNorm2d:
         return nn.Identity()
     if type(bn).__name__ == "BatchNormAct2d" and hasattr(bn, "act") and hasattr(bn, "drop"):
-        return nn.Sequential(bn.drop, bn.act)
+        return _DropAct(bn.drop, bn.act)
     return None
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether the caller put hooks on ``module`` (folding would change what they see, or drop them)."""
+    return any(
+        getattr(module, name, None)
+        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    )
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """TF32 off for CUDA convolutions and matrix products inside the block (PyTorch's settings restored after), so
+    that float32 means float32 in a comparison. On a GPU cuDNN uses TF32 (10 mantissa bits) by default, whose
+    rounding alone can exceed a check meant for float round-off; nothing changes on a CPU."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _consumers(root: torch.autograd.graph.Node | None) -> dict[torch.autograd.graph.Node, int]:
@@ -64,8 +104,10 @@ def _find_pairs(model: nn.Module, example: Tensor, skip: set[str]) -> list[tuple
 
     One forward pass with a graph: a hook records each convolution's output, a pre-hook on each batch norm
     checks that it receives that very tensor, not modified in place since; the autograd graph tells how many
-    operations use the convolution's output (it must be exactly one, the batch norm)."""
+    operations use the convolution's output (it must be exactly one, the batch norm). Each of the two must run
+    once per forward pass, and neither may carry hooks of the caller's."""
     names = {id(m): n for n, m in model.named_modules()}
+    hooked = {n for n, m in model.named_modules() if _has_hooks(m)}  # before ours are added
     produced: dict[int, tuple[str, Tensor, int]] = {}  # id(output) -> (conv name, output, version)
     grad_fns: dict[str, torch.autograd.graph.Node | None] = {}
     uses: dict[str, list[str]] = {}  # conv name -> the batch norms that took its output
@@ -79,6 +121,7 @@ def _find_pairs(model: nn.Module, example: Tensor, skip: set[str]) -> list[tuple
         grad_fns[name] = out.grad_fn
 
     def on_bn(m: nn.Module, inp: tuple) -> None:
+        calls[names[id(m)]] = calls.get(names[id(m)], 0) + 1
         x = inp[0]
         hit = produced.get(id(x))
         if hit is not None and hit[1] is x:
@@ -104,8 +147,10 @@ def _find_pairs(model: nn.Module, example: Tensor, skip: set[str]) -> list[tuple
     modules = dict(model.named_modules())
     pairs = []
     for conv, bns in uses.items():
-        if len(bns) != 1 or calls.get(conv, 0) != 1 or conv in modified or conv in skip:
-            continue  # shared, called twice, modified, or the target layer itself: leave it
+        if len(bns) != 1 or calls.get(conv, 0) != 1 or calls.get(bns[0], 0) != 1:
+            continue  # shared, or one of the two called twice: leave it
+        if conv in modified or conv in skip or {conv, bns[0]} & hooked:
+            continue  # modified in place, the target layer itself, or hooked by the caller: leave it
         node = grad_fns.get(conv)
         if node is None or consumers.get(node, 0) != 1:
             continue  # its output is used elsewhere too
@@ -136,7 +181,8 @@ def fast_copy(
         layer: the feature layer to keep intact (default: the classifier's target layer); a convolution that is
             this layer is not folded, so its feature maps A^k stay those of the original model.
         atol: the copy's logits and feature maps must match the original's within ``atol + 1e-3 * max |value|``
-            on a random input in [0, 1], otherwise ``OptiCAMError``.
+            on a random input in [0, 1], computed in float32 with TF32 off (``strict_fp32``), otherwise
+            ``OptiCAMError``.
     Returns:
         ``(copy, info)``: a ``Classifier`` in eval mode with frozen parameters (``requires_grad`` off), on the
         same device and dtype, and ``FastInfo`` naming the folded pairs.
@@ -169,12 +215,12 @@ def fast_copy(
             folded.append((conv.removeprefix(prefix), bn.removeprefix(prefix)))
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    # the copy must compute what the original computes
-    with frozen(classifier.model), capture(classifier, target) as cap, torch.no_grad():
+    # the copy must compute what the original computes (in true float32: TF32's rounding is not the folding's)
+    with strict_fp32(), frozen(classifier.model), capture(classifier, target) as cap, torch.no_grad():
         want_logits = classifier.model(example)
         want_acts = cap.activations.clone()
     x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
-    with capture(fast, target) as cap, torch.no_grad():
+    with strict_fp32(), capture(fast, target) as cap, torch.no_grad():
         got_logits = model(x)
         got_acts = cap.activations
     for what, want, got in (("logits", want_logits, got_logits), ("feature maps", want_acts, got_acts)):
