@@ -356,6 +356,18 @@ def test_seconds_per_batch_of_8_scales_to_the_papers_setting():
     rows = bench_results_table([result])
     values = [r["value"] for r in rows]
     assert values == ["x1.020", "40.00 s", "20.00 s", "11.5 min", "0.9950, -0.30 pts"]
+    # a round-off baseline has no goal; a section that failed is a row of its own
+    result["agreement"]["baseline_fp32_interpolate"] = {"min_pearson_r": 0.96, "AG_difference": 2.0}
+    result["errors"] = {"throughput": "RuntimeError: out of memory"}
+    rows = bench_results_table([result])
+    assert rows[-2]["goal"] == "(round-off baseline)" and rows[-2]["value"] == "0.9600, +2.00 pts"
+    assert rows[-1] == {
+        "device": "NVIDIA H100 (resnet50)",
+        "what": "throughput: failed",
+        "value": "RuntimeError: out of memory",
+        "goal": "",
+    }
+    del result["agreement"]["baseline_fp32_interpolate"], result["errors"]
     fig = bench_results_figure([result], {"resnet50": 4.15})
     left, right = fig.axes
     assert [p.get_width() for p in left.patches] == [4.15, 40.0, 20.0]
