@@ -1,4 +1,5 @@
-"""``python -m data_download``: the command line. ``main(argv)`` returns the exit status."""
+"""``python -m data_download``: the command line. ``main(argv)`` returns the exit status (0 or 1); bad arguments
+exit with status 2 (argparse's ``SystemExit``)."""
 
 from __future__ import annotations
 
@@ -164,7 +165,8 @@ def _os_error(e: OSError, cache: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns 0 (done), 1 (a fetch or check failed) or 2 (bad arguments)."""
+    """Run the command line; returns 0 (done) or 1 (a fetch or check failed). Bad arguments raise ``SystemExit(2)``
+    (argparse), as an unknown item does."""
     p = build_parser()
     args = p.parse_args(argv)
     try:

@@ -36,6 +36,12 @@ and VGG16 on the 50,000 ImageNet validation images (1,000 of them for its ablati
 """
 
 
+def _method_registry() -> dict:
+    from opticam_lib.methods.registry import METHODS
+
+    return METHODS
+
+
 def _methods_arg(text: str) -> list[str]:
     from opticam_lib.methods.registry import METHODS, method_key
 
@@ -104,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_methods_arg,
         default=_methods_arg("fakecam,gradcam,scorecam,opticam"),
         help="comma-separated (default: fakecam,gradcam,scorecam,opticam); all: "
-        "fakecam,cam,gradcam,gradcampp,xgradcam,layercam,hirescam,scorecam,ablationcam,opticam",
+        + ",".join(k for k, m in _method_registry().items() if not m.transformer_only),
     )
     ev.add_argument("--limit", type=int, default=None, help="use only the first N sample photos")
     ev.add_argument("--json", default=None, help="output JSON path (default: outputs/table1_MODEL.json)")
