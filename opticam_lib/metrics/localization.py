@@ -19,7 +19,8 @@ Definitions (appendix B.1), with the choices the paper leaves open made explicit
 - SP (A6) = 1[p* in U], p* = argmax_p S_p. When several pixels share the maximum, ``ties="any"`` (default)
   counts a hit if any of them is in U; ``ties="first"`` uses the first in row-major order (``torch.argmax``).
   The paper's Fake-CAM row (SP 99.8 while EP is 28.5) cannot come from a first-index rule: Fake-CAM is 1
-  everywhere but the top-left pixel, so that rule points at the image's corner; ``"any"`` reproduces it.
+  everywhere but the top-left pixel, so that rule points at the image's corner; ``"any"`` fits it (100 on every box,
+  against the paper's 99.8).
 - SM (A7) = log max(0.05, |B_p| / hw) - log p^c, natural logarithms, where p^c is the probability of the true
   class **on the crop of B_p**: the image cut to the tightest box and resized (bilinear) to the input size, as
   Dabkowski & Gal (2017), who defined SM, do (``crop_probabilities``); the paper does not say on which image p^c
