@@ -90,7 +90,7 @@ def resolve_upsampling(method: str, device: torch.device | str) -> str:
 def upsample(maps: Tensor, size: tuple[int, int], method: str = "interpolate") -> Tensor:
     """``up`` in eq. (3), (5), (10): bilinear resizing of (N, C, h, w) to (N, C, H, W), align_corners=False.
 
-    Two ways to compute the same numbers (within float round-off, about 1e-7 in float32):
+    Two ways to compute the same numbers (within float round-off: about 1e-7 of the values' size in float32):
 
     - ``"interpolate"`` (default): ``F.interpolate(mode="bilinear", align_corners=False)``, PyTorch's kernel.
     - ``"matrix"``: two small matrix products, ``R_H S R_W^T`` with ``R_H`` (H, h) and ``R_W`` (W, w) from

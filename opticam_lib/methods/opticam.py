@@ -336,7 +336,7 @@ def optimize(
             the same masked step runs eagerly and a ``RuntimeWarning`` says so, once per reason.
         upsampling: how the map's ``up`` is computed (``maps.upsample``): ``"interpolate"`` (PyTorch's
             bilinear kernel, which made every number the course records), ``"matrix"`` (two small matrix
-            products, the same values within 1e-7 and a much cheaper backward pass on a GPU) or ``"auto"``
+            products, the same values within about 1e-7 of their size and a much cheaper backward pass on a GPU) or ``"auto"``
             (default, ``maps.resolve_upsampling``: the matrix products on a CUDA device, the kernel elsewhere).
             After 100 iterations the two end at slightly different maps: the optimisation amplifies round-off.
     Returns:
