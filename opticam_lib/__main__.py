@@ -36,12 +36,6 @@ and VGG16 on the 50,000 ImageNet validation images (1,000 of them for its ablati
 """
 
 
-def _method_registry() -> dict:
-    from opticam_lib.methods.registry import METHODS
-
-    return METHODS
-
-
 def _methods_arg(text: str) -> list[str]:
     from opticam_lib.methods.registry import METHODS, method_key
 
@@ -56,6 +50,8 @@ def _methods_arg(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from opticam_lib.methods.registry import METHODS
+
     parser = argparse.ArgumentParser(
         prog="python -m opticam_lib",
         description="Saliency maps for image classifiers (Opti-CAM, CVIU 2024) and their evaluation.",
@@ -110,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_methods_arg,
         default=_methods_arg("fakecam,gradcam,scorecam,opticam"),
         help="comma-separated (default: fakecam,gradcam,scorecam,opticam); all: "
-        + ",".join(k for k, m in _method_registry().items() if not m.transformer_only),
+        + ",".join(k for k, m in METHODS.items() if not m.transformer_only),
     )
     ev.add_argument("--limit", type=int, default=None, help="use only the first N sample photos")
     ev.add_argument("--json", default=None, help="output JSON path (default: outputs/table1_MODEL.json)")
@@ -532,8 +528,7 @@ def cmd_medical(args: argparse.Namespace) -> int:
 
 def cmd_models(_args: argparse.Namespace) -> int:
     """Print each model name, whether its weights are available offline, and its description; returns 0."""
-    from opticam_lib.models.registry import _REGISTRY, available_models, checksum_in_name, weights_path
-    from opticam_lib.paths import verification_problem
+    from opticam_lib.models.registry import _REGISTRY, available_models, unverified_weights, weights_path
 
     for name, desc in available_models().items():
         spec = _REGISTRY[name]
@@ -542,7 +537,7 @@ def cmd_models(_args: argparse.Namespace) -> int:
             state = "offline (shipped)"
         elif not path.is_file():
             state = f"missing: python -m data_download {name}"
-        elif not checksum_in_name(path) and verification_problem(path) is not None:
+        elif unverified_weights(path) is not None:
             state = f"unverified: python -m data_download {name}"
         else:
             state = "downloaded"

