@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from opticam_lib import InputError, optimize
+from opticam_lib import InputError, evaluate, optimize
 from opticam_lib.course.beyond import (
     curves_table,
     early_stop_study,
@@ -158,6 +158,42 @@ def test_time_to_quality_checkpoints_and_scores(bn_cnn, images):
         time_to_quality(bn_cnn, images, targets, {"x": {"iterations": 3}}, iterations=2)
     with pytest.raises(InputError, match="at least one"):
         time_to_quality(bn_cnn, images, targets, {}, iterations=2)
+
+
+def test_time_to_quality_keeps_the_evaluation_a_shorter_run_gives(bn_cnn, images):
+    """One run serves a Table 1 row and the curve beyond it (notebook 05): the kept checkpoint's maps and scores
+    are those of ``evaluate`` with that many iterations, all images in one batch."""
+    targets = torch.tensor([0, 1, 2])
+    setting = {"lr": 0.1, "tol": 1e-10}
+    curve = time_to_quality(bn_cnn, images, targets, {"paper": setting}, iterations=9, every=3, keep=(6, 9))[
+        "paper"
+    ]
+    assert sorted(curve.evaluations) == [6, 9]
+    for k, kept in curve.evaluations.items():
+        ref = evaluate(
+            bn_cnn, "opticam", images, targets, keep_maps=True, batch_size=3, iterations=k, **setting
+        )
+        assert kept.method == ref.method and kept.options["iterations"] == k
+        assert torch.allclose(kept.maps, ref.maps, atol=1e-6)
+        assert (kept.AD, kept.AG, kept.AI) == pytest.approx((ref.AD, ref.AG, ref.AI), abs=1e-4)
+        i = curve.iterations.index(k)
+        assert (curve.AG[i], curve.AD[i]) == (kept.AG, kept.AD)
+        assert kept.T == pytest.approx(curve.seconds[i] / 3 * 8)
+    assert curve.evaluations[6].maps.shape == (3, 1, *images.shape[-2:])
+    with pytest.raises(InputError, match=r"keep=\[4\] are not checkpoints"):
+        time_to_quality(bn_cnn, images, targets, {"x": {}}, iterations=9, every=3, keep=(4,))
+    with pytest.raises(InputError, match=r"keep=\[12\]"):
+        time_to_quality(bn_cnn, images, targets, {"x": {}}, iterations=9, every=3, keep=(12,))
+
+
+def test_time_to_quality_keeps_the_final_maps_when_every_image_stopped_early(bn_cnn, images):
+    targets = torch.tensor([0, 1, 2])
+    curve = time_to_quality(bn_cnn, images, targets, {"x": {"tol": 1e9}}, iterations=9, every=3, keep=(9,))[
+        "x"
+    ]
+    assert curve.result.iterations.tolist() == [2, 2, 2] and curve.iterations == [0, 2]
+    kept = curve.evaluations[9]
+    assert torch.equal(kept.maps, curve.result.maps.cpu()) and kept.AG == curve.AG[-1]
 
 
 def test_first_reaching():

@@ -23,6 +23,7 @@ from opticam_lib.inputs import Targets, prepare, validate_positive_int
 from opticam_lib.methods.features import features
 from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map
 from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.metrics.evaluate import Evaluation, score_maps
 from opticam_lib.models.classifier import Classifier
 
 if TYPE_CHECKING:  # annotations only: ipywidgets is imported where it is used
@@ -41,6 +42,8 @@ class QualityCurve:
             excluded), 0 at iteration 0.
         AG, AD, AI: eq. (15), (13) and (14) in percent at each checkpoint, over all images.
         result: the final ``OptiCAMResult``.
+        evaluations: {iteration: Evaluation} at the checkpoints ``time_to_quality`` was asked to ``keep``: the
+            maps of that checkpoint with AD/AG/AI and T from the optimisation time up to it (a Table 1 row).
     """
 
     name: str
@@ -51,6 +54,7 @@ class QualityCurve:
     AD: list[float] = field(default_factory=list)
     AI: list[float] = field(default_factory=list)
     result: OptiCAMResult | None = None
+    evaluations: dict[int, Evaluation] = field(default_factory=dict)
 
     def first_reaching(self, level: float) -> tuple[int, float] | None:
         """(iteration, seconds) of the first checkpoint with AG >= ``level``; None if no checkpoint reaches it."""
@@ -93,6 +97,7 @@ def time_to_quality(
     *,
     iterations: int = 30,
     every: int = 5,
+    keep: Sequence[int] = (),
 ) -> dict[str, QualityCurve]:
     """Run Opti-CAM once per setting and measure AG/AD every ``every`` iterations.
 
@@ -102,12 +107,23 @@ def time_to_quality(
         settings: {label: options for ``optimize``} (e.g. ``{"Adam 0.1": {"lr": 0.1}, "SGD": {"optimizer":
             "sgd", "lr": 4.0}}``). Early stopping is off (``tol=None``) unless a setting sets ``tol``.
         iterations: iterations per setting; every: checkpoint spacing.
+        keep: checkpoints (multiples of ``every``, or ``iterations``) whose maps are kept as an ``Evaluation``
+            in ``curve.evaluations``: the same maps a run of that many iterations gives, so one run serves both
+            a Table 1 row and the curve beyond it (notebook 05). Its T is the optimisation time up to that
+            checkpoint (features included, the checkpoints' scoring left out) per batch of 8 images, for all N
+            images in one batch.
     Returns:
         {label: QualityCurve}, with a checkpoint at iteration 0 (uniform weights), every ``every`` iterations
         and at the end.
     """
     iterations = validate_positive_int(iterations, "iterations")
     every = validate_positive_int(every, "every")
+    keep = sorted({validate_positive_int(k, "keep") for k in keep})
+    off = [k for k in keep if k > iterations or (k % every and k != iterations)]
+    if off:
+        raise InputError(
+            f"keep={off} are not checkpoints: give multiples of every={every} up to iterations={iterations}"
+        )
     if not settings:
         raise InputError("give at least one setting")
     images, targets = prepare(classifier, images, targets)
@@ -130,11 +146,26 @@ def time_to_quality(
         curve = QualityCurve(name, dict(options), [0], [0.0], [start["AG"]], [start["AD"]], [start["AI"]])
         clock = {"start": 0.0, "eval": 0.0}  # the checkpoints' own evaluation time is left out
 
-        def checkpoint(step: int, partial: OptiCAMResult, curve=curve, clock=clock) -> None:
+        def checkpoint(step: int, partial: OptiCAMResult, curve=curve, clock=clock, options=options) -> None:
             entered = time.perf_counter()
-            s = scores(partial.maps)
+            seconds = entered - clock["start"] - clock["eval"]
+            if step in keep:
+                kept = score_maps(
+                    classifier,
+                    "Opti-CAM",
+                    images,
+                    targets,
+                    partial.maps,
+                    seconds,
+                    {**options, "iterations": step},
+                    p=p,
+                )
+                curve.evaluations[step] = kept
+                s = {"AG": kept.AG, "AD": kept.AD, "AI": kept.AI}
+            else:
+                s = scores(partial.maps)
             curve.iterations.append(step)
-            curve.seconds.append(entered - clock["start"] - clock["eval"])
+            curve.seconds.append(seconds)
             curve.AG.append(s["AG"])
             curve.AD.append(s["AD"])
             curve.AI.append(s["AI"])
@@ -150,6 +181,18 @@ def time_to_quality(
             callback_every=every,
             **options,
         )
+        for k in keep:  # every image stopped early (tol) before k: its maps are the final ones
+            if k not in curve.evaluations:
+                curve.evaluations[k] = score_maps(
+                    classifier,
+                    "Opti-CAM",
+                    images,
+                    targets,
+                    curve.result.maps,
+                    curve.seconds[-1],
+                    {**options, "iterations": k},
+                    p=p,
+                )
         curves[name] = curve
     return curves
 

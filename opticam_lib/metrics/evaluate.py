@@ -115,12 +115,37 @@ def evaluate(
         seconds += time.perf_counter() - t0
         label = f"the maps of method {name!r} (images {start}..{start + x.shape[0] - 1})"
         maps.append(validate_maps(m, x, name=label).detach().to(classifier.device))
-    maps_all = torch.cat(maps)
-    p = class_probability(classifier, images, targets)
-    o = class_probability(classifier, images * maps_all, targets)
-    scores = classification_metrics(p, o)
+    return score_maps(
+        classifier, name, images, targets, torch.cat(maps), seconds, options, keep_maps=keep_maps
+    )
+
+
+def score_maps(
+    classifier: Classifier,
+    method: str,
+    images: Tensor,
+    targets: Tensor,
+    maps: Tensor,
+    seconds: float,
+    options: dict[str, Any],
+    *,
+    keep_maps: bool = True,
+    p: Tensor | None = None,
+) -> Evaluation:
+    """The ``Evaluation`` of maps already computed: AD/AG/AI of ``images * maps`` and T from ``seconds``.
+
+    Args:
+        method: the display name for the row.
+        images: (N, 3, H, W) float in [0, 1] and targets (N,) int, as ``prepare`` returns them.
+        maps: (N, 1, H, W) float in [0, 1] on the classifier's device.
+        seconds: the time the maps of all N images took (T = seconds / N * 8).
+        options: the method's options, kept in the row.
+        p: (N,) the class probabilities on ``images`` when already known (computed otherwise).
+    """
+    p = class_probability(classifier, images, targets) if p is None else p
+    o = class_probability(classifier, images * maps, targets)
     return Evaluation(
-        method=name,
+        method=method,
         model=classifier.name,
         device=str(classifier.device),
         p=p,
@@ -128,8 +153,8 @@ def evaluate(
         targets=targets.cpu(),
         T=seconds / images.shape[0] * 8,
         options=dict(options),
-        maps=maps_all.cpu() if keep_maps else None,
-        **scores,
+        maps=maps.detach().cpu() if keep_maps else None,
+        **classification_metrics(p, o),
     )
 
 
