@@ -7,7 +7,9 @@ readable description; figures use large fonts for projectors.
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,6 +40,21 @@ class Exploration:
     figure: Figure
     p: float
     o: float
+
+
+def show_figure(out: ipywidgets.Output, fig: Figure) -> None:
+    """Make ``fig`` (as a PNG) the only thing ``out`` shows, in one update of the widget's synced ``outputs``.
+
+    Not ``with out: display(fig)``: that routes a display message through the Output widget, and nbclient (which
+    runs notebooks for ``jupyter nbconvert --execute`` and for the course's grader) answers such a message on the
+    kernel's shell channel while it is waiting there for the cell's reply; the cell then hangs until nbclient's
+    timeout, forever without one (jupyter/nbclient#312). Setting the state sends nothing back."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    out.outputs = (
+        {"output_type": "display_data", "data": {"image/png": png, "text/plain": repr(fig)}, "metadata": {}},
+    )
 
 
 def clear_figure(out: ipywidgets.Output) -> None:
@@ -113,7 +130,6 @@ def opticam_explorer(
     ``"optimizer"``, ``"lr"``, ``"iterations"``, ``"input_normalization"``, ``"progress"``, ``"status"``, ``"output"``) to the widgets.
     """
     import ipywidgets as w
-    from IPython.display import display
 
     iterations = validate_positive_int(iterations, "iterations")
     if len(samples.names) == 0:
@@ -237,9 +253,7 @@ def opticam_explorer(
             f"p = {ex.p:.3f} → o = {ex.o:.3f} after masking; "
             f"{int(ex.result.iterations[0])} iterations in {ex.result.seconds:.1f} s"
         )
-        out.clear_output(wait=True)
-        with out:
-            display(ex.figure)
+        show_figure(out, ex.figure)
 
     def set_solver(change):
         busy["on"] = True  # one run for the change of optimiser, with its own default step
