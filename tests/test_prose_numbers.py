@@ -2,8 +2,8 @@
 and headings, and not a section or equation number) must be, at the precision the prose gives, a number printed
 by one of that notebook's committed outputs, or be listed in ``NOT_PRINTED`` with the reason it need not be (a
 number of the paper, a setting, a value derived from printed ones). A re-run that moves a printed number leaves
-the old one in the prose: this test then names the cell and the number. The checker itself is tested on a
-made-up notebook."""
+the old one in the prose: this test then names the cell and the number. The answers in ``notebooks/TEACHERS.md``
+are held to the same rule against their notebook's outputs. The checker itself is tested on a made-up notebook."""
 
 from __future__ import annotations
 
@@ -67,35 +67,82 @@ def printed_numbers(nb) -> list[float]:
     return values
 
 
+def text_decimals(markdown: str) -> list[tuple[str, str]]:
+    """(number as written, context) for each decimal number of a markdown text, outside math, code and headings,
+    and not a section or equation number."""
+    text = re.sub(r"\$\$.*?\$\$", " ", markdown, flags=re.S)
+    text = re.sub(r"\$[^$]*\$", " ", text)
+    text = re.sub(r"`[^`]*`", " ", text)
+    text = re.sub(r"^#+ .*$", " ", text, flags=re.M)
+    found = []
+    for m in DECIMAL.finditer(text):
+        if REFERENCE.search(text[max(0, m.start() - 12) : m.start()]):
+            continue
+        found.append((m.group(1), text[max(0, m.start() - 50) : m.end() + 20].replace("\n", " ")))
+    return found
+
+
 def prose_decimals(nb) -> list[tuple[int, str, str]]:
     """(cell index, number as written, context) for each decimal number the markdown quotes."""
-    found = []
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "markdown":
-            continue
-        text = re.sub(r"\$\$.*?\$\$", " ", cell_source(cell), flags=re.S)
-        text = re.sub(r"\$[^$]*\$", " ", text)
-        text = re.sub(r"`[^`]*`", " ", text)
-        text = re.sub(r"^#+ .*$", " ", text, flags=re.M)
-        for m in DECIMAL.finditer(text):
-            if REFERENCE.search(text[max(0, m.start() - 12) : m.start()]):
-                continue
-            context = text[max(0, m.start() - 50) : m.end() + 20].replace("\n", " ")
-            found.append((i, m.group(1), context))
-    return found
+    return [
+        (i, text, context)
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "markdown"
+        for text, context in text_decimals(cell_source(cell))
+    ]
+
+
+def is_printed(text: str, values: list[float]) -> bool:
+    """Whether a number written as ``text`` is one of ``values`` at the precision it is written with."""
+    half_step = 0.5 * 10 ** -len(text.split(".")[1])
+    return any(abs(v - float(text)) <= half_step + 1e-9 for v in values)
 
 
 def unprinted(nb, allowed: Mapping[str, str]) -> list[str]:
     """The prose numbers that no output prints at the prose's precision and that ``allowed`` does not list."""
     values = printed_numbers(nb)
+    return [
+        f"cell {i}: {text} is printed by no output (...{context}...)"
+        for i, text, context in prose_decimals(nb)
+        if text not in allowed and not is_printed(text, values)
+    ]
+
+
+# TEACHERS.md's answers quote their notebook's outputs too: {notebook: {number: why no output prints it}}
+TEACHERS_NOT_PRINTED: dict[str, dict[str, str]] = {
+    "11": {"0.005": "a tolerance the answer suggests trying, not a result"},
+}
+
+
+def teachers_answers() -> dict[str, str]:
+    """{notebook number: the text of its section in TEACHERS.md's answers to the end-of-notebook questions}."""
+    text = (ROOT / "notebooks" / "TEACHERS.md").read_text(encoding="utf-8")
+    answers = text.split("## Answers to the end-of-notebook questions", 1)[1]
+    parts = re.split(r"^### (\d\d) ", answers, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_every_number_in_the_teachers_answers_is_printed_by_its_notebook() -> None:
+    """A re-run that moves a number leaves the old one in the teacher's answer key: name it."""
+    answers = teachers_answers()
+    assert sorted(answers) == [p.name[:2] for p in course_notebooks(ROOT / "notebooks")]
     problems = []
-    for i, text, context in prose_decimals(nb):
-        if text in allowed:
-            continue
-        half_step = 0.5 * 10 ** -len(text.split(".")[1])
-        if not any(abs(v - float(text)) <= half_step + 1e-9 for v in values):
-            problems.append(f"cell {i}: {text} is printed by no output (...{context}...)")
-    return problems
+    for chapter, text in answers.items():
+        path = next((ROOT / "notebooks").glob(f"{chapter}_*.ipynb"))
+        values = printed_numbers(read_notebook(path))
+        allowed = TEACHERS_NOT_PRINTED.get(chapter, {})
+        problems += [
+            f"TEACHERS.md, answers to {chapter}: {number} is printed by no output of {path.name} (...{context}...)"
+            for number, context in text_decimals(text)
+            if number not in allowed and not is_printed(number, values)
+        ]
+    stale = [
+        f"{chapter}: {number}"
+        for chapter, numbers in TEACHERS_NOT_PRINTED.items()
+        for number in numbers
+        if number not in {n for n, _ in text_decimals(answers[chapter])}
+    ]
+    assert not problems and not stale, "\n".join(problems + [f"stale exception {s}" for s in stale])
 
 
 @pytest.mark.parametrize("path", course_notebooks(ROOT / "notebooks"), ids=lambda p: p.name[:2])
