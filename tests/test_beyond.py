@@ -31,6 +31,7 @@ from opticam_lib.course.beyond import (
 from opticam_lib.methods.features import features
 from opticam_lib.methods.opticam import lr_factor
 from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.metrics.evaluate import score_maps
 
 FAST = {"progress": False}
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -184,6 +185,13 @@ def test_time_to_quality_keeps_the_evaluation_a_shorter_run_gives(bn_cnn, images
         time_to_quality(bn_cnn, images, targets, {"x": {}}, iterations=9, every=3, keep=(4,))
     with pytest.raises(InputError, match=r"keep=\[12\]"):
         time_to_quality(bn_cnn, images, targets, {"x": {}}, iterations=9, every=3, keep=(12,))
+    for bad in (9, None, "36", 9.0):  # a bare number (keep=[9] meant), nothing, a string of digits
+        with pytest.raises(InputError, match="keep must be a list of checkpoint iterations"):
+            time_to_quality(bn_cnn, images, targets, {"x": {}}, iterations=9, every=3, keep=bad)
+    with pytest.raises(InputError, match="keep must be a positive integer"):
+        time_to_quality(bn_cnn, images, targets, {"x": {}}, iterations=9, every=3, keep=[3.0])
+    with pytest.raises(InputError, match="the maps of Opti-CAM"):  # score_maps checks what it is given
+        score_maps(bn_cnn, "Opti-CAM", images, targets, torch.full((1, 1, *images.shape[-2:]), 5.0), 1.0, {})
 
 
 def test_time_to_quality_keeps_the_final_maps_when_every_image_stopped_early(bn_cnn, images):

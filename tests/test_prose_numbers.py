@@ -118,6 +118,7 @@ def teachers_answers() -> dict[str, str]:
     """{notebook number: the text of its section in TEACHERS.md's answers to the end-of-notebook questions}."""
     text = (ROOT / "notebooks" / "TEACHERS.md").read_text(encoding="utf-8")
     answers = text.split("## Answers to the end-of-notebook questions", 1)[1]
+    answers = re.split(r"^## ", answers, flags=re.M)[0]  # up to the next section, if one follows
     parts = re.split(r"^### (\d\d) ", answers, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 

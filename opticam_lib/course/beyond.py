@@ -23,7 +23,7 @@ from opticam_lib.inputs import Targets, prepare, validate_positive_int
 from opticam_lib.methods.features import features
 from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map
 from opticam_lib.metrics.classification import class_probability, classification_metrics
-from opticam_lib.metrics.evaluate import Evaluation, score_maps
+from opticam_lib.metrics.evaluate import Evaluation, score_maps, warm_up
 from opticam_lib.models.classifier import Classifier
 
 if TYPE_CHECKING:  # annotations only: ipywidgets is imported where it is used
@@ -109,24 +109,31 @@ def time_to_quality(
         iterations: iterations per setting; every: checkpoint spacing.
         keep: checkpoints (multiples of ``every``, or ``iterations``) whose maps are kept as an ``Evaluation``
             in ``curve.evaluations``: the same maps a run of that many iterations gives, so one run serves both
-            a Table 1 row and the curve beyond it (notebook 05). Its T is the optimisation time up to that
-            checkpoint (features included, the checkpoints' scoring left out) per batch of 8 images, for all N
-            images in one batch.
+            a Table 1 row and the curve beyond it (notebook 05), with the same ``tol`` (time_to_quality's default
+            is None, ``optimize``'s 1e-10: set it in the setting to match). Its T is the optimisation time up to
+            that checkpoint (features included, the checkpoints' scoring left out; the model warmed up first, as
+            ``evaluate`` does) per batch of 8 images, for all N images in one batch.
     Returns:
         {label: QualityCurve}, with a checkpoint at iteration 0 (uniform weights), every ``every`` iterations
         and at the end.
     """
     iterations = validate_positive_int(iterations, "iterations")
     every = validate_positive_int(every, "every")
+    if isinstance(keep, str | bytes) or not isinstance(keep, Sequence | set | frozenset):
+        raise InputError(f"keep must be a list of checkpoint iterations (e.g. keep=[100]), got {keep!r}")
     keep = sorted({validate_positive_int(k, "keep") for k in keep})
     off = [k for k in keep if k > iterations or (k % every and k != iterations)]
     if off:
         raise InputError(
-            f"keep={off} are not checkpoints: give multiples of every={every} up to iterations={iterations}"
+            f"keep={off} are not checkpoints: give multiples of every={every} up to iterations={iterations}, "
+            "or iterations itself"
         )
     if not settings:
         raise InputError("give at least one setting")
     images, targets = prepare(classifier, images, targets)
+    warm_up(
+        classifier, images[:8]
+    )  # as evaluate: the first setting's clock does not pay a first pass's one-off costs
     p = class_probability(classifier, images, targets)
 
     def scores(maps: Tensor) -> dict[str, float]:

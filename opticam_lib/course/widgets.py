@@ -58,9 +58,9 @@ def show_figure(out: ipywidgets.Output, fig: Figure) -> None:
 
 
 def clear_figure(out: ipywidgets.Output) -> None:
-    """Empty an ipywidgets ``Output`` (after an error: the figure below is not the new setting's), also outside a
-    kernel, where ``clear_output`` does nothing: its synced ``outputs`` are emptied too."""
-    out.clear_output()
+    """Empty an ipywidgets ``Output`` (after an error: the figure below is not the new setting's) by emptying its
+    synced ``outputs``: in a kernel and outside one, and without ``clear_output``, which routes a message through
+    the widget as ``with out: display(...)`` does (see ``show_figure``)."""
     out.outputs = ()
 
 

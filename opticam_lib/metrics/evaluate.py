@@ -141,7 +141,10 @@ def score_maps(
         seconds: the time the maps of all N images took (T = seconds / N * 8).
         options: the method's options, kept in the row.
         p: (N,) the class probabilities on ``images`` when already known (computed otherwise).
+    Raises:
+        InputError: maps of another shape than (N, 1, H, W), not finite, or outside [0, 1].
     """
+    maps = validate_maps(maps, images, name=f"the maps of {method}")
     p = class_probability(classifier, images, targets) if p is None else p
     o = class_probability(classifier, images * maps, targets)
     return Evaluation(
