@@ -75,6 +75,9 @@ def cascading_randomization(
 
     The caller's classifier is never modified: the cascade works on a deep copy, and each yielded step is a
     copy of its own (modifying one leaves the next steps alone). The same ``seed`` gives the same weights.
+    Hooks the caller registered on the model are copied with it, so they also run on every randomised copy (a hook
+    that is a bound method runs on a deep copy of its object: what it records stays in that copy); the library's
+    own hooks are never left on a model.
 
     Raises:
         InputError: empty ``layers``, an unknown or repeated name, or a layer without parameters.
