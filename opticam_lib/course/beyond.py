@@ -131,9 +131,8 @@ def time_to_quality(
     if not settings:
         raise InputError("give at least one setting")
     images, targets = prepare(classifier, images, targets)
-    warm_up(
-        classifier, images[:8]
-    )  # as evaluate: the first setting's clock does not pay a first pass's one-off costs
+    # as evaluate does: the first setting's clock must not pay a first pass's one-off costs
+    warm_up(classifier, images[:8])
     p = class_probability(classifier, images, targets)
 
     def scores(maps: Tensor) -> dict[str, float]:
