@@ -152,22 +152,17 @@ def time_to_quality(
         curve = QualityCurve(name, dict(options), [0], [0.0], [start["AG"]], [start["AD"]], [start["AI"]])
         clock = {"start": 0.0, "eval": 0.0}  # the checkpoints' own evaluation time is left out
 
-        def checkpoint(step: int, partial: OptiCAMResult, curve=curve, clock=clock, options=options) -> None:
+        def kept(maps: Tensor, seconds: float, step: int, options=options) -> Evaluation:
+            return score_maps(
+                classifier, "Opti-CAM", images, targets, maps, seconds, {**options, "iterations": step}, p=p
+            )
+
+        def checkpoint(step: int, partial: OptiCAMResult, curve=curve, clock=clock, kept=kept) -> None:
             entered = time.perf_counter()
             seconds = entered - clock["start"] - clock["eval"]
             if step in keep:
-                kept = score_maps(
-                    classifier,
-                    "Opti-CAM",
-                    images,
-                    targets,
-                    partial.maps,
-                    seconds,
-                    {**options, "iterations": step},
-                    p=p,
-                )
-                curve.evaluations[step] = kept
-                s = {"AG": kept.AG, "AD": kept.AD, "AI": kept.AI}
+                row = curve.evaluations[step] = kept(partial.maps, seconds, step)
+                s = {"AG": row.AG, "AD": row.AD, "AI": row.AI}
             else:
                 s = scores(partial.maps)
             curve.iterations.append(step)
@@ -189,16 +184,7 @@ def time_to_quality(
         )
         for k in keep:  # every image stopped early (tol) before k: its maps are the final ones
             if k not in curve.evaluations:
-                curve.evaluations[k] = score_maps(
-                    classifier,
-                    "Opti-CAM",
-                    images,
-                    targets,
-                    curve.result.maps,
-                    curve.seconds[-1],
-                    {**options, "iterations": k},
-                    p=p,
-                )
+                curve.evaluations[k] = kept(curve.result.maps, curve.seconds[-1], k)
         curves[name] = curve
     return curves
 

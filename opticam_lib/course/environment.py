@@ -107,7 +107,7 @@ def environment_report() -> dict:
         "cache_dir": str(cache_dir()),
         "cache_env": os.environ.get(ENV_VAR),
         "models": models,
-        "offline_ready": bool(default["present"]) and not default.get("unverified", False),
+        "offline_ready": bool(default["present"]) and not default["unverified"],
         "missing": missing,
     }
 
@@ -130,9 +130,9 @@ def show_environment(report: dict | None = None) -> None:
         "unknown": "unknown source",
     }
     for name, info in r["models"].items():
-        mark = "✓" if info["present"] and not info.get("unverified") else "✗"
+        mark = "✓" if info["present"] and not info["unverified"] else "✗"
         how = where[info["source"]]
-        if info.get("unverified"):
+        if info["unverified"]:
             how = f"there but not verified (copied in by hand?): {r['missing'][name]}"
         elif not info["present"] and info["source"] == "cache":
             how = f"not downloaded: {r['missing'][name]}"
