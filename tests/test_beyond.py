@@ -25,12 +25,13 @@ from opticam_lib.course.beyond import (
     image_from_upload,
     image_picker,
     map_overlap,
+    one_at_a_time,
     plot_time_to_quality,
     time_to_quality,
 )
 from opticam_lib.methods.features import features
 from opticam_lib.methods.opticam import lr_factor
-from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.metrics.classification import class_probability, classification_metrics, gains
 from opticam_lib.metrics.evaluate import score_maps
 
 FAST = {"progress": False}
@@ -242,6 +243,65 @@ def test_early_stop_study(tiny_cnn, images):
     assert torch.allclose(study.early.maps[1:], study.full.maps[1:], atol=1e-6)
     with pytest.raises(InputError, match="tol"):
         early_stop_study(tiny_cnn, x, [0, 1, 2], tol=0)
+
+
+def test_early_stop_study_reuses_a_curve_of_the_same_run_and_refuses_another(tiny_cnn, images):
+    targets = [0, 1, 2]
+    curve = time_to_quality(tiny_cnn, images, targets, {"a": {"lr": 0.2}}, iterations=6, every=3)["a"]
+    study = early_stop_study(
+        tiny_cnn, images, targets, tol=1e-3, patience=2, iterations=6, lr=0.2, full=curve
+    )
+    assert study.full is curve.result and study.seconds_full == curve.seconds[-1]
+    assert (study.AG_full, study.AD_full) == (curve.AG[-1], curve.AD[-1])
+    alone = early_stop_study(tiny_cnn, images, targets, tol=1e-3, patience=2, iterations=6, lr=0.2)
+    assert torch.allclose(alone.full.maps, curve.result.maps, atol=1e-6)  # the run it stands for
+    assert (
+        math.isclose(alone.AG_full, study.AG_full, abs_tol=1e-4)
+        and study.forwards_full == alone.forwards_full
+    )
+    for kwargs, message in [
+        ({"iterations": 5, "lr": 0.2}, "full ran 6 iterations, here iterations=5"),
+        ({"iterations": 6, "lr": 0.1}, "full ran with lr=0.2, here lr=0.1"),
+        (
+            {"iterations": 6, "lr": 0.2, "optimizer": "rprop"},
+            "full ran with optimizer=None, here optimizer='rprop'",
+        ),
+    ]:
+        with pytest.raises(InputError, match=message):
+            early_stop_study(tiny_cnn, images, targets, tol=1e-3, full=curve, **kwargs)
+    with pytest.raises(InputError, match="other images or classes"):
+        early_stop_study(tiny_cnn, images, [0, 1, 1], tol=1e-3, iterations=6, lr=0.2, full=curve)
+    with pytest.raises(InputError, match="a curve returned by time_to_quality"):
+        early_stop_study(tiny_cnn, images, targets, tol=1e-3, iterations=6, lr=0.2, full=curve.result)
+    stopping = time_to_quality(
+        tiny_cnn, images, targets, {"s": {"lr": 0.2, "tol": 1e-3}}, iterations=6, every=3
+    )
+    with pytest.raises(InputError, match="stopped early"):
+        early_stop_study(tiny_cnn, images, targets, tol=1e-3, iterations=6, lr=0.2, full=stopping["s"])
+
+
+def test_one_at_a_time_reruns_each_image_alone(tiny_cnn, images):
+    targets = [0, 1, 2]
+    curve = time_to_quality(tiny_cnn, images, targets, {"a": {"lr": 0.2}}, iterations=6, every=3)["a"]
+    study = one_at_a_time(tiny_cnn, images, targets, curve, names=["x", "y", "z"])
+    for i in range(3):
+        alone = optimize(tiny_cnn, images[i : i + 1], [targets[i]], iterations=6, lr=0.2, tol=None, **FAST)
+        p = class_probability(tiny_cnn, images[i : i + 1], [targets[i]])
+        o = class_probability(tiny_cnn, images[i : i + 1] * alone.maps, [targets[i]])
+        assert math.isclose(float(study.AG_alone[i]), float(gains(p, o)[0] * 100), abs_tol=1e-4)
+        change = float((alone.maps[0] - curve.result.maps[i]).abs().max())
+        assert math.isclose(float(study.change[i]), change, abs_tol=1e-6)
+        assert math.isclose(
+            float(study.overlap[i]), map_overlap(alone.maps[0], curve.result.maps[i]), abs_tol=1e-6
+        )
+    p = class_probability(tiny_cnn, images, targets)
+    o = class_probability(tiny_cnn, images * curve.result.maps, targets)
+    assert math.isclose(float(study.AG_batch.mean()), classification_metrics(p, o)["AG"], abs_tol=1e-4)
+    assert [r["image"] for r in study.rows()] == ["x", "y", "z"] and study.seconds > 0
+    with pytest.raises(InputError, match="2 names for 3 images"):
+        one_at_a_time(tiny_cnn, images, targets, curve, names=["x", "y"])
+    with pytest.raises(InputError, match="other images or classes"):
+        one_at_a_time(tiny_cnn, images[:2], targets[:2], curve)
 
 
 def test_map_overlap():

@@ -22,7 +22,7 @@ from opticam_lib import (
     insertion_curve,
     masked_probabilities,
 )
-from opticam_lib.metrics.classification import class_probability
+from opticam_lib.metrics.classification import class_probability, drops, gains
 
 TARGETS = [1, 2, 3]
 CURVES = {"deletion": deletion_curve, "insertion": insertion_curve}
@@ -166,6 +166,9 @@ def test_scalar_metrics_valid_values():
         "AG": average_gain(P_IMAGE, P_MASKED),
         "AI": average_increase(P_IMAGE, P_MASKED),
     }
+    # the per-image terms of eq. (13) and (15), whose means (in %) are AD and AG
+    assert torch.allclose(drops(P_IMAGE, P_MASKED), torch.tensor([0.2 / 0.5, 0.0, 0.0]).double())
+    assert torch.allclose(gains(P_IMAGE, P_MASKED), torch.tensor([0.0, 0.2 / 0.6, 0.0]).double())
 
 
 @pytest.mark.parametrize("name", SCALARS)

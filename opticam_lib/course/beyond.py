@@ -22,7 +22,7 @@ from opticam_lib.errors import InputError
 from opticam_lib.inputs import Targets, prepare, validate_positive_int
 from opticam_lib.methods.features import features
 from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map
-from opticam_lib.metrics.classification import class_probability, classification_metrics
+from opticam_lib.metrics.classification import class_probability, classification_metrics, gains
 from opticam_lib.metrics.evaluate import Evaluation, score_maps, warm_up
 from opticam_lib.models.classifier import Classifier
 
@@ -290,35 +290,151 @@ def early_stop_study(
     tol: float,
     patience: int = 3,
     iterations: int = 30,
+    full: QualityCurve | None = None,
     **options: Any,
 ) -> EarlyStop:
     """Optimise ``images`` for ``iterations`` with ``tol=None``, then with early stopping (an image stops after
-    ``patience`` iterations in a row whose objective changed by less than ``tol``), and compare."""
+    ``patience`` iterations in a row whose objective changed by less than ``tol``), and compare.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1]; targets: one class per image (None: the predicted class).
+        full: a curve of ``time_to_quality`` that already ran these images and targets for ``iterations``
+            without early stopping and with these ``options``: its run is the comparison (its seconds leave
+            the checkpoints' scoring out), instead of a second identical optimisation. An ``InputError`` when it
+            ran something else.
+        options: further options of ``optimize`` for both runs (``lr``, ``optimizer``...).
+    """
     if not (isinstance(tol, int | float) and tol > 0):
         raise InputError(f"tol must be a positive number, got {tol!r}")
+    iterations = validate_positive_int(iterations, "iterations")
     images, targets = prepare(classifier, images, targets)
     options.setdefault("progress", False)
-    full = optimize(classifier, images, targets, iterations=iterations, tol=None, **options)
+    p = class_probability(classifier, images, targets)
+    if full is None:
+        run = optimize(classifier, images, targets, iterations=iterations, tol=None, **options)
+        scores = classification_metrics(p, class_probability(classifier, images * run.maps, targets))
+        seconds_full = run.seconds
+    else:
+        run = _check_same_run(full, targets, iterations, options)
+        scores = {"AG": full.AG[-1], "AD": full.AD[-1]}
+        seconds_full = full.seconds[-1]
     early = optimize(
         classifier, images, targets, iterations=iterations, tol=tol, patience=patience, **options
     )
-    p = class_probability(classifier, images, targets)
-    s_full = classification_metrics(p, class_probability(classifier, images * full.maps, targets))
     s_early = classification_metrics(p, class_probability(classifier, images * early.maps, targets))
     return EarlyStop(
         used=early.iterations,
         budget=iterations,
-        seconds_full=full.seconds,
+        seconds_full=seconds_full,
         seconds_early=early.seconds,
-        forwards_full=int(full.iterations.sum()),
+        forwards_full=int(run.iterations.sum()),
         forwards_early=int(early.iterations.sum()),
-        AG_full=s_full["AG"],
+        AG_full=scores["AG"],
         AG_early=s_early["AG"],
-        AD_full=s_full["AD"],
+        AD_full=scores["AD"],
         AD_early=s_early["AD"],
-        full=full,
+        full=run,
         early=early,
     )
+
+
+def _check_same_run(curve: QualityCurve, targets: Tensor, iterations: int, options: Mapping) -> OptiCAMResult:
+    """``curve``'s run, after checking that it is the run ``options`` describe (same targets, ``iterations``,
+    no early stop, the same options); an ``InputError`` naming the first difference otherwise."""
+    if not isinstance(curve, QualityCurve) or curve.result is None:
+        raise InputError(f"full must be a curve returned by time_to_quality, got {type(curve).__name__}")
+    run = curve.result
+    if run.targets.shape != targets.shape or not torch.equal(run.targets.cpu(), targets.cpu()):
+        raise InputError(
+            f"full ran other images or classes: targets {run.targets.tolist()}, here {targets.tolist()}"
+        )
+    if curve.options.get("tol") is not None:
+        raise InputError(f"full stopped early (tol={curve.options['tol']!r}); the comparison needs tol=None")
+    if curve.iterations[-1] != iterations or int(run.iterations.max()) != iterations:
+        raise InputError(f"full ran {curve.iterations[-1]} iterations, here iterations={iterations}")
+    ran = {k: v for k, v in curve.options.items() if k not in ("progress", "tol")}
+    asked = {k: v for k, v in options.items() if k != "progress"}
+    for key in sorted(set(ran) | set(asked)):
+        if ran.get(key) != asked.get(key):
+            raise InputError(f"full ran with {key}={ran.get(key)!r}, here {key}={asked.get(key)!r}")
+    return run
+
+
+@dataclass
+class OneAtATime:
+    """The same Opti-CAM optimisation of each image, in one batch and alone (a batch of one).
+
+    Attributes:
+        names: the images' names; AG_batch, AG_alone: (N,) each image's gain (the terms of eq. 15) in percent.
+        change: (N,) the largest change of a pixel of the map, in [0, 1]; overlap: (N,) ``map_overlap`` of the
+            two maps, in [0, 1] (1: identical).
+        seconds: the time of the N runs alone.
+    """
+
+    names: list[str]
+    AG_batch: Tensor
+    AG_alone: Tensor
+    change: Tensor
+    overlap: Tensor
+    seconds: float
+
+    def rows(self) -> list[dict]:
+        """One row per image, for ``format_rows``."""
+        return [
+            {
+                "image": name,
+                "AG in the batch": float(b),
+                "AG alone": float(a),
+                "largest pixel change": float(c),
+                "overlap": float(o),
+            }
+            for name, b, a, c, o in zip(self.names, self.AG_batch, self.AG_alone, self.change, self.overlap)
+        ]
+
+
+def one_at_a_time(
+    classifier: Classifier,
+    images: Tensor,
+    targets: Targets,
+    batched: QualityCurve,
+    names: Sequence[str] | None = None,
+) -> OneAtATime:
+    """Run ``batched``'s optimisation (a curve of ``time_to_quality`` on these images and targets, no early stop)
+    again on each image alone, and compare the maps and gains with the batch's.
+
+    Nothing but the batch size differs, so any difference comes from floating-point round-off: a batch of one
+    runs other kernels, whose sums round in another order.
+
+    Args:
+        images: (N, 3, H, W) float in [0, 1]; targets: one class per image (None: the predicted class).
+        names: N names for the report (default: "image 0"...).
+    """
+    images, targets = prepare(classifier, images, targets)
+    n = len(images)
+    names = [f"image {i}" for i in range(n)] if names is None else [str(v) for v in names]
+    if len(names) != n:
+        raise InputError(f"{len(names)} names for {n} images")
+    if not isinstance(batched, QualityCurve):
+        raise InputError(f"batched must be a curve returned by time_to_quality, got {type(batched).__name__}")
+    iterations = batched.iterations[-1]
+    options = {k: v for k, v in batched.options.items() if k != "tol"}
+    batch = _check_same_run(batched, targets, iterations, options)
+    start = time.perf_counter()
+    alone = torch.cat(
+        [
+            optimize(
+                classifier, images[i : i + 1], targets[i : i + 1], iterations=iterations, tol=None, **options
+            ).maps
+            for i in range(n)
+        ]
+    )
+    seconds = time.perf_counter() - start
+    p = class_probability(classifier, images, targets)
+    ag_batch = gains(p, class_probability(classifier, images * batch.maps, targets)) * 100
+    ag_alone = gains(p, class_probability(classifier, images * alone, targets)) * 100
+    diff = (batch.maps - alone).abs().flatten(1).amax(dim=1).cpu()
+    overlap = torch.tensor([map_overlap(a, b) for a, b in zip(batch.maps.cpu(), alone.cpu())])
+    return OneAtATime(names, ag_batch.float(), ag_alone.float(), diff, overlap, seconds)
 
 
 def curves_table(curves: Mapping[str, QualityCurve], level: float) -> list[dict]:

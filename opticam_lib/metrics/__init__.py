@@ -10,6 +10,7 @@ from opticam_lib.metrics.classification import (
     class_probability,
     classification_metrics,
     drops,
+    gains,
     masked_probabilities,
 )
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
@@ -110,6 +111,7 @@ __all__ = [
     "evaluate",
     "format_localization",
     "format_table",
+    "gains",
     "hog_similarity",
     "insertion_curve",
     "inside_fraction",

@@ -156,12 +156,21 @@ def average_increase(p: Tensor, o: Tensor) -> float:
     return float((p < o).double().mean() * 100)
 
 
+def gains(p: Tensor, o: Tensor) -> Tensor:
+    """The terms of eq. (15), one per image: ``[o - p]_+ / (1 - p)``.
+
+    p, o: (N,) in [0, 1], N >= 1 (tensors, lists or NumPy arrays); an ``InputError`` otherwise.
+    Returns: (N,) float64 in [0, 1] on the CPU."""
+    p, o = probability_pair(p, o)
+    return (o - p).clamp(min=0) / (1 - p).clamp(min=1e-12)
+
+
 def average_gain(p: Tensor, o: Tensor) -> float:
-    """Eq. (15): AG (%) = mean([o - p]_+ / (1 - p)) * 100; higher is better. Symmetric to AD.
+    """Eq. (15): AG (%) = mean([o - p]_+ / (1 - p)) * 100, the mean of ``gains``; higher is better. Symmetric
+    to AD.
 
     p, o: (N,) in [0, 1], N >= 1 (tensors, lists or NumPy arrays); an ``InputError`` otherwise."""
-    p, o = probability_pair(p, o)
-    return float(((o - p).clamp(min=0) / (1 - p).clamp(min=1e-12)).mean() * 100)
+    return float(gains(p, o).mean() * 100)
 
 
 def classification_metrics(p: Tensor, o: Tensor) -> dict[str, float]:
