@@ -51,7 +51,6 @@ NOT_PRINTED: dict[str, dict[str, str]] = {
         "2.6": "ratio of printed object shares to the object's area, derived",
         "3.3": "ratio of printed object shares to the object's area, derived",
     },
-    "11": {"12.8": "AG 51.8 without early stopping minus 39.0 with it, both printed"},
 }
 
 
