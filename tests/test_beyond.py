@@ -4,6 +4,7 @@ exercise's checker and the upload helper."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import io
 import itertools
@@ -343,6 +344,7 @@ def test_image_picker_calls_show_and_reports_errors():
     upload.value = ({"name": "red.png", "type": "image/png", "size": 1, "content": memoryview(_png_bytes()),
                      "last_modified": NOW},)  # fmt: skip
     assert seen == [((3, 224, 224), "red.png")] and "done" in status.value
+    assert [o["data"]["text/plain"] for o in box.controls["output"].outputs] == ["'red.png'"]
     upload.value = ({"name": "bad.jpg", "type": "image/jpeg", "size": 1, "content": memoryview(b"xx"),
                      "last_modified": NOW},)  # fmt: skip
     assert "error" in status.value and "bad.jpg" in status.value and len(seen) == 1
@@ -364,6 +366,23 @@ def test_image_picker_clears_the_previous_figure_and_names_the_file_on_error():
     upload.value = ({"name": "nan.png", "type": "image/png", "size": 1, "content": memoryview(_png_bytes()),
                      "last_modified": NOW},)  # fmt: skip
     assert "error: nan.png: images contain NaN" in status.value and out.outputs == ()
+
+
+def test_image_picker_shows_a_figure_as_a_png_without_entering_its_output_widget(monkeypatch):
+    """As the explorer: ``with out: display(...)`` would hang nbclient (see ``widgets.show_figure``)."""
+    w = pytest.importorskip("ipywidgets")
+    from matplotlib.figure import Figure
+
+    def refuse(self):
+        raise AssertionError("the picker entered its Output widget")
+
+    monkeypatch.setattr(w.Output, "__enter__", refuse)
+    box = image_picker(lambda image, name: Figure(figsize=(1, 1)))
+    box.controls["upload"].value = ({"name": "red.png", "type": "image/png", "size": 1,
+                                     "content": memoryview(_png_bytes()), "last_modified": NOW},)  # fmt: skip
+    (shown,) = box.controls["output"].outputs
+    assert "done" in box.controls["status"].value
+    assert base64.b64decode(shown["data"]["image/png"]).startswith(b"\x89PNG")
 
 
 def test_cosine_schedule_formula():

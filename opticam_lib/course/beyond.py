@@ -543,9 +543,8 @@ def image_picker(show: Callable[[Tensor, str], object], description: str = "your
     import html as _html
 
     import ipywidgets as w
-    from IPython.display import display
 
-    from opticam_lib.course.widgets import clear_figure
+    from opticam_lib.course.widgets import clear_figure, show_result
 
     upload = w.FileUpload(
         accept="image/*", multiple=False, description=description, layout=w.Layout(width="260px")
@@ -567,9 +566,7 @@ def image_picker(show: Callable[[Tensor, str], object], description: str = "your
             clear_figure(out)
             return
         status.value = f"{_html.escape(name)}: done"
-        out.clear_output(wait=True)
-        with out:
-            display(shown)
+        show_result(out, shown)  # not `with out: display(...)`: see widgets.show_figure
 
     upload.observe(changed, names="value")
     box = w.VBox([w.HBox([upload, status]), out])

@@ -57,6 +57,19 @@ def show_figure(out: ipywidgets.Output, fig: Figure) -> None:
     )
 
 
+def show_result(out: ipywidgets.Output, shown: object) -> None:
+    """Make ``shown`` the only thing ``out`` shows, as ``show_figure`` does: a matplotlib figure as a PNG, anything
+    else as its HTML (``_repr_html_``, when it has one) and its text (``repr``)."""
+    if isinstance(shown, Figure):
+        show_figure(out, shown)
+        return
+    data = {"text/plain": repr(shown)}
+    html = getattr(shown, "_repr_html_", None)
+    if callable(html) and isinstance(markup := html(), str):
+        data["text/html"] = markup
+    out.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
+
+
 def clear_figure(out: ipywidgets.Output) -> None:
     """Empty an ipywidgets ``Output`` (after an error: the figure below is not the new setting's) by emptying its
     synced ``outputs``: in a kernel and outside one, and without ``clear_output``, which routes a message through
