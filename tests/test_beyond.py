@@ -265,7 +265,7 @@ def test_early_stop_study_reuses_a_curve_of_the_same_run_and_refuses_another(tin
         ({"iterations": 6, "lr": 0.1}, "full ran with lr=0.2, here lr=0.1"),
         (
             {"iterations": 6, "lr": 0.2, "optimizer": "rprop"},
-            "full ran with optimizer=None, here optimizer='rprop'",
+            "full ran with optimizer='adam', here optimizer='rprop'",
         ),
     ]:
         with pytest.raises(InputError, match=message):
@@ -274,6 +274,15 @@ def test_early_stop_study_reuses_a_curve_of_the_same_run_and_refuses_another(tin
         early_stop_study(tiny_cnn, images, [0, 1, 1], tol=1e-3, iterations=6, lr=0.2, full=curve)
     with pytest.raises(InputError, match="a curve returned by time_to_quality"):
         early_stop_study(tiny_cnn, images, targets, tol=1e-3, iterations=6, lr=0.2, full=curve.result)
+    with pytest.raises(InputError, match="other images or another classifier"):  # same targets, other pixels
+        early_stop_study(tiny_cnn, images.flip(-1), targets, tol=1e-3, iterations=6, lr=0.2, full=curve)
+    with pytest.raises(InputError, match=r"maps \(3, 1, 32, 32\), these images need \(3, 1, 16, 16\)"):
+        early_stop_study(tiny_cnn, images[..., :16, :16], targets, tol=1e-3, iterations=6, lr=0.2, full=curve)
+    # the same run described differently: the optimiser's defaults filled in, lists as tuples
+    plain = time_to_quality(tiny_cnn, images, targets, {"p": {}}, iterations=6, every=3)["p"]
+    same = {"lr": 0.1, "optimizer": "adam", "betas": [0.9, 0.999], "momentum": 0.9}
+    study = early_stop_study(tiny_cnn, images, targets, tol=1e-3, iterations=6, full=plain, **same)
+    assert study.full is plain.result
     stopping = time_to_quality(
         tiny_cnn, images, targets, {"s": {"lr": 0.2, "tol": 1e-3}}, iterations=6, every=3
     )
@@ -299,10 +308,27 @@ def test_one_at_a_time_reruns_each_image_alone(tiny_cnn, images):
     o = class_probability(tiny_cnn, images * curve.result.maps, targets)
     assert math.isclose(float(study.AG_batch.mean()), classification_metrics(p, o)["AG"], abs_tol=1e-4)
     assert [r["image"] for r in study.rows()] == ["x", "y", "z"] and study.seconds > 0
+    # the tiny model in float32 over 6 iterations: round-off stays small, so alone is the batch's map
+    assert (study.overlap > 0.999).all() and (study.change < 1e-3).all()
     with pytest.raises(InputError, match="2 names for 3 images"):
         one_at_a_time(tiny_cnn, images, targets, curve, names=["x", "y"])
-    with pytest.raises(InputError, match="other images or classes"):
+    with pytest.raises(InputError, match="names must be a list of 3 names"):
+        one_at_a_time(tiny_cnn, images, targets, curve, names="xyz")
+    with pytest.raises(InputError, match="batched ran other images or classes"):
         one_at_a_time(tiny_cnn, images[:2], targets[:2], curve)
+
+
+def test_one_at_a_time_gives_each_image_its_own_start_and_refuses_a_random_one(tiny_cnn, images):
+    targets = [0, 1, 2]
+    start = torch.linspace(-1, 1, 3 * 6).reshape(3, 6)  # tiny_cnn's layer has 6 channels
+    curve = time_to_quality(tiny_cnn, images, targets, {"t": {"init": start}}, iterations=4, every=2)["t"]
+    study = one_at_a_time(tiny_cnn, images, targets, curve)
+    assert (study.overlap > 0.999).all()  # row i of the (N, K) start for image i: the same optimisation
+    random = time_to_quality(
+        tiny_cnn, images, targets, {"r": {"init": "random", "seed": 0}}, iterations=4, every=2
+    )
+    with pytest.raises(InputError, match=r"init='random'.*not be round-off only"):
+        one_at_a_time(tiny_cnn, images, targets, random["r"])
 
 
 def test_map_overlap():
@@ -383,6 +409,15 @@ def test_image_picker_shows_a_figure_as_a_png_without_entering_its_output_widget
     (shown,) = box.controls["output"].outputs
     assert "done" in box.controls["status"].value
     assert base64.b64decode(shown["data"]["image/png"]).startswith(b"\x89PNG")
+
+    class Table:
+        def _repr_html_(self) -> str:
+            return "<b>top-3</b>"
+
+    box = image_picker(lambda image, name: Table())
+    box.controls["upload"].value = ({"name": "red.png", "type": "image/png", "size": 1,
+                                     "content": memoryview(_png_bytes()), "last_modified": NOW},)  # fmt: skip
+    assert box.controls["output"].outputs[0]["data"]["text/html"] == "<b>top-3</b>"
 
 
 def test_cosine_schedule_formula():

@@ -8,6 +8,7 @@ the maps at regular checkpoints of the optimisation.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from torch import Tensor
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import Targets, prepare, validate_positive_int
 from opticam_lib.methods.features import features
-from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map
+from opticam_lib.methods.opticam import DEFAULT_LR, OptiCAMResult, optimize, saliency_map
 from opticam_lib.metrics.classification import class_probability, classification_metrics, gains
 from opticam_lib.metrics.evaluate import Evaluation, score_maps, warm_up
 from opticam_lib.models.classifier import Classifier
@@ -262,7 +263,9 @@ class EarlyStop:
 
     Attributes:
         used: (N,) iterations each image ran with early stopping; budget: the iteration budget.
-        seconds_full, seconds_early: wall-clock time of the two runs (same batch, same machine).
+        seconds_full, seconds_early: wall-clock time of the two runs, features included (same batch, same
+            machine; with ``full=`` the first is the curve's run, timed when it ran, its checkpoints' scoring left
+            out but their maps' construction included).
         forwards_full, forwards_early: image-iterations (forward + backward passes) of each run.
         AG_full, AG_early, AD_full, AD_early: eq. (15) and (13) in percent.
         full, early: the two ``OptiCAMResult``.
@@ -301,7 +304,8 @@ def early_stop_study(
         full: a curve of ``time_to_quality`` that already ran these images and targets for ``iterations``
             without early stopping and with these ``options``: its run is the comparison (its seconds leave
             the checkpoints' scoring out), instead of a second identical optimisation. An ``InputError`` when it
-            ran something else.
+            ran something else (other options, targets or iterations, or maps that do not score as the curve
+            says on these images).
         options: further options of ``optimize`` for both runs (``lr``, ``optimizer``...).
     """
     if not (isinstance(tol, int | float) and tol > 0):
@@ -315,8 +319,7 @@ def early_stop_study(
         scores = classification_metrics(p, class_probability(classifier, images * run.maps, targets))
         seconds_full = run.seconds
     else:
-        run = _check_same_run(full, targets, iterations, options)
-        scores = {"AG": full.AG[-1], "AD": full.AD[-1]}
+        run, scores = _same_run(full, "full", classifier, images, targets, p, iterations, options)
         seconds_full = full.seconds[-1]
     early = optimize(
         classifier, images, targets, iterations=iterations, tol=tol, patience=patience, **options
@@ -338,26 +341,75 @@ def early_stop_study(
     )
 
 
-def _check_same_run(curve: QualityCurve, targets: Tensor, iterations: int, options: Mapping) -> OptiCAMResult:
-    """``curve``'s run, after checking that it is the run ``options`` describe (same targets, ``iterations``,
-    no early stop, the same options); an ``InputError`` naming the first difference otherwise."""
-    if not isinstance(curve, QualityCurve) or curve.result is None:
-        raise InputError(f"full must be a curve returned by time_to_quality, got {type(curve).__name__}")
+# what a run's options say about its maps: optimize's own bookkeeping and its stopping rule are compared apart
+_NOT_COMPARED = ("progress", "tol", "patience", "callback", "callback_every", "iterations")
+
+
+def _effective_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``optimize``'s options as it runs them: its defaults filled in, ``lr=None`` resolved to the optimiser's
+    default learning rate, sequences as tuples; the keys of ``_NOT_COMPARED`` left out."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(optimize).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    merged = {**defaults, **options}
+    if merged.get("lr") is None:
+        merged["lr"] = DEFAULT_LR.get(str(merged.get("optimizer")).lower())
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items() if k not in _NOT_COMPARED}
+
+
+def _same_value(a: object, b: object) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and torch.equal(a.cpu(), b.cpu())
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return a is b
+
+
+def _same_run(
+    curve: QualityCurve,
+    name: str,
+    classifier: Classifier,
+    images: Tensor,
+    targets: Tensor,
+    p: Tensor,
+    iterations: int,
+    options: Mapping[str, Any],
+) -> tuple[OptiCAMResult, dict[str, float]]:
+    """``curve``'s run and its AD/AG/AI on ``images``, after checking that it is the run these arguments
+    describe: the same targets, ``iterations``, no early stop, the same options (defaults filled in), and maps of
+    these images' size that score on these images as the curve recorded. An ``InputError`` naming the first
+    difference otherwise (``name``: the argument that holds the curve)."""
+    if not isinstance(curve, QualityCurve) or curve.result is None or not curve.iterations:
+        raise InputError(f"{name} must be a curve returned by time_to_quality, got {type(curve).__name__}")
     run = curve.result
     if run.targets.shape != targets.shape or not torch.equal(run.targets.cpu(), targets.cpu()):
         raise InputError(
-            f"full ran other images or classes: targets {run.targets.tolist()}, here {targets.tolist()}"
+            f"{name} ran other images or classes: targets {run.targets.tolist()}, here {targets.tolist()}"
         )
     if curve.options.get("tol") is not None:
-        raise InputError(f"full stopped early (tol={curve.options['tol']!r}); the comparison needs tol=None")
+        raise InputError(
+            f"{name} stopped early (tol={curve.options['tol']!r}); the comparison needs tol=None"
+        )
     if curve.iterations[-1] != iterations or int(run.iterations.max()) != iterations:
-        raise InputError(f"full ran {curve.iterations[-1]} iterations, here iterations={iterations}")
-    ran = {k: v for k, v in curve.options.items() if k not in ("progress", "tol")}
-    asked = {k: v for k, v in options.items() if k != "progress"}
+        raise InputError(f"{name} ran {curve.iterations[-1]} iterations, here iterations={iterations}")
+    ran, asked = _effective_options(curve.options), _effective_options(options)
     for key in sorted(set(ran) | set(asked)):
-        if ran.get(key) != asked.get(key):
-            raise InputError(f"full ran with {key}={ran.get(key)!r}, here {key}={asked.get(key)!r}")
-    return run
+        if not _same_value(ran.get(key), asked.get(key)):
+            raise InputError(f"{name} ran with {key}={ran.get(key)!r}, here {key}={asked.get(key)!r}")
+    want = (len(images), 1, *images.shape[-2:])
+    if tuple(run.maps.shape) != want:
+        raise InputError(f"{name} ran other images: maps {tuple(run.maps.shape)}, these images need {want}")
+    maps = run.maps.to(images.device)
+    scores = classification_metrics(p, class_probability(classifier, images * maps, targets))
+    if abs(scores["AG"] - curve.AG[-1]) > 1e-3 or abs(scores["AD"] - curve.AD[-1]) > 1e-3:
+        raise InputError(
+            f"{name} ran other images or another classifier: its maps score AG {scores['AG']:.4f} here, "
+            f"{curve.AG[-1]:.4f} in the curve"
+        )
+    return run, scores
 
 
 @dataclass
@@ -403,37 +455,52 @@ def one_at_a_time(
     again on each image alone, and compare the maps and gains with the batch's.
 
     Nothing but the batch size differs, so any difference comes from floating-point round-off: a batch of one
-    runs other kernels, whose sums round in another order.
+    runs other kernels, whose sums round in another order. A tensor ``init`` gives each image its own row; a
+    random ``init`` is refused (a batch of one would draw another start).
 
     Args:
         images: (N, 3, H, W) float in [0, 1]; targets: one class per image (None: the predicted class).
+        batched: the curve of the batch's run (``time_to_quality(...)[label]``), checked as ``early_stop_study``
+            checks ``full``.
         names: N names for the report (default: "image 0"...).
     """
     images, targets = prepare(classifier, images, targets)
     n = len(images)
-    names = [f"image {i}" for i in range(n)] if names is None else [str(v) for v in names]
+    if names is None:
+        names = [f"image {i}" for i in range(n)]
+    elif isinstance(names, str | bytes) or not isinstance(names, Sequence):
+        raise InputError(f"names must be a list of {n} names, got {names!r}")
+    names = [str(v) for v in names]
     if len(names) != n:
         raise InputError(f"{len(names)} names for {n} images")
     if not isinstance(batched, QualityCurve):
         raise InputError(f"batched must be a curve returned by time_to_quality, got {type(batched).__name__}")
-    iterations = batched.iterations[-1]
-    options = {k: v for k, v in batched.options.items() if k != "tol"}
-    batch = _check_same_run(batched, targets, iterations, options)
-    start = time.perf_counter()
-    alone = torch.cat(
-        [
-            optimize(
-                classifier, images[i : i + 1], targets[i : i + 1], iterations=iterations, tol=None, **options
-            ).maps
-            for i in range(n)
-        ]
-    )
-    seconds = time.perf_counter() - start
+    options = {k: v for k, v in batched.options.items() if k not in ("tol", "progress")}
+    if isinstance(options.get("init"), str) and options["init"] != "constant":
+        raise InputError(
+            f"batched ran with init={options['init']!r}: alone, an image would start from another draw, so the "
+            "comparison would not be round-off only; use init='constant' (the paper's) or a tensor"
+        )
     p = class_probability(classifier, images, targets)
-    ag_batch = gains(p, class_probability(classifier, images * batch.maps, targets)) * 100
+    iterations = batched.iterations[-1] if batched.iterations else 0
+    batch, _ = _same_run(batched, "batched", classifier, images, targets, p, iterations, options)
+    init = options.pop("init", "constant")
+    start = time.perf_counter()
+    alone = []
+    for i in range(n):
+        own = init[i : i + 1] if isinstance(init, Tensor) and init.dim() == 2 else init
+        result = optimize(
+            classifier, images[i : i + 1], targets[i : i + 1], iterations=iterations, tol=None, progress=False,
+            init=own, **options,
+        )  # fmt: skip
+        alone.append(result.maps)
+    seconds = time.perf_counter() - start
+    alone = torch.cat(alone)
+    batch_maps = batch.maps.to(alone.device)
+    ag_batch = gains(p, class_probability(classifier, images * batch_maps, targets)) * 100
     ag_alone = gains(p, class_probability(classifier, images * alone, targets)) * 100
-    diff = (batch.maps - alone).abs().flatten(1).amax(dim=1).cpu()
-    overlap = torch.tensor([map_overlap(a, b) for a, b in zip(batch.maps.cpu(), alone.cpu())])
+    diff = (batch_maps - alone).abs().flatten(1).amax(dim=1).cpu()
+    overlap = torch.tensor([map_overlap(a, b) for a, b in zip(batch_maps.cpu(), alone.cpu())])
     return OneAtATime(names, ag_batch.float(), ag_alone.float(), diff, overlap, seconds)
 
 
@@ -559,14 +626,13 @@ def image_picker(show: Callable[[Tensor, str], object], description: str = "your
         try:
             image, name = image_from_upload(upload.value)
             status.value = f"<i>running on {_html.escape(name)}…</i>"
-            shown = show(image, name)
+            show_result(out, show(image, name))  # not `with out: display(...)`: see widgets.show_figure
         except Exception as err:  # show it where the user looks, without the previous file's figure below it
             where = "" if name is None or name in str(err) else f"{name}: "
             status.value = f"<span style='color:#b00'>error: {_html.escape(where + str(err))}</span>"
             clear_figure(out)
             return
         status.value = f"{_html.escape(name)}: done"
-        show_result(out, shown)  # not `with out: display(...)`: see widgets.show_figure
 
     upload.observe(changed, names="value")
     box = w.VBox([w.HBox([upload, status]), out])

@@ -59,15 +59,14 @@ def show_figure(out: ipywidgets.Output, fig: Figure) -> None:
 
 def show_result(out: ipywidgets.Output, shown: object) -> None:
     """Make ``shown`` the only thing ``out`` shows, as ``show_figure`` does: a matplotlib figure as a PNG, anything
-    else as its HTML (``_repr_html_``, when it has one) and its text (``repr``)."""
+    else in every format IPython's display would give it (images, HTML, text), without entering the widget."""
     if isinstance(shown, Figure):
         show_figure(out, shown)
         return
-    data = {"text/plain": repr(shown)}
-    html = getattr(shown, "_repr_html_", None)
-    if callable(html) and isinstance(markup := html(), str):
-        data["text/html"] = markup
-    out.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
+    from IPython.core.formatters import format_display_data
+
+    data, metadata = format_display_data(shown)
+    out.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
 
 
 def clear_figure(out: ipywidgets.Output) -> None:
