@@ -801,9 +801,10 @@ QUIZZES: dict[str, tuple[Question, ...]] = {
                     "a stopped image is simply no longer optimised; nothing else changes.",
                 ),
                 Choice(
-                    "Batching images changes their maps.",
-                    "mathematically each image is optimised as if it were alone, and the study compares two runs "
-                    "of the same batch; a batch moves a map only by round-off (section 1).",
+                    "Stopped images leave the batch, and the smaller batch is what lowered the AG of the others.",
+                    "a smaller batch changes the others' maps only by round-off, which section 1 measures: it "
+                    "moved AG less than the early stop did. The loss comes from images stopped while their "
+                    "objective was still climbing.",
                 ),
             ),
         ),
