@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -286,3 +287,31 @@ def test_compare_reproduce_matches_images_and_reports_differences(tmp_path: Path
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="records"):
         compare(tmp_path / "gpu", tmp_path / "empty")
+
+
+def _flat_numbers(value: object) -> list[float]:
+    if isinstance(value, dict):
+        return [v for x in value.values() for v in _flat_numbers(x)]
+    if isinstance(value, list):
+        return [v for x in value for v in _flat_numbers(x)]
+    return [float(value)] if isinstance(value, int | float) and not isinstance(value, bool) else []
+
+
+def test_the_readme_time_to_quality_table_quotes_the_committed_json() -> None:
+    """Every number of README.md's time-to-quality table is a value of benchmarks/results/cpu_time_to_quality.json
+    at the precision the table gives (a re-run of the benchmark that moves a value names the stale cell)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Time to quality", 1)[1]
+    block = next(b for b in section.split("\n\n") if b.startswith("| "))  # the section's first table
+    table = block.splitlines()
+    assert table[0].startswith("| solver |") and len(table) >= 7, "the solver table: header, rule, five rows"
+    values = _flat_numbers(json.loads((ROOT / "benchmarks/results/cpu_time_to_quality.json").read_text()))
+    stale = []
+    for line in table[2:]:
+        for text in re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", line.replace("100 it.", "")):
+            half = 0.5 * 10 ** -len(text.split(".")[1]) if "." in text else 1e-9
+            if not any(abs(v - float(text)) <= half + 1e-9 for v in values):
+                stale.append(f"{text} in {line[:60]}...")
+    assert not stale, "README's time-to-quality table quotes numbers the JSON does not hold:\n" + "\n".join(
+        stale
+    )
