@@ -319,7 +319,8 @@ def early_stop_study(
         scores = classification_metrics(p, class_probability(classifier, images * run.maps, targets))
         seconds_full = run.seconds
     else:
-        run, scores = _same_run(full, "full", classifier, images, targets, p, iterations, options)
+        run, o = _same_run(full, "full", classifier, images, targets, p, iterations, options)
+        scores = classification_metrics(p, o)
         seconds_full = full.seconds[-1]
     early = optimize(
         classifier, images, targets, iterations=iterations, tol=tol, patience=patience, **options
@@ -377,8 +378,8 @@ def _same_run(
     p: Tensor,
     iterations: int,
     options: Mapping[str, Any],
-) -> tuple[OptiCAMResult, dict[str, float]]:
-    """``curve``'s run and its AD/AG/AI on ``images``, after checking that it is the run these arguments
+) -> tuple[OptiCAMResult, Tensor]:
+    """``curve``'s run and o (N,), the class probabilities on ``images`` masked by its maps, after checking that it is the run these arguments
     describe: the same targets, ``iterations``, no early stop, the same options (defaults filled in), and maps of
     these images' size that score on these images as the curve recorded. An ``InputError`` naming the first
     difference otherwise (``name``: the argument that holds the curve)."""
@@ -403,13 +404,14 @@ def _same_run(
     if tuple(run.maps.shape) != want:
         raise InputError(f"{name} ran other images: maps {tuple(run.maps.shape)}, these images need {want}")
     maps = run.maps.to(images.device)
-    scores = classification_metrics(p, class_probability(classifier, images * maps, targets))
+    o = class_probability(classifier, images * maps, targets)
+    scores = classification_metrics(p, o)
     if abs(scores["AG"] - curve.AG[-1]) > 1e-3 or abs(scores["AD"] - curve.AD[-1]) > 1e-3:
         raise InputError(
             f"{name} ran other images or another classifier: its maps score AG {scores['AG']:.4f} here, "
             f"{curve.AG[-1]:.4f} in the curve"
         )
-    return run, scores
+    return run, o
 
 
 @dataclass
@@ -483,7 +485,7 @@ def one_at_a_time(
         )
     p = class_probability(classifier, images, targets)
     iterations = batched.iterations[-1] if batched.iterations else 0
-    batch, _ = _same_run(batched, "batched", classifier, images, targets, p, iterations, options)
+    batch, o_batch = _same_run(batched, "batched", classifier, images, targets, p, iterations, options)
     init = options.pop("init", "constant")
     start = time.perf_counter()
     alone = []
@@ -497,7 +499,7 @@ def one_at_a_time(
     seconds = time.perf_counter() - start
     alone = torch.cat(alone)
     batch_maps = batch.maps.to(alone.device)
-    ag_batch = gains(p, class_probability(classifier, images * batch_maps, targets)) * 100
+    ag_batch = gains(p, o_batch) * 100
     ag_alone = gains(p, class_probability(classifier, images * alone, targets)) * 100
     diff = (batch_maps - alone).abs().flatten(1).amax(dim=1).cpu()
     overlap = torch.tensor([map_overlap(a, b) for a, b in zip(batch_maps.cpu(), alone.cpu())])
