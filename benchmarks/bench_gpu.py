@@ -51,7 +51,7 @@ import torch
 from opticam_lib import load_classifier, optimize
 from opticam_lib.hooks import frozen
 from opticam_lib.images import load_samples
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.metrics.classification import average_gain, masked_probabilities
 from opticam_lib.models.fast import fast_copy, strict_fp32
 from opticam_lib.paper.tables import paper_table

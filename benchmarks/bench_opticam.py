@@ -15,9 +15,11 @@ quartiles, because these machines are noisy (on the 2-core CI machine one pair a
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import torch
 from opticam_lib import load_classifier, optimize
 from opticam_lib.hooks import frozen
 from opticam_lib.images import load_samples
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.paths import atomic_write
 
 
@@ -69,6 +71,9 @@ def main() -> None:
     images = samples.images[: args.batch].to(device)
     targets = samples.labels[: args.batch].to(device)
     report: dict = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(sys.argv),
+        "torch": torch.__version__,
         "model": clf.name,
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"

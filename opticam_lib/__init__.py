@@ -23,12 +23,12 @@ from opticam_lib.errors import (
     OptiCAMError,
 )
 from opticam_lib.methods.attribution import gradientshap, lime
-from opticam_lib.methods.cam import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
+from opticam_lib.methods.cam_family import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
 from opticam_lib.methods.extremal import extremal_perturbation
 from opticam_lib.methods.masking import ablationcam, fakecam, scorecam
-from opticam_lib.methods.opticam import OptiCAMResult, opticam, optimize
+from opticam_lib.methods.opti_cam import OptiCAMResult, opticam, optimize
 from opticam_lib.methods.registry import METHODS, display_name, explain, get_method
-from opticam_lib.methods.tibav import tibav
+from opticam_lib.methods.relevance import tibav
 from opticam_lib.metrics.classification import (
     average_drop,
     average_gain,
@@ -37,7 +37,7 @@ from opticam_lib.metrics.classification import (
     masked_probabilities,
 )
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
-from opticam_lib.metrics.evaluate import Evaluation, evaluate, format_table
+from opticam_lib.metrics.evaluation import Evaluation, evaluate, format_table
 from opticam_lib.models import Classifier, available_models, load_classifier, wrap_classifier
 from opticam_lib.profiles import profile, use_profile
 

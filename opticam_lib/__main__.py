@@ -281,7 +281,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print the paper's Table 1 (AD, AG, AI, T) for ``--methods`` on the sample photos and write the
     per-image results as JSON; returns the exit code 0."""
     from opticam_lib.images import load_samples
-    from opticam_lib.metrics.evaluate import evaluate, format_table, save_json
+    from opticam_lib.metrics.evaluation import evaluate, format_table, save_json
 
     path = writable_file(Path(args.json or f"outputs/table1_{args.model}.json"), "--json", "table1.json")
     clf = _load(args)

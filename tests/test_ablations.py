@@ -26,7 +26,7 @@ from opticam_lib.course.ablations import (
 )
 from opticam_lib.course.exercises import check_target_rule
 from opticam_lib.images import sample_names
-from opticam_lib.methods.opticam import DEFAULT_LR
+from opticam_lib.methods.opti_cam import DEFAULT_LR
 from opticam_lib.metrics.classification import class_probability
 from opticam_lib.paper.tables import paper_value
 from opticam_lib.profiles import PROFILES

@@ -160,10 +160,12 @@ def test_the_checker_sees_a_loop_and_a_wrong_wing():
     fake = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
     assert cycles(fake) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
-    assert wing("opticam_lib.methods.cam") == "library" and wing("opticam_lib.course.widgets") == "course"
-    assert "course" not in ALLOWED[wing("opticam_lib.methods.cam")]
+    assert (
+        wing("opticam_lib.methods.cam_family") == "library" and wing("opticam_lib.course.widgets") == "course"
+    )
+    assert "course" not in ALLOWED[wing("opticam_lib.methods.cam_family")]
     tree = ast.parse("import os\nif TYPE_CHECKING:\n    from x import y\nfrom . import z\n")
-    assert _imports(tree, "opticam_lib.methods.cam", False) == {
+    assert _imports(tree, "opticam_lib.methods.cam_family", False) == {
         "os",
         "opticam_lib.methods",
         "opticam_lib.methods.z",
@@ -172,8 +174,8 @@ def test_the_checker_sees_a_loop_and_a_wrong_wing():
 
 def test_the_graph_covers_the_package():
     g = graph()
-    assert "opticam_lib.methods.opticam" in g and "opticam_lib.course.exercises" in g
-    assert "opticam_lib.methods.maps" in g["opticam_lib.methods.opticam"]
+    assert "opticam_lib.methods.opti_cam" in g and "opticam_lib.course.exercises" in g
+    assert "opticam_lib.methods.maps" in g["opticam_lib.methods.opti_cam"]
 
 
 def test_no_import_loop():
@@ -205,8 +207,8 @@ def floor(module: str) -> int | None:
 
 def test_the_library_floors_import_downwards():
     """ARCHITECTURE.md: the ground floor imports no model, models import no method, methods import no metric."""
-    assert floor("opticam_lib.images") == 0 and floor("opticam_lib.methods.cam") == 2
-    assert floor("opticam_lib.metrics.evaluate") > floor("opticam_lib.methods.registry")
+    assert floor("opticam_lib.images") == 0 and floor("opticam_lib.methods.cam_family") == 2
+    assert floor("opticam_lib.metrics.evaluation") > floor("opticam_lib.methods.registry")
     wrong = [
         f"{m} -> {t}"
         for m, targets in graph().items()
@@ -251,3 +253,25 @@ def test_report_chain(capsys):
         if os.environ.get("OPTICAM_SHOW_LAYERS"):
             print(f"\nlongest import chain ({len(chain)} modules): {' -> '.join(chain)}")
     assert len(chain) >= 2
+
+
+@pytest.mark.parametrize("package", ["opticam_lib", "data_download"])
+def test_no_module_is_hidden_by_a_name_its_package_exports(package):
+    """``import opticam_lib.methods.opti_cam as m`` must give the module: a package that re-exports a function
+    under its module's name (the old ``methods.opticam``) makes that import, ``mock.patch`` and the glossary's
+    dotted names reach the function instead."""
+    import importlib
+    import pkgutil
+    import types
+
+    root = importlib.import_module(package)
+    hidden = []
+    for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+        if info.name.endswith("__main__"):
+            continue
+        importlib.import_module(info.name)
+        parent, _, leaf = info.name.rpartition(".")
+        attribute = getattr(importlib.import_module(parent), leaf)
+        if not isinstance(attribute, types.ModuleType):
+            hidden.append(f"{info.name} is hidden by {parent}.{leaf}, a {type(attribute).__name__}")
+    assert not hidden, "\n".join(hidden)

@@ -237,7 +237,7 @@ def test_table2_runs_the_slow_perturbation_rows_only_when_named(tiny_vit, monkey
     import sys
 
     evaluate_module = sys.modules[
-        "opticam_lib.metrics.evaluate"
+        "opticam_lib.metrics.evaluation"
     ]  # (the package's ``evaluate`` is the function)
 
     seen = []

@@ -315,3 +315,15 @@ def test_the_readme_time_to_quality_table_quotes_the_committed_json() -> None:
     assert not stale, "README's time-to-quality table quotes numbers the JSON does not hold:\n" + "\n".join(
         stale
     )
+
+
+def test_bench_one_photo_times_each_recipe_on_each_photo_alone(tmp_path: Path) -> None:
+    report = run_script("bench_one_photo.py", *("--limit", "2", "--scale", "0.05"), tmp_path=tmp_path)
+    assert report["model"] == "efficientnet_lite0" and report["photos"] == 2
+    rows = report["recipes"]
+    assert [row["options"]["iterations"] for row in rows.values()] == [5, 2, 2]
+    for row in rows.values():
+        assert len(row["seconds"]) == 2 and all(s > 0 for s in row["seconds"])
+        s = row["seconds_per_photo"]
+        assert s["median"] == pytest.approx(statistics.median(row["seconds"]))
+        assert 0 <= row["AD"] <= 100 and row["AG"] >= 0 and 0 <= row["AI"] <= 100

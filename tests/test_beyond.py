@@ -30,10 +30,10 @@ from opticam_lib.course.beyond import (
     plot_time_to_quality,
     time_to_quality,
 )
-from opticam_lib.methods.features import features
-from opticam_lib.methods.opticam import lr_factor
+from opticam_lib.methods.feature_pass import features
+from opticam_lib.methods.opti_cam import lr_factor
 from opticam_lib.metrics.classification import class_probability, classification_metrics, gains
-from opticam_lib.metrics.evaluate import score_maps
+from opticam_lib.metrics.evaluation import score_maps
 
 FAST = {"progress": False}
 NOW = datetime.datetime.now(datetime.timezone.utc)

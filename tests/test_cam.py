@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from conftest import ALL_METHODS, _fast_options, make_images
 
 from opticam_lib import InputError, cam, gradcam, gradcampp, hirescam, layercam, xgradcam
-from opticam_lib.methods.features import activations_and_gradients
+from opticam_lib.methods.feature_pass import activations_and_gradients
 from opticam_lib.methods.registry import LAYER_METHODS
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from opticam_lib.course.channel_cache import (
 )
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.inputs import prepare
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.methods.masking import ablation_weights, channel_scores
 
 

@@ -14,8 +14,8 @@ from opticam_lib.course.exercises import (
     check_opticam_loop,
     check_rprop_step,
 )
-from opticam_lib.methods.features import features
-from opticam_lib.methods.opticam import saliency_map
+from opticam_lib.methods.feature_pass import features
+from opticam_lib.methods.opti_cam import saliency_map
 
 
 def todo(*_args, **_kwargs):

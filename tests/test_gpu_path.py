@@ -19,12 +19,12 @@ from torch import nn
 
 from opticam_lib import InputError, optimize, wrap_classifier
 from opticam_lib.errors import OptiCAMError
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.models.fast import fast_copy
 
 FAST = {"progress": False}
 # the module, not the function ``opticam`` that ``opticam_lib.methods`` re-exports under the same name
-opticam_module = importlib.import_module("opticam_lib.methods.opticam")
+opticam_module = importlib.import_module("opticam_lib.methods.opti_cam")
 
 
 def snapshot(model: nn.Module) -> dict:
@@ -80,7 +80,7 @@ def test_fold_finds_both_pairs_and_matches_the_formula(bn_cnn, images):
 def test_folded_and_channels_last_maps_equal_the_default(bn_cnn, images, fold, channels_last, monkeypatch):
     import importlib
 
-    opticam_module = importlib.import_module("opticam_lib.methods.opticam")  # the module, not the function
+    opticam_module = importlib.import_module("opticam_lib.methods.opti_cam")  # the module, not the function
 
     before = snapshot(bn_cnn.model)
     ref = optimize(bn_cnn, images, iterations=6, tol=None, **FAST)

@@ -430,7 +430,7 @@ def test_replace_output_cnn_and_tokens(tiny_cnn, tiny_vit, images):
 
 def test_evaluate_warm_up_runs_one_untimed_pass_and_restores_state(bn_cnn, images):
     """The warm-up is one extra forward pass before the clock starts; the model comes back as it was."""
-    from opticam_lib.metrics.evaluate import evaluate
+    from opticam_lib.metrics.evaluation import evaluate
 
     set_mixed_state(bn_cnn.model)
     before = snapshot(bn_cnn.model)

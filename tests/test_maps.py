@@ -231,7 +231,7 @@ def test_upsample_rejects_an_unknown_method():
 
 def test_optimize_with_matrix_upsampling_matches_the_default_at_first(tiny_cnn, images):
     """One iteration: the same map within float round-off; unknown choices refused before any work."""
-    from opticam_lib.methods.opticam import optimize
+    from opticam_lib.methods.opti_cam import optimize
 
     a = optimize(tiny_cnn, images, iterations=1, progress=False)
     b = optimize(tiny_cnn, images, iterations=1, progress=False, upsampling="matrix")
@@ -254,7 +254,7 @@ def test_auto_upsampling_is_the_matrix_products_on_a_gpu_only():
 def test_optimize_default_on_the_cpu_is_the_kernel_that_made_the_course_numbers(tiny_cnn, images):
     """``upsampling="auto"`` on a CPU runs exactly the ``F.interpolate`` path: bit-identical after 5 iterations,
     where the matrix products have already drifted by round-off."""
-    from opticam_lib.methods.opticam import optimize
+    from opticam_lib.methods.opti_cam import optimize
 
     default = optimize(tiny_cnn, images, iterations=5, tol=None, progress=False)
     kernel = optimize(tiny_cnn, images, iterations=5, tol=None, progress=False, upsampling="interpolate")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import make_images
 
 from opticam_lib import InputError, ablationcam, fakecam, scorecam
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 
 
 def hand_saliency(raw, size):

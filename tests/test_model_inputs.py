@@ -24,7 +24,7 @@ from opticam_lib import (
 )
 from opticam_lib.__main__ import _methods_arg, _methods_or_extra, _options
 from opticam_lib.errors import InputError
-from opticam_lib.methods.cam import cam
+from opticam_lib.methods.cam_family import cam
 from opticam_lib.models.registry import load_classifier
 
 FAST = {"iterations": 2, "progress": False}

@@ -10,7 +10,7 @@ from conftest import TinyCNN, make_images
 from torch import nn
 
 from opticam_lib import InputError, MissingWeightsError, available_models, load_classifier, wrap_classifier
-from opticam_lib.methods.features import activations_and_gradients
+from opticam_lib.methods.feature_pass import activations_and_gradients
 from opticam_lib.models.registry import load_state_dict, weights_path
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from opticam_lib import InputError, gradcam, opticam, optimize
 from opticam_lib.hooks import capture
-from opticam_lib.methods.features import features
-from opticam_lib.methods.opticam import compute_objective, masked_score, saliency_map, select
+from opticam_lib.methods.feature_pass import features
+from opticam_lib.methods.opti_cam import compute_objective, masked_score, saliency_map, select
 
 FAST = {"progress": False}
 

@@ -10,7 +10,7 @@ are held to the same rule against their notebook's outputs. The checker itself i
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ import pytest
 from opticam_lib.course.notebook_files import cell_source, course_notebooks, read_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-DECIMAL = re.compile(r"(?<![\w.])x?(\d+\.\d+)(?![\d])")  # x1.06: a ratio as the outputs print it
+DECIMAL = re.compile(r"(?<![\w.])x?(\d+\.\d+)(?![\d]|\.\d)")  # x1.06: a ratio as the outputs print it
 # a whole number of 10 or more with a unit of what the notebooks measure: "34 passes", "170 s", "42 %"
 # (not "1,281 passes": a thousands separator; numbers below 10 are mostly settings such as "3 iterations")
 COUNT = re.compile(r"(?<![\w.,])(\d{2,})(?=\s?(?:passes|pass|iterations|iteration|s|seconds|ms|%)(?![\w]))")
@@ -219,3 +219,200 @@ def test_the_checker_finds_a_number_a_rerun_moved() -> None:
     ]
     problems = unprinted(nb, {})
     assert [p.split(" is printed")[0] for p in problems] == ["cell 1: 34", "cell 2: about 70", "cell 3: 58"]
+
+
+# --- README.md and notebooks/README.md ----------------------------------------------------------------------------
+# Each paragraph, list item or table of a README draws its numbers from the sources it names: a notebook
+# (`NN_name.ipynb`, "notebook NN") by its printed outputs, a committed JSON (`benchmarks/results/*.json`,
+# `opticam_lib/data/*.json`) by its values (a whole number may round one), and, where it speaks of "the paper", the
+# paper's tables (`opticam_lib/data/paper_tables.json`). A table draws on the sources of the paragraph just before
+# it. Every other number is listed in ``README_NOT_PRINTED`` with the reason no committed output holds it. The
+# run-time column of notebooks/README.md is checked against the notebooks' execution times instead.
+NOTEBOOK_NAME = re.compile(r"(?<!\d)(\d\d)_[a-z_]+\.ipynb|notebooks?\s+(\d\d)\b", re.IGNORECASE)
+DATA_JSON = re.compile(r"(?:benchmarks/results|opticam_lib/data)/[\w.-]+\.json")
+PAPER_TABLES = "opticam_lib/data/paper_tables.json"
+
+
+def readme_blocks(markdown: str) -> list[str]:
+    """The paragraphs, list items and tables of a markdown text; headings and fenced code left out, and the last
+    cell of a table whose last column is "run time" emptied."""
+    text = re.sub(r"^```.*?^```", "\n", markdown, flags=re.S | re.M)
+    text = re.sub(r"^#+ .*$", "\n", text, flags=re.M)
+    blocks: list[str] = []
+    for para in re.split(r"\n\s*\n", text):
+        items = re.split(r"\n(?=- )", para.strip())
+        blocks += [item for item in items if item]
+    for i, block in enumerate(blocks):
+        if block.startswith("|") and block.split("\n", 1)[0].rstrip().endswith("| run time |"):
+            blocks[i] = "\n".join(re.sub(r"\|[^|]*\|\s*$", "| |", row) for row in block.split("\n"))
+    return blocks
+
+
+def json_numbers(path: Path) -> list[str]:
+    """Every number in a JSON file as text, each float also rounded to a whole number."""
+    import json
+
+    def walk(value: object) -> list[str]:
+        if isinstance(value, bool):
+            return []
+        if isinstance(value, int):
+            return [str(abs(value))]
+        if isinstance(value, float):
+            return [repr(abs(value)), str(round(abs(value)))]
+        if isinstance(value, dict):
+            return [v for item in value.values() for v in walk(item)]
+        if isinstance(value, list):
+            return [v for item in value for v in walk(item)]
+        return []
+
+    return walk(json.loads(path.read_text(encoding="utf-8")))
+
+
+def block_sources(block: str) -> list[str]:
+    """The committed outputs a README block names: notebooks (as ``NN``) and JSON paths."""
+    names = sorted({a or b for a, b in NOTEBOOK_NAME.findall(block)})
+    files = set(DATA_JSON.findall(block))
+    if re.search(r"\bpaper's\b|\bthe paper\b|\(paper\b", block):
+        files.add(PAPER_TABLES)
+    return names + sorted(files)
+
+
+def source_numbers(source: str) -> list[str]:
+    if source.endswith(".json"):
+        return json_numbers(ROOT / source)
+    return printed_numbers(read_notebook(next((ROOT / "notebooks").glob(f"{source}_*.ipynb"))))
+
+
+def readme_unprinted(
+    markdown: str, allowed: Mapping[str, str], numbers_of: Callable[[str], list[str]] = source_numbers
+) -> list[str]:
+    """The numbers of a README that no source its block names holds, and that ``allowed`` does not list."""
+    problems = []
+    previous: list[str] = []
+    for block in readme_blocks(markdown):
+        sources = block_sources(block)
+        if block.startswith("|"):
+            sources = sorted(set(sources) | set(previous))
+        previous = sources
+        values = [v for source in sources for v in numbers_of(source)]
+        problems += [
+            f"{number} is in none of {sources or 'no named source'} (...{context}...)"
+            for number, context in text_decimals(block)
+            if number not in allowed and not is_printed(number, values)
+        ]
+    return problems
+
+
+# {file: {number as written: why no committed output holds it}}
+ISSUE_13 = "issue 13's measurement on an NVIDIA H200, quoted from the issue (that session kept no JSON)"
+README_NOT_PRINTED: dict[str, dict[str, str]] = {
+    "README.md": {
+        "6.6": "the size of the default PyTorch build with its CUDA libraries in .venv, a fact about the install",
+        "800": "TorchRay's number of iterations for extremal perturbations, a setting",
+        "0.5": "the offline model's input mean and std, a fact about its weights",
+        "14": "issue 13's CPU overhead on one image, quoted for comparison",
+        "8.5": "issue 13's CPU overhead at batch 8, quoted for comparison",
+        "about 15": "derived: the largest q3 / q1 of the JSON's overhead rows is 1.154",
+        "1.70": "derived: the JSON's 19.01 / 11.16 image-iterations per second",
+        "1.15": ISSUE_13,
+        "1.02": ISSUE_13,
+        "2.11": ISSUE_13 + " (its torch version)",
+        "1.78": ISSUE_13,
+        "2.34": ISSUE_13,
+        "0.6": "the three world_*.pt files together (0.58 MB), a fact about the repository",
+        # not yet in a committed output: an earlier bench_opticam.py run, and a probe of one photo at a time
+        "5.9": "an earlier bench_opticam.py run, not kept",
+        "7.9": "an earlier bench_opticam.py run, not kept",
+        "46.7": "an earlier bench_opticam.py run, not kept",
+        "5.3": "a probe of one photo at a time (session 12), not kept",
+        "53.0": "a probe of one photo at a time (session 12), not kept",
+        "1.25": "a probe of one photo at a time (session 12), not kept",
+        "52.6": "a probe of one photo at a time (session 12), not kept",
+        "54.3": "a probe of one photo at a time (session 12), not kept",
+        "1.8": "a probe of one photo at a time (session 12), not kept",
+        "2.0": "a probe of one photo at a time (session 12), not kept",
+        "1.5": "a probe of one photo at a time (session 12), not kept",
+        "30": "a probe of one photo at a time (session 12), not kept",
+        "0.0": "a probe of one photo at a time (session 12), not kept",
+        "100": "a probe of one photo at a time (session 12), not kept",
+        "40": "a probe of one photo at a time (session 12), not kept",
+    },
+    "notebooks/README.md": {
+        "30": "how long the course site takes to build, a rough range (the build is not a committed output)",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(README_NOT_PRINTED))
+def test_every_number_in_the_readmes_is_held_by_a_source_they_name(name: str) -> None:
+    """A re-run or a new benchmark that moves a number leaves the old one in a README: name it."""
+    markdown = (ROOT / name).read_text(encoding="utf-8")
+    problems = readme_unprinted(markdown, README_NOT_PRINTED[name])
+    quoted = {n for block in readme_blocks(markdown) for n, _ in text_decimals(block)}
+    stale = [f"stale exception {n}" for n in README_NOT_PRINTED[name] if n not in quoted]
+    assert not problems and not stale, f"{name}:\n" + "\n".join(problems + stale)
+
+
+def execution_span(nb) -> float:
+    """Seconds from the first cell's start to the last cell's end in a notebook's execution metadata."""
+    from datetime import datetime
+
+    stamps = [
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        for cell in nb.cells
+        for value in cell.get("metadata", {}).get("execution", {}).values()
+    ]
+    assert stamps, "the notebook records no execution times (run it with nbconvert --execute)"
+    return (max(stamps) - min(stamps)).total_seconds()
+
+
+KERNEL_START_S = (
+    10  # the column times nbconvert as a whole: kernel start and notebook I/O come on top of the cells
+)
+
+
+def test_run_times_are_those_of_the_committed_runs() -> None:
+    """notebooks/README.md's run-time column is the wall time of each committed run: at least the span its cells'
+    execution metadata records, and at most that plus the kernel's start. A re-run that leaves the old time fails."""
+    table = (ROOT / "notebooks" / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| (\d\d) \|.*\| (\d+) s \|$", table, flags=re.M))
+    assert sorted(rows) == [p.name[:2] for p in course_notebooks(ROOT / "notebooks")]
+    problems = []
+    for path in course_notebooks(ROOT / "notebooks"):
+        span = execution_span(read_notebook(path))
+        quoted = int(rows[path.name[:2]])
+        if not span <= quoted + 0.5 <= span + KERNEL_START_S + 0.5:
+            problems.append(f"{path.name}: the table says {quoted} s, its cells ran {span:.1f} s")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_readme_checker_reads_each_block_against_the_sources_it_names() -> None:
+    sources = {
+        "05": ["53.9", "0.7", "100", "120"],
+        "benchmarks/results/x.json": ["1.0539", "58", "32.46"],
+        PAPER_TABLES: ["4.15"],
+    }
+    readme = "\n".join(
+        [
+            "# Speed",
+            "Notebook 05 prints AG 53.9 (+0.7 from 100 to 120 iterations) and 52.3 (stale).",
+            "",
+            "- `benchmarks/results/x.json`: x1.054 over the floor, 58 passes in 32.5 s; the paper's T is 4.15 s.",
+            "- No source named: 53.9 here is not checked against the outputs of the fifth notebook.",
+            "",
+            "From `benchmarks/results/x.json`:",
+            "",
+            "| solver | passes | seconds |",
+            "| --- | --- | --- |",
+            "| iRprop+ | 58 passes | 32.5 s (33.1 s stale) |",
+            "",
+            "| # | notebook | run time |",
+            "| --- | --- | --- |",
+            "| 05 | [x](05_x.ipynb) | 148 s |",
+        ]
+    )
+    problems = readme_unprinted(readme, {}, numbers_of=sources.__getitem__)
+    assert [p.split(" is in")[0] for p in problems] == ["52.3", "53.9", "33.1"]
+    assert (
+        len(readme_unprinted(readme, {"52.3": "why", "53.9": "why", "33.1": "why"}, sources.__getitem__)) == 0
+    )

@@ -25,7 +25,7 @@ from opticam_lib.course.figures import show_perturbation
 from opticam_lib.course.sanity_checks import line_labels, plot_cascade, show_cascade, show_comparison
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import capture
-from opticam_lib.metrics.evaluate import format_table
+from opticam_lib.metrics.evaluation import format_table
 from opticam_lib.metrics.sanity import MEASURES, ModelComparison, RandomizationResult, randomization_table
 from opticam_lib.plots import SALIENCY_CMAP, draw_boxes, overlay, saliency_colorbar, show_maps
 

@@ -228,7 +228,7 @@ def test_table5_box_rows(world_cnn, tmp_path):
 def test_localisation_tables_equal_a_direct_computation(world_cnn, tmp_path):
     """Table A7 from per-image records cached in batches of 2 equals ``localization_scores`` on all images at
     once (BoxAcc is aggregated over the images, not averaged per batch), and the TIBAV row of A8 is TIBAV's."""
-    from opticam_lib.methods.tibav import tibav
+    from opticam_lib.methods.relevance import tibav
     from opticam_lib.metrics.localization import localization_scores
 
     result = run(cfg(tmp_path, table="A7", methods=["gradcam"]), progress=False)

@@ -213,8 +213,8 @@ def test_pipeline_figure_on_a_tiny_model(tmp_path: Path) -> None:
 def test_pipeline_figure_shows_the_channels_that_add_most_to_s() -> None:
     """The A^k panel holds the channels with the largest w_k * sum A^k (what each adds to S), each scaled alone."""
     from opticam_lib.course.figures import _montage
-    from opticam_lib.methods.features import features
-    from opticam_lib.methods.opticam import optimize
+    from opticam_lib.methods.feature_pass import features
+    from opticam_lib.methods.opti_cam import optimize
 
     clf = make_tiny_cnn()
     image = make_images(1)[0]

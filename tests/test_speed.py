@@ -34,7 +34,7 @@ from opticam_lib.course.speed import (
     time_interleaved,
 )
 from opticam_lib.errors import InputError
-from opticam_lib.methods.opticam import masked_score
+from opticam_lib.methods.opti_cam import masked_score
 
 
 def small_cnn(seed: int = 0):
@@ -160,7 +160,7 @@ def test_forward_backward_unfrozen_accumulates_parameter_grads(clf, images):
 
 def test_masked_forward_passes_are_scorecam_scores(clf, images):
     """Eq. (3) with the black baseline equals F(e_k) - F(0) of eq. (5)."""
-    from opticam_lib.methods.features import features
+    from opticam_lib.methods.feature_pass import features
 
     acts, _ = features(clf, images[:1])
     k = acts.shape[1]

@@ -14,7 +14,7 @@ from test_hooks_and_state import Bomb, _arm, assert_same_state, set_mixed_state,
 from opticam_lib.errors import InputError
 from opticam_lib.methods.attention import rollout
 from opticam_lib.methods.registry import METHODS, get_method
-from opticam_lib.methods.tibav import (
+from opticam_lib.methods.relevance import (
     add_relevance,
     clone_relevance,
     linear_relevance,

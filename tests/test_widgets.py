@@ -20,7 +20,7 @@ from opticam_lib import wrap_classifier
 from opticam_lib.course.ablations import candidate_layers
 from opticam_lib.course.widgets import Exploration, explore_opticam, opticam_explorer
 from opticam_lib.methods.maps import NORMALIZATIONS
-from opticam_lib.methods.opticam import OBJECTIVES
+from opticam_lib.methods.opti_cam import OBJECTIVES
 
 SIZE = 16
 

@@ -13,8 +13,8 @@ from opticam_lib import available_models, cam, gradcam, load_classifier, opticam
 from opticam_lib.errors import InputError
 from opticam_lib.methods.attention import rollout
 from opticam_lib.metrics.localization import union_mask
-from opticam_lib.world.evidence import evidence, map_mass
 from opticam_lib.world.networks import MODELS, weights_file
+from opticam_lib.world.reliance import evidence, map_mass
 from opticam_lib.world.scenes import PALETTE, WorldBatch, WorldConfig, batch_at, generate, stream
 from opticam_lib.world.training import REPORT_PATH, read_report, train
 

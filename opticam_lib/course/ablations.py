@@ -25,8 +25,8 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_choice, validate_images, validate_positive_int, validate_targets
-from opticam_lib.methods.features import features
-from opticam_lib.methods.opticam import DEFAULT_LR, OPTIMIZERS, optimize, saliency_map
+from opticam_lib.methods.feature_pass import features
+from opticam_lib.methods.opti_cam import DEFAULT_LR, OPTIMIZERS, optimize, saliency_map
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.models.classifier import Classifier, InputNormalized
 from opticam_lib.paper.tables import paper_table

@@ -21,10 +21,10 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import Targets, prepare, validate_positive_int
-from opticam_lib.methods.features import features
-from opticam_lib.methods.opticam import DEFAULT_LR, OptiCAMResult, optimize, saliency_map
+from opticam_lib.methods.feature_pass import features
+from opticam_lib.methods.opti_cam import DEFAULT_LR, OptiCAMResult, optimize, saliency_map
 from opticam_lib.metrics.classification import class_probability, classification_metrics, gains
-from opticam_lib.metrics.evaluate import Evaluation, score_maps, warm_up
+from opticam_lib.metrics.evaluation import Evaluation, score_maps, warm_up
 from opticam_lib.models.classifier import Classifier
 
 if TYPE_CHECKING:  # annotations only: ipywidgets is imported where it is used
@@ -648,7 +648,7 @@ def explain_image(
     """One image (3, H, W) in [0, 1]: its ``k`` most probable classes, and Grad-CAM's and Opti-CAM's maps for the
     most probable one, with p and o (the class probability on the image and on the masked image) in the titles.
     ``options`` go to ``optimize``. The notebook's static figure and its file picker both call this."""
-    from opticam_lib.methods.cam import gradcam
+    from opticam_lib.methods.cam_family import gradcam
     from opticam_lib.plots import overlay, saliency_colorbar, to_numpy_image
 
     if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:

@@ -12,7 +12,7 @@ box: the object's box is not the only evidence. ``box_study`` computes the table
 in the paper's layout beside the paper's numbers, ``metrics.localization.inside_fraction`` says how much of each map lies in the box
 (EP).
 
-For the controlled world (``opticam_lib.world``), where what the model uses is measured (``world.evidence``),
+For the controlled world (``opticam_lib.world``), where what the model uses is measured (``world.evidence``, in ``world/reliance.py``),
 ``reliance_per_image`` gives each scene's dependence on the object and on the context, ``mass_table`` where each
 map puts its mass against the area of each part, and ``context_agreement`` whether a map's share of context, scene
 by scene, follows the model's.
@@ -251,7 +251,7 @@ def mass_table(
         over the part's mean area (1: no preference; 2: twice as dense as a uniform map)}}, with a first row
         "area" (the uniform map).
     """
-    from opticam_lib.world.evidence import map_mass
+    from opticam_lib.world.reliance import map_mass
 
     area = map_mass(torch.ones_like(object_masks, dtype=torch.float32), object_masks, context_masks).mean()
     out = {"area": {**area, "object_x": 1.0, "context_x": 1.0}}

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.inputs import prepare, validate_choice
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.methods.masking import ablation_weights, channel_scores
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.paths import atomic_write, writable_file

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_images, validate_positive_int
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.methods.masking import channel_scores
 from opticam_lib.models.classifier import Classifier
 

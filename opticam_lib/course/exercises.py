@@ -32,7 +32,7 @@ from torch import Tensor
 
 from opticam_lib.course.ablations import TARGET_RULES
 from opticam_lib.methods.maps import combine, normalize
-from opticam_lib.methods.opticam import saliency_map
+from opticam_lib.methods.opti_cam import saliency_map
 from opticam_lib.metrics.classification import (
     average_drop,
     average_gain,
@@ -64,7 +64,7 @@ _SECRET: dict[str, str] = {}
 # student's function is not doing the exercise
 ANSWERS: dict[str, tuple[str, ...]] = {
     "check_range_normalization": ("opticam_lib.methods.maps:normalize",),
-    "check_saliency_map": ("opticam_lib.methods.opticam:saliency_map",),
+    "check_saliency_map": ("opticam_lib.methods.opti_cam:saliency_map",),
     "check_average_gain": (
         "opticam_lib.metrics.classification:average_gain",
         "opticam_lib.metrics.classification:classification_metrics",
@@ -76,9 +76,9 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "check_target_rule": ("opticam_lib.course.ablations:choose_targets",),
     "check_energy_pointing_game": ("opticam_lib.metrics.localization:energy_pointing_game",),
     "check_spearman": ("opticam_lib.metrics.sanity:spearman",),
-    "check_gradcam": ("opticam_lib.methods.cam:gradcam",),
-    "check_opticam_loop": ("opticam_lib.methods.opticam:optimize", "opticam_lib.methods.opticam:opticam"),
-    "check_rprop_step": ("opticam_lib.methods.opticam:optimize", "opticam_lib.methods.opticam:opticam"),
+    "check_gradcam": ("opticam_lib.methods.cam_family:gradcam",),
+    "check_opticam_loop": ("opticam_lib.methods.opti_cam:optimize", "opticam_lib.methods.opti_cam:opticam"),
+    "check_rprop_step": ("opticam_lib.methods.opti_cam:optimize", "opticam_lib.methods.opti_cam:opticam"),
 }
 _LIBRARY = str(Path(__file__).resolve().parents[1]) + os.sep
 _INSTALLED = tuple(
@@ -664,8 +664,8 @@ def check_gradcam(fn: Callable[..., Tensor]) -> bool:
     (where the gradient varies over the map) and at the last one; typical mistakes are named.
     """
     from opticam_lib.hooks import hook_count
-    from opticam_lib.methods.cam import gradcam, hirescam
-    from opticam_lib.methods.features import activations_and_gradients
+    from opticam_lib.methods.cam_family import gradcam, hirescam
+    from opticam_lib.methods.feature_pass import activations_and_gradients
     from opticam_lib.methods.maps import to_saliency, upsample
 
     for layer in ("3", "5"):
@@ -761,9 +761,9 @@ def _opticam_reference(
     init: float = 0.5,
 ) -> tuple[Tensor, Tensor]:
     """Opti-CAM by hand with switches for the checker's typical mistakes: (u, maps)."""
-    from opticam_lib.methods.features import features
+    from opticam_lib.methods.feature_pass import features
     from opticam_lib.methods.maps import upsample
-    from opticam_lib.methods.opticam import select
+    from opticam_lib.methods.opti_cam import select
 
     acts, _ = features(clf, images)
     size = tuple(images.shape[-2:])
@@ -802,7 +802,7 @@ def check_opticam_loop(fn: Callable[..., tuple[Tensor, Tensor]]) -> bool:
     typical mistakes are named, and so is a loop that recomputes the features at every iteration (the same
     numbers, one forward pass more per iteration).
     """
-    from opticam_lib.methods.opticam import optimize
+    from opticam_lib.methods.opti_cam import optimize
 
     iterations = 4
     clf, images, targets = _tiny_problem(2)
@@ -950,7 +950,7 @@ def check_cost_prediction(fn: Callable[..., dict[str, float]]) -> bool:
 
 def _rprop_reference(kind: str = "") -> Callable[[Tensor, Tensor, Tensor, dict], tuple[Tensor, dict]]:
     """iRprop+'s step as ``optimize(optimizer="rprop")`` takes it, or one of the checker's typical mistakes."""
-    from opticam_lib.methods.opticam import RPROP_ETAS, RPROP_STEPS, RPROP_ZERO
+    from opticam_lib.methods.opti_cam import RPROP_ETAS, RPROP_STEPS, RPROP_ZERO
 
     up, down = RPROP_ETAS[::-1] if kind == "swapped" else RPROP_ETAS
 
@@ -980,8 +980,8 @@ def _rprop_reference(kind: str = "") -> Callable[[Tensor, Tensor, Tensor, dict],
 
 def _rprop_run(step_fn: Callable, clf, images: Tensor, targets: Tensor, iterations: int) -> Tensor:
     """Opti-CAM's loop with ``step_fn`` as the optimiser's step: the final u."""
-    from opticam_lib.methods.features import features
-    from opticam_lib.methods.opticam import compute_objective, saliency_map
+    from opticam_lib.methods.feature_pass import features
+    from opticam_lib.methods.opti_cam import compute_objective, saliency_map
 
     acts, _ = features(clf, images)
     size = tuple(images.shape[-2:])
@@ -1022,7 +1022,7 @@ def check_rprop_step(fn: Callable[[Tensor, Tensor, Tensor, dict], tuple[Tensor, 
     tol=None)`` to within 1e-5; typical mistakes (Rprop+ that always undoes, iRprop- that never does, the
     gradient's size, descent, no clamp, swapped factors, a stored gradient not zeroed after a flip) are named.
     """
-    from opticam_lib.methods.opticam import optimize
+    from opticam_lib.methods.opti_cam import optimize
 
     iterations = 12
     clf, images, targets = _tiny_problem(3)

@@ -22,7 +22,7 @@ from opticam_lib.inputs import validate_images, validate_maps, validate_targets
 from opticam_lib.methods.registry import PROGRESS_METHODS, display_name
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
-from opticam_lib.metrics.evaluate import Evaluation
+from opticam_lib.metrics.evaluation import Evaluation
 from opticam_lib.metrics.more_metrics import (
     AOPC_PATCH_SIZE,
     AOPC_REGIONS,

@@ -306,9 +306,9 @@ def pipeline_figure(
     """
     from matplotlib.patches import ConnectionPatch
 
-    from opticam_lib.methods.features import features
+    from opticam_lib.methods.feature_pass import features
     from opticam_lib.methods.maps import combine
-    from opticam_lib.methods.opticam import optimize
+    from opticam_lib.methods.opti_cam import optimize
 
     if (
         not isinstance(image, Tensor)

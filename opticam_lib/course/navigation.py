@@ -68,7 +68,7 @@ COURSE: tuple[Chapter, ...] = (
     Chapter(
         "03_opti_cam.ipynb",
         "Opti-CAM",
-        "the weights optimised by gradient ascent on the masked logit, run to convergence",
+        "the weights optimised by gradient ascent on the masked logit, for the paper's 100 iterations (close to convergence)",
         "§3, eq. 5-12",
     ),
     Chapter(
@@ -92,7 +92,7 @@ COURSE: tuple[Chapter, ...] = (
     Chapter(
         "07_ablations.ipynb",
         "ablations",
-        "objectives, normalisations, layers, learning rate and iterations, target class, at convergence",
+        "objectives, normalisations, layers, learning rate and iterations, target class, each after 100 iterations",
         "§5.5, App. C, F, H",
     ),
     Chapter(

@@ -535,7 +535,7 @@ QUIZZES: dict[str, tuple[Question, ...]] = {
             tolerance=1e-6,
             hint="What is 1 / (1 + e^(−a)) for the smallest possible a?",
             explanation="σ(0) = 0.5: every pixel keeps at least half of its value, so the mask cannot hide "
-            "anything, which is why sigmoid normalisation has the worst AD.",
+            "anything, which is why sigmoid normalisation has the worst AD of the Mask rows.",
         ),
         Question(
             "The Diff objective (eq. 19) is −|g(x) − g(x ⊙ s)|. Why can it never give a large AG?",

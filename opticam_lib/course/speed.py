@@ -27,9 +27,9 @@ from torch import Tensor
 
 from opticam_lib.hooks import capture, eval_mode, frozen
 from opticam_lib.inputs import Targets, prepare, validate_positive_int
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.methods.masking import channel_scores
-from opticam_lib.methods.opticam import OptiCAMResult, optimize, saliency_map, select
+from opticam_lib.methods.opti_cam import OptiCAMResult, optimize, saliency_map, select
 from opticam_lib.models.classifier import Classifier
 
 if TYPE_CHECKING:  # annotations only: matplotlib is imported where it is used

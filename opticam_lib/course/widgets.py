@@ -22,7 +22,7 @@ from opticam_lib.course.figures import opticam_panel
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_choice, validate_positive_int, validate_targets
 from opticam_lib.methods.maps import NORMALIZATIONS
-from opticam_lib.methods.opticam import DEFAULT_LR, OBJECTIVES, OptiCAMResult, optimize
+from opticam_lib.methods.opti_cam import DEFAULT_LR, OBJECTIVES, OptiCAMResult, optimize
 from opticam_lib.metrics.classification import class_probability
 from opticam_lib.models.classifier import Classifier
 

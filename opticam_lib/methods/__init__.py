@@ -2,10 +2,10 @@
 images (N, 3, H, W) float in [0, 1] -> maps (N, 1, H, W) float in [0, 1].
 
 - ``maps``: the combination h(sum_k w_k A^k), upsampling, normalisations (eq. 1, 4, 16-18);
-- ``features``: the feature pass (A^k, and dy_c/dA^k);
-- ``cam``: CAM and the gradient family (eq. 1-2); ``masking``: Score-CAM, Ablation-CAM, Fake-CAM (eq. 3-4);
-- ``opticam``: Opti-CAM (eq. 5-12, 19, and A1, A2 of appendix F.2); ``extremal``: Extremal Perturbations; ``attribution``: LIME and
-  GradientShap (Captum); ``attention``: raw attention and rollout for transformers; ``tibav``: Chefer et al.'s
+- ``feature_pass``: the feature pass (A^k, and dy_c/dA^k);
+- ``cam_family``: CAM and the gradient family (eq. 1-2); ``masking``: Score-CAM, Ablation-CAM, Fake-CAM (eq. 3-4);
+- ``opti_cam``: Opti-CAM (eq. 5-12, 19, and A1, A2 of appendix F.2); ``extremal``: Extremal Perturbations; ``attribution``: LIME and
+  GradientShap (Captum); ``attention``: raw attention and rollout for transformers; ``relevance``: Chefer et al.'s
   transformer attribution (TIBAV, LRP relevances or the gradient-weighted attention);
 - ``registry``: one record per method (name, display name, cost, takes a layer, shows progress).
 """
@@ -32,7 +32,7 @@ from opticam_lib.methods.attribution import (
     lime_kernel,
     weighted_ridge,
 )
-from opticam_lib.methods.cam import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
+from opticam_lib.methods.cam_family import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
 from opticam_lib.methods.extremal import (
     COLDNESS,
     JITTERS,
@@ -48,10 +48,10 @@ from opticam_lib.methods.extremal import (
     optimize_extremal,
     perturbation_pyramid,
 )
-from opticam_lib.methods.features import activations_and_gradients, features
+from opticam_lib.methods.feature_pass import activations_and_gradients, features
 from opticam_lib.methods.maps import NORMALIZATIONS, Normalization, combine, normalize, to_saliency, upsample
 from opticam_lib.methods.masking import ablationcam, fakecam, scorecam
-from opticam_lib.methods.opticam import (
+from opticam_lib.methods.opti_cam import (
     INITS,
     OBJECTIVES,
     OPTIMIZERS,
@@ -77,7 +77,7 @@ from opticam_lib.methods.registry import (
     explain,
     get_method,
 )
-from opticam_lib.methods.tibav import TIBAV_VARIANTS, TIBAVResult, tibav, tibav_relevance
+from opticam_lib.methods.relevance import TIBAV_VARIANTS, TIBAVResult, tibav, tibav_relevance
 
 __all__ = [
     "BASELINES",

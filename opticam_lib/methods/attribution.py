@@ -1,6 +1,6 @@
 """Two model-agnostic baselines of the paper's Tables 1-3, via Captum: GradientShap [25] and LIME [24].
 
-Same calling convention as ``opticam_lib.methods.cam``: ``method(classifier, images, targets=None, **options)`` with
+Same calling convention as ``opticam_lib.methods.cam_family``: ``method(classifier, images, targets=None, **options)`` with
 images (N, 3, H, W) float in [0, 1], one class per image (None: the predicted class), and maps (N, 1, H, W)
 float in [0, 1] at input resolution. Neither method looks inside the network: both explain the input pixels.
 

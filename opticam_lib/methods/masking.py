@@ -1,6 +1,6 @@
 """Masking-based maps: Score-CAM (eq. 3-4), Ablation-CAM, and Fake-CAM (the trivial map of Poppi et al. 2021).
 
-Same calling convention as ``opticam_lib.methods.cam``: ``method(classifier, images, targets=None, **options)`` returns
+Same calling convention as ``opticam_lib.methods.cam_family``: ``method(classifier, images, targets=None, **options)`` returns
 (N, 1, H, W) float in [0, 1].
 """
 
@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen, replace_output
 from opticam_lib.inputs import Targets, prepare, validate_images, validate_positive_int, validate_targets
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.methods.maps import combine, normalize, to_saliency, upsample
 from opticam_lib.models.classifier import Classifier
 

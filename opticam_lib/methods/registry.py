@@ -17,11 +17,11 @@ from torch import Tensor
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import Targets
 from opticam_lib.methods.attribution import gradientshap, lime
-from opticam_lib.methods.cam import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
+from opticam_lib.methods.cam_family import cam, gradcam, gradcampp, hirescam, layercam, xgradcam
 from opticam_lib.methods.extremal import extremal_perturbation
 from opticam_lib.methods.masking import ablationcam, fakecam, scorecam
-from opticam_lib.methods.opticam import opticam
-from opticam_lib.methods.tibav import tibav
+from opticam_lib.methods.opti_cam import opticam
+from opticam_lib.methods.relevance import tibav
 from opticam_lib.models.classifier import Classifier
 
 Method = Callable[..., Tensor]

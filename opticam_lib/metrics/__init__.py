@@ -1,5 +1,5 @@
 """The metrics: AD, AI, AG (eq. 13-15) in ``classification``; insertion and deletion in ``curves``;
-``evaluate`` (the Table 1 layout); localisation (appendix B) in ``localization``; the sanity checks
+``evaluate`` (the Table 1 layout) in ``evaluation``; localisation (appendix B) in ``localization``; the sanity checks
 (appendix G) in ``sanity``; Table 4's AOPC, Max-Sensitivity (through Quantus) and ADCC in ``more_metrics``.
 """
 
@@ -14,7 +14,7 @@ from opticam_lib.metrics.classification import (
     masked_probabilities,
 )
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
-from opticam_lib.metrics.evaluate import Evaluation, evaluate, format_table, save_json
+from opticam_lib.metrics.evaluation import Evaluation, evaluate, format_table, save_json
 from opticam_lib.metrics.localization import (
     BOXACC_IOUS,
     BOXACC_THRESHOLDS,

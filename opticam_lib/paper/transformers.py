@@ -12,7 +12,7 @@ from opticam_lib.inputs import Targets
 from opticam_lib.methods.attention import raw_attention, rollout
 from opticam_lib.models.classifier import Classifier
 
-#: Table 2's rows, in the paper's order, as (the paper's name, method); TIBAV is ``methods/tibav.py`` (the CVPR
+#: Table 2's rows, in the paper's order, as (the paper's name, method); TIBAV is ``methods/relevance.py`` (the CVPR
 #: 2021 LRP variant, its default).
 TABLE2_METHODS: tuple[tuple[str, str], ...] = (
     ("Fake-CAM", "fakecam"),
@@ -58,10 +58,10 @@ def table2(
         iterations, lr: Opti-CAM's settings (the paper: 100 and 0.1).
         progress: print one line per method as it finishes.
     Returns:
-        a list of ``opticam_lib.metrics.evaluate.Evaluation``, one per method, ``method`` set to the paper's name, maps
+        a list of ``opticam_lib.metrics.evaluation.Evaluation``, one per method, ``method`` set to the paper's name, maps
         (N, 1, H, W) kept when ``keep_maps``.
     """
-    from opticam_lib.metrics.evaluate import evaluate
+    from opticam_lib.metrics.evaluation import evaluate
 
     known = {paper: lib for paper, lib in TABLE2_METHODS}
     known.update({lib: lib for _, lib in TABLE2_METHODS})

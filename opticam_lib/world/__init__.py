@@ -39,7 +39,6 @@ report), ``__main__`` (the command line above). Importing it reads no file; weig
 loaded, timm is imported when a ViT is built and tqdm when a model is trained.
 """
 
-from opticam_lib.world.evidence import MASS_PARTS, Evidence, MapMass, evidence, map_mass
 from opticam_lib.world.networks import (
     MODELS,
     WorldCNN,
@@ -50,6 +49,7 @@ from opticam_lib.world.networks import (
     make_classifier,
     weights_file,
 )
+from opticam_lib.world.reliance import MASS_PARTS, Evidence, MapMass, evidence, map_mass
 from opticam_lib.world.scenes import (
     COLOURS,
     CONDITIONS,

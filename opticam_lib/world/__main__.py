@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from opticam_lib.paths import atomic_write
-from opticam_lib.world.evidence import evidence
 from opticam_lib.world.networks import DATA_DIR
+from opticam_lib.world.reliance import evidence
 from opticam_lib.world.scenes import WorldConfig, generator_speed
 from opticam_lib.world.training import (
     DEFAULT_STEPS,

@@ -18,8 +18,8 @@ from torch import nn
 
 from opticam_lib.models.classifier import Classifier, InputNormalized
 from opticam_lib.paths import atomic_write
-from opticam_lib.world.evidence import class_probabilities, evidence
 from opticam_lib.world.networks import DATA_DIR, build_network, classifier_from_checkpoint
+from opticam_lib.world.reliance import class_probabilities, evidence
 from opticam_lib.world.scenes import WorldConfig, batch_at, derive_seed, generate
 
 REPORT_PATH = DATA_DIR / "world_report.json"

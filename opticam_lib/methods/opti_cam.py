@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
 from opticam_lib.inputs import Targets, prepare, require_autograd, validate_choice, validate_positive_int
-from opticam_lib.methods.features import features
+from opticam_lib.methods.feature_pass import features
 from opticam_lib.methods.maps import NORMALIZATIONS, UPSAMPLINGS, combine, resolve_upsampling, to_saliency
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.fast import fast_copy

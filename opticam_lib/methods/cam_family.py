@@ -15,7 +15,7 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import Targets, prepare
-from opticam_lib.methods.features import activations_and_gradients, features
+from opticam_lib.methods.feature_pass import activations_and_gradients, features
 from opticam_lib.methods.maps import combine, to_saliency
 from opticam_lib.models.classifier import Classifier
 
