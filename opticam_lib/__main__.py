@@ -556,6 +556,40 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _refuse_unused_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]
+) -> None:
+    """``explain`` and ``evaluate``: ``--iterations`` and ``--lr`` given when no method takes them (only Opti-CAM
+    does) are an error, as is ``--layer`` when no listed method reads a layer; a method among several that does
+    not read it gets a note (before, the options were silently dropped)."""
+    from opticam_lib.methods.registry import LAYER_METHODS
+
+    if args.command == "explain":
+        methods = [args.method]
+    elif args.command == "evaluate":
+        methods = list(args.methods)
+    else:
+        return
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    if "opticam" not in methods:
+        for flag in ("--iterations", "--lr"):
+            if flag in given:
+                parser.error(
+                    f"{flag} applies to Opti-CAM only, and the methods here ({', '.join(methods)}) do not take it"
+                )
+    if args.command == "evaluate" and args.layer:
+        ignored = [m for m in methods if m not in LAYER_METHODS]
+        if len(ignored) == len(methods):
+            parser.error(
+                f"--layer applies to none of {', '.join(methods)} (they read no feature maps); leave it out"
+            )
+        if ignored:
+            print(
+                f"note: --layer {args.layer} is not used by {', '.join(ignored)} (they read no feature maps)",
+                file=sys.stderr,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run its command; returns the exit code (0 on success,
     2 with a one-line message for an OptiCAM, file system, device or memory error, 130 after Ctrl-C)."""
@@ -568,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.method not in LAYER_METHODS:
             parser.error(f"--layer does not apply to {args.method} (it reads no feature maps); leave it out")
+    _refuse_unused_options(parser, args, sys.argv[1:] if argv is None else argv)
     commands = {
         "explain": cmd_explain,
         "evaluate": cmd_evaluate,

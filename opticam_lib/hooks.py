@@ -85,8 +85,9 @@ def capture(classifier: Classifier, layer: str | None = None) -> Iterator[Captur
 
     def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
         if not isinstance(out, Tensor):
-            raise TypeError(
-                f"layer {layer or classifier.target_layer!r} returns {type(out).__name__}, not a tensor"
+            raise InputError(
+                f"layer {layer or classifier.target_layer!r} returns {type(out).__name__}, not a tensor: choose "
+                "a layer whose output is one tensor (e.g. the module inside it that makes the feature maps)"
             )
         grid = classifier.to_grid(out)
         cap.raw = out

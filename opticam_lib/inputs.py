@@ -35,12 +35,12 @@ def validate_images(images: object, name: str = "images") -> Tensor:
     if images.shape[0] == 0:
         raise InputError(f"{name} is an empty batch")
     if not images.is_floating_point():
-        raise InputError(
-            f"{name} must be float in [0, 1], got dtype {images.dtype} (divide uint8 images by 255)"
-        )
-    if not torch.isfinite(images).all():
+        hint = " (divide uint8 images by 255)" if images.dtype == torch.uint8 else ""
+        raise InputError(f"{name} must be float in [0, 1], got dtype {images.dtype}{hint}")
+    images_seen = images.detach()  # the checks below need no graph (and a float() of a leaf would warn)
+    if not torch.isfinite(images_seen).all():
         raise InputError(f"{name} contains NaN or infinite values")
-    lo, hi = float(images.min()), float(images.max())
+    lo, hi = float(images_seen.min()), float(images_seen.max())
     if lo < -1e-4 or hi > 1 + 1e-4:
         raise InputError(
             f"{name} must be raw RGB in [0, 1] (the model normalises inside); got values in [{lo:.3g}, {hi:.3g}]"
@@ -117,8 +117,9 @@ def validate_positive_int(value: object, name: str) -> int:
 
 def validate_choice(value: str, name: str, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``; else an ``InputError`` naming ``name`` and listing the choices."""
-    if value not in choices:
-        raise InputError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    if not isinstance(value, str) or value not in choices:  # not a str: an array's `in` would be ambiguous
+        shown = repr(value) if isinstance(value, str) else f"of type {type(value).__name__}"
+        raise InputError(f"unknown {name} {shown}; choose one of: {', '.join(choices)}")
     return value
 
 
@@ -126,6 +127,8 @@ def validate_number(
     value: object, name: str, *, low: float, high: float = math.inf, closed_low: bool
 ) -> float:
     """A real number (not bool) in (low, high) or [low, high), else an InputError naming the interval."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalars: np.float32(0.1)
+        value = value.item()
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = (value >= low if closed_low else value > low) and value < high
@@ -145,10 +148,31 @@ def model_dtype(classifier: Classifier) -> torch.dtype:
     return next((p.dtype for p in classifier.model.parameters() if p.is_floating_point()), torch.float32)
 
 
+def validate_classifier(classifier: object) -> None:
+    """Refuse what is not a ``Classifier``: a bare ``nn.Module``, a model's name, anything else (the library's
+    methods need its target layer, device and class names)."""
+    if isinstance(classifier, torch.nn.Module):
+        raise InputError(
+            f"classifier must be an opticam_lib Classifier, got the torch module {type(classifier).__name__}: wrap "
+            "it with opticam_lib.wrap_classifier(model, target_layer, ...) (or load one with load_classifier)"
+        )
+    if isinstance(classifier, str):
+        raise InputError(
+            f"classifier must be an opticam_lib Classifier, got the string {classifier!r}: load it first with "
+            f"opticam_lib.load_classifier({classifier!r})"
+        )
+    if not all(hasattr(classifier, a) for a in ("model", "device", "target_layer", "validate_logits")):
+        raise InputError(
+            f"classifier must be an opticam_lib Classifier (load_classifier or wrap_classifier), got "
+            f"{type(classifier).__name__}"
+        )
+
+
 def prepare_images(classifier: Classifier, images: object) -> Tensor:
     """Checked images (N, 3, H, W) float in [0, 1] on the model's device in the model's float dtype (float64 or
     float16 input would otherwise fail in the first convolution, or silently change precision); a transformer's
     fixed input size checked."""
+    validate_classifier(classifier)
     images = validate_images(images).to(classifier.device, dtype=model_dtype(classifier))
     size = (classifier.input_size, classifier.input_size)
     if classifier.prefix_tokens is not None and tuple(images.shape[-2:]) != size:

@@ -264,3 +264,29 @@ def test_finetune_refuses_a_negative_worker_count(tmp_path):
 
     with pytest.raises(InputError, match="workers must be a non-negative integer"):
         finetune(FinetuneConfig(dataset="chest-xray", model="world_cnn", root=str(tmp_path), workers=-1))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["explain", "x.png", "--method", "gradcam", "--iterations", "5"],
+            "--iterations applies to Opti-CAM only",
+        ),
+        (["explain", "x.png", "--method", "experturbation", "--lr=-5"], "--lr applies to Opti-CAM only"),
+        (["evaluate", "--methods", "fakecam,gradcam", "--lr", "0.5"], "--lr applies to Opti-CAM only"),
+        (["evaluate", "--methods", "cam,fakecam", "--layer", "conv_head"], "--layer applies to none of cam"),
+    ],
+)
+def test_options_no_listed_method_takes_are_usage_errors_not_silently_dropped(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_layer_some_listed_methods_ignore_gets_a_note(capsys, monkeypatch):
+    import opticam_lib.__main__ as cli
+
+    monkeypatch.setattr(cli, "cmd_evaluate", lambda args: 0)  # the options are checked before any work
+    assert main(["evaluate", "--methods", "fakecam,gradcam", "--layer", "blocks.6"]) == 0
+    assert "note: --layer blocks.6 is not used by fakecam" in capsys.readouterr().err

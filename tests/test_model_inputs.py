@@ -376,3 +376,124 @@ def test_the_explorer_runs_on_a_model_with_fewer_than_five_classes():
     clf = load_classifier("world_cnn")
     box = opticam_explorer(clf, load_image_spec("world:2", clf.input_size, clf), iterations=2)
     assert len(box.controls["target"].options) >= 1
+
+
+class OffPath(nn.Module):
+    """A network with a branch its forward pass computes and discards (``aux``): no map can be made of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.aux = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.conv(x))
+        self.aux(a)
+        return self.fc(a.mean((2, 3)))
+
+
+def test_a_layer_that_does_not_reach_the_logits_is_refused_not_mapped_to_zeros():
+    from opticam_lib import gradcampp, layercam
+
+    clf = wrap_classifier(OffPath(), "aux", num_classes=NUM_CLASSES, input_size=SIZE)
+    x = make_images(2)
+    for method in (gradcam, gradcampp, layercam):
+        with pytest.raises(InputError, match="'aux' does not reach the class scores"):
+            method(clf, x, [0, 1])
+    with pytest.raises(InputError, match="does not reach the logits"):
+        ablationcam(clf, x, [0, 1], progress=False)
+    assert gradcam(wrap_classifier(OffPath(), "conv", num_classes=NUM_CLASSES, input_size=SIZE), x).amax() > 0
+
+
+def test_a_layer_after_the_class_token_pooling_is_refused():
+    vit = load_classifier("world_vit")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(InputError, match="does not depend on the feature maps of layer 'norm'"):
+        gradcam(vit, x, [0], layer="norm")
+
+
+def test_the_gradient_family_computes_in_float32_on_a_half_precision_model():
+    """Grad-CAM++'s g^3 overflows float16 (max 65504) when dy/dA is about 47: the map was all zero."""
+    from opticam_lib import gradcampp, layercam
+
+    clf = wrapped(TinyCNN(), linear_head="fc")
+    with torch.no_grad():
+        fc = clf.layer("fc")
+        fc.weight.mul_(3000.0 / float(fc.weight.abs().max()))
+    x = make_images(2)
+    reference = {m: m(clf, x, [0, 1]) for m in (gradcam, gradcampp, layercam, cam)}
+    clf.model.half()
+    for method, expected in reference.items():
+        maps = method(clf, x, [0, 1])
+        assert maps.dtype == torch.float32, method.__name__
+        assert float((maps - expected).abs().max()) < 0.05, method.__name__
+
+
+@pytest.mark.parametrize("bad", ["module", "name", "object"])
+def test_a_model_that_is_not_a_classifier_is_named(bad):
+    from opticam_lib import fakecam
+
+    given = {"module": TinyCNN(), "name": "world_cnn", "object": object()}[bad]
+    hint = {"module": "wrap_classifier", "name": "load_classifier", "object": "got object"}[bad]
+    x = make_images(1)
+    for call in (lambda: gradcam(given, x), lambda: evaluate(given, "gradcam", x), lambda: fakecam(given, x)):
+        with pytest.raises(InputError, match=hint):
+            call()
+
+
+def test_evaluate_runs_inside_inference_mode_for_methods_without_gradients():
+    clf = wrapped(TinyCNN(), linear_head="fc")
+    x = make_images(2)
+    with torch.inference_mode():
+        row = evaluate(clf, "fakecam", x, [0, 1])
+        with pytest.raises(InputError, match="inference_mode"):
+            evaluate(clf, "gradcam", x, [0, 1])
+    assert row.AD == evaluate(clf, "fakecam", x, [0, 1]).AD
+
+
+def test_opticam_options_of_the_wrong_type_get_an_input_error():
+    import numpy as np
+
+    clf = wrapped(TinyCNN(), linear_head="fc")
+    x = make_images(1)
+    for bad in (np.zeros(4), [0.0] * 4, 3):
+        with pytest.raises(InputError, match="unknown init of type"):
+            optimize(clf, x, [0], init=bad, **FAST)
+    for schedule in (lambda step: 1.0, lambda step, total: "fast"):
+        with pytest.raises(InputError, match="a schedule must be a function"):
+            optimize(clf, x, [0], schedule=schedule, **FAST)
+    assert optimize(clf, x, [0], lr=np.float32(0.1), **FAST).maps.shape == (1, 1, SIZE, SIZE)
+
+
+def test_a_function_or_a_layer_that_returns_a_tuple_is_named():
+    class Pair(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, x
+
+    class Net(TinyCNN):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pair = Pair()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.pool(self.pair(self.features(x))[0]).flatten(1))
+
+    with pytest.raises(InputError, match=r"needs a torch\.nn\.Module, got function"):
+        wrap_classifier(lambda x: x, "features", num_classes=NUM_CLASSES)
+    with pytest.raises(InputError, match="'pair' returns tuple, not a tensor"):
+        gradcam(wrapped(Net(), "pair"), make_images(1))
+
+
+def test_small_input_slips_get_input_errors():
+    import warnings
+
+    clf = wrapped(TinyCNN(), linear_head="fc")
+    with pytest.raises(InputError, match="unknown model"):
+        load_classifier(["world_cnn"])
+    with pytest.raises(InputError, match=r"got dtype torch.int64$"):
+        gradcam(clf, torch.zeros(1, 3, SIZE, SIZE, dtype=torch.long))
+    x = make_images(1).requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the range check read a leaf that requires grad: torch warned
+        gradcam(clf, x)

@@ -35,7 +35,10 @@ def cam(classifier: Classifier, images: Tensor, targets: Targets = None) -> Tens
     images, targets = prepare(classifier, images, targets)
     head = classifier.layer(classifier.linear_head)
     acts, _ = features(classifier, images)
-    weight = head.weight.detach()
+    acts = acts.to(
+        torch.promote_types(acts.dtype, torch.float32)
+    )  # as the gradient family: no half precision
+    weight = head.weight.detach().to(acts.dtype)
     if weight.shape[1] != acts.shape[1]:
         raise InputError(
             f"linear head {classifier.linear_head!r} has {weight.shape[1]} inputs but layer "

@@ -47,8 +47,12 @@ def activations_and_gradients(
         images: (N, 3, H, W) float in [0, 1] (checked by the caller).
         targets: (N,) long, class c of each image.
     Returns:
-        A (N, K, h, w), dy_c/dA (N, K, h, w), logits (N, C); all detached.
+        A (N, K, h, w), dy_c/dA (N, K, h, w), in float32 at least (a float16 or bfloat16 model's maps would
+        overflow in Grad-CAM++'s g^3), and the logits (N, C); all detached.
         Parameters are frozen during the pass, so no ``.grad`` is left anywhere.
+    Raises:
+        InputError: the layer's output does not reach the logits, or some image's class score does not depend on
+            it (a gradient exactly 0); the gradients are not finite.
     """
     require_autograd("a gradient-based map (Grad-CAM and its family)")
     x = images.to(classifier.device).detach().clone().requires_grad_(True)
@@ -56,10 +60,26 @@ def activations_and_gradients(
         logits = classifier.validate_logits(classifier.model(x))
         score = logits.gather(1, targets[:, None]).sum()
         activations = _once(cap, classifier, layer)
-        (grads,) = torch.autograd.grad(score, activations)
+        (grads,) = torch.autograd.grad(score, activations, allow_unused=True)
+    name = layer or classifier.target_layer
+    if grads is None:
+        raise InputError(
+            f"the output of layer {name!r} does not reach the class scores of model {classifier.name!r} (a branch "
+            "the forward pass discards): a gradient-based map of it would be meaningless; choose a layer on the "
+            "path to the logits"
+        )
     if not bool(torch.isfinite(grads).all()):
         raise InputError(
             f"the gradients of the class scores of model {classifier.name!r} at its layer are NaN or infinite: "
             "check the model before explaining it"
         )
-    return activations.detach(), grads.detach(), logits.detach()
+    flat = grads.flatten(1)
+    dead = [i for i in range(flat.shape[0]) if not bool(flat[i].any())]
+    if dead:
+        raise InputError(
+            f"the class score of image(s) {dead} does not depend on the feature maps of layer {name!r} of model "
+            f"{classifier.name!r} (its gradient there is exactly 0, e.g. a layer after a transformer's class-token "
+            "pooling, or a branch that is cut): a gradient-based map would be all zero; choose an earlier layer"
+        )
+    dtype = torch.promote_types(activations.dtype, torch.float32)  # float16/bfloat16 would overflow in g^3
+    return activations.detach().to(dtype), grads.detach().to(dtype), logits.detach()

@@ -12,7 +12,14 @@ from tqdm.auto import tqdm
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen, replace_output
-from opticam_lib.inputs import Targets, prepare, validate_images, validate_positive_int, validate_targets
+from opticam_lib.inputs import (
+    Targets,
+    prepare,
+    validate_classifier,
+    validate_images,
+    validate_positive_int,
+    validate_targets,
+)
 from opticam_lib.methods.feature_pass import features
 from opticam_lib.methods.maps import combine, normalize, to_saliency, upsample
 from opticam_lib.models.classifier import Classifier
@@ -168,6 +175,13 @@ def ablationcam(
         weights = ablation_weights(
             classifier, images, targets, acts, logits, layer, batch_size=batch_size, progress=progress
         )
+        dead = [i for i in range(weights.shape[0]) if not bool(weights[i].any())]
+        if dead:
+            raise InputError(
+                f"zeroing any channel of layer {layer or classifier.target_layer!r} leaves the class score of "
+                f"image(s) {dead} unchanged: the layer does not reach the logits of {classifier.name!r} (a branch "
+                "the forward pass discards?), so Ablation-CAM's map would be all zero; choose a layer on the path"
+            )
     return to_saliency(combine(weights, acts, "relu"), tuple(images.shape[-2:]))
 
 
@@ -178,8 +192,10 @@ def fakecam(classifier: Classifier | None, images: Tensor, targets: Targets = No
     exposes it. Returns (N, 1, H, W) in {0, 1}.
     """
     images = validate_images(images)
-    if classifier is not None and targets is not None:  # ignored, but a wrong call is still a wrong call
-        validate_targets(targets, classifier, images)
+    if classifier is not None:  # ignored, but a wrong call is still a wrong call
+        validate_classifier(classifier)
+        if targets is not None:
+            validate_targets(targets, classifier, images)
     maps = torch.ones(images.shape[0], 1, *images.shape[-2:], device=images.device)
     maps[:, :, 0, 0] = 0
     return maps

@@ -108,7 +108,13 @@ def lr_factor(schedule: Schedule, step: int, total: int) -> float:
     - a callable ``f(step, total) -> float`` (non-negative) for anything else.
     """
     if callable(schedule):
-        factor = float(schedule(step, total))
+        try:
+            factor = float(schedule(step, total))
+        except (TypeError, ValueError) as err:  # wrong signature, or not a number
+            raise InputError(
+                "a schedule must be a function (step, total) -> float factor of the learning rate; calling it "
+                f"at step {step} raised {type(err).__name__}: {err}"
+            ) from err
         if not math.isfinite(factor) or factor < 0:
             raise InputError(
                 f"a schedule must return a finite non-negative factor, got {factor!r} at step {step}"
@@ -356,6 +362,8 @@ def optimize(
     validate_choice(upsampling, "upsampling", (*UPSAMPLINGS, "auto"))
     if lr is None:
         lr = DEFAULT_LR[optimizer]
+    if hasattr(lr, "item") and getattr(lr, "ndim", None) == 0:  # a NumPy or torch scalar: np.float32(0.1)
+        lr = lr.item()
     if not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
         raise InputError(f"lr must be a positive number, got {lr!r}")
     if optimizer == "rprop" and schedule != "constant":

@@ -164,6 +164,11 @@ def score_maps(
 def warm_up(classifier: Classifier, images: Tensor) -> None:
     """One untimed forward and backward pass to ``images`` ((n, 3, H, W) float in [0, 1]) with the classifier's
     parameters frozen and in eval mode (both restored): the one-off costs of a first pass are paid here."""
+    if torch.is_inference_mode_enabled():  # no backward possible: the forward pass alone (a method that needs
+        with frozen(classifier.model):  # gradients says so itself)
+            classifier.validate_logits(classifier.model(images.to(classifier.device)))
+        _sync(classifier.device)
+        return
     x = images.to(classifier.device).detach().requires_grad_(True)
     with frozen(classifier.model), torch.enable_grad():  # also under a caller's torch.no_grad()
         out = classifier.validate_logits(classifier.model(x))

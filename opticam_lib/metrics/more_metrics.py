@@ -72,7 +72,7 @@ from torch import Tensor, nn
 from opticam_lib.errors import InputError, MissingDependencyError
 from opticam_lib.hooks import frozen
 from opticam_lib.inputs import validate_images, validate_maps, validate_positive_int, validate_targets
-from opticam_lib.methods.registry import Method, display_name, get_method
+from opticam_lib.methods.registry import Method, display_name, get_method, validate_options
 from opticam_lib.metrics.classification import class_probability, drops
 from opticam_lib.models.classifier import IMAGENET_STD, Classifier
 
@@ -270,6 +270,7 @@ def _explainer(classifier: Classifier, method: str | Method, options: dict) -> C
     """Quantus' ``explain_func``: Quantus passes the bare ``nn.Module`` and the noisy images as NumPy; we run the
     method on our ``Classifier`` (closed over here) after clamping away float round-off outside [0, 1]."""
     fn = get_method(method)
+    validate_options(fn, options, display_name(method))
 
     def explain(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **_: Any) -> np.ndarray:
         x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=classifier.device).clamp(0, 1)
@@ -320,6 +321,7 @@ def max_sensitivity(
     samples = validate_positive_int(samples, "samples")
     bounds = noise_bounds(lower_bound, units)
     fn = get_method(method)
+    validate_options(fn, options, display_name(method))
     if maps is None:
         maps = fn(classifier, images, targets, **options).detach()
         maps = validate_maps(maps, images, name=f"the maps of {display_name(method)}")
@@ -439,6 +441,7 @@ def adcc(
     """
     images, maps, targets = _checked(classifier, images, maps, targets)
     fn = get_method(method)
+    validate_options(fn, options, display_name(method))
     if maps is None:
         maps = validate_maps(fn(classifier, images, targets, **options).detach(), images)
     masked = images * maps
@@ -488,6 +491,7 @@ def table4_scores(
         require_quantus()  # before any work
     images, maps, targets = _checked(classifier, images, maps, targets)
     fn = get_method(method)
+    validate_options(fn, options, display_name(method))
     if maps is None:
         maps = validate_maps(fn(classifier, images, targets, **options).detach(), images)
     out: dict[str, Tensor] = {}

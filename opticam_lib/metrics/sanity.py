@@ -306,6 +306,8 @@ def parameter_randomization_test(
     fn = get_method(method)
     images = validate_images(images)
     targets = validate_targets(targets, classifier, images.to(classifier.device)).cpu()
+    if isinstance(layers, str):  # list("fc") would be the layers "f" and "c"
+        raise InputError(f"layers must be a list of layer names from the top down, got the string {layers!r}")
     layers = default_cascade(classifier) if layers is None else list(layers)
     steps, maps = [], []
     for step, clf in cascading_randomization(classifier, layers, seed):

@@ -245,6 +245,11 @@ def wrap_classifier(
     its own passes and restores the flags it found. Call ``net.eval()`` yourself before calling
     ``classifier.model`` directly.
     """
+    if not isinstance(net, nn.Module):
+        raise InputError(
+            f"wrap_classifier needs a torch.nn.Module, got {type(net).__name__} (wrap a function in a Module "
+            "whose forward calls it)"
+        )
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
         raise InputError(
             f"input_size must be a positive integer (the side of the square input), got {input_size!r}"

@@ -90,7 +90,7 @@ def load_classifier(
         InputError: unknown name (the message lists the known ones).
         MissingWeightsError: weights not downloaded (the message gives the fetch command).
     """
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise InputError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
     spec = _REGISTRY[name]
     clf = spec.resolve()(normalize=normalize, pretrained=pretrained, **spec.options)
