@@ -49,6 +49,10 @@ def _methods_arg(text: str) -> list[str]:
     return keys  # the registry's names: "GradCAM", "grad-cam++" -> "gradcam", "gradcampp"
 
 
+#: ``--lr``'s default: Opti-CAM's learning rate in the paper (a value other than this one means it was given)
+CLI_LR = 0.1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from opticam_lib.methods.registry import METHODS
 
@@ -72,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--iterations", type=int, default=None, help="Opti-CAM iterations (default: 100, the paper's)"
         )
-        p.add_argument("--lr", type=float, default=0.1, help="Opti-CAM learning rate (default: %(default)s)")
+        p.add_argument(
+            "--lr", type=float, default=CLI_LR, help="Opti-CAM learning rate (default: %(default)s)"
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     ex = sub.add_parser(
@@ -556,9 +562,7 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _refuse_unused_options(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]
-) -> None:
+def _refuse_unused_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``explain`` and ``evaluate``: ``--iterations`` and ``--lr`` given when no method takes them (only Opti-CAM
     does) are an error, as is ``--layer`` when no listed method reads a layer; a method among several that does
     not read it gets a note (before, the options were silently dropped)."""
@@ -570,7 +574,12 @@ def _refuse_unused_options(
         methods = list(args.methods)
     else:
         return
-    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    # from the parsed values, not argv: argparse also takes abbreviations (--iter 5)
+    given = {
+        flag
+        for flag, on in (("--iterations", args.iterations is not None), ("--lr", args.lr != CLI_LR))
+        if on
+    }
     if "opticam" not in methods:
         for flag in ("--iterations", "--lr"):
             if flag in given:
@@ -602,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.method not in LAYER_METHODS:
             parser.error(f"--layer does not apply to {args.method} (it reads no feature maps); leave it out")
-    _refuse_unused_options(parser, args, sys.argv[1:] if argv is None else argv)
+    _refuse_unused_options(parser, args)
     commands = {
         "explain": cmd_explain,
         "evaluate": cmd_evaluate,

@@ -324,9 +324,11 @@ def _reduce(im: Image.Image, least: int) -> Image.Image:
         return im
     if im.mode == "P":  # palette indices cannot be averaged
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode.startswith("I;16"):  # reduce does not take 16-bit modes; 32-bit integers keep every value
+        im = im.convert("I")
     try:
         return im.reduce(factor)
-    except (ValueError, NotImplementedError):  # a mode reduce does not support (e.g. I;16): keep full size
+    except (ValueError, NotImplementedError):  # a mode reduce does not support: keep full size
         return im
 
 

@@ -275,3 +275,19 @@ def test_no_module_is_hidden_by_a_name_its_package_exports(package):
         if not isinstance(attribute, types.ModuleType):
             hidden.append(f"{info.name} is hidden by {parent}.{leaf}, a {type(attribute).__name__}")
     assert not hidden, "\n".join(hidden)
+
+
+def test_the_old_module_names_still_import():
+    """Saved notebooks of the course import from the modules' names before the renaming."""
+    import importlib
+
+    old = {
+        "opticam_lib.methods.opticam": "opti_cam",
+        "opticam_lib.methods.cam": "cam_family",
+        "opticam_lib.methods.features": "feature_pass",
+        "opticam_lib.methods.tibav": "relevance",
+        "opticam_lib.metrics.evaluate": "evaluation",
+        "opticam_lib.world.evidence": "reliance",
+    }
+    for name, new in old.items():
+        assert importlib.import_module(name).__name__.endswith("." + new), name

@@ -432,3 +432,11 @@ def test_real_classifier_both_methods(real_classifier, real_images):
         assert maps.shape == (1, 1, 224, 224) and maps.min() >= 0 and float(maps.max()) == 1.0
         assert float((maps > 0).float().mean()) < 1  # not a constant map
     assert len(torch.unique(lm)) <= 49  # one value per 32 x 32 superpixel (7 x 7) at most
+
+
+def test_lime_refuses_settings_that_can_only_give_a_flat_map(tiny_cnn, images):
+    pytest.importorskip("captum")
+    with pytest.raises(InputError, match="one superpixel"):
+        lime(tiny_cnn, images[:1], [0], cell=images.shape[-1])
+    with pytest.raises(InputError, match="needs at least 2"):
+        lime(tiny_cnn, images[:1], [0], n_samples=1)

@@ -275,6 +275,7 @@ def test_finetune_refuses_a_negative_worker_count(tmp_path):
         ),
         (["explain", "x.png", "--method", "experturbation", "--lr=-5"], "--lr applies to Opti-CAM only"),
         (["evaluate", "--methods", "fakecam,gradcam", "--lr", "0.5"], "--lr applies to Opti-CAM only"),
+        (["explain", "x.png", "--method", "gradcam", "--iter", "5"], "--iterations applies to Opti-CAM only"),
         (["evaluate", "--methods", "cam,fakecam", "--layer", "conv_head"], "--layer applies to none of cam"),
     ],
 )

@@ -548,3 +548,22 @@ def test_a_large_image_is_reduced_before_it_becomes_floats(tmp_path):
 def test_a_path_that_is_not_a_path_is_named(path):
     with pytest.raises(InputError, match="an image path must be a str or a Path"):
         load_image(path)
+
+
+def test_a_large_16_bit_image_is_reduced_before_it_is_converted(tmp_path):
+    """PIL's reduce refuses 16-bit modes, so an 8000 x 8000 16-bit file went through a full-size float64 array
+    (1.6 GB); it is now reduced as 32-bit integers first, with the same values."""
+    from opticam_lib.images import _reduce
+
+    a = np.zeros((512, 512), dtype=np.uint16)
+    a[:, :256] = 32768
+    im = Image.fromarray(a)
+    assert im.mode == "I;16"
+    small = _reduce(im, 64)
+    assert small.size == (64, 64) and small.mode == "I"
+    path = tmp_path / "gray16.png"
+    im.save(path)
+    x = load_image(path, size=32)
+    assert x.shape == (3, 32, 32)
+    assert float(x[:, :, :8].mean()) == pytest.approx(32768 / 65535, abs=1e-4)
+    assert float(x[:, :, -8:].max()) == 0.0

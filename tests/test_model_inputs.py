@@ -406,11 +406,29 @@ def test_a_layer_that_does_not_reach_the_logits_is_refused_not_mapped_to_zeros()
     assert gradcam(wrap_classifier(OffPath(), "conv", num_classes=NUM_CLASSES, input_size=SIZE), x).amax() > 0
 
 
-def test_a_layer_after_the_class_token_pooling_is_refused():
+def test_a_layer_the_class_score_does_not_depend_on_gets_a_warning():
+    """A ViT's patch tokens after its last block reach nothing but themselves (notebook 10 teaches this): the map is
+    all zero, truly, and the user is told why."""
     vit = load_classifier("world_vit")
-    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(InputError, match="does not depend on the feature maps of layer 'norm'"):
-        gradcam(vit, x, [0], layer="norm")
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(
+        UserWarning, match=r"image\(s\) \[0, 1\] does not depend on the feature maps of layer 'norm'"
+    ) as seen:
+        maps = gradcam(vit, x, [0, 1], layer="norm")
+    assert float(maps.max()) == 0.0
+    assert seen[0].filename == __file__  # the warning points at the caller's line, not inside the library
+    with pytest.warns(UserWarning, match="does not depend") as seen:
+        evaluate(vit, "gradcam", x, [0, 1], layer="norm")
+    assert seen[0].filename == __file__
+
+
+def test_ablation_cam_warns_for_an_image_whose_feature_maps_are_silent(tiny_cnn):
+    x = make_images(2)
+    with torch.no_grad():  # a ReLU layer silent for any image in [0, 1]: no channel has anything to ablate
+        tiny_cnn.layer("features.2").bias.fill_(-100.0)
+    with pytest.warns(UserWarning, match=r"Ablation-CAM: .* image\(s\) \[0, 1\] unchanged"):
+        maps = ablationcam(tiny_cnn, x, [0, 1], progress=False)
+    assert float(maps.max()) == 0.0
 
 
 def test_the_gradient_family_computes_in_float32_on_a_half_precision_model():
@@ -497,3 +515,11 @@ def test_small_input_slips_get_input_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the range check read a leaf that requires grad: torch warned
         gradcam(clf, x)
+
+
+def test_images_too_small_for_the_network_are_named():
+    clf = load_classifier("world_cnn")
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    for call in (lambda: gradcam(clf, x), lambda: evaluate(clf, "fakecam", x), lambda: clf.predict(x)):
+        with pytest.raises(InputError, match="images of 4 x 4 pixels are too small for this network"):
+            call()

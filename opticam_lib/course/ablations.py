@@ -4,7 +4,7 @@ The paper studies the objective (Mask, Diff, IOMask, IODiff: Tables 6 and A12), 
 sigmoid: eq. 16-18), the layer (Table A13), the learning rate and number of iterations (Fig. A5), the target class
 (ground truth, most probable, second, least: Table A9) and the input normalisation (appendix H, Table A14).
 ``run_grid`` runs any grid of those options over a set of images and returns a tidy table; the plotting
-functions draw it. Opti-CAM itself is ``opticam.optimize``; the metrics are ``metrics.classification_metrics``.
+functions draw it. Opti-CAM itself is ``opti_cam.optimize``; the metrics are ``metrics.classification_metrics``.
 
 Cost: every configuration is one ``optimize`` call, i.e. ``iterations`` x (forward + backward) per image (twice
 the forward batch for IOMask/IODiff). Metrics at intermediate iteration counts (``checkpoints``) come from the

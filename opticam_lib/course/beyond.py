@@ -1,7 +1,7 @@
 """What the paper leaves open, measured (notebook 11): time-to-quality curves of Opti-CAM's optimiser and
 schedule, several classes of one image in one batch, per-image early stopping, and the exercise's checker.
 
-Every study here calls ``opticam.optimize`` (Adam or SGD, constant / cosine / step learning rate, per-image
+Every study here calls ``opti_cam.optimize`` (Adam or SGD, constant / cosine / step learning rate, per-image
 early stop); the quality is the paper's average gain AG (eq. 15), with the average drop AD beside it, measured on
 the maps at regular checkpoints of the optimisation.
 """

@@ -155,3 +155,17 @@ __all__ = [
     "weighted_ridge",
     "xgradcam",
 ]
+
+# The modules' names until 2026-11-29, when each was hidden by the function of the same name that this package
+# re-exports: kept importable so that a saved notebook's ``from opticam_lib.methods.opticam import ...`` still works.
+import sys as _sys
+
+from opticam_lib.methods import cam_family, feature_pass, opti_cam, relevance
+
+for _old, _module in {
+    "opticam": opti_cam,
+    "cam": cam_family,
+    "features": feature_pass,
+    "tibav": relevance,
+}.items():
+    _sys.modules.setdefault(f"{__name__}.{_old}", _module)

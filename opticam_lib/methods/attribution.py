@@ -366,6 +366,16 @@ def lime(
             f"cell={cell} gives {features} superpixels on {h} x {w} images (at most {MAX_SUPERPIXELS}): "
             "use a larger cell"
         )
+    if features < 2:
+        raise InputError(
+            f"cell={cell} gives one superpixel on {h} x {w} images: the surrogate would have one weight and the map "
+            "one value; use a smaller cell"
+        )
+    if n_samples < 2:
+        raise InputError(
+            f"n_samples={n_samples}: LIME's first sample is the image itself, so it needs at least 2 (the official "
+            "default is 1000)"
+        )
     captum_attr = _import_captum("lime")
 
     def probabilities(x: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from opticam_lib.errors import InputError
+from opticam_lib.errors import InputError, warn_caller
 from opticam_lib.hooks import Capture, capture, frozen
 from opticam_lib.inputs import require_autograd
 from opticam_lib.models.classifier import Classifier
@@ -51,8 +51,9 @@ def activations_and_gradients(
         overflow in Grad-CAM++'s g^3), and the logits (N, C); all detached.
         Parameters are frozen during the pass, so no ``.grad`` is left anywhere.
     Raises:
-        InputError: the layer's output does not reach the logits, or some image's class score does not depend on
-            it (a gradient exactly 0); the gradients are not finite.
+        InputError: the layer's output does not reach the logits (a branch the forward pass discards); the
+            gradients are not finite. An image whose class score does not depend on the layer (a gradient
+            exactly 0) gets a ``UserWarning``: its gradient-based maps are all zero.
     """
     require_autograd("a gradient-based map (Grad-CAM and its family)")
     x = images.to(classifier.device).detach().clone().requires_grad_(True)
@@ -75,11 +76,11 @@ def activations_and_gradients(
         )
     flat = grads.flatten(1)
     dead = [i for i in range(flat.shape[0]) if not bool(flat[i].any())]
-    if dead:
-        raise InputError(
+    if dead:  # a true property of the layer (notebook 10 shows it on a ViT's last block), so a warning, not an error
+        warn_caller(
             f"the class score of image(s) {dead} does not depend on the feature maps of layer {name!r} of model "
-            f"{classifier.name!r} (its gradient there is exactly 0, e.g. a layer after a transformer's class-token "
-            "pooling, or a branch that is cut): a gradient-based map would be all zero; choose an earlier layer"
+            f"{classifier.name!r} (the gradient there is exactly 0, e.g. the patch tokens of a transformer's last "
+            "block, which only the class token leaves): a gradient-based map of it is all zero",
         )
     dtype = torch.promote_types(activations.dtype, torch.float32)  # float16/bfloat16 would overflow in g^3
     return activations.detach().to(dtype), grads.detach().to(dtype), logits.detach()

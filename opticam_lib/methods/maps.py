@@ -1,7 +1,7 @@
 """Turning feature maps into saliency maps: the combination (eq. 1), upsampling and normalisation (eq. 4, 16-18).
 
 These are the only homes of those equations; every method uses them. Opti-CAM's eq. (8), the combination with
-softmax(u) as the weights, is ``opticam.saliency_map``, built on ``combine``.
+softmax(u) as the weights, is ``opti_cam.saliency_map``, built on ``combine``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _CPU = torch.device("cpu")
 
 
 def combine(weights: Tensor, activations: Tensor, activation: str = "relu") -> Tensor:
-    """Eq. (1): ``S = h(sum_k w_k A^k)`` (with w = softmax(u) it is eq. (8), ``opticam.saliency_map``).
+    """Eq. (1): ``S = h(sum_k w_k A^k)`` (with w = softmax(u) it is eq. (8), ``opti_cam.saliency_map``).
 
     Args:
         weights: (N, K) channel weights, or (N, K, h, w) per-location weights (HiRes-CAM, Layer-CAM).

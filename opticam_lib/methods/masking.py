@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from opticam_lib.errors import InputError
+from opticam_lib.errors import InputError, warn_caller
 from opticam_lib.hooks import frozen, replace_output
 from opticam_lib.inputs import (
     Targets,
@@ -176,11 +176,17 @@ def ablationcam(
             classifier, images, targets, acts, logits, layer, batch_size=batch_size, progress=progress
         )
         dead = [i for i in range(weights.shape[0]) if not bool(weights[i].any())]
-        if dead:
+        if len(dead) == weights.shape[0] and bool(acts.flatten(1).any(dim=1).all()):
             raise InputError(
-                f"zeroing any channel of layer {layer or classifier.target_layer!r} leaves the class score of "
-                f"image(s) {dead} unchanged: the layer does not reach the logits of {classifier.name!r} (a branch "
-                "the forward pass discards?), so Ablation-CAM's map would be all zero; choose a layer on the path"
+                f"zeroing any channel of layer {layer or classifier.target_layer!r} leaves every class score "
+                f"unchanged: the layer does not reach the logits of {classifier.name!r} (a branch the forward pass "
+                "discards?), so Ablation-CAM's maps would be all zero; choose a layer on the path"
+            )
+        if dead:
+            warn_caller(
+                f"Ablation-CAM: zeroing any channel of layer {layer or classifier.target_layer!r} leaves the class "
+                f"score of image(s) {dead} unchanged (silent feature maps, or a score that does not depend on "
+                "them): their maps are all zero",
             )
     return to_saliency(combine(weights, acts, "relu"), tuple(images.shape[-2:]))
 

@@ -139,3 +139,12 @@ __all__ = [
     "union_mask",
     "verdicts",
 ]
+
+# The modules' names until 2026-11-29, when each was hidden by the function of the same name that this package
+# re-exports: kept importable so that a saved notebook's ``from opticam_lib.metrics.evaluate import ...`` still works.
+import sys as _sys
+
+from opticam_lib.metrics import evaluation
+
+for _old, _module in {"evaluate": evaluation}.items():
+    _sys.modules.setdefault(f"{__name__}.{_old}", _module)

@@ -19,6 +19,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: torch's messages when an input is too small for a layer (pooling or convolution)
+TOO_SMALL: tuple[str, ...] = (
+    "Output size is too small",
+    "Kernel size can't be greater than actual input size",
+)
+
+
 class InputNormalized(nn.Module):
     """``net((x - mean) / std)``: a network that takes (N, 3, H, W) float in [0, 1].
 
@@ -39,7 +46,15 @@ class InputNormalized(nn.Module):
         """(N, 3, H, W) float in [0, 1] -> logits (N, C)."""
         if self.normalized:
             x = (x - self.mean) / self.std
-        return self.net(x)
+        try:
+            return self.net(x)
+        except RuntimeError as err:  # a pooling or convolution with nothing left to slide over
+            if not any(sign in str(err) for sign in TOO_SMALL):
+                raise
+            raise InputError(
+                f"images of {x.shape[-2]} x {x.shape[-1]} pixels are too small for this network (torch: "
+                f"{str(err).splitlines()[0]}); use larger images"
+            ) from None
 
 
 @dataclass

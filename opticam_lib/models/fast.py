@@ -180,9 +180,10 @@ def fast_copy(
         channels_last: store the copy's weights channels-last (feed it channels-last images for the fast kernels).
         layer: the feature layer to keep intact (default: the classifier's target layer); a convolution that is
             this layer is not folded, so its feature maps A^k stay those of the original model.
-        atol: the copy's logits and feature maps must match the original's within ``atol + 1e-3 * max |value|``
-            on a random input in [0, 1], computed in float32 with TF32 off (``strict_fp32``), otherwise
-            ``OptiCAMError``.
+        atol: the copy's logits and feature maps must match the original's within ``atol + rel * max |value|``
+            on a random input in [0, 1], computed with TF32 off (``strict_fp32``), otherwise ``OptiCAMError``;
+            ``rel`` is 1e-3 for float32 and float64 models and 8 machine epsilons of a half-precision model's dtype
+            (about 0.8 % for float16, 6 % for bfloat16: folding rounds the new weights to that precision).
     Returns:
         ``(copy, info)``: a ``Classifier`` in eval mode with frozen parameters (``requires_grad`` off), on the
         same device and dtype, and ``FastInfo`` naming the folded pairs.

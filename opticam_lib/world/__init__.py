@@ -96,3 +96,12 @@ __all__ = [
     "train",
     "weights_file",
 ]
+
+# The modules' names until 2026-11-29, when each was hidden by the function of the same name that this package
+# re-exports: kept importable so that a saved notebook's ``from opticam_lib.world.evidence import ...`` still works.
+import sys as _sys
+
+from opticam_lib.world import reliance
+
+for _old, _module in {"evidence": reliance}.items():
+    _sys.modules.setdefault(f"{__name__}.{_old}", _module)
