@@ -311,13 +311,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "Not the paper's setting (ResNet50/VGG16, the 50,000 ImageNet validation images)."
     )
     print(format_table(rows, title))
-    meta = {
-        "model": clf.name,
-        "device": str(clf.device),
-        "images": list(samples.names),
-        "iterations": iterations,
-        "lr": args.lr,
-    }
+    meta = {"model": clf.name, "device": str(clf.device), "images": list(samples.names)}
+    if "opticam" in args.methods:  # the settings of the rows that used them, and only then
+        meta.update(iterations=iterations, lr=args.lr)
+    if args.layer:
+        meta["layer"] = args.layer
     save_json(rows, path, meta)
     print(f"wrote {path}")
     return 0

@@ -174,12 +174,24 @@ class ImageSet:
                 if indices.shape != (n,):
                     raise InputError(f"a boolean index must have shape ({n},); got {tuple(indices.shape)}")
                 idx = indices.nonzero().flatten().tolist()
+            elif indices.is_floating_point() or indices.is_complex():
+                raise InputError(
+                    f"indices must be integers or booleans, got a tensor of dtype {indices.dtype}"
+                )
             else:
                 idx = indices.flatten().tolist()
-        elif isinstance(indices, (int, np.integer)):
+        elif isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
             idx = [int(indices)]
         else:
-            idx = [int(i) for i in indices]
+            items = [] if isinstance(indices, str) else list(indices)
+            whole = (int, np.integer)
+            if isinstance(indices, str) or not all(
+                isinstance(i, whole) and not isinstance(i, bool) for i in items
+            ):
+                raise InputError(
+                    f"indices must be an int, a slice, a sequence of ints or a tensor, got {indices!r}"
+                )
+            idx = [int(i) for i in items]
         bad = [i for i in idx if not -n <= i < n]
         if bad:
             raise InputError(f"indices {bad} out of range for an ImageSet of {n} images")
@@ -207,6 +219,9 @@ class ImageSet:
         """The class name of each label (default: the ImageNet names, ``imagenet_categories``)."""
         if categories is None:
             categories = imagenet_categories()
+        high = int(self.labels.max()) if len(self) else -1
+        if high >= len(categories):
+            raise InputError(f"label {high} has no name among {len(categories)} categories")
         return [categories[int(c)] for c in self.labels]
 
     def masks(self) -> Tensor:

@@ -291,3 +291,10 @@ def test_a_layer_some_listed_methods_ignore_gets_a_note(capsys, monkeypatch):
     monkeypatch.setattr(cli, "cmd_evaluate", lambda args: 0)  # the options are checked before any work
     assert main(["evaluate", "--methods", "fakecam,gradcam", "--layer", "blocks.6"]) == 0
     assert "note: --layer blocks.6 is not used by fakecam" in capsys.readouterr().err
+
+
+def test_evaluate_records_opticam_settings_only_when_an_opticam_row_ran(tmp_path):
+    out = tmp_path / "t.json"
+    assert main(["evaluate", "--methods", "fakecam", "--limit", "1", "--quiet", "--json", str(out)]) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["model"] == "efficientnet_lite0" and "iterations" not in meta and "lr" not in meta

@@ -567,3 +567,16 @@ def test_a_large_16_bit_image_is_reduced_before_it_is_converted(tmp_path):
     assert x.shape == (3, 32, 32)
     assert float(x[:, :, :8].mean()) == pytest.approx(32768 / 65535, abs=1e-4)
     assert float(x[:, :, -8:].max()) == 0.0
+
+
+def test_image_set_indices_and_label_names_get_input_errors():
+    from opticam_lib.images import load_samples
+
+    s = load_samples(size=16)
+    for bad in (torch.tensor([0.5]), "a", [0.5], [True]):
+        with pytest.raises(InputError, match="indices must be"):
+            s.subset(bad)
+    assert s.subset(iter([1, 0])).names == [s.names[1], s.names[0]]  # any iterable of ints, read once
+    assert s.subset(np.array([2])).names == [s.names[2]]
+    with pytest.raises(InputError, match="has no name among 1 categories"):
+        s.label_names(["a"])
