@@ -566,6 +566,8 @@ def _refuse_unused_options(parser: argparse.ArgumentParser, args: argparse.Names
     not read it gets a note (before, the options were silently dropped)."""
     from opticam_lib.methods.registry import LAYER_METHODS
 
+    if getattr(args, "layer", None) and getattr(args, "method", None) and args.method not in LAYER_METHODS:
+        parser.error(f"--layer does not apply to {args.method} (it reads no feature maps); leave it out")
     if args.command == "explain":
         methods = [args.method]
     elif args.command == "evaluate":
@@ -604,11 +606,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "iterations", None) is not None and not 1 <= args.iterations <= MAX_ITERATIONS:
         parser.error(f"--iterations must be an integer from 1 to {MAX_ITERATIONS:,} (the paper uses 100)")
-    if getattr(args, "layer", None) and getattr(args, "method", None):
-        from opticam_lib.methods.registry import LAYER_METHODS
-
-        if args.method not in LAYER_METHODS:
-            parser.error(f"--layer does not apply to {args.method} (it reads no feature maps); leave it out")
     _refuse_unused_options(parser, args)
     commands = {
         "explain": cmd_explain,

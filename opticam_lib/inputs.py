@@ -123,12 +123,19 @@ def validate_choice(value: str, name: str, choices: Sequence[str]) -> str:
     return value
 
 
+def as_python_scalar(value: object) -> object:
+    """A NumPy or torch scalar (``np.float32(0.1)``, a 0-d tensor) as the Python number it holds; anything else
+    unchanged, for the caller's own check."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
 def validate_number(
     value: object, name: str, *, low: float, high: float = math.inf, closed_low: bool
 ) -> float:
     """A real number (not bool) in (low, high) or [low, high), else an InputError naming the interval."""
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalars: np.float32(0.1)
-        value = value.item()
+    value = as_python_scalar(value)
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
         ok = (value >= low if closed_low else value > low) and value < high

@@ -40,7 +40,14 @@ from tqdm.auto import tqdm
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import Targets, prepare, require_autograd, validate_choice, validate_positive_int
+from opticam_lib.inputs import (
+    Targets,
+    as_python_scalar,
+    prepare,
+    require_autograd,
+    validate_choice,
+    validate_positive_int,
+)
 from opticam_lib.methods.feature_pass import features
 from opticam_lib.methods.maps import NORMALIZATIONS, UPSAMPLINGS, combine, resolve_upsampling, to_saliency
 from opticam_lib.models.classifier import Classifier
@@ -362,8 +369,7 @@ def optimize(
     validate_choice(upsampling, "upsampling", (*UPSAMPLINGS, "auto"))
     if lr is None:
         lr = DEFAULT_LR[optimizer]
-    if hasattr(lr, "item") and getattr(lr, "ndim", None) == 0:  # a NumPy or torch scalar: np.float32(0.1)
-        lr = lr.item()
+    lr = as_python_scalar(lr)  # np.float32(0.1) is a learning rate too
     if not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
         raise InputError(f"lr must be a positive number, got {lr!r}")
     if optimizer == "rprop" and schedule != "constant":
