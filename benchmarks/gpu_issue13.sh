@@ -5,6 +5,8 @@
 #
 #   1. benchmarks/bench_gpu.py --device cuda: goals 1-3 and the fp32/bf16 agreement -> $OUT/cuda_<gpu>.json
 #      (written after each section; copy it to benchmarks/results/ and commit it: notebook 04 plots it)
+#   1b. benchmarks/bench_map_step.py: the map's forward + backward (interpolate, matrix normalised after, matrix
+#      normalised first) as a fraction of the floor at batch 8, 64, 256 -> $OUT/map_step_cuda_<gpu>.json
 #   2. a generated ImageNet-style folder of $N images (benchmarks/make_imagenet_folder.py, default 2,048)
 #   3. goal 4: torchrun --nproc_per_node 1 -m opticam_lib reproduce --table 1 --methods opticam over it on the GPU,
 #      then the same command on the CPU over its first $SUBSET images, compared image by image
@@ -15,7 +17,7 @@
 # repository root (the machine's python has no editable install of opticam_lib).
 #
 # A smoke test of the script itself on a CPU (tiny settings, the numbers mean nothing):
-#   DEVICE=cpu N=12 SUBSET=4 ITERATIONS=2 PYTHON=.venv/bin/python BENCH_ARGS="--size 64 --batches 2 --iterations 2 \
+#   DEVICE=cpu N=12 SUBSET=4 ITERATIONS=2 MAP_BATCHES=2 MAP_REPEATS=2 PYTHON=.venv/bin/python BENCH_ARGS="--size 64 --batches 2 --iterations 2 \
 #     --repeats 1 --graph-batch 2 --graph-iterations 2 --graph-repeats 1 --throughput-batch 2 \
 #     --throughput-iterations 2 --throughput-repeats 1 --agreement-images 2 --agreement-iterations 2" \
 #     bash benchmarks/gpu_issue13.sh
@@ -42,6 +44,10 @@ echo "== 1. bench_gpu.py ==" | tee -a "$OUT/log.txt"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
 timeout 240 "$PY" benchmarks/bench_gpu.py --device "$DEVICE" $BENCH_ARGS --json "$OUT/${DEVICE}_${gpu}.json" 2>&1 \
     | tee -a "$OUT/log.txt"
+
+echo "== 1b. bench_map_step.py: the map's own cost, three ways, against the floor ==" | tee -a "$OUT/log.txt"
+timeout 60 "$PY" benchmarks/bench_map_step.py --device "$DEVICE" --batches "${MAP_BATCHES:-8,64,256}" \
+    --repeats "${MAP_REPEATS:-15}" --json "$OUT/map_step_${DEVICE}_${gpu}.json" 2>&1 | tee -a "$OUT/log.txt"
 
 echo "== 2. $N generated images ==" | tee -a "$OUT/log.txt"
 folder=/tmp/imagenet_gen_$N

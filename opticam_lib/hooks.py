@@ -82,6 +82,13 @@ def capture(classifier: Classifier, layer: str | None = None) -> Iterator[Captur
     """
     module = classifier.layer(layer)
     cap = Capture()
+    seen: dict[str, tuple[int, int]] = {}
+
+    def see_input(
+        _m: nn.Module, inp: tuple
+    ) -> None:  # the images' (H, W), to recognise a channels-last layer
+        if inp and isinstance(inp[0], Tensor) and inp[0].dim() == 4:
+            seen["size"] = (int(inp[0].shape[-2]), int(inp[0].shape[-1]))
 
     def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor:
         if not isinstance(out, Tensor):
@@ -89,7 +96,7 @@ def capture(classifier: Classifier, layer: str | None = None) -> Iterator[Captur
                 f"layer {layer or classifier.target_layer!r} returns {type(out).__name__}, not a tensor: choose "
                 "a layer whose output is one tensor (e.g. the module inside it that makes the feature maps)"
             )
-        grid = classifier.to_grid(out)
+        grid = classifier.to_grid(out, seen.get("size"))
         cap.raw = out
         cap.grid = grid
         cap.calls += 1
@@ -101,11 +108,12 @@ def capture(classifier: Classifier, layer: str | None = None) -> Iterator[Captur
         tokens = grid.flatten(2).transpose(1, 2)
         return torch.cat([out[:, : classifier.prefix_tokens], tokens], dim=1)
 
-    handle = module.register_forward_hook(hook)
+    handles = [classifier.model.register_forward_pre_hook(see_input), module.register_forward_hook(hook)]
     try:
         yield cap
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager

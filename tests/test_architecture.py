@@ -233,6 +233,7 @@ def test_the_registry_names_loaders_instead_of_importing_them():
         assert isinstance(_REGISTRY[name].loader, str), name
     assert graph()["opticam_lib.models.registry"] <= {
         "opticam_lib.errors",
+        "opticam_lib.inputs",  # usable_device: a leaf module (it imports errors only)
         "opticam_lib.paths",
         "opticam_lib.models.classifier",
     }

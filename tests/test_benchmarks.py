@@ -207,7 +207,7 @@ def test_the_gpu_script_runs_where_opticam_lib_is_not_installed(tmp_path: Path) 
     bench += " --throughput-batch 2 --throughput-iterations 2 --throughput-repeats 1 --skip agreement"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(site), OUT=str(out), DEVICE="cpu", N="8", SUBSET="2", ITERATIONS="2")
-    env.update(PYTHON=str(python), BENCH_ARGS=bench, OMP_NUM_THREADS="1")
+    env.update(PYTHON=str(python), BENCH_ARGS=bench, OMP_NUM_THREADS="1", MAP_BATCHES="2", MAP_REPEATS="2")
     proc = subprocess.run(
         ["bash", "benchmarks/gpu_issue13.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
@@ -215,6 +215,12 @@ def test_the_gpu_script_runs_where_opticam_lib_is_not_installed(tmp_path: Path) 
     assert "ModuleNotFoundError" not in proc.stdout
     report = json.loads((out / "cpu_none.json").read_text())
     assert "errors" not in report and {"overhead", "paper_setting", "throughput"} <= set(report)
+    map_step = json.loads((out / "map_step_cpu_none.json").read_text())
+    assert [row["variant"] for row in map_step["rows"]] == [
+        "interpolate",
+        "matrix, normalised after",
+        "matrix",
+    ]
     compare = json.loads((out / "reproduce_compare.json").read_text())
     row = compare["methods"]["opticam/main"]
     assert compare["images"] == 8 and row["images"] == 2  # both runs on the CPU here: the same numbers
@@ -315,6 +321,37 @@ def test_the_readme_time_to_quality_table_quotes_the_committed_json() -> None:
     assert not stale, "README's time-to-quality table quotes numbers the JSON does not hold:\n" + "\n".join(
         stale
     )
+
+
+def test_bench_map_step_times_the_three_map_paths_against_the_floor(tmp_path: Path) -> None:
+    report = run_script(
+        "bench_map_step.py", *("--batches", "1,2", "--repeats", "2", "--size", "64"), tmp_path=tmp_path
+    )
+    assert report["model"] == "efficientnet_lite0" and report["size"] == 64 and report["device_type"] == "cpu"
+    rows = report["rows"]
+    assert [(r["batch"], r["variant"]) for r in rows] == [
+        (b, v) for b in (1, 2) for v in ("interpolate", "matrix, normalised after", "matrix")
+    ]
+    for row in rows:
+        f = row["fraction_of_floor"]
+        assert row["map_ms"] > 0 and row["floor_ms"] > 0 and f["q1"] <= f["median"] <= f["q3"]
+
+
+def test_the_map_variants_of_bench_map_step_compute_the_same_mask() -> None:
+    """The benchmark compares three computations of one mask: they must agree (within float round-off)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_map_step import map_variants
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.randn(3, 16, 7, 7, generator=gen)
+    u = torch.randn(3, 16, generator=gen)
+    masks = [make(u) for make in map_variants(acts, (224, 224)).values()]
+    for mask in masks[1:]:
+        assert torch.allclose(mask, masks[0], atol=1e-5, rtol=0)
 
 
 def test_bench_one_photo_times_each_recipe_on_each_photo_alone(tmp_path: Path) -> None:

@@ -76,7 +76,17 @@ def test_more_steps_than_the_pixels_allow_are_refused(tiny_cnn, images):
     maps = torch.rand(len(images), 1, *images.shape[-2:])
     h, w = images.shape[-2:]
     assert deletion_curve(tiny_cnn, images, maps, 0, steps=h * w, progress=False).shape[1] == h * w + 1
-    with pytest.raises(InputError, match=r"steps=20000 is too many for 32 x 32 images.*at most 1024 steps"):
+    with pytest.raises(InputError, match=r"steps=20000 is too many for 32 x 32 images.*use 1024 steps"):
         deletion_curve(tiny_cnn, images, maps, 0, steps=20000, progress=False)
+    # the counts that work are not every number below a bound: 342 and 512 do, 300 and 400 do not
+    for steps, usable in ((400, 342), (300, 256), (700, 512)):
+        with pytest.raises(
+            InputError, match=rf"steps={steps} is too many.*use {usable} steps.*or the default, 32"
+        ):
+            deletion_curve(tiny_cnn, images, maps, 0, steps=steps, progress=False)
+        assert (
+            deletion_curve(tiny_cnn, images[:1], maps[:1], 0, steps=usable, progress=False).shape[1]
+            == usable + 1
+        )
     with pytest.raises(InputError, match="is too many"):
         insertion_curve(tiny_cnn, images, maps, 0, steps=h * w // 2 + 100, progress=False)

@@ -261,3 +261,54 @@ def test_optimize_default_on_the_cpu_is_the_kernel_that_made_the_course_numbers(
     assert torch.equal(default.maps, kernel.maps) and torch.equal(default.u, kernel.u)
     matrix = optimize(tiny_cnn, images, iterations=5, tol=None, progress=False, upsampling="matrix")
     assert not torch.equal(matrix.u, kernel.u)  # so bit-identity above tells the two paths apart
+
+
+# ---- n(up(S)) normalised before upsampling (the matrix path's range normalisation): the same map and gradient ----
+
+
+def test_range_normalised_upsample_by_hand():
+    m = torch.tensor([[[[0.0, 1.0]]]]) * 4 + 2  # [2, 6] -> up [2, 3, 5, 6] -> [0, 0.25, 0.75, 1]
+    out = to_saliency(m, (1, 4), upsampling="matrix")
+    assert torch.allclose(out, torch.tensor([[[[0.0, 0.25, 0.75, 1.0]]]]), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("h, w, big_h, big_w", UPSAMPLE_SHAPES)
+def test_range_normalised_upsample_equals_normalising_the_upsampled_map(h, w, big_h, big_w):
+    from opticam_lib.methods.maps import range_normalized_upsample
+
+    gen = torch.Generator().manual_seed(h * 10 + w)
+    maps = torch.randn(2, 3, h, w, generator=gen, dtype=torch.float64)
+    weights = torch.randn(2, 3, big_h, big_w, generator=gen, dtype=torch.float64)
+    outs, grads = [], []
+    for path in (
+        lambda s: normalize(upsample(s, (big_h, big_w), "matrix")),
+        lambda s: range_normalized_upsample(s, (big_h, big_w)),
+    ):
+        x = maps.clone().requires_grad_(True)
+        out = path(x)
+        (g,) = torch.autograd.grad((out * weights).sum(), x)
+        outs.append(out.detach())
+        grads.append(g)
+    assert torch.allclose(outs[1], outs[0], atol=1e-12, rtol=0)
+    assert torch.allclose(grads[1], grads[0], atol=1e-10, rtol=0)
+
+
+def test_range_normalised_upsample_edge_cases():
+    from opticam_lib.methods.maps import range_normalized_upsample
+
+    flat = torch.full((2, 1, 7, 7), 3.0, requires_grad=True)  # a constant map: zeros, as normalize gives
+    assert torch.equal(range_normalized_upsample(flat, (224, 224)), torch.zeros(2, 1, 224, 224))
+    maps = torch.randn(3, 1, 7, 7)
+    out = range_normalized_upsample(maps, (224, 224))  # no graph: exactly in [0, 1]
+    assert out.min() == 0 and out.max() == 1 and out.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert range_normalized_upsample(maps, (224, 224)).dtype == torch.float32
+    inside = range_normalized_upsample(maps.clone().requires_grad_(True), (224, 224))  # in a graph: round-off
+    assert inside.min() > -1e-6 and inside.max() < 1 + 1e-6
+    with pytest.raises(InputError, match=r"\(N, C, h, w\)"):
+        range_normalized_upsample(torch.rand(7, 7), (224, 224))
+    # only the matrix path with the range normalisation takes it; the others are as before
+    assert torch.equal(
+        to_saliency(maps, (224, 224), "max", "matrix"), normalize(upsample(maps, (224, 224), "matrix"), "max")
+    )
+    assert torch.equal(to_saliency(maps, (224, 224)), normalize(upsample(maps, (224, 224))))

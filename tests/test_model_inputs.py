@@ -288,6 +288,40 @@ def test_a_channels_last_layer_is_refused_not_read_as_channels_first(images):
 
     with pytest.raises(InputError, match="looks channels-last"):
         gradcam(wrapped(ChannelsLast(), "stage"), images, 0)
+    # a non-square input: the output (N, 4, 6, 64) used to be read as 4 maps of 6 x 64, a silently wrong map.
+    # The grid 6 x 64 does not follow the 32 x 48 input, 4 x 6 does.
+    wide = torch.rand(2, 3, SIZE, SIZE * 3 // 2)
+    for method in (gradcam, scorecam):
+        with pytest.raises(InputError, match=r"for 32 x 48 images, which looks channels-last"):
+            method(wrapped(ChannelsLast(), "stage"), wide, 0)
+    with pytest.raises(InputError, match="looks channels-last"):
+        optimize(wrapped(ChannelsLast(), "stage"), wide, 0, iterations=1)
+
+
+def test_channels_first_grids_of_any_aspect_pass(tiny_cnn):
+    for height, width in ((32, 48), (48, 32), (32, 96), (40, 40)):
+        maps = gradcam(tiny_cnn, torch.rand(2, 3, height, width), 0)
+        assert maps.shape == (2, 1, height, width)
+        assert torch.isfinite(maps).all()
+
+
+@pytest.mark.parametrize(
+    "shape, size, refused",
+    [
+        ((64, 7, 7), (224, 224), False),  # a real grid
+        ((7, 7, 64), (224, 224), True),  # (7, 7, 64) channels-last
+        ((7, 10, 64), (224, 320), True),  # non-square channels-last
+        ((512, 7, 10), (224, 320), False),
+        ((512, 2, 7), (40, 200), False),  # padding makes small grids' ratios round: 2 x 7 for 40 x 200
+        ((7, 7, 7), (224, 224), False),  # cannot be told apart: passes
+        ((16, 56, 56), (224, 224), False),
+        ((56, 56, 16), (224, 224), True),
+    ],
+)
+def test_channels_last_is_recognised_by_the_input_aspect(shape, size, refused):
+    from opticam_lib.models.classifier import _looks_channels_last
+
+    assert _looks_channels_last(shape, size) is refused
 
 
 def test_cli_method_names_are_the_registrys_so_their_options_apply():
@@ -306,6 +340,13 @@ def test_an_unusable_device_is_named():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="sees no CUDA GPU"):
             load_classifier("world_cnn", device="cuda")
+    clf = load_classifier("world_cnn")
+    with pytest.raises(InputError, match="unknown device 'banana'"):
+        clf.to("banana")
+    with pytest.raises(InputError, match="not supported by the library"):
+        clf.to("meta")
+    assert next(clf.model.parameters()).device.type == "cpu"  # left where it was
+    assert clf.to("cpu") is clf
 
 
 def test_fakecam_checks_the_targets_it_ignores(tiny_cnn, images):

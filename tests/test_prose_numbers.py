@@ -32,8 +32,8 @@ NOT_PRINTED: dict[str, dict[str, str]] = {
     },
     "02": {
         "100": "the paper's number of Opti-CAM iterations, a setting",
-        "7.71": "the smallest u_k of the five masks: printed in the figure's panel titles (u = +7.71)",
-        "8.92": "the largest u_k of the five masks: printed in the figure's panel titles",
+        "+7.71": "the smallest u_k of the five masks: printed in the figure's panel titles (u = +7.71)",
+        "+8.92": "the largest u_k of the five masks: printed in the figure's panel titles",
         "0.8": "1/128 as a percent: the uniform share of 10 channels among 1,280, derived",
     },
     "03": {
@@ -65,15 +65,32 @@ NOT_PRINTED: dict[str, dict[str, str]] = {
 }
 
 
+def sign_of(text: str, start: int) -> str:
+    """ "-" or "+" when the number starting at ``start`` carries a sign ("-0.84", "(+0.7", "−6.1"), else "": a
+    dash between two numbers or inside a date ("1.57-1.80", "2026-11-29") is not a sign."""
+    if start < 1 or text[start - 1] not in "-−+":
+        return ""
+    if start >= 2 and (text[start - 2].isalnum() or text[start - 2] in "._"):
+        return ""
+    return "+" if text[start - 1] == "+" else "-"
+
+
+def signed_numbers(text: str) -> list[str]:
+    """Every number of a text as written, with its sign when it has one ("-0.84", "+0.7", "1.054" of x1.054)."""
+    return [
+        sign_of(text, m.start()).replace("+", "") + m.group() for m in re.finditer(r"\d+(?:\.\d+)?", text)
+    ]
+
+
 def printed_numbers(nb) -> list[str]:
-    """Every number in the text outputs (stream and text/plain) of the notebook's code cells, as printed."""
+    """Every number in the text outputs (stream and text/plain) of the notebook's code cells, as printed (with
+    its sign)."""
     values: list[str] = []
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         for out in cell.get("outputs", []):
-            text = out.get("text", "") + out.get("data", {}).get("text/plain", "")
-            values += re.findall(r"\d+(?:\.\d+)?", text)
+            values += signed_numbers(out.get("text", "") + out.get("data", {}).get("text/plain", ""))
     return values
 
 
@@ -94,6 +111,8 @@ def text_decimals(markdown: str) -> list[tuple[str, str]]:
             number = m.group(1)
             if pattern is COUNT and re.search(r"about\s+$", before):
                 number = f"about {number}"
+            elif pattern is DECIMAL:  # a signed decimal must match a printed value of the same sign
+                number = sign_of(text, m.start()) + number
             found.append((number, text[max(0, m.start() - 50) : m.end() + 20].replace("\n", " ")))
     return found
 
@@ -111,8 +130,13 @@ def prose_decimals(nb) -> list[tuple[int, str, str]]:
 def is_printed(text: str, values: list[str]) -> bool:
     """Whether a number written as ``text`` is one of the printed ``values`` at the precision it is written with:
     a decimal to its last digit, a whole number exactly (58 is not 57.9, but is 58, 58.0 or a fraction 0.58
-    (or 0.576) quoted as 58 %), "about 60" within 5 % of 60."""
-    numbers = [float(v) for v in values]
+    (or 0.576) quoted as 58 %), "about 60" within 5 % of 60. A signed number ("-0.84", "+0.7") must match a
+    value of its sign; an unsigned one matches either sign ("0.84 points lower" for a printed -0.84)."""
+    signed = text[:1] in "+-"
+    numbers = [float(v) if signed else abs(float(v)) for v in values]
+    if text.startswith("+"):
+        numbers = [v for v in numbers if v >= 0]
+        text = text[1:]
     if text.startswith("about "):
         n = float(text.removeprefix("about "))
         return any(abs(v - n) <= max(0.5, 0.05 * n) for v in numbers)
@@ -219,6 +243,19 @@ def test_the_checker_finds_a_number_a_rerun_moved() -> None:
     ]
     problems = unprinted(nb, {})
     assert [p.split(" is printed")[0] for p in problems] == ["cell 1: 34", "cell 2: about 70", "cell 3: 58"]
+    # signs: a signed number must match a printed value of its sign; a range's dash and a date's are no signs
+    code.outputs = [
+        nbf.v4.new_output(
+            "stream", name="stdout", text="AG change -0.84 pts, r 0.9832, 2026-11-29, 1.57-1.80 s\n"
+        )
+    ]
+    nb.cells = [
+        code,
+        nbf.v4.new_markdown_cell("AG fell by 0.84 points (-0.84); quartiles 1.57-1.80 s; r 0.9832."),
+        nbf.v4.new_markdown_cell("A flipped sign: +0.84, and a positive r written -0.9832."),
+    ]
+    problems = unprinted(nb, {})
+    assert [p.split(" is printed")[0] for p in problems] == ["cell 2: +0.84", "cell 2: -0.9832"]
 
 
 # --- README.md and notebooks/README.md ----------------------------------------------------------------------------
@@ -249,14 +286,13 @@ def readme_blocks(markdown: str) -> list[str]:
 
 
 def walk_numbers(value: object) -> list[str]:
-    """Every number in a JSON value as text, each float also rounded to a whole number (signs dropped: the prose
-    checker reads numbers without their sign)."""
+    """Every number in a JSON value as text (with its sign), each float also rounded to a whole number."""
     if isinstance(value, bool):
         return []
     if isinstance(value, int):
-        return [str(abs(value))]
+        return [str(value)]
     if isinstance(value, float):
-        return [repr(abs(value)), str(round(abs(value)))]
+        return [repr(value), str(round(value))]
     if isinstance(value, dict):
         return [v for item in value.values() for v in walk_numbers(item)]
     if isinstance(value, list):
@@ -335,7 +371,7 @@ README_NOT_PRINTED: dict[str, dict[tuple[str, str], str]] = {
         ): "TorchRay's iterations for extremal perturbations, a setting",
         ("0.5", "mean = std = 0.5"): "the offline model's input mean and std, a fact about its weights",
         ("14", "issue 13 had +14 %"): "issue 13's CPU overhead on one image, quoted for comparison",
-        ("8.5", "and +8.5 %"): "issue 13's CPU overhead at batch 8, quoted for comparison",
+        ("+8.5", "and +8.5 %"): "issue 13's CPU overhead at batch 8, quoted for comparison",
         (
             "about 15",
             "up to about 15 % apart",
@@ -453,3 +489,8 @@ def test_the_readme_checker_reads_each_block_against_the_sources_it_names() -> N
     assert [p.split(" is in")[0] for p in problems] == ["52.3", "53.9", "33.1"]
     # the paper's numbers count only where the paragraph names their table
     assert readme_unprinted("The paper's T is 4.15 s.", {}, sources.__getitem__) != []
+    # a JSON keeps its signs: a flipped sign in the prose is found
+    signed = {"benchmarks/results/y.json": walk_numbers({"ag_difference": -0.84, "gain": 0.22})}
+    text = "`benchmarks/results/y.json`: AG difference -0.84 points, +0.22 and 0.84 lower; flipped: +0.84, -0.22."
+    problems = readme_unprinted(text, {}, signed.__getitem__)
+    assert [p.split(" is in")[0] for p in problems] == ["+0.84", "-0.22"]

@@ -372,3 +372,25 @@ def test_seconds_per_batch_of_8_scales_to_the_papers_setting():
     left, right = fig.axes
     assert [p.get_width() for p in left.patches] == [4.15, 40.0, 20.0]
     assert [p.get_width() for p in right.patches] == [1.02]
+
+
+def test_bench_results_table_shows_the_map_step_rows():
+    from opticam_lib.course.speed import bench_results_figure, bench_results_table
+
+    result = {
+        "device": "CPU",
+        "device_type": "cpu",
+        "command": "python benchmarks/bench_map_step.py",
+        "model": "efficientnet_lite0",
+        "rows": [
+            {"batch": 8, "variant": "interpolate", "fraction_of_floor": {"median": 0.0431}},
+            {"batch": 8, "variant": "matrix", "fraction_of_floor": {"median": 0.0162}},
+        ],
+    }
+    rows = bench_results_table([result])
+    assert [(r["what"], r["value"]) for r in rows] == [
+        ("map's fwd + bwd / floor, batch 8, interpolate", "4.31 %"),
+        ("map's fwd + bwd / floor, batch 8, matrix", "1.62 %"),
+    ]
+    fig = bench_results_figure([result], {"resnet50": 4.15})  # nothing of its own to plot: no error
+    assert len(fig.axes) == 2

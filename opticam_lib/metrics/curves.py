@@ -100,7 +100,9 @@ def _curve(
         raise InputError(
             f"steps={steps} is too many for {h} x {w} images: at {per_step} pixel(s) a step every pixel is "
             f"{'deleted' if mode == 'deletion' else 'inserted'} after {math.ceil(h * w / per_step)} steps and the "
-            f"rest of the curve would be flat, lowering its area; use at most {usable} steps"
+            f"rest of the curve would be flat, lowering its area; use {usable} steps (the largest number up to "
+            f"{steps} that reaches the last pixel exactly at the last step; not every smaller number does) or the "
+            f"default, {h} ({w} pixels a step)"
         )
     if substrate == "rise":
         deleted, blurred = rise_substrates(classifier, images)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from opticam_lib.errors import InputError
+from opticam_lib.inputs import usable_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
@@ -102,8 +103,12 @@ class Classifier:
         return len(self.categories)
 
     def to(self, device: str | torch.device) -> Classifier:
-        """Move the model to ``device`` (in place) and return self."""
-        self.model.to(device)
+        """Move the model to ``device`` (in place) and return self.
+
+        Raises:
+            InputError: a device this machine does not have or PyTorch does not know (``inputs.usable_device``).
+        """
+        self.model.to(usable_device(device))
         return self
 
     def layer_names(self) -> list[str]:
@@ -132,11 +137,21 @@ class Classifier:
             f"(all names: classifier.layer_names())"
         )
 
-    def to_grid(self, activations: Tensor) -> Tensor:
+    def to_grid(self, activations: Tensor, input_size: tuple[int, int] | None = None) -> Tensor:
         """Feature maps as (N, K, h, w).
 
         CNN activations (N, K, h, w) pass through. Transformer tokens (N, T, K) lose their ``prefix_tokens``
         leading tokens and the remaining T' = h*w tokens (h = w = sqrt(T')) become (N, K, h, w).
+
+        Args:
+            activations: the layer's output, (N, K, h, w) or tokens (N, T, K).
+            input_size: (H, W) of the images the model was given (``hooks.capture`` passes it). With it, a
+                channels-last output (N, h, w, K) is recognised by its grid: read as channels first, its "grid"
+                is w x K, whose shape does not follow the input's, while h x w would. Without it, only the square
+                case is recognised (as many "channels" as rows).
+
+        Raises:
+            InputError: a channels-last output, a 1 x 1 grid, tokens that do not form a square grid.
         """
         if self.prefix_tokens is None:
             if activations.dim() != 4:
@@ -144,14 +159,13 @@ class Classifier:
                     f"layer output has shape {tuple(activations.shape)}; a CNN layer must give (N, K, h, w). "
                     "For a transformer, set prefix_tokens so tokens are reshaped to a grid."
                 )
-            _, k, h, w = activations.shape
-            # (N, h, w, K) read as (N, K, h, w): h "maps" of w x K. A real grid of a square input is square; a
-            # misread one has as many "channels" as rows (the spatial side twice) and the channel count as width
-            if k == h and w != h:
+            if _looks_channels_last(tuple(activations.shape[1:]), input_size):
+                size = "" if input_size is None else f" for {input_size[0]} x {input_size[1]} images"
                 raise InputError(
-                    f"layer output has shape {tuple(activations.shape)}, which looks channels-last (N, h, w, K), "
-                    "as in Swin or ConvNeXt blocks of timm: the library needs (N, K, h, w). Choose a layer that "
-                    "outputs channels first (e.g. a norm or conv after a permute), or wrap the layer so it permutes."
+                    f"layer output has shape {tuple(activations.shape)}{size}, which looks channels-last "
+                    "(N, h, w, K), as in Swin or ConvNeXt blocks of timm: the library needs (N, K, h, w). Choose a "
+                    "layer that outputs channels first (e.g. a norm or conv after a permute), or wrap the layer so "
+                    "it permutes."
                 )
             self._check_spatial(activations)
             return activations
@@ -313,3 +327,26 @@ def wrap_classifier(
     if linear_head is not None and not isinstance(clf.layer(linear_head), nn.Linear):
         raise InputError(f"linear_head {linear_head!r} is not an nn.Linear")
     return clf
+
+
+def _looks_channels_last(shape: tuple[int, int, int], input_size: tuple[int, int] | None) -> bool:
+    """Whether a (K, h, w) layer output is more likely (h, w, K) read as channels first.
+
+    A real grid keeps the input's aspect ratio within the rounding of strided layers: refused when the grid's
+    ratio h / w is off the input's H / W by more than a factor of 2 while the channels-last reading (K x h as the
+    grid) matches it within a factor of 1.5. Without ``input_size``: only a square grid read as h "channels"
+    (K == h != w) is recognised. A (7, 7, 7) output cannot be told apart and passes.
+    """
+    k, h, w = shape
+    if input_size is None:
+        return k == h and w != h
+    height, width = input_size
+    if min(k, h, w, height, width) < 1:
+        return False
+    aspect = height / width
+
+    def off(rows: int, cols: int) -> float:  # >= 1: how many times the grid's ratio differs from the input's
+        ratio = (rows / cols) / aspect
+        return max(ratio, 1 / ratio)
+
+    return off(h, w) > 2 and off(k, h) <= 1.5

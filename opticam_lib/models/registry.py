@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from opticam_lib.errors import InputError, MissingWeightsError, first_line
+from opticam_lib.inputs import usable_device
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.paths import ENV_VAR, verification_problem, weights_dir
 
@@ -280,32 +281,3 @@ register_model(
         options={"name": "world_cnn_permuted"},
     ),
 )
-
-
-def usable_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` that this machine has.
-
-    Raises:
-        InputError: a misspelled device ("gpu0"), one the library does not support ("meta"), an index that
-            does not exist ("cpu:7", "cuda:3" on a machine with one GPU), or CUDA / MPS asked for where PyTorch
-            sees none.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:1' or 'mps'") from e
-    if dev.type not in ("cpu", "cuda", "mps"):  # meta, xpu, ...: PyTorch knows them, the library does not
-        raise InputError(
-            f"device {device!r} is not supported by the library: use 'cpu', 'cuda', 'cuda:1' or 'mps'"
-        )
-    if dev.type in ("cpu", "mps") and dev.index not in (None, 0):  # torch.device("cpu:7") is simply the CPU
-        raise InputError(f"device {device!r}: there is one {dev.type.upper()} device, use '{dev.type}'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here: use device='cpu'")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(
-            f"device {device!r} asked for, but PyTorch sees no MPS (Apple GPU) here: use device='cpu'"
-        )
-    return dev
