@@ -66,7 +66,7 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
 
 
 def measure(clf, batch: int, size: tuple[int, int], repeats: int, maps_per_round: int) -> list[dict]:
-    """One row per map variant at this batch size: its median time and its fraction of the floor (quartiles),
+    """One row per map variant at this batch size: its median time and its percentage of the floor (quartiles),
     each round timing the floor and then every variant."""
     device = clf.device
     gen = torch.Generator().manual_seed(batch)
@@ -98,15 +98,15 @@ def measure(clf, batch: int, size: tuple[int, int], repeats: int, maps_per_round
                 seconds[name].append(timed(lambda m=make: map_pass(m), device) / maps_per_round)
     rows = []
     for name, values in seconds.items():
-        fractions = [v / f for v, f in zip(values, floors, strict=True)]
-        q1, median, q3 = statistics.quantiles(fractions, n=4) if len(fractions) > 1 else [fractions[0]] * 3
+        percents = [100 * v / f for v, f in zip(values, floors, strict=True)]
+        q1, median, q3 = statistics.quantiles(percents, n=4) if len(percents) > 1 else [percents[0]] * 3
         rows.append(
             {
                 "batch": batch,
                 "variant": name,
                 "floor_ms": 1e3 * statistics.median(floors),
                 "map_ms": 1e3 * statistics.median(values),
-                "fraction_of_floor": {"median": median, "q1": q1, "q3": q3},
+                "percent_of_floor": {"median": median, "q1": q1, "q3": q3},
             }
         )
     return rows
@@ -149,11 +149,11 @@ def main() -> None:
         f"{clf.name} at {args.size} x {args.size}: the map's forward + backward pass, as a fraction of the floor"
     )
     for row in rows:
-        f = row["fraction_of_floor"]
+        f = row["percent_of_floor"]
         print(
             f"  batch {row['batch']:3d}  {row['variant']:<26}{row['map_ms']:8.2f} ms  "
-            f"{100 * f['median']:5.2f} % of the floor ({row['floor_ms']:.1f} ms) "
-            f"[{100 * f['q1']:.2f}, {100 * f['q3']:.2f}]"
+            f"{f['median']:5.2f} % of the floor ({row['floor_ms']:.1f} ms) "
+            f"[{f['q1']:.2f}, {f['q3']:.2f}]"
         )
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -333,7 +333,7 @@ def test_bench_map_step_times_the_three_map_paths_against_the_floor(tmp_path: Pa
         (b, v) for b in (1, 2) for v in ("interpolate", "matrix, normalised after", "matrix")
     ]
     for row in rows:
-        f = row["fraction_of_floor"]
+        f = row["percent_of_floor"]
         assert row["map_ms"] > 0 and row["floor_ms"] > 0 and f["q1"] <= f["median"] <= f["q3"]
 
 

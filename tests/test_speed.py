@@ -383,8 +383,8 @@ def test_bench_results_table_shows_the_map_step_rows():
         "command": "python benchmarks/bench_map_step.py",
         "model": "efficientnet_lite0",
         "rows": [
-            {"batch": 8, "variant": "interpolate", "fraction_of_floor": {"median": 0.0431}},
-            {"batch": 8, "variant": "matrix", "fraction_of_floor": {"median": 0.0162}},
+            {"batch": 8, "variant": "interpolate", "percent_of_floor": {"median": 4.31}},
+            {"batch": 8, "variant": "matrix", "percent_of_floor": {"median": 1.62}},
         ],
     }
     rows = bench_results_table([result])
