@@ -139,10 +139,16 @@ def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12, rtol: flo
         safe = torch.where(hi > eps, hi, torch.ones_like(hi))
         return torch.where(hi > eps, maps.clamp(min=0) / safe, torch.zeros_like(maps))
     lo = flat.min(dim=2).values[..., None, None]
+    varies, span = _signal_span(lo, hi, eps, rtol)
+    return torch.where(varies, (maps - lo) / span, torch.zeros_like(maps))
+
+
+def _signal_span(lo: Tensor, hi: Tensor, eps: float, rtol: float) -> tuple[Tensor, Tensor]:
+    """Eq. (16)'s denominator made safe: ``varies`` where ``hi - lo`` is more than rounding (see ``normalize``),
+    and the span there (1 elsewhere, so that nothing divides by zero)."""
     span = hi - lo
     varies = span > eps + rtol * torch.maximum(hi.abs(), lo.abs()).detach()
-    safe = torch.where(varies, span, torch.ones_like(span))
-    return torch.where(varies, (maps - lo) / safe, torch.zeros_like(maps))
+    return varies, torch.where(varies, span, torch.ones_like(span))
 
 
 def to_saliency(
@@ -195,10 +201,8 @@ def range_normalized_upsample(
         def value_at(index: Tensor) -> Tensor:  # (N, C) -> (N, C, 1, 1): up(S) at that pixel, differentiably
             return rows[index // width][..., None, :] @ s @ cols[index % width][..., :, None]
 
-        hi, lo = value_at(where_hi), value_at(where_lo)
-        span = hi - lo
-        varies = span > eps + rtol * torch.maximum(hi.abs(), lo.abs()).detach()
-        safe = torch.where(varies, span, torch.ones_like(span))
-        out = rows @ torch.where(varies, (s - lo) / safe, torch.zeros_like(s)) @ cols.T
+        lo, hi = value_at(where_lo), value_at(where_hi)
+        varies, span = _signal_span(lo, hi, eps, rtol)
+        out = rows @ torch.where(varies, (s - lo) / span, torch.zeros_like(s)) @ cols.T
         # [0, 1] up to round-off (about 1e-7) inside a graph, where a clamp would only cost time; exactly without
         return out if out.requires_grad else out.clamp_(0, 1)
