@@ -1,5 +1,5 @@
 """Prose quotes numbers its own cells print. Every decimal number in a notebook's markdown, and every whole number
-of 10 or more with a unit of what the notebooks measure ("50 passes", "170 s", "42 %"; within 5 % after
+of 10 or more with a unit of what the notebooks measure ("50 passes", "170 s", "42 %", "1,281 passes", "64 images"; within 5 % after
 "about"), outside math, code and headings, and not a section or equation number, must be, at the precision the
 prose gives, a number printed
 by one of that notebook's committed outputs, or be listed in ``NOT_PRINTED`` with the reason it need not be (a
@@ -19,9 +19,11 @@ from opticam_lib.course.notebook_files import cell_source, course_notebooks, rea
 
 ROOT = Path(__file__).resolve().parents[1]
 DECIMAL = re.compile(r"(?<![\w.])x?(\d+\.\d+)(?![\d]|\.\d)")  # x1.06: a ratio as the outputs print it
-# a whole number of 10 or more with a unit of what the notebooks measure: "34 passes", "170 s", "42 %"
-# (not "1,281 passes": a thousands separator; numbers below 10 are mostly settings such as "3 iterations")
-COUNT = re.compile(r"(?<![\w.,])(\d{2,})(?=\s?(?:passes|pass|iterations|iteration|s|seconds|ms|%)(?![\w]))")
+# a whole number of 10 or more with a unit of what the notebooks measure: "34 passes", "170 s", "42 %", "1,281
+# passes" (read as 1281), "64 images" (numbers below 10 are mostly settings such as "3 iterations")
+COUNT = re.compile(
+    r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d{2,})(?=\s?(?:passes|pass|iterations|iteration|s|seconds|ms|%|images|photos)(?![\w]))"
+)
 REFERENCE = re.compile(r"(section|sections|§|eq\.|Table|Fig\.|appendix)\s*$", re.IGNORECASE)
 
 # {notebook number: {number as written: why no output prints it}}
@@ -49,15 +51,21 @@ NOT_PRINTED: dict[str, dict[str, str]] = {
         "152.96": "the paper's ExPerturbation T (Table 1)",
         "0.35": "lambda_t's growth per iteration (1.0035), the paper's schedule",
     },
+    "01": {"50000": "the size of ImageNet's validation set, the paper's data"},
     "07": {
+        "1000": "the number of images of the paper's learning-rate figure, the paper's setting",
         "30": "an iteration count the explorer exercise suggests trying, not a result",
         "120": "notebook 05's convergence curve (100 to 120 iterations), cited",
         "12.01": "the paper's Table A9 (ResNet50, AD for the most probable class), quoted as it prints it",
         "28.45": "the paper's Table A9 (AD, second class), quoted as it prints it (the table cell shows 28.4)",
         "29.17": "the paper's Table A9 (AD, least probable class), quoted as it prints it",
     },
-    "08": {"12.5": "the printed fraction 0.125 that follows the context, as a percent"},
+    "08": {
+        "12.5": "the printed fraction 0.125 that follows the context, as a percent",
+        "50000": "the size of ImageNet's validation set, the paper's data",
+    },
     "09": {
+        "1000": "the number of images of the paper's Fig. A6, the paper's setting",
         "2.5": "a worked example of tied ranks (5, 7, 7, 9 -> 1, 2.5, 2.5, 4)",
         "2.6": "ratio of printed object shares to the object's area, derived",
         "3.3": "ratio of printed object shares to the object's area, derived",
@@ -108,7 +116,7 @@ def text_decimals(markdown: str) -> list[tuple[str, str]]:
             before = text[max(0, m.start() - 12) : m.start()]
             if REFERENCE.search(before):
                 continue
-            number = m.group(1)
+            number = m.group(1).replace(",", "")  # 1,281 passes: the number 1281
             if pattern is COUNT and re.search(r"about\s+$", before):
                 number = f"about {number}"
             elif pattern is DECIMAL:  # a signed decimal must match a printed value of the same sign
@@ -237,12 +245,17 @@ def test_the_checker_finds_a_number_a_rerun_moved() -> None:
         code,
         nbf.v4.new_markdown_cell("iRprop+ reaches it in 34 passes (stale), saved about 60% in 170 s."),
         nbf.v4.new_markdown_cell(
-            "about 70 s (too far), 1,281 passes and 3 iterations are not checked; 50 passes is."
+            "about 70 s (too far) and 1,281 passes (read as 1281) are checked, 3 iterations is not; 50 passes is."
         ),
         nbf.v4.new_markdown_cell("58 passes is not 57.9 rounded; 92 % of the scenes is the share 0.922."),
     ]
     problems = unprinted(nb, {})
-    assert [p.split(" is printed")[0] for p in problems] == ["cell 1: 34", "cell 2: about 70", "cell 3: 58"]
+    assert [p.split(" is printed")[0] for p in problems] == [
+        "cell 1: 34",
+        "cell 2: about 70",
+        "cell 2: 1281",
+        "cell 3: 58",
+    ]
     # signs: a signed number must match a printed value of its sign; a range's dash and a date's are no signs
     code.outputs = [
         nbf.v4.new_output(
@@ -370,6 +383,7 @@ README_NOT_PRINTED: dict[str, dict[tuple[str, str], str]] = {
             "TorchRay's settings (area 0.1, 800",
         ): "TorchRay's iterations for extremal perturbations, a setting",
         ("0.5", "mean = std = 0.5"): "the offline model's input mean and std, a fact about its weights",
+        ("50000", "50,000 images need not fit"): "the size of ImageNet's validation set, the paper's data",
         ("14", "issue 13 had +14 %"): "issue 13's CPU overhead on one image, quoted for comparison",
         ("+8.5", "and +8.5 %"): "issue 13's CPU overhead at batch 8, quoted for comparison",
         (
