@@ -4,12 +4,15 @@ exit with status 2 (argparse's ``SystemExit``)."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .core import default_cache, fetch_item, format_list
+from .core import default_cache, fetch_item, format_list, partial_downloads
 from .errors import DataDownloadError, ManifestError, UsageError
 from .fetch import DEFAULT_TIMEOUT
 from .manifest import Manifest, load_manifest
@@ -44,9 +47,12 @@ items (details: LIST):
   chest-xray, kvasir       the medical data sets of the paper's appendix E, split into train/val/test
 
 downloads:
-  Progress is shown; an interrupted download resumes where it stopped (run the same command again). Every file
-  is checked (size, SHA-256 or MD5) before it is put in place; a bad download is deleted. A file with no
-  published checksum has its SHA-256 recorded on first download, and later copies are checked against it.
+  Progress is shown; an interrupted download resumes where it stopped (run the same command again). Every
+  downloaded file is checked (size, SHA-256 or MD5) before it is put in place; a bad download is deleted. A file
+  with no published checksum has its SHA-256 recorded on first download, and later copies are checked against it.
+  A file given with --from is checked the same way when it has the manifest's file name (weights always); a
+  --from folder, or an archive under another name, cannot be checked against the manifest and is used as it is
+  (the command says so).
 
 no network?
   The command fails within seconds and prints the URL and the exact path: download the file elsewhere, copy it
@@ -63,21 +69,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _subset(text: str) -> int | None:
+#: --subset when it is not given (the paper's ablation size)
+DEFAULT_SUBSET = 1000
+#: the longest --timeout accepted, in seconds
+MAX_TIMEOUT = 3600.0
+
+
+def _subset(text: str) -> int | str:
+    """``"all"`` or a positive number of images (``--subset``)."""
     if text.lower() == "all":
-        return None
+        return "all"
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number of images or 'all', got {text!r}")
     return int(text)
 
 
 def _positive(text: str) -> float:
+    """A finite number of seconds in (0, ``MAX_TIMEOUT``] (``--timeout``)."""
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {MAX_TIMEOUT:g}, got {text!r}"
+        )
     return value
 
 
@@ -105,31 +121,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--subset",
         type=_subset,
-        default=1000,
+        default=None,
         metavar="N|all",
-        help="imagenet-val: how many validation images to extract (default 1000, the paper's ablation size)",
+        help=f"imagenet-val: how many validation images to extract (default {DEFAULT_SUBSET}, the paper's "
+        "ablation size; without --subset a folder already prepared with more images is kept, as it holds them)",
     )
     p.add_argument(
-        "--keep-archive", action="store_true", help="keep a data set's archive after extracting it"
+        "--keep-archive",
+        action="store_true",
+        help="keep a downloaded data set archive after extracting it (your own --from files are never removed)",
     )
     p.add_argument(
-        "--force", action="store_true", help="fetch and prepare again even if already in the cache"
+        "--force",
+        action="store_true",
+        help="fetch and prepare again even if already in the cache (a data set folder that data_download did not "
+        "prepare is moved to NAME.user-backup-<date>, never deleted)",
     )
     p.add_argument(
         "--forget-recorded",
         action="store_true",
         help="drop the checksums recorded on first use for the named items (files with no published checksum), "
-        "then fetch: for a file that legitimately changed upstream",
+        "then fetch them again (implies --force): for a file that legitimately changed upstream",
     )
     p.add_argument(
-        "--verify", action="store_true", help="with LIST: re-hash every file instead of trusting stamps"
+        "--verify",
+        action="store_true",
+        help="with LIST: re-hash every file instead of trusting stamps (it updates the stamps, and a file with no "
+        "published checksum and none recorded yet has its checksum recorded, as on first use)",
     )
     p.add_argument(
         "--timeout",
         type=_positive,
-        default=DEFAULT_TIMEOUT,
+        default=None,
         metavar="SECONDS",
-        help=f"give up on a silent server after this long (default {DEFAULT_TIMEOUT:g})",
+        help=f"give up on a silent server after this long (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--manifest", type=Path, metavar="FILE", help="use another manifest (mirrors, tests)")
@@ -137,12 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace, manifest: Manifest) -> list[str]:
+    """The names to act on (``["LIST"]`` for the listing); ``p.error`` (exit 2) for an option that would be
+    ignored with them, so that nothing given on the command line is silently dropped."""
     names = list(args.names)
     listing = [n for n in names if n.upper() == "LIST"]
     if listing and len(names) > 1:
         p.error("LIST takes no item names")
-    if listing:
+    if listing or not names:
+        given = [
+            flag
+            for flag, used in (
+                ("--from", bool(args.sources)),
+                ("--subset", args.subset is not None),
+                ("--force", args.force),
+                ("--keep-archive", args.keep_archive),
+                ("--forget-recorded", args.forget_recorded),
+                ("--timeout", args.timeout is not None),
+            )
+            if used
+        ]
+        if given:
+            p.error(f"LIST takes no {', '.join(given)} (those go with item names)")
         return ["LIST"]
+    if args.verify:
+        p.error("--verify goes with LIST (fetching always verifies)")
     unknown = [n for n in names if n not in manifest.items]
     if unknown:
         p.error(f"unknown item {unknown[0]!r}; known items: {', '.join(manifest.items)}")
@@ -151,17 +194,44 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace, manifest: 
     for src in args.sources:
         if not src.expanduser().exists():
             p.error(f"--from {src}: no such file or folder")
-    if args.subset != 1000 and "imagenet-val" not in names:
+    items = [manifest.items[n] for n in names]
+    if args.subset is not None and not any(i.prepare == "imagenet-val" for i in items):
         p.error("--subset applies to imagenet-val only")
+    if args.keep_archive:
+        if args.sources:
+            p.error("--keep-archive does nothing with --from: your own files are never removed")
+        if not any(i.kind == "dataset" and not i.manual for i in items):
+            p.error("--keep-archive applies only to data sets that are downloaded (their archive)")
     return names
 
 
-def _os_error(e: OSError, cache: Path) -> str:
+def _os_error(e: OSError, cache: Path, partial: Sequence[Path] = ()) -> str:
+    """One line for an ``OSError``; ``partial``: the partial downloads kept (said to be resumed)."""
     where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    if partial:
+        tail = f"; the partial download {partial[0]} is kept and the same command resumes it."
+    else:
+        tail = "."
     return (
         f"{e.strerror or e}{where}. Check that the cache folder {cache} is writable and has free space, or choose "
-        "another with --cache DIR; a partial download stays where it is and the same command resumes it."
+        f"another with --cache DIR{tail}"
     )
+
+
+def _partial(manifest: Manifest, name: str, cache: Path) -> list[Path]:
+    try:
+        return partial_downloads(manifest.get(name), cache)
+    except OSError:
+        return []
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of our output went away (``LIST | head``): send what is left to /dev/null, say nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor (tests)
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,13 +245,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(e))
     names = _check_args(p, args, manifest)
     cache = args.cache.expanduser() if args.cache else default_cache()
-    if not names or names == ["LIST"]:
+    if names == ["LIST"]:
         try:
-            print(format_list(manifest, cache, deep=args.verify))
+            text = format_list(manifest, cache, deep=args.verify)
         except OSError as e:
             print(f"{PROG}: LIST: {_os_error(e, cache)}", file=sys.stderr)
             return 1
+        try:
+            print(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         return 0
+    subset = DEFAULT_SUBSET if args.subset is None else None if args.subset == "all" else int(args.subset)
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     failed = 0
     for name in names:
         try:
@@ -190,10 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 manifest=manifest,
                 cache=cache,
                 sources=args.sources,
-                subset=args.subset,
+                subset=subset,
+                exact_subset=args.subset is not None,
                 force=args.force,
                 keep_archive=args.keep_archive,
-                timeout=args.timeout,
+                timeout=timeout,
                 progress=not args.quiet,
                 forget_recorded=args.forget_recorded,
             )
@@ -204,13 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: {name}: {e}", file=sys.stderr)
         except OSError as e:  # an unwritable cache, a full disk: one line, not a traceback
             failed += 1
-            print(f"{PROG}: {name}: {_os_error(e, cache)}", file=sys.stderr)
+            print(f"{PROG}: {name}: {_os_error(e, cache, _partial(manifest, name, cache))}", file=sys.stderr)
         except KeyboardInterrupt:
             print(f"\n{PROG}: interrupted; run the same command again to resume.", file=sys.stderr)
             return 130
     if not failed and args.cache and cache != default_cache():
         print(
-            f"Files are in {cache}: set OPTICAM_CACHE={cache} so that the library finds them.",
+            f"Files are in {cache}: set OPTICAM_CACHE={shlex.quote(str(cache))} so that the library finds them.",
             file=sys.stderr,
         )
     return 1 if failed else 0

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from .datasets import (
     IMAGENET_VAL_SIZE,
+    MARKER,
     check_folder,
     describe_marker,
     prepare_chest_xray,
@@ -109,6 +112,7 @@ def fetch_item(
     cache: Path | None = None,
     sources: Sequence[Path] = (),
     subset: int | None = 1000,
+    exact_subset: bool = False,
     force: bool = False,
     keep_archive: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
@@ -126,12 +130,20 @@ def fetch_item(
         sources: the user's own files or folders (``--from``): a weights file, an archive, an extracted folder,
             or for ``imagenet-val`` the images and the annotations.
         subset: ``imagenet-val`` only: how many images (None for all 50,000).
-        force: fetch and prepare again even if the item is already in place.
+        exact_subset: ``imagenet-val`` only: True when ``subset`` was asked for explicitly (``--subset``): a folder
+            prepared with another number of images is then not taken as prepared. False (the default) accepts a
+            folder prepared with at least ``subset`` images: subsets are nested (``imagenet_subset_ids``), so it
+            holds the ``subset`` asked for.
+        force: fetch and prepare again even if the item is already in place. A folder at the data set's place
+            that data_download did not prepare (no ``.complete.json``: your own) is then moved to
+            ``<folder>.user-backup-<date>``, never deleted; without ``force`` it is refused.
         keep_archive: keep a data set's downloaded archive after preparing it.
         timeout: seconds to wait for a server (connection and each read).
         imagenet_total: number of validation images (50,000; smaller only in tests).
         forget_recorded: first drop the checksums recorded on first use for this item's files (those without a
             published checksum), so that a file that legitimately changed upstream is accepted and recorded anew.
+            Implies ``force``: the local copy is the one the forgotten record vouched for, so the item is fetched
+            again (a downloaded archive too) instead of the old copy being recorded anew.
 
     Returns:
         The weights file or the prepared data set folder.
@@ -152,26 +164,67 @@ def fetch_item(
         gone = State(cache).forget(item.name)
         log(
             f"{item.name}: forgot the recorded checksums of {', '.join(gone) if gone else 'no file (none recorded)'}"
+            "; fetching it again"
         )
+        force = True
     if item.kind == "weights":
         return _fetch_weights(item, cache, sources, force, net, log)
-    return _fetch_dataset(item, cache, sources, subset, force, keep_archive, net, imagenet_total, log)
+    return _fetch_dataset(
+        item,
+        cache,
+        sources,
+        subset,
+        exact_subset,
+        force,
+        forget_recorded,
+        keep_archive,
+        net,
+        imagenet_total,
+        log,
+    )
 
 
 def _verify_in_place(
     path: Path, spec: FileSpec, item: Item, state: State, progress: bool, log: Log
-) -> Digests:
-    """Verify a file found at its final place; a bad one is moved aside (``.corrupt``) so nothing broken stays."""
+) -> Digests | None:
+    """Verify a file found at its final place; a bad one is moved aside (``.corrupt``) so nothing broken stays.
+
+    Returns None when there is no file at ``path``. All of it runs under the lock of ``path`` (the one
+    ``download`` and ``install_copy`` hold while they put a file there), so a file another process has just
+    installed is never moved aside; and the file is moved aside only if it still has the size, modification time
+    and inode that were hashed.
+    """
+    with state.lock(path):
+        try:
+            before = path.stat()
+        except FileNotFoundError:
+            return None
+        if not path.is_file():
+            return None
+        try:
+            return verify_file(
+                path, spec, item=item.name, state=state, origin=f"found at {path}", progress=progress, log=log
+            )
+        except ChecksumError as e:
+            if not _unchanged(path, before):
+                raise DataDownloadError(
+                    f"{path} changed while it was being checked (copied over by hand?); nothing was moved. Run the "
+                    "same command again to check it."
+                ) from None
+            bad = _set_aside(path)
+            raise type(e)(
+                f"{e} It was moved aside to {bad}. Run the same command again to download a fresh copy "
+                "(or copy a good file to the same place)."
+            ) from None
+
+
+def _unchanged(path: Path, before: os.stat_result) -> bool:
+    """True if ``path`` is still the file ``before`` describes (same inode, size and modification time)."""
     try:
-        return verify_file(
-            path, spec, item=item.name, state=state, origin=f"found at {path}", progress=progress, log=log
-        )
-    except ChecksumError as e:
-        bad = _set_aside(path)
-        raise type(e)(
-            f"{e} It was moved aside to {bad}. Run the same command again to download a fresh copy "
-            "(or copy a good file to the same place)."
-        ) from None
+        now = path.stat()
+    except FileNotFoundError:
+        return False
+    return (now.st_ino, now.st_size, now.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
 def _set_aside(path: Path) -> Path:
@@ -233,7 +286,7 @@ def _damaged_advice(
     if ours is not None and ours.is_file() and damaged.resolve() == ours.resolve():
         bad = _set_aside(ours)
         return f"; it was moved aside to {bad}. Run {command} to download it again."
-    again = " ".join([command, *(f"--from {s}" for s in sources)])
+    again = " ".join([command, *(f"--from {shlex.quote(str(s))}" for s in sources)])
     if wrong:
         return f"; your file was left alone. Get the right file and run {again}."
     return f": delete it and download it again, then run {again}."
@@ -260,8 +313,7 @@ def _fetch_weights(item: Item, cache: Path, sources: list[Path], force: bool, ne
         install_copy(sources[0], spec, dest, item=item.name, state=state, progress=net["progress"], log=log)
         log(f"{item.name}: copied and verified -> {dest}")
         return dest
-    if dest.is_file() and not force:
-        _verify_in_place(dest, spec, item, state, net["progress"], log)
+    if not force and _verify_in_place(dest, spec, item, state, net["progress"], log) is not None:
         log(f"{item.name}: already in place and verified: {dest}")
         return dest
     download(spec, dest, item=item.name, state=state, command=command_for(item.name, cache), log=log, **net)
@@ -269,15 +321,73 @@ def _fetch_weights(item: Item, cache: Path, sources: list[Path], force: bool, ne
     return dest
 
 
-def _already_prepared(item: Item, folder: Path, subset: int | None, imagenet_total: int) -> dict | None:
+def _wanted_images(subset: int | None, imagenet_total: int) -> int:
+    return imagenet_total if subset is None else min(subset, imagenet_total)
+
+
+def _prepared_subset(marker: dict, imagenet_total: int) -> int | None:
+    """How many images an ``imagenet-val`` marker says were extracted from ``imagenet_total`` ids, or None."""
+    have = marker.get("subset")
+    if not isinstance(have, int) or isinstance(have, bool):
+        return None
+    total = marker.get("total")  # absent in markers written before it was recorded (always 50,000 then)
+    if total is not None and total != imagenet_total:
+        return None
+    return have
+
+
+def _already_prepared(
+    item: Item, folder: Path, subset: int | None, exact_subset: bool, imagenet_total: int
+) -> dict | None:
+    """The marker of ``folder`` when it is complete and holds what was asked for, else None.
+
+    ``imagenet-val``: the same number of images, or (unless ``exact_subset``) more: subsets are nested, every
+    ``imagenet_subset_ids(n)`` being the first ``n`` ids of one ranking, so a larger one holds the smaller.
+    """
     marker = read_marker(folder)
     if marker is None or check_folder(folder) is not None:
         return None
     if item.prepare == "imagenet-val":
-        wanted = imagenet_total if subset is None else min(subset, imagenet_total)
-        if marker.get("subset") != wanted:
+        wanted = _wanted_images(subset, imagenet_total)
+        have = _prepared_subset(marker, imagenet_total)
+        if have is None or have < wanted or (exact_subset and have != wanted):
             return None
     return marker
+
+
+def _is_users_folder(folder: Path) -> bool:
+    """True when something that data_download did not prepare is at ``folder``: a non-empty folder without
+    ``.complete.json`` (the library reads such a folder as the user's own copy), a link or a file."""
+    if folder.is_symlink():
+        return True
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        return True
+    return not (folder / MARKER).exists() and any(folder.iterdir())
+
+
+def _users_folder_error(item: Item, cache: Path, folder: Path, sources: list[Path]) -> DataDownloadError:
+    again = " ".join([command_for(item.name, cache), *(f"--from {shlex.quote(str(s))}" for s in sources)])
+    return DataDownloadError(
+        f"{folder} already exists and was not prepared by data_download (it has no {MARKER}): your own copy? It "
+        f"was left alone. Move it elsewhere, or run {again} --force to have it moved to "
+        f"{folder.name}.user-backup-<date> beside it and {item.name} prepared in its place."
+    )
+
+
+def _make_room(item: Item, folder: Path, log: Log) -> None:
+    """Move the user's own folder at ``folder`` (``_is_users_folder``) to ``<folder>.user-backup-<date>``."""
+    if not _is_users_folder(folder):
+        return
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    backup = folder.with_name(f"{folder.name}.user-backup-{stamp}")
+    n = 1
+    while backup.exists() or backup.is_symlink():
+        n += 1
+        backup = folder.with_name(f"{folder.name}.user-backup-{stamp}-{n}")
+    os.replace(folder, backup)
+    log(f"{item.name}: {folder} was not prepared by data_download (no {MARKER}); it was moved to {backup}")
 
 
 def _fetch_dataset(
@@ -285,21 +395,32 @@ def _fetch_dataset(
     cache: Path,
     sources: list[Path],
     subset: int | None,
+    exact_subset: bool,
     force: bool,
+    refetch: bool,
     keep_archive: bool,
     net: dict,
     imagenet_total: int,
     log: Log,
 ) -> Path:
+    """Prepare data set ``item``; ``refetch``: download its archive again even if one is in the downloads folder."""
     folder = dataset_folder(item, cache)
     state = State(cache)
     with state.lock(_item_lock(item, cache)):
-        marker = None if force or sources else _already_prepared(item, folder, subset, imagenet_total)
+        if not force and _is_users_folder(folder):
+            raise _users_folder_error(item, cache, folder, sources)
+        marker = (
+            None
+            if force or sources
+            else _already_prepared(item, folder, subset, exact_subset, imagenet_total)
+        )
         if marker is not None:
             log(f"{item.name}: already prepared in {folder}: {describe_marker(marker)}")
             return folder
         if item.prepare == "imagenet-val":
-            _prepare_imagenet_from(item, cache, folder, sources, subset, imagenet_total, state, net, log)
+            _prepare_imagenet_from(
+                item, cache, folder, sources, subset, exact_subset, imagenet_total, state, net, log
+            )
             return folder
         spec = item.files[0]
         remove_after = False
@@ -319,8 +440,10 @@ def _fetch_dataset(
                 log(f"{item.name}: {archive} is not the manifest's {spec.name}; its checksum is not checked")
         else:
             archive = ours = downloads_dir(cache) / spec.name
-            if archive.is_file():
+            digests = None
+            if not refetch:
                 digests = _verify_in_place(archive, spec, item, state, net["progress"], log)
+            if digests is not None:
                 log(f"{item.name}: using {archive} (verified)")
             else:
                 digests = download(
@@ -342,6 +465,7 @@ def _fetch_dataset(
                     f"needed, {human_size(free)} free in {folder.parent}. Free some space or choose another "
                     "cache folder (--cache DIR)."
                 )
+        _make_room(item, folder, log)
         with _on_damaged_archive(item, cache, state, checked, sources, ours):
             _PREPARERS[str(item.prepare)](
                 archive, folder, item=item.name, expected_images=item.images, log=log
@@ -365,12 +489,27 @@ def _prepare_imagenet_from(
     folder: Path,
     sources: list[Path],
     subset: int | None,
+    exact_subset: bool,
     total: int,
     state: State,
     net: dict,
     log: Log,
 ) -> None:
     if not sources:
+        marker = read_marker(folder)
+        have = (
+            _prepared_subset(marker, total) if marker is not None and check_folder(folder) is None else None
+        )
+        wanted = _wanted_images(subset, total)
+        if have is not None and have != wanted:  # (the same number: --force, which needs the files again)
+            ask = "all" if subset is None else str(subset)
+            asked = f"--subset {ask}" if exact_subset else "the default"
+            raise ManualStepRequired(
+                f"{item.name} is prepared in {folder} with {have:,} images, not the {wanted:,} asked for ({asked}). "
+                f"Extracting another subset needs your copy of the images again (the ImageNet licence forbids "
+                f"downloading it for you): {command_for(item.name, cache)} --subset {ask} --from "
+                "ILSVRC2012_img_val.tar --from ILSVRC2012_bbox_val_v3.tgz (the paths of your files)."
+            )
         raise ManualStepRequired(imagenet_instructions(item, cache))
     images: Path | None = None
     annotations: Path | None = None
@@ -411,6 +550,7 @@ def _prepare_imagenet_from(
             f"{item.name}: no validation images among --from; add --from ILSVRC2012_img_val.tar (or "
             f"val_images.tar.gz, or a folder of ILSVRC2012_val_*.JPEG).\n{imagenet_instructions(item, cache)}"
         )
+    _make_room(item, folder, log)
     with _on_damaged_archive(item, cache, state, checked, sources, None):
         prepare_imagenet_val(
             images, folder, annotations=annotations, subset=subset, total=total, item=item.name, log=log
@@ -431,8 +571,20 @@ class ItemStatus:
     path: Path
 
 
+def partial_downloads(item: Item, cache: Path) -> list[Path]:
+    """The partial downloads (``.part``) of ``item`` in ``cache`` that the same command would resume."""
+    if item.kind == "weights":
+        targets = [weights_target(item, cache)]
+    else:
+        targets = [downloads_dir(cache) / spec.name for spec in item.files]
+    parts = [t.with_name(t.name + ".part") for t in targets]
+    return [p for p in parts if p.is_file()]
+
+
 def item_status(item: Item, cache: Path, *, deep: bool = False) -> ItemStatus:
-    """The state of ``item`` in ``cache``. Fast by default (verified stamps); ``deep`` re-hashes everything."""
+    """The state of ``item`` in ``cache``. Fast by default (verified stamps); ``deep`` re-hashes everything, and
+    then writes as a fetch does: the weights' stamp, and the checksum of a file with none published and none
+    recorded yet (first use)."""
     state = State(cache)
     if item.kind == "weights":
         spec = item.files[0]
@@ -446,7 +598,7 @@ def item_status(item: Item, cache: Path, *, deep: bool = False) -> ItemStatus:
                     )
                 except ChecksumError as e:
                     return ItemStatus(item.name, "corrupt", f"DOES NOT MATCH: {e}", path)
-            entry = state.stamped(path, spec)
+            entry = state.stamped(path, spec, item.name)
             if entry is not None:
                 return ItemStatus(
                     item.name, "verified", f"verified ({entry['verified_at'][:10]}): {path}", path
@@ -467,6 +619,12 @@ def item_status(item: Item, cache: Path, *, deep: bool = False) -> ItemStatus:
         return ItemStatus(item.name, "missing", f"not in the cache (would go to {path})", path)
     folder = dataset_folder(item, cache)
     marker = read_marker(folder)
+    if marker is None and (folder / MARKER).exists():
+        return ItemStatus(
+            item.name, "damaged",
+            f"damaged (its record of the files, {MARKER}, cannot be read): run {command_for(item.name, cache)} "
+            "--force", folder,
+        )  # fmt: skip
     if marker is not None:
         problem = check_folder(folder, deep=deep)
         if problem is None:

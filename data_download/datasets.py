@@ -30,6 +30,7 @@ import hashlib
 import importlib.util
 import json
 import lzma
+import math
 import os
 import re
 import shutil
@@ -67,7 +68,9 @@ KVASIR_SALT = "opticam-kvasir-v1"
 KVASIR_VAL_FRACTION = 0.125
 KVASIR_TEST_FRACTION = 0.125
 
-_SAFE_BASENAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.()+ -]*$")
+#: a plain file name: starts with a letter, digit or underscore and ends with one (or a bracket, plus or dash), so no
+#: leading or trailing blank or dot ("a.JPEG " would be a second file beside "a.JPEG")
+_SAFE_BASENAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.()+ -]*[A-Za-z0-9_()+-])?$")
 _VAL_ID = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 Log = Callable[[str], None]
@@ -406,11 +409,28 @@ def write_marker(folder: Path, item: str, info: dict[str, Any]) -> dict[str, Any
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The completion marker of a prepared folder, or None when the folder is absent or incomplete."""
+    """The completion marker of a prepared folder, or None when the folder is absent or incomplete, or when its
+    marker is damaged (not readable JSON, not an object, or without a ``files`` object of ``[size, sha256]``
+    entries: ``(folder / MARKER).exists()`` tells that case apart)."""
     try:
-        return json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        marker = json.loads((Path(folder) / MARKER).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):  # absent, unreadable, not UTF-8 (UnicodeDecodeError), not JSON
         return None
+    return marker if _valid_marker(marker) else None
+
+
+def _valid_marker(marker: Any) -> bool:
+    if not isinstance(marker, dict) or not isinstance(marker.get("files"), dict):
+        return False
+    for rel, entry in marker["files"].items():
+        if not isinstance(entry, list) or len(entry) != 2:
+            return False
+        size, digest = entry
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(digest, str):
+            return False
+        if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            return False
+    return True
 
 
 def check_image_count(marker: dict[str, Any], expected: int | None, source: Path) -> None:
@@ -428,6 +448,8 @@ def check_folder(folder: Path, *, deep: bool = False) -> str | None:
     """None when ``folder`` holds every file its marker lists (same size; same SHA-256 if ``deep``), else why not."""
     marker = read_marker(folder)
     if marker is None:
+        if (Path(folder) / MARKER).exists():
+            return f"its record of the files, {MARKER}, cannot be read"
         return "not prepared"
     for rel, (size, digest) in marker["files"].items():
         p = Path(folder) / rel
@@ -446,7 +468,9 @@ def _image_count(marker: dict[str, Any]) -> int:
 
 def describe_marker(marker: dict[str, Any]) -> str:
     """A short phrase for LIST: ``"3,925 images"`` or ``"5,856 images (train 5,216, val 16, test 624)"``."""
-    counts = marker.get("counts") or {}
+    counts = marker.get("counts")
+    if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
+        counts = {}
     text = f"{_image_count(marker):,} images"
     if counts:
         text += " (" + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")"
@@ -469,6 +493,8 @@ def prepare_imagenette(
     """
     index = _wnid_index()
     rows = []
+    seen: set[str] = set()
+    duplicates = 0
     with building(out) as tmp:
         for entry in iter_entries(source):
             parts = entry.parts
@@ -479,8 +505,13 @@ def prepare_imagenette(
                 raise WrongArchiveError(
                     f"{source}: {entry.name} is not in a WordNet-id folder of ImageNet-1k", path=source
                 )
+            rel = f"{wnid}/{name}"
+            if rel in seen:  # the same image twice (under two top folders): the first copy is kept
+                duplicates += 1
+                continue
+            seen.add(rel)
             _write_entry(entry, tmp / wnid / name)
-            rows.append((f"{wnid}/{name}", wnid, *index[wnid]))
+            rows.append((rel, wnid, *index[wnid]))
         if not rows:
             raise WrongArchiveError(
                 f"{source} holds no val/<wnid>/ images: is it an Imagenette archive?", path=source
@@ -493,7 +524,8 @@ def prepare_imagenette(
             {"counts": {"val": len(rows)}, "rule": "the val split of Imagenette, folders are WordNet ids"},
         )
         check_image_count(marker, expected_images, source)
-    log(f"{item}: {len(rows):,} val images in {len({r[1] for r in rows})} classes -> {out}")
+    again = f" ({duplicates:,} duplicate archive members skipped)" if duplicates else ""
+    log(f"{item}: {len(rows):,} val images in {len({r[1] for r in rows})} classes -> {out}{again}")
     return marker
 
 
@@ -519,48 +551,98 @@ class ValAnnotation:
 
 
 def read_bbox_archive(source: Path, wanted: set[int] | None = None) -> dict[int, ValAnnotation]:
-    """Labels and boxes from ``ILSVRC2012_bbox_val_v3.tgz`` (one VOC-style XML per image), or a folder of them."""
+    """Labels and boxes from ``ILSVRC2012_bbox_val_v3.tgz`` (one VOC-style XML per image), or a folder of them.
+
+    Raises:
+        DamagedArchiveError: a member is not well-formed XML (cut short?); the message names it.
+        WrongArchiveError: a member's box or image size is not a number.
+    """
     out: dict[int, ValAnnotation] = {}
     for entry in iter_entries(source):
         m = re.search(r"ILSVRC2012_val_(\d{8})\.xml$", entry.name)
         if not m or (wanted is not None and int(m.group(1)) not in wanted):
             continue
         with entry.open() as f:
-            root = ET.parse(f).getroot()
-        objects = root.findall("object")
-        if not objects:
-            continue
-        boxes = []
-        for obj in objects:
-            b = obj.find("bndbox")
-            if b is not None:
-                boxes.append(tuple(int(float(b.findtext(k, "0"))) for k in ("xmin", "ymin", "xmax", "ymax")))
-        size = root.find("size")
-        width = int(size.findtext("width", "0")) if size is not None else 0
-        height = int(size.findtext("height", "0")) if size is not None else 0
-        out[int(m.group(1))] = ValAnnotation(
-            wnid=objects[0].findtext("name", "").strip(),
-            boxes=boxes,  # type: ignore[arg-type]
-            width=width or None,
-            height=height or None,
-        )
+            try:
+                root = ET.parse(f).getroot()
+            except (ET.ParseError, LookupError, UnicodeError) as e:  # LookupError: unknown declared encoding
+                reason = f"its member {entry.name} is not well-formed XML: {e}"
+                raise DamagedArchiveError(
+                    damaged_message(source, reason), path=source, reason=reason
+                ) from None
+        try:
+            note = _annotation_from_xml(root)
+        except (ValueError, OverflowError) as e:
+            raise WrongArchiveError(
+                f"{source}: its member {entry.name} is not an ImageNet annotation ({e})", path=source
+            ) from None
+        if note is not None:
+            out[int(m.group(1))] = note
     return out
 
 
+def _number(text: str | None, what: str) -> int:
+    """``"12.0"`` -> 12 (absent: 0); ValueError naming ``what`` for anything else (text, nan, inf)."""
+    try:
+        value = float(text if text is not None else "0")
+        if not math.isfinite(value):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{what} is {text!r}, not a number") from None
+    return int(value)
+
+
+def _annotation_from_xml(root: ET.Element) -> ValAnnotation | None:
+    objects = root.findall("object")
+    if not objects:
+        return None
+    boxes = []
+    for obj in objects:
+        b = obj.find("bndbox")
+        if b is not None:
+            boxes.append(tuple(_number(b.findtext(k), k) for k in ("xmin", "ymin", "xmax", "ymax")))
+    size = root.find("size")
+    width = _number(size.findtext("width"), "width") if size is not None else 0
+    height = _number(size.findtext("height"), "height") if size is not None else 0
+    return ValAnnotation(
+        wnid=(objects[0].findtext("name") or "").strip(),
+        boxes=boxes,  # type: ignore[arg-type]
+        width=width or None,
+        height=height or None,
+    )
+
+
 def read_loc_solution(source: Path, wanted: set[int] | None = None) -> dict[int, ValAnnotation]:
-    """Labels and boxes from Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``: wnid x1 y1 x2 y2 ...)."""
+    """Labels and boxes from Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``: wnid x1 y1 x2 y2 ...).
+
+    Raises:
+        WrongArchiveError: the file is not UTF-8 CSV text, or a box coordinate is not a number; the message names
+            the file and the line.
+    """
     out: dict[int, ValAnnotation] = {}
-    with open(source, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            m = _VAL_ID.search(row.get("ImageId", ""))
-            if not m or (wanted is not None and int(m.group(1)) not in wanted):
-                continue
-            tokens = row.get("PredictionString", "").split()
-            groups = [tokens[i : i + 5] for i in range(0, len(tokens) - 4, 5)]
-            if not groups:
-                continue
-            boxes = [tuple(int(float(v)) for v in g[1:5]) for g in groups]
-            out[int(m.group(1))] = ValAnnotation(wnid=groups[0][0], boxes=boxes)  # type: ignore[arg-type]
+    reader: csv.DictReader[str] | None = None
+    try:
+        with open(source, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                m = _VAL_ID.search(row.get("ImageId") or "")
+                if not m or (wanted is not None and int(m.group(1)) not in wanted):
+                    continue
+                tokens = (row.get("PredictionString") or "").split()
+                groups = [tokens[i : i + 5] for i in range(0, len(tokens) - 4, 5)]
+                if not groups:
+                    continue
+                boxes = [tuple(_number(v, "a box coordinate") for v in g[1:5]) for g in groups]
+                out[int(m.group(1))] = ValAnnotation(wnid=groups[0][0], boxes=boxes)  # type: ignore[arg-type]
+    except UnicodeDecodeError:
+        raise WrongArchiveError(
+            f"{source} is not UTF-8 text: it is not Kaggle's LOC_val_solution.csv", path=source
+        ) from None
+    except (ValueError, csv.Error) as e:  # csv.Error: a NUL byte, a field too long
+        line = reader.line_num if reader is not None else 1
+        raise WrongArchiveError(
+            f"{source}, line {line}: {e}: it is not Kaggle's LOC_val_solution.csv", path=source
+        ) from None
     return out
 
 
@@ -661,7 +743,15 @@ def prepare_imagenet_val(
             else "all validation images"
         )
         marker = write_marker(
-            tmp, item, {"counts": {"val": len(ids)}, "subset": len(ids), "rule": rule, "boxes": len(boxes)}
+            tmp,
+            item,
+            {
+                "counts": {"val": len(ids)},
+                "subset": len(ids),
+                "total": total,
+                "rule": rule,
+                "boxes": len(boxes),
+            },
         )
     log(f"{item}: {len(ids):,} images, {len(boxes):,} boxes -> {out}")
     return marker

@@ -27,6 +27,7 @@ import hashlib
 import http.client
 import json
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -126,9 +127,12 @@ def default_cache() -> Path:
 
 
 def command_for(name: str, cache: Path | None = None) -> str:
-    """The command a user runs to fetch ``name`` (with ``--cache`` when not the default cache)."""
-    extra = f" --cache {cache}" if cache is not None and Path(cache) != default_cache() else ""
-    return f"python -m data_download {name}{extra}"
+    """The command a user runs to fetch ``name`` (with ``--cache`` when not the default cache), quoted for a POSIX
+    shell (``shlex.quote``) so that it can be pasted as printed, whatever characters the cache path holds."""
+    words = ["python", "-m", "data_download", name]
+    if cache is not None and Path(cache) != default_cache():
+        words += ["--cache", str(cache)]
+    return shlex.join(words)
 
 
 def check_digests(
@@ -302,11 +306,14 @@ class State:
     def _write(self, data: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"state.json.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(data, indent=1, sort_keys=True))
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename, so a crash leaves the old or the new file
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps(data, indent=1, sort_keys=True))
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename, so a crash leaves the old or the new file
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file behind
 
     @contextlib.contextmanager
     def _update(self) -> Iterator[dict[str, Any]]:
@@ -337,16 +344,22 @@ class State:
             }
 
     def forget(self, item: str, name: str | None = None) -> list[str]:
-        """Drop the checksums recorded on first use for every file of ``item`` (only file ``name`` if given);
-        returns the records dropped (``item/name``)."""
+        """Drop the checksums recorded on first use for every file of ``item`` (only file ``name`` if given), and
+        the verified stamps they vouched for (so that neither data_download nor the library, which reads the
+        stamps, takes those files as checked any more); returns the records dropped (``item/name``)."""
         with self._update() as data:
             gone = [
                 k
                 for k in data["recorded"]
                 if k.split("/", 1)[0] == item and name in (None, k.split("/", 1)[1])
             ]
+            shas = {data["recorded"][k].get("sha256") for k in gone} - {None}
             for k in gone:
                 del data["recorded"][k]
+            for key in [
+                k for k, v in data["verified"].items() if isinstance(v, dict) and v.get("sha256") in shas
+            ]:
+                del data["verified"][key]
         return gone
 
     def stamp(self, path: Path, digests: Digests) -> None:
@@ -360,11 +373,15 @@ class State:
                 "verified_at": _now(),
             }
 
-    def stamped(self, path: Path, spec: FileSpec | None = None) -> dict[str, Any] | None:
+    def stamped(
+        self, path: Path, spec: FileSpec | None = None, item: str | None = None
+    ) -> dict[str, Any] | None:
         """The stamp of ``path`` if the file is unchanged since it was verified (same size and mtime).
 
-        With ``spec``, a stamp whose SHA-256 or size no longer matches the manifest (or the recorded checksum)
-        does not count.
+        With ``spec``, a stamp whose SHA-256 or size no longer matches the manifest does not count; with ``item``
+        too, for a file with no published SHA-256, neither does one whose SHA-256 is not the checksum recorded now
+        for ``item``'s file (none recorded, or another one recorded since the stamp: the file must be checked
+        again).
         """
         entry = self._read()["verified"].get(self._key(path))
         try:
@@ -380,6 +397,10 @@ class State:
                 return None
             if spec.sha256_prefix and not str(entry.get("sha256", "")).startswith(spec.sha256_prefix):
                 return None
+            if spec.sha256 is None and item is not None:
+                recorded = self.recorded(item, spec.name)
+                if recorded is None or recorded.get("sha256") != entry.get("sha256"):
+                    return None
         return entry
 
     @contextlib.contextmanager
@@ -459,7 +480,7 @@ def verify_file(
             the kind its name says (``format_problem``: an HTML page, ...). Nothing is recorded then.
     """
     if use_stamp:
-        entry = state.stamped(path, spec)
+        entry = state.stamped(path, spec, item)
         if entry is not None:
             return Digests(size=entry["size"], sha256=entry["sha256"])
     check_format(
@@ -837,13 +858,15 @@ def download(
             _drop_part(part)
             raise _refused_download(e, spec, command) from None
         _fsync(part)  # the bytes reach the disk before the rename makes them the real file
-        os.replace(part, dest)
-        validator_path(part).unlink(missing_ok=True)
         if spec.sha256 is None and recorded is None:
+            # recorded before the rename: if the record cannot be written (a full disk), nothing unrecorded is put
+            # in place and the complete .part stays for the same command to check again
             state.record(item, spec.name, digests, used)
             log(
                 f"{spec.name}: no published checksum; recorded SHA-256 {digests.sha256} ({digests.size:,} bytes)"
             )
+        os.replace(part, dest)
+        validator_path(part).unlink(missing_ok=True)
         state.stamp(dest, digests)
         return digests
 

@@ -154,6 +154,13 @@ def _check_hex(value: Any, length: int | None, where: str) -> str | None:
     return value
 
 
+def _text(value: Any, where: str) -> str | None:
+    """``value`` when it is a string or null; ``ManifestError`` naming ``where`` otherwise."""
+    if value is not None and not isinstance(value, str):
+        raise ManifestError(f"{where} must be a string or null, got {value!r}")
+    return value
+
+
 def _count(value: Any, where: str) -> int | None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise ManifestError(f"{where} must be a positive integer or null, got {value!r}")
@@ -204,7 +211,7 @@ def _parse_file(raw: Any, where: str) -> FileSpec:
         checksum_source=str(raw.get("checksum_source", "")),
         url_confirmed=bool(raw.get("url_confirmed", True)),
         approx_size=raw.get("approx_size"),
-        role=raw.get("role"),
+        role=_text(raw.get("role"), f"{where}.role"),
     )
 
 
@@ -232,10 +239,10 @@ def _parse_item(name: str, raw: Any) -> Item:
         files=files,
         homepage=str(raw.get("homepage", "")),
         notes=str(raw.get("notes", "")),
-        model=raw.get("model"),
-        target=raw.get("target"),
-        folder=raw.get("folder"),
-        prepare=raw.get("prepare"),
+        model=_text(raw.get("model"), f"{where}.model"),
+        target=_text(raw.get("target"), f"{where}.target"),
+        folder=_text(raw.get("folder"), f"{where}.folder"),
+        prepare=_text(raw.get("prepare"), f"{where}.prepare"),
         images=_count(raw.get("images"), f"{where}.images"),
         manual=bool(raw.get("manual", False)),
     )
@@ -244,7 +251,9 @@ def _parse_item(name: str, raw: Any) -> Item:
             raise ManifestError(f"{where}: a weights item has exactly one file")
         if item.model is None and item.target is None:
             raise ManifestError(f"{where}: a weights item needs 'model' (registry name) or 'target'")
-        if item.target is not None and (Path(item.target).is_absolute() or ".." in Path(item.target).parts):
+        if item.target is not None and (
+            Path(item.target).is_absolute() or ".." in Path(item.target).parts or not Path(item.target).parts
+        ):
             raise ManifestError(f"{where}: 'target' must be a path inside the cache folder")
     else:
         if not isinstance(item.folder, str) or not _SAFE_NAME.match(item.folder):
@@ -277,9 +286,15 @@ def load_manifest(path: str | Path | None = None) -> Manifest:
     """
     p = Path(path) if path is not None else DEFAULT_MANIFEST
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ManifestError(f"manifest not found: {p}") from None
+    except IsADirectoryError:
+        raise ManifestError(f"manifest {p} is a folder, not a JSON file") from None
+    except OSError as e:
+        raise ManifestError(f"manifest {p} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"manifest {p} is not UTF-8 text (byte {e.start:,}): not a manifest") from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"manifest {p} is not valid JSON: {e}") from None
     return parse_manifest(data, p)
