@@ -24,6 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from opticam_lib.errors import InputError
+
 SALIENCY_CMAP = "inferno"
 """The one colour map of saliency maps, alone or overlaid (perceptually uniform; dark = 0, bright = 1)."""
 OVERLAY_ALPHA = 0.55
@@ -65,11 +67,39 @@ def overlay(
     Returns:
         (H, W, 3) numpy float in [0, 1].
     """
-    heat = matplotlib.colormaps[cmap](saliency.detach().float().cpu().reshape(image.shape[-2:]).numpy())[
-        ..., :3
-    ]
+    heat = matplotlib.colormaps[cmap](checked_map(saliency, image).float().cpu().numpy())[..., :3]
     photo = to_numpy_image(image)
     return (1 - alpha) * (to_grey(photo) if grey else photo) + alpha * heat
+
+
+def checked_map(saliency: object, image: Tensor, what: str = "saliency") -> Tensor:
+    """``saliency`` as the (H, W) map of ``image`` (3, H, W), detached; an ``InputError`` naming the likely mistake
+    for a map of another size (not upsampled yet?), NaN values, or values outside [0, 1] (not normalised yet?),
+    which a plot would silently clip under its [0, 1] colour bar."""
+    if not isinstance(saliency, Tensor):
+        raise InputError(f"{what} must be a torch.Tensor (1, H, W) or (H, W), got {type(saliency).__name__}")
+    height, width = image.shape[-2:]
+    s = saliency.detach()
+    if s.dim() == 3 and s.shape[0] == 1:
+        s = s[0]
+    if s.dim() != 2:
+        raise InputError(f"{what} must have shape (1, H, W) or (H, W), got {tuple(saliency.shape)}")
+    if tuple(s.shape) != (height, width):
+        hint = (
+            ": upsample it to the image's size first (opticam_lib.methods.maps.upsample or to_saliency)"
+            if s.shape[0] < height and s.shape[1] < width
+            else ""
+        )
+        raise InputError(f"{what} is {s.shape[0]} x {s.shape[1]} but its image is {height} x {width}{hint}")
+    if not torch.isfinite(s).all():
+        raise InputError(f"{what} contains NaN or infinite values")
+    lo, hi = float(s.min()), float(s.max())
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise InputError(
+            f"{what} must lie in [0, 1], the colour bar's range, got [{lo:.3g}, {hi:.3g}]: normalise it first "
+            "(opticam_lib.methods.maps.normalize)"
+        )
+    return s
 
 
 def saliency_colorbar(
@@ -79,13 +109,15 @@ def saliency_colorbar(
     cmap: str = SALIENCY_CMAP,
     vmin: float = 0.0,
     vmax: float = 1.0,
+    end_labels: tuple[str, str] = ("least", "most"),
     **kwargs: Any,
 ) -> Colorbar:
     """One vertical colour bar beside ``axes`` (one or several) for maps drawn with ``cmap`` on [vmin, vmax],
     ``label`` written above it.
 
-    The ends are labelled with their meaning (for [0, 1]: 'least' and 'most' salient, within each map). ``kwargs`` go to
-    ``Figure.colorbar`` (e.g. ``shrink``, ``aspect``, ``pad``).
+    For [0, 1] the ends carry ``end_labels`` after their values: by default 'least' and 'most' salient, within
+    each map (a range-normalised map spans both); a mask that multiplies the image says ``("hides", "keeps")``.
+    ``kwargs`` go to ``Figure.colorbar`` (e.g. ``shrink``, ``aspect``, ``pad``).
     """
     ax = list(np.asarray(axes, dtype=object).flat) if not isinstance(axes, Axes) else axes
     mappable = ScalarMappable(norm=Normalize(vmin, vmax), cmap=cmap)
@@ -93,7 +125,8 @@ def saliency_colorbar(
     kwargs.setdefault("aspect", 25)
     bar = fig.colorbar(mappable, ax=ax, **kwargs)
     if (vmin, vmax) == (0.0, 1.0):
-        bar.set_ticks([0.0, 0.5, 1.0], labels=["0 least", "0.5", "1 most"])
+        low, high = end_labels
+        bar.set_ticks([0.0, 0.5, 1.0], labels=[f"0 {low}", "0.5", f"1 {high}"])
     bar.ax.tick_params(labelsize=8)
     # above the bar (fits however short the figure is), starting at its left edge: clear of the maps on its left
     title = bar.ax.set_title(label, fontsize=8, pad=7)
@@ -148,7 +181,20 @@ def show_maps(
         boxes: N tensors (M, 4) xyxy pixels drawn on the image column.
         colorbar: draw the colour bar (``saliency_colorbar``) right of the maps.
     """
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise InputError(
+            f"images must be a tensor (N, 3, H, W), got {getattr(images, 'shape', type(images).__name__)}"
+        )
     n = images.shape[0]
+    for name, m in maps.items():
+        if not isinstance(m, Tensor) or m.dim() not in (3, 4) or m.shape[0] != n:
+            raise InputError(
+                f"maps[{name!r}] must hold one map per image, (N, 1, H, W) with N = {n}, got "
+                f"{tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__}"
+            )
+    for label, given in (("row_titles", row_titles), ("boxes", boxes)):
+        if given is not None and len(given) != n:
+            raise InputError(f"{label} must have one entry per image ({n}), got {len(given)}")
     fig, axes = grid_figure(n, 1 + len(maps), size)
     for i in range(n):
         axes[i, 0].imshow(to_numpy_image(images[i]))
@@ -157,7 +203,10 @@ def show_maps(
         if boxes is not None:
             draw_boxes(axes[i, 0], boxes[i], color="lime", lw=2)
         for j, (name, m) in enumerate(maps.items(), start=1):
-            axes[i, j].imshow(overlay(images[i], m[i], alpha))
+            try:
+                axes[i, j].imshow(overlay(images[i], m[i], alpha))
+            except InputError as e:
+                raise InputError(f"maps[{name!r}] of image {i}: {e}") from None
             if i == 0:
                 axes[i, j].set_title(name, fontsize=11)
     if colorbar and maps:

@@ -159,3 +159,8 @@ def test_changing_the_inputs_in_place_does_not_fool_the_checker(check, fn, capsy
 def test_a_result_that_is_not_one_number_gets_a_hint(check, result, kind):
     with pytest.raises(AssertionError, match=r"return one number \(a float\); got .*" + re.escape(kind)):
         check(lambda *_args: result)
+
+
+def test_an_average_gain_as_a_fraction_is_named():
+    with pytest.raises(AssertionError, match="a fraction: AG is in percent, multiply by 100"):
+        ex.check_average_gain(lambda p, o: right_average_gain(p, o) / 100)

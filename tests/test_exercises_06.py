@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -15,6 +17,14 @@ from opticam_lib.methods.extremal import area_reference
 def _solution(masks, area):
     flat = masks.flatten(1)
     ref = area_reference(flat.shape[1], area)
+    return ((flat.sort(dim=1).values - ref) ** 2).mean(dim=1)
+
+
+def _with_zeros(masks, zeros):
+    """R_a with a reference of ``zeros`` zeros (a learner who rounds M (1 - a) otherwise than down)."""
+    flat = masks.flatten(1)
+    ref = torch.ones(flat.shape[1])
+    ref[:zeros] = 0
     return ((flat.sort(dim=1).values - ref) ** 2).mean(dim=1)
 
 
@@ -39,6 +49,8 @@ def test_check_area_loss_accepts_the_solution(capsys):
         (lambda m, a: _solution(m, a) * m[0].numel(), "do not sum"),
         (lambda m, a: (m.flatten(1).mean(1) - a) ** 2, "only constrains the average"),
         (lambda m, a: _solution(m, 1 - a), "values differ"),
+        (lambda m, a: _with_zeros(m, round(m[0].numel() * (1 - a))), "round M \\(1 - a\\) down"),
+        (lambda m, a: _with_zeros(m, math.ceil(m[0].numel() * (1 - a))), "round M \\(1 - a\\) down"),
         (lambda m, a: _solution(m, a)[:2], "expected shape"),
     ],
 )

@@ -152,6 +152,7 @@ def test_shuffled_keeps_the_choices_and_is_stable() -> None:
 
 def test_quiz_lookup() -> None:
     assert quiz("05").notebook == quiz(5).notebook == quiz("05_fake_cam_and_average_gain").notebook == "05"
+    assert quiz("5").notebook == quiz(" 5 ").notebook == "05"
     with pytest.raises(InputError, match="no quiz for notebook 42"):
         quiz("42")
     with pytest.raises(InputError, match="no quiz for notebook 123;"):  # the id as given, not "12"
@@ -207,6 +208,10 @@ def test_the_widget_gives_feedback_without_a_browser() -> None:
     check2.click()
     assert "✓" in fb2.value and "32 it is" in fb2.value
     assert fb1.value.count("✓") == 1  # each question has its own feedback
+    radio.value = 2  # a new answer: the feedback on the old one goes
+    assert fb1.value == ""
+    number.value = "33"
+    assert fb2.value == ""
 
 
 def test_a_course_quiz_widget_accepts_its_right_answers() -> None:
@@ -224,6 +229,7 @@ def test_displayed_it_is_a_widget_with_a_text_fallback() -> None:
     bundle = quiz("05")._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "Fake-CAM hides a single pixel" in bundle["text/plain"]
+    assert "(answer with a number)" in quiz("04").text() and "*" not in quiz("04").text()
     assert "Fake-CAM hides a single pixel" in bundle["text/markdown"]
 
 
@@ -263,3 +269,43 @@ def test_quiz_04_break_even_accepts_the_last_cheaper_iteration_only() -> None:
     assert assess(question, f"{k / (1 + b / f):.2f}").right is True  # the boundary, as a student may write it
     assert assess(question, last + 1).right is False  # already dearer than Score-CAM
     assert assess(question, last - 1).right is False
+
+
+FRACTION = Question("Which fraction?", answer=0.25, tolerance=0.005, hint="h", explanation="e")
+PERCENT = Question("Which percentage?", answer=50.0, tolerance=0.5, hint="h", explanation="e")
+SMALL = Question("Which rate?", answer=0.01, tolerance=0.0005, hint="h", explanation="e")
+
+
+@pytest.mark.parametrize(
+    "question, response, right",
+    [
+        (SMALL, "0,01", True),  # a decimal comma
+        (SMALL, "0.01", True),
+        (FRACTION, "0,25", True),
+        (FRACTION, "25%", True),  # a percentage of a fraction answer
+        (FRACTION, "25 %", True),
+        (FRACTION, "25", False),  # no percent sign: 25 is not 0.25
+        (PERCENT, "50%", True),
+        (PERCENT, "50,0", True),
+        (PERCENT, "0.5", False),
+        (NUM, "32", True),
+        (NUM, "3,2", False),  # 3.2, not 32
+        (Question("How many?", answer=1280.0, tolerance=0.5, hint="h", explanation="e"), "1,280", True),
+        (Question("How many?", answer=1280.5, tolerance=0.05, hint="h", explanation="e"), "1.280,5", True),
+    ],
+)
+def test_numbers_are_read_as_a_learner_writes_them(question, response, right) -> None:
+    assert assess(question, response).right is right
+
+
+def test_a_wrong_number_is_quoted_as_it_was_read() -> None:
+    assert assess(FRACTION, "0,3").message.startswith("✗ Not 0.3.")
+    assert assess(FRACTION, "30%").message.startswith("✗ Not 30 %.")
+
+
+def test_an_option_number_may_be_a_string_or_a_numpy_integer() -> None:
+    import numpy as np
+
+    assert assess(MC, "1").right is True and assess(MC, " 2 ").right is False
+    assert assess(MC, np.int64(1)).right is True
+    assert assess(MC, "4").right is None  # out of range: names no option

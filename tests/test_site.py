@@ -14,10 +14,12 @@ from conftest import make_images, make_tiny_cnn
 
 from opticam_lib.course.figures import PIPELINE_PANELS, pipeline_figure
 from opticam_lib.course.site import (
+    WIDGET_PLACEHOLDER,
     MathConverter,
     build_site,
     latex_to_mathml,
     render_markdown,
+    render_notebook,
     rewrite_links,
     site_problems,
 )
@@ -189,6 +191,29 @@ def test_build_site_synthetic(tmp_path: Path) -> None:
         build_site(src, tmp_path / "other", names=["42_nope"])
     build_site(src, tmp_path / "site")  # a student build over a teacher's removes the guide
     assert not (site / "teachers.html").exists()
+
+
+def test_saved_widgets_show_a_placeholder_their_own_text_or_nothing() -> None:
+    """ipywidgets saves its repr ("VBox(children=(...") as the text beside a widget: the page shows a placeholder
+    instead; a widget with a text of its own (the quiz) keeps it; a progress bar saved at its start is dropped."""
+    view = {
+        "application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0}
+    }
+    outputs = [
+        {"text/plain": "VBox(children=(Dropdown(description='image', options=('cat',), value='cat'),))"},
+        {"text/plain": "Opti-CAM:   0%|          | 0/100 [00:00<?, ?it/s]"},
+        {"text/plain": "Check yourself (notebook 03)\n\n1. Which one?"},
+        {},
+    ]
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("explore()")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={**view, **data}) for data in outputs]
+    nb.cells = [cell]
+    page = render_notebook(nb, "t", MathConverter(), "t")
+    assert "VBox(children" not in page and "0/100" not in page
+    assert page.count(WIDGET_PLACEHOLDER) == 2  # the repr's and the empty one's
+    assert "Check yourself (notebook 03)" in page
+    assert len(cell.outputs) == 4  # the notebook given is not modified
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -94,6 +94,22 @@ def test_explore_opticam_over_the_slider_grid(clf, iterations, lr, objective, no
     assert 0 <= ex.p <= 1 and 0 <= ex.o <= 1
     assert steps and steps[-1] == int(ex.result.iterations[0])  # the progress bar ends where it stopped
     assert ex.result.targets.tolist() == [2]
+    # the objective plotted is the one optimised, labelled as such; the mask's colour bar says what 0 and 1 do
+    from opticam_lib.course.figures import OBJECTIVE_LABELS
+
+    assert panels[3].get_ylabel() == OBJECTIVE_LABELS[objective]
+    bar = next(ax for ax in ex.figure.axes if getattr(ax, "_colorbar", None) is not None)
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["0 hides", "0.5", "1 keeps"]
+
+
+def test_explore_opticam_names_a_batch_given_as_its_image(clf):
+    from opticam_lib.errors import InputError
+
+    batch = tiny_samples().images[:1]
+    with pytest.raises(
+        InputError, match=r"one image \(3, H, W\).*got \(1, 3, \d+, \d+\); from a batch, pass images\[i\]"
+    ):
+        explore_opticam(clf, batch, 0, iterations=1)
 
 
 def test_explore_opticam_at_another_layer(clf):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import os
 import sys
 import sysconfig
@@ -292,6 +293,8 @@ def check_average_gain(fn: Callable[[Tensor, Tensor], float]) -> bool:
             hint = " (that is AI, eq. 14: it counts images, it does not measure the gain)"
         elif abs(value - average_drop(p, o)) < 1e-3:
             hint = " (that is AD, eq. 13: swap the roles of p and o and divide by 1 - p)"
+        elif abs(100 * value - want) < 1e-3:
+            hint = " (a fraction: AG is in percent, multiply by 100)"
         raise AssertionError(f"AG should be {want:.2f}%, got {value:.2f}%{hint}")
     print(f"✓ correct: AG = {want:.1f}% on this random case; [o - p]+ / (1 - p) mirrors AD's [p - o]+ / p.")
     return True
@@ -446,7 +449,7 @@ def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
     g = torch.Generator().manual_seed(11)
     masks = torch.rand(3, 1, 6, 5, generator=g)
     masks[1] = (masks[1] > 0.7).float()  # a binary mask
-    area = 0.2
+    area = 0.31  # M (1 - a) = 20.7 for M = 30: floor, round and ceil give different references
     want = area_loss(masks, area)
     got, done = _run(fn, masks.clone(), area)
     if not done:
@@ -459,12 +462,15 @@ def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
             "descending": ((flat.sort(dim=1, descending=True).values - ref) ** 2).mean(dim=1),
             "sum": ((flat.sort(dim=1).values - ref) ** 2).sum(dim=1),
             "mean area": (flat.mean(dim=1) - area) ** 2,
+            "rounded": ((flat.sort(dim=1).values - _rounded_reference(flat.shape[1], area)) ** 2).mean(dim=1),
         }
         hints = {
             "unsorted": "sort the mask values first: R_a compares the *sorted* mask with r_a, wherever the pixels are",
             "descending": "sort in ascending order: r_a starts with its zeros and ends with its ones",
             "sum": "average the squared differences over the M values (a mean), do not sum them",
             "mean area": "(mean(m) - a)^2 only constrains the average; R_a compares every sorted value with r_a",
+            "rounded": "r_a has floor(M (1 - a)) zeros: round M (1 - a) down, not to the nearest or up "
+            "(area_reference does it)",
         }
         for key, value in wrong.items():
             if torch.allclose(got.float(), value, atol=1e-6):
@@ -475,6 +481,13 @@ def check_area_loss(fn: Callable[[Tensor, float], Tensor]) -> bool:
         "pixels and 0 elsewhere."
     )
     return True
+
+
+def _rounded_reference(numel: int, area: float) -> Tensor:
+    """r_a with M (1 - a) rounded up instead of down (a learner's slip the area-loss checker names)."""
+    ref = torch.ones(numel)
+    ref[: math.ceil(numel * (1 - area))] = 0
+    return ref
 
 
 @_graded

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from opticam_lib.errors import InputError
+from opticam_lib.inputs import validate_choice
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.plots import GRID_DPI, SALIENCY_CMAP, overlay, saliency_colorbar, to_numpy_image
 
@@ -33,21 +34,34 @@ def metrics_bars(
     return fig
 
 
+#: the axis label of each Opti-CAM objective (``optimize``'s ``objective``) in ``opticam_panel``
+OBJECTIVE_LABELS = {
+    "mask": "objective F (eq. 10)",
+    "diff": "objective F, Diff (eq. 19)",
+    "iomask": "objective F, In/Out Mask (eq. A1)",
+    "iodiff": "objective F, In/Out Diff (eq. A2)",
+}
+
+
 def opticam_panel(
     image: Tensor,
     saliency: Tensor,
     history: Tensor,
     title: str = "",
     probabilities: tuple[float, float] | None = None,
+    objective: str = "mask",
 ) -> Figure:
     """Opti-CAM on one image: the image, its map overlaid, the masked image, and the objective per iteration.
 
     Args:
         image: (3, H, W) float in [0, 1].
-        saliency: (1, H, W) float in [0, 1].
+        saliency: (1, H, W) float in [0, 1]: the mask that multiplies the image (its colour bar says so: under
+            the max or sigmoid normalisation it need not reach 0 or 1).
         history: (T,) objective per iteration (NaN after an early stop).
         probabilities: (p, o), class probability before and after masking, shown in the titles.
+        objective: the objective ``history`` holds (``optimize``'s ``objective``), which labels its axis.
     """
+    validate_choice(objective, "objective", tuple(OBJECTIVE_LABELS))
     fig = Figure(figsize=(11, 2.9), layout="constrained")
     axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.5])
     axes[0].imshow(to_numpy_image(image))
@@ -60,11 +74,11 @@ def opticam_panel(
     )
     for ax in axes[:3]:
         ax.set_axis_off()
-    saliency_colorbar(fig, axes[1], shrink=0.8)
+    saliency_colorbar(fig, axes[1], label="mask", end_labels=("hides", "keeps"), shrink=0.8)
     h = history.detach().cpu().float()
     axes[3].plot(torch.arange(1, h.numel() + 1), h, marker=".", color="tab:orange")
     axes[3].set_xlabel("iteration", fontsize=11)
-    axes[3].set_ylabel("objective F (eq. 10)", fontsize=11)
+    axes[3].set_ylabel(OBJECTIVE_LABELS[objective], fontsize=11)
     axes[3].grid(alpha=0.3)
     return fig
 

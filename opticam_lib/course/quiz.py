@@ -53,6 +53,10 @@ def _choice_index(question: Question, response: object) -> int | None:
     1, as the questions are (1 = (a)); None when it names none."""
     if isinstance(response, bool):
         return None
+    if _is_numpy_number(response) and float(response) == int(response):  # type: ignore[arg-type]
+        response = int(response)  # type: ignore[arg-type]
+    if isinstance(response, str) and response.strip().isdigit():  # "2": the option number, as a string
+        response = int(response.strip())
     if isinstance(response, int):
         return response - 1 if 1 <= response <= len(question.choices) else None
     if isinstance(response, str):
@@ -62,20 +66,46 @@ def _choice_index(question: Question, response: object) -> int | None:
     return None
 
 
-def _number(response: object) -> float | None:
+def _number(response: object) -> tuple[float, bool] | None:
+    """The number a response holds and whether it was written as a percentage, or None.
+
+    Decimal commas are read as such ("0,25" is 0.25, "1.280,5" is 1280.5); a comma followed by exactly three digits
+    and no decimal point is a thousands separator ("1,280" is 1280).
+    """
     if isinstance(response, bool) or response is None:
         return None
-    if isinstance(response, int | float):
-        value = float(response)
+    percent = False
+    if isinstance(response, int | float) or _is_numpy_number(response):
+        value = float(response)  # type: ignore[arg-type]
     elif isinstance(response, str):
-        text = response.strip().replace(",", "").replace(" ", "").rstrip("%")
+        text = response.strip().replace(" ", "").replace("\u202f", "")
+        percent = text.endswith("%")
+        text = text.rstrip("%")
+        if "," in text and "." in text:  # the later mark is the decimal one
+            text = (
+                text.replace(".", "").replace(",", ".")
+                if text.rfind(",") > text.rfind(".")
+                else text.replace(",", "")
+            )
+        elif "," in text:
+            groups = text.split(",")
+            thousands = len(groups) > 1 and all(len(g) == 3 and g.isdigit() for g in groups[1:])
+            text = text.replace(",", "") if thousands else text.replace(",", ".")
         try:
             value = float(text)
         except ValueError:
             return None
     else:
         return None
-    return value if math.isfinite(value) else None
+    return (value, percent) if math.isfinite(value) else None
+
+
+def _is_numpy_number(response: object) -> bool:
+    return (
+        type(response).__module__ == "numpy"
+        and hasattr(response, "item")
+        and getattr(response, "ndim", 1) == 0
+    )
 
 
 def assess(question: Question, response: object) -> Feedback:
@@ -86,12 +116,15 @@ def assess(question: Question, response: object) -> Feedback:
     for a response that cannot be read (nothing chosen, not a number, a letter or a number out of range).
     """
     if question.numeric:
-        value = _number(response)
-        if value is None:
+        read = _number(response)
+        if read is None:
             return Feedback(None, "Type a number (digits, optionally a decimal point), then check.")
-        if abs(value - float(question.answer)) <= question.tolerance:
-            return Feedback(True, f"✓ Right. {question.explanation}".strip())
-        return Feedback(False, f"✗ Not {value:g}. {question.hint}".strip())
+        value, percent = read
+        # "25%" is right both where the answer is 25 (a percentage) and where it is 0.25 (a fraction)
+        for candidate in (value, value / 100) if percent else (value,):
+            if abs(candidate - float(question.answer)) <= question.tolerance:
+                return Feedback(True, f"✓ Right. {question.explanation}".strip())
+        return Feedback(False, f"✗ Not {value:g}{' %' if percent else ''}. {question.hint}".strip())
     index = _choice_index(question, response)
     if index is None:
         n = len(question.choices)
@@ -142,7 +175,13 @@ class Quiz:
 
     def text(self) -> str:
         """The questions and options as plain text, without the answers."""
-        return _plain(self.markdown().replace("**", "").replace("`", ""))
+        plain = (
+            self.markdown()
+            .replace("**", "")
+            .replace("`", "")
+            .replace("*(answer with a number)*", "(answer with a number)")
+        )
+        return _plain(plain)
 
     def answer(self, number: int, response: object) -> Feedback:
         """Judge ``response`` to question ``number`` (1-based), print the feedback and return it; ``response`` is
@@ -197,6 +236,9 @@ def build_widget(q: Quiz) -> ipywidgets.VBox:
         button = w.Button(description="Check", tooltip=f"check your answer to question {i}")
         feedback = w.HTML("", layout=w.Layout(width="100%"))
         button.on_click(_checker(question, field_, feedback))
+        field_.observe(
+            _clear(feedback), names="value"
+        )  # feedback on an earlier answer must not stay beside a new one
         boxes.append(
             w.VBox(
                 [prompt, field_, w.HBox([button, feedback])],
@@ -219,6 +261,15 @@ def _checker(question: Question, field_, feedback):
     return on_click
 
 
+def _clear(feedback):
+    """The answer field's change handler: the feedback shown was about the previous answer, so remove it."""
+
+    def on_change(_change=None) -> None:
+        feedback.value = ""
+
+    return on_change
+
+
 def shuffled(question: Question) -> Question:
     """``question`` with its choices in a fixed order that depends only on its prompt (the bank lists the
     right choice first for readability; shown, it lands anywhere). Numeric questions are returned as they are."""
@@ -230,13 +281,13 @@ def shuffled(question: Question) -> Question:
 
 
 def _key(notebook: str | int) -> str:
-    """The notebook id: ``5`` -> ``"05"``; a string's leading digits, all of them (``"05_fake_cam"`` -> ``"05"``,
+    """The notebook id: ``5`` and ``"5"`` -> ``"05"``; a string's leading digits, all of them (``"05_fake_cam"`` -> ``"05"``,
     ``"123"`` -> ``"123"``)."""
     if isinstance(notebook, int) and not isinstance(notebook, bool):
         return f"{notebook:02d}"
-    match = re.match(r"^\d{2,}", notebook) if isinstance(notebook, str) else None
+    match = re.match(r"^\d+", notebook.strip()) if isinstance(notebook, str) else None
     if match:
-        return match.group()
+        return f"{int(match.group()):02d}"  # "5" and "05" alike
     raise InputError(f"name a notebook by its number, e.g. quiz('05'); got {notebook!r}")
 
 

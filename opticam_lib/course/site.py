@@ -315,6 +315,13 @@ def _offline_exporter():
     )  # fmt: skip
 
 
+WIDGET_PLACEHOLDER = "(an interactive widget: run the notebook to use it)"
+#: ipywidgets' repr of a widget, the text/plain it saves beside the widget view: "VBox(children=(Dropdown(..."
+WIDGET_REPR = re.compile(r"^\s*[A-Z]\w*\((?:children|value|layout|description|options|min|max|index)=")
+#: tqdm's text of a notebook progress bar: "Opti-CAM:   0%|          | 0/100 [00:00<?, ?it/s]"
+PROGRESS_BAR_TEXT = re.compile(r"^[^\n]*\d+%\|[^\n]*\|\s*\d+/\d+")
+
+
 def render_notebook(
     nb: NotebookNode, title: str, math: MathConverter, where: str, solutions: bool = False
 ) -> str:
@@ -329,11 +336,19 @@ def render_notebook(
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") == "markdown":  # no "Open in Colab" badge: a remote image, broken offline
             cell["source"] = math.protect(BADGE.sub("\n", cell["source"]), f"{where} cell {i}")
+        kept = []
         for output in cell.get("outputs", []):  # a saved widget shows its text fallback
             data = output.get("data", {})
             if "application/vnd.jupyter.widget-view+json" in data:
                 data.pop("application/vnd.jupyter.widget-view+json")
-                data.setdefault("text/plain", "(an interactive widget: run the notebook to use it)")
+                text = "".join(data.get("text/plain", ""))
+                if PROGRESS_BAR_TEXT.search(text):  # a progress bar saved where it started: not worth a line
+                    continue
+                if not text.strip() or WIDGET_REPR.match(text):  # ipywidgets' own repr, "VBox(children=(..."
+                    data["text/plain"] = WIDGET_PLACEHOLDER
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
     body, _ = _offline_exporter().from_notebook_node(nb, resources={"metadata": {"name": title}})
     body = math.restore(body)
     return re.sub(r"<script\b[^>]*\bsrc=[^>]*>\s*</script>", "", body)  # belt and braces: no script src

@@ -99,6 +99,16 @@ def explore_opticam(
     the paper's quality in fewer iterations (notebook 11); ``lr=None`` takes the optimizer's default.
     ``callback(step, partial_result)`` goes to ``optimize`` (called every ``iterations // 20`` steps).
     """
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InputError(
+            f"image must be one image (3, H, W) float in [0, 1], got {shape}"
+            + (
+                "; from a batch, pass images[i]"
+                if isinstance(image, torch.Tensor) and image.dim() == 4
+                else ""
+            )
+        )
     if not input_normalization:
         from opticam_lib.course.ablations import without_input_normalization
 
@@ -122,7 +132,7 @@ def explore_opticam(
     p = float(class_probability(classifier, images, t)[0])
     o = float(class_probability(classifier, images * result.maps, t)[0])
     title = f"class {target}: {classifier.categories[target]}"
-    fig = opticam_panel(image, result.maps[0], result.history[0], title, (p, o))
+    fig = opticam_panel(image, result.maps[0], result.history[0], title, (p, o), objective=objective)
     return Exploration(result, fig, p, o)
 
 
