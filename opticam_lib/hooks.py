@@ -78,7 +78,8 @@ def capture(classifier: Classifier, layer: str | None = None) -> Iterator[Captur
     The hook hands a copy of the output to the rest of the network, so a later in-place operation (an
     in-place ReLU after a BatchNorm, say) cannot modify the captured tensor. With grad mode on, the
     captured grid stays in the graph, and ``torch.autograd.grad(score, cap.grid)`` gives dscore/dA.
-    The hook is removed on exit.
+    A second hook, on the classifier's model, notes the images' (H, W), so that ``Classifier.to_grid`` can tell a
+    channels-last output from a grid. Both hooks are removed on exit, also after an exception.
     """
     module = classifier.layer(layer)
     cap = Capture()
