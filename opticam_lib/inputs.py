@@ -20,6 +20,20 @@ if TYPE_CHECKING:  # annotations only: the models import this module
     from opticam_lib.models.classifier import Classifier
 
 
+def check_unit_interval(
+    values: Tensor, name: str, what: str = "must lie in [0, 1]", advice: str = "", tolerance: float = 1e-4
+) -> None:
+    """The one check that images, maps and probabilities share: ``values`` finite and within [0, 1] (to
+    ``tolerance``), else an ``InputError``: "{name} contains NaN or infinite values", or
+    "{name} {what}, got values in [lo, hi]{advice}"."""
+    seen = values.detach()  # no graph needed (and a float() of a leaf that requires grad would warn)
+    if not torch.isfinite(seen).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    lo, hi = float(seen.min()), float(seen.max())
+    if lo < -tolerance or hi > 1 + tolerance:
+        raise InputError(f"{name} {what}, got values in [{lo:.3g}, {hi:.3g}]{advice}")
+
+
 def validate_images(images: object, name: str = "images") -> Tensor:
     """Check a batch of images and return it as a float tensor.
 
@@ -37,14 +51,7 @@ def validate_images(images: object, name: str = "images") -> Tensor:
     if not images.is_floating_point():
         hint = " (divide uint8 images by 255)" if images.dtype == torch.uint8 else ""
         raise InputError(f"{name} must be float in [0, 1], got dtype {images.dtype}{hint}")
-    images_seen = images.detach()  # the checks below need no graph (and a float() of a leaf would warn)
-    if not torch.isfinite(images_seen).all():
-        raise InputError(f"{name} contains NaN or infinite values")
-    lo, hi = float(images_seen.min()), float(images_seen.max())
-    if lo < -1e-4 or hi > 1 + 1e-4:
-        raise InputError(
-            f"{name} must be raw RGB in [0, 1] (the model normalises inside); got values in [{lo:.3g}, {hi:.3g}]"
-        )
+    check_unit_interval(images, name, "must be raw RGB in [0, 1] (the model normalises inside)")
     return images
 
 
@@ -59,10 +66,7 @@ def validate_maps(maps: object, images: Tensor, name: str = "maps") -> Tensor:
         raise InputError(
             f"{name} must have shape {(n, 1, h, w)} to match the images, got {tuple(maps.shape)}"
         )
-    if not torch.isfinite(maps).all():
-        raise InputError(f"{name} contains NaN or infinite values")
-    if float(maps.min()) < -1e-4 or float(maps.max()) > 1 + 1e-4:
-        raise InputError(f"{name} must lie in [0, 1], got [{float(maps.min()):.3g}, {float(maps.max()):.3g}]")
+    check_unit_interval(maps, name)
     return maps.float()
 
 

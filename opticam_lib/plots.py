@@ -25,6 +25,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from opticam_lib.errors import InputError
+from opticam_lib.inputs import check_unit_interval
 
 SALIENCY_CMAP = "inferno"
 """The one colour map of saliency maps, alone or overlaid (perceptually uniform; dark = 0, bright = 1)."""
@@ -91,14 +92,12 @@ def checked_map(saliency: object, image: Tensor, what: str = "saliency") -> Tens
             else ""
         )
         raise InputError(f"{what} is {s.shape[0]} x {s.shape[1]} but its image is {height} x {width}{hint}")
-    if not torch.isfinite(s).all():
-        raise InputError(f"{what} contains NaN or infinite values")
-    lo, hi = float(s.min()), float(s.max())
-    if lo < -1e-4 or hi > 1 + 1e-4:
-        raise InputError(
-            f"{what} must lie in [0, 1], the colour bar's range, got [{lo:.3g}, {hi:.3g}]: normalise it first "
-            "(opticam_lib.methods.maps.normalize)"
-        )
+    check_unit_interval(
+        s,
+        what,
+        "must lie in [0, 1], the colour bar's range",
+        ": normalise it first (opticam_lib.methods.maps.normalize)",
+    )
     return s
 
 

@@ -282,8 +282,8 @@ def _maps_of(value):
     [
         (_maps_of(float("nan")), r"contains NaN or infinite values"),
         (_maps_of(float("inf")), r"contains NaN or infinite values"),
-        (_maps_of(3.0), r"must lie in \[0, 1\], got \[3, 3\]"),
-        (_maps_of(-0.5), r"must lie in \[0, 1\], got \[-0.5, -0.5\]"),
+        (_maps_of(3.0), r"must lie in \[0, 1\], got values in \[3, 3\]"),
+        (_maps_of(-0.5), r"must lie in \[0, 1\], got values in \[-0.5, -0.5\]"),
         (
             _maps_of(lambda x: torch.rand(x.shape[0], 1, 5, 5)),
             r"must have shape \(2, 1, 32, 32\) .* \(2, 1, 5, 5\)",

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import eval_mode
-from opticam_lib.inputs import model_dtype, prepare, validate_maps, validate_positive_int
+from opticam_lib.inputs import check_unit_interval, model_dtype, prepare, validate_maps, validate_positive_int
 from opticam_lib.models.classifier import Classifier
 
 #: how far outside [0, 1] a probability may be (rounding) before it is refused
@@ -105,11 +105,7 @@ def real_tensor(value: object, name: str, shape: str) -> Tensor:
 
 def validate_probabilities(t: Tensor, name: str) -> Tensor:
     """``t`` (non-empty) finite and in [0, 1] (to ``PROBABILITY_TOLERANCE``), else an ``InputError``."""
-    if not torch.isfinite(t).all():
-        raise InputError(f"{name} contains NaN or infinite values")
-    lo, hi = float(t.min()), float(t.max())
-    if lo < -PROBABILITY_TOLERANCE or hi > 1 + PROBABILITY_TOLERANCE:
-        raise InputError(f"{name} must be probabilities in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    check_unit_interval(t, name, "must be probabilities in [0, 1]", tolerance=PROBABILITY_TOLERANCE)
     return t
 
 
