@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only: the models import this module
     from opticam_lib.models.classifier import Classifier
 
 
-def check_unit_interval(
+def validate_unit_interval(
     values: Tensor, name: str, what: str = "must lie in [0, 1]", advice: str = "", tolerance: float = 1e-4
 ) -> None:
     """The one check that images, maps and probabilities share: ``values`` finite and within [0, 1] (to
@@ -51,7 +51,7 @@ def validate_images(images: object, name: str = "images") -> Tensor:
     if not images.is_floating_point():
         hint = " (divide uint8 images by 255)" if images.dtype == torch.uint8 else ""
         raise InputError(f"{name} must be float in [0, 1], got dtype {images.dtype}{hint}")
-    check_unit_interval(images, name, "must be raw RGB in [0, 1] (the model normalises inside)")
+    validate_unit_interval(images, name, "must be raw RGB in [0, 1] (the model normalises inside)")
     return images
 
 
@@ -66,7 +66,7 @@ def validate_maps(maps: object, images: Tensor, name: str = "maps") -> Tensor:
         raise InputError(
             f"{name} must have shape {(n, 1, h, w)} to match the images, got {tuple(maps.shape)}"
         )
-    check_unit_interval(maps, name)
+    validate_unit_interval(maps, name)
     return maps.float()
 
 

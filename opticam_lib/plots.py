@@ -25,7 +25,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from opticam_lib.errors import InputError
-from opticam_lib.inputs import check_unit_interval
+from opticam_lib.inputs import validate_unit_interval
 
 SALIENCY_CMAP = "inferno"
 """The one colour map of saliency maps, alone or overlaid (perceptually uniform; dark = 0, bright = 1)."""
@@ -92,7 +92,7 @@ def checked_map(saliency: object, image: Tensor, what: str = "saliency") -> Tens
             else ""
         )
         raise InputError(f"{what} is {s.shape[0]} x {s.shape[1]} but its image is {height} x {width}{hint}")
-    check_unit_interval(
+    validate_unit_interval(
         s,
         what,
         "must lie in [0, 1], the colour bar's range",

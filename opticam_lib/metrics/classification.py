@@ -14,7 +14,13 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import eval_mode
-from opticam_lib.inputs import check_unit_interval, model_dtype, prepare, validate_maps, validate_positive_int
+from opticam_lib.inputs import (
+    model_dtype,
+    prepare,
+    validate_maps,
+    validate_positive_int,
+    validate_unit_interval,
+)
 from opticam_lib.models.classifier import Classifier
 
 #: how far outside [0, 1] a probability may be (rounding) before it is refused
@@ -105,7 +111,7 @@ def real_tensor(value: object, name: str, shape: str) -> Tensor:
 
 def validate_probabilities(t: Tensor, name: str) -> Tensor:
     """``t`` (non-empty) finite and in [0, 1] (to ``PROBABILITY_TOLERANCE``), else an ``InputError``."""
-    check_unit_interval(t, name, "must be probabilities in [0, 1]", tolerance=PROBABILITY_TOLERANCE)
+    validate_unit_interval(t, name, "must be probabilities in [0, 1]", tolerance=PROBABILITY_TOLERANCE)
     return t
 
 
