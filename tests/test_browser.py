@@ -461,6 +461,18 @@ def wait_for_redraw(page, cell, before: tuple[bytes, bytes], what: str) -> tuple
     raise AssertionError(f"the figure did not change within {WIDGET_UPDATE_S} s after {what}")
 
 
+def wait_for_status(cell, text: str) -> None:
+    """Wait until one of the widget's HTML lines (the explorer's status) contains ``text``."""
+    deadline = time.monotonic() + WIDGET_UPDATE_S
+    shown: list[str] = []
+    while time.monotonic() < deadline:
+        shown = cell.locator(".widget-html").all_inner_texts()
+        if any(text in line for line in shown):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the status never said {text!r} within {WIDGET_UPDATE_S} s; it says {shown}")
+
+
 def control(cell, kind: str, description: str | None):
     """The widget of ``kind`` ('slider' or 'dropdown') whose description is ``description`` (None: the
     first one)."""
@@ -604,10 +616,13 @@ def test_widget_notebook_in_jupyterlab(notebook: Path, sync_playwright, lab: Lab
                 assert presses is not None, (
                     "the slider cannot be reached with Tab from the widget's first control"
                 )
-                page.keyboard.press("ArrowRight")
+                for _ in range(3):  # three quick steps: the explorer stops the stale runs and draws the last
+                    page.keyboard.press("ArrowRight")
                 after = wait_for_redraw(page, cell, first, "a slider moved with the arrow key")
                 if value_before is not None:
                     assert readout.inner_text() != value_before, "the arrow key did not change the slider"
+                if spec.slider == "iterations":  # the status line reports the run of the slider's last value
+                    wait_for_status(cell, f"{readout.inner_text().strip()} iterations in")
                 shoot(page, cell, shots / "2_after_slider.png")
                 first = after
 

@@ -7,6 +7,8 @@ the explorer test checks the wiring (controls exist, each change re-runs exactly
 from __future__ import annotations
 
 import base64
+import threading
+import time
 from itertools import product
 from types import SimpleNamespace
 
@@ -162,27 +164,128 @@ def test_opticam_explorer_wiring(clf, monkeypatch):
     assert c["progress"].value == c["progress"].max == 3
 
     c["iterations"].value = 5
+    assert box.wait(60)
     assert len(runs) == 2 and runs[-1]["iterations"] == 5
     assert c["progress"].value == c["progress"].max == 5
     c["lr"].value = 0.01
+    assert box.wait(60)
     assert len(runs) == 3 and runs[-1]["lr"] == pytest.approx(0.01)
     c["objective"].value = "diff"
+    assert box.wait(60)
     c["normalization"].value = "max"
+    assert box.wait(60)
     assert len(runs) == 5 and runs[-1]["objective"] == "diff" and runs[-1]["normalization"] == "max"
     c["layer"].value = c["layer"].options[-1]
+    assert box.wait(60)
     assert len(runs) == 6 and runs[-1]["layer"] == c["layer"].options[-1]
     c["image"].value = 1  # new image: new targets, exactly one run
+    assert box.wait(60)
     assert len(runs) == 7
     assert c["target"].value == int(samples.labels[1])
     other = next(v for _, v in c["target"].options if v != c["target"].value)
     c["target"].value = other
+    assert box.wait(60)
     assert len(runs) == 8
     # the optimiser: one run, with iRprop+'s own first step in the learning-rate slider
     assert c["optimizer"].value == "adam"
     c["optimizer"].value = "rprop"
+    assert box.wait(60)
     assert len(runs) == 9 and runs[-1]["optimizer"] == "rprop"
     assert runs[-1]["lr"] == pytest.approx(0.5) and c["lr"].value == pytest.approx(0.5)
     assert "p = " in c["status"].value and "error" not in c["status"].value
+
+
+def _held_runs(monkeypatch):
+    """Wrap the explorer's ``explore_opticam`` so that a run keeps ticking (as a long optimisation would, checking
+    at each tick whether a newer setting arrived) until ``release`` is set. Returns (started, finished, release):
+    the settings of the runs that started and of those that returned."""
+    started, finished = [], []
+    release = threading.Event()
+    release.set()  # the first run, made while the explorer is built, is not held
+    real = widgets.explore_opticam
+
+    def held(*args, callback=None, **kwargs):
+        started.append({**kwargs, "image": args[1], "target": args[2]})
+
+        def tick(step, partial):
+            deadline = time.monotonic() + 60
+            while True:
+                callback(step, partial)  # raises inside the run once a newer setting arrived
+                if release.is_set():
+                    return
+                assert time.monotonic() < deadline, "a held run was never superseded nor released"
+                time.sleep(0.002)
+
+        ex = real(*args, callback=tick, **kwargs)
+        finished.append({**kwargs, "image": args[1], "target": args[2]})
+        return ex
+
+    monkeypatch.setattr(widgets, "explore_opticam", held)
+    return started, finished, release
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+    )
+
+
+def test_the_explorer_draws_only_the_latest_of_quick_changes(clf, monkeypatch):
+    """Arrow-keying through a control sends one change per step. Each change returns at once (the run is in a
+    background thread, so the kernel keeps reading messages), stops the running optimisation at its next tick,
+    and only the latest setting runs to the end and is drawn; the stopped runs leave the model as it was."""
+    pytest.importorskip("ipywidgets")
+    started, finished, release = _held_runs(monkeypatch)
+    grads = [p.requires_grad for p in clf.model.parameters()]
+    hooks = _hook_count(clf.model)
+    box = opticam_explorer(clf, tiny_samples(), iterations=4)
+    c = box.controls
+    first = c["output"].outputs
+    assert len(finished) == 1
+    release.clear()
+    c["iterations"].value = 6  # a run starts in the background and is held
+    steps = [10**-2, 10**-1.75, 10**-1.5, 10**-1.25]
+    for value in steps:  # four quick changes while it runs: none of them waits for a run
+        c["lr"].value = value
+    assert "running" in c["status"].value and len(finished) == 1 and c["output"].outputs == first
+    release.set()
+    assert box.wait(60)
+    assert len(finished) == 2, [f["lr"] for f in finished]  # the built one, then only the latest
+    assert finished[-1]["lr"] == pytest.approx(steps[-1]) and finished[-1]["iterations"] == 6
+    assert len(started) <= 2 + len(
+        steps
+    )  # a change that arrives before the worker takes the previous one replaces it
+    assert "p = " in c["status"].value and "6 iterations" in c["status"].value
+    assert c["output"].outputs != first and c["progress"].value == c["progress"].max == 6
+    # the stopped runs removed their hooks and gave the parameters back as they were, with no gradients
+    assert _hook_count(clf.model) == hooks
+    assert [p.requires_grad for p in clf.model.parameters()] == grads
+    assert all(p.grad is None for p in clf.model.parameters())
+
+
+def test_the_explorer_stops_a_run_when_the_image_changes(clf, monkeypatch):
+    """A new image needs the model for its target list: the running optimisation (which hooks the model) stops
+    first, then the new image's targets are listed and its ground truth is run."""
+    pytest.importorskip("ipywidgets")
+    started, finished, release = _held_runs(monkeypatch)
+    samples = tiny_samples()
+    box = opticam_explorer(clf, samples, iterations=3)
+    c = box.controls
+    release.clear()
+    c["objective"].value = "diff"  # held in the background, holding the model
+    deadline = time.monotonic() + 30
+    while len(started) < 2:
+        assert time.monotonic() < deadline, "the background run never started"
+        time.sleep(0.002)
+    c["image"].value = 2  # returns once the held run has stopped
+    assert c["target"].value == int(samples.labels[2]) and "ground truth" in c["target"].label
+    release.set()
+    assert box.wait(60)
+    assert [f["objective"] for f in finished] == ["mask", "diff"]
+    assert torch.equal(finished[-1]["image"], samples.images[2])
+    assert finished[-1]["target"] == int(samples.labels[2]) and "error" not in c["status"].value
+    assert len(started) == 3 and started[1]["objective"] == "diff"
+    assert torch.equal(started[1]["image"], samples.images[0])
 
 
 # --- input normalisation and the least probable class (notebook 07) -------------------------------------------
@@ -225,6 +328,7 @@ def test_opticam_explorer_input_normalization_and_least_class(monkeypatch):
     assert isinstance(c["input_normalization"], w.Checkbox) and c["input_normalization"].value is True
     assert runs[-1]["input_normalization"] is True
     c["input_normalization"].value = False
+    assert box.wait(60)
     assert len(runs) == 2 and runs[-1]["input_normalization"] is False
     assert "error" not in c["status"].value
     least = int(clf.predict(samples.images[:1])[0].argmin())
@@ -249,6 +353,7 @@ def test_the_explorer_shows_its_figure_as_widget_state_not_by_capturing_display(
     first = base64.b64decode(shown["data"]["image/png"])
     assert first.startswith(b"\x89PNG")
     box.controls["image"].value = 1  # another photo: one new figure in place of the old one
+    assert box.wait(60)
     (again,) = out.outputs
     assert base64.b64decode(again["data"]["image/png"]) != first
 
@@ -280,6 +385,7 @@ def test_the_explorer_checks_its_samples_and_shows_a_bad_image_as_an_error(clf):
     c["output"].clear_output = no_capture
     c["output"].__class__ = type("NoEnter", (type(c["output"]),), {"__enter__": no_capture})
     c["image"].value = 1  # the NaN image: an error in the status, the old figure cleared, nothing raised
+    assert box.wait(60)
     assert "error" in c["status"].value and "NaN" in c["status"].value
     assert f"error: {c['image'].options[1][0]}: " in c["status"].value  # names the image
     assert c["output"].outputs == ()

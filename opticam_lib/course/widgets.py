@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +31,10 @@ if TYPE_CHECKING:  # only for the annotation: any object with .images, .labels a
     import ipywidgets
 
     from opticam_lib.images import ImageSet
+
+
+class _Superseded(Exception):
+    """Raised inside a running optimisation when a newer setting of the explorer arrives."""
 
 
 @dataclass
@@ -147,9 +152,13 @@ def opticam_explorer(
     objective, normalisation, optimiser (Adam, the paper's, or iRprop+), learning rate (iRprop+: its first step),
     iterations, and input normalisation on or off.
 
-    Any change re-runs the optimisation (with a progress bar) and redraws the panel. Returns the widget box;
+    Any change re-runs the optimisation (with a progress bar) and redraws the panel. The first run happens before
+    this returns; later runs happen in a background thread, so the notebook stays responsive: a change made while
+    one runs stops it at its next progress tick, and only the latest setting is drawn. Returns the widget box;
     ``box.controls`` maps names (``"image"``, ``"target"``, ``"layer"``, ``"objective"``, ``"normalization"``,
-    ``"optimizer"``, ``"lr"``, ``"iterations"``, ``"input_normalization"``, ``"progress"``, ``"status"``, ``"output"``) to the widgets.
+    ``"optimizer"``, ``"lr"``, ``"iterations"``, ``"input_normalization"``, ``"progress"``, ``"status"``,
+    ``"output"``) to the widgets, and ``box.wait()`` blocks until the latest change is drawn (for code that sets
+    ``box.controls[...].value`` and then reads the figure or the status).
     """
     import ipywidgets as w
 
@@ -219,14 +228,22 @@ def opticam_explorer(
     out = w.Output()
 
     busy = {"on": False}
+    # Runs after a change go to a worker thread, so the kernel keeps reading widget messages while one runs: a
+    # change made meanwhile bumps ``generation``, the running optimisation stops at its next progress tick, and only
+    # the latest setting is run and drawn (arrow-keying through the image list runs once, not once per image).
+    # ``model_lock`` keeps the model to one user at a time: Opti-CAM hooks it while it runs.
+    state: dict = {"generation": 0, "pending": None, "worker": None}
+    state_lock = threading.Lock()
+    model_lock = threading.Lock()
 
     def set_targets(*_):
         i = image.value
         gt = int(samples.labels[i])
-        top = classifier.top(samples.images[i : i + 1], 5)[0]
+        with model_lock:
+            top = classifier.top(samples.images[i : i + 1], 5)[0]
+            probs = classifier.predict(samples.images[i : i + 1])[0]
         opts = [(f"{gt}: {classifier.categories[gt]} (ground truth)", gt)]
         opts += [(f"{c}: {name} (p={p:.2f})", c) for c, name, p in top if c != gt]
-        probs = classifier.predict(samples.images[i : i + 1])[0]
         least = int(probs.argmin())
         if least not in [v for _, v in opts]:
             opts.append(
@@ -242,33 +259,58 @@ def opticam_explorer(
         finally:
             busy["on"] = False
 
-    def run(*_):
-        if busy["on"]:
-            return
-        bar.max = its.value
+    def setting() -> dict:
+        """The controls' values now, read when the change arrives (the worker never reads the controls)."""
+        return {
+            "index": image.value,
+            "target": int(target.value),
+            "layer": layer.value,
+            "objective": objective.value,
+            "normalization": normalization.value,
+            "lr": lr.value,
+            "iterations": its.value,
+            "input_normalization": raw.value,
+            "optimizer": solver.value,
+        }
+
+    def stale(generation: int) -> bool:
+        return state["generation"] != generation
+
+    def work(generation: int, chosen: dict) -> None:
+        """Run one setting and draw it, unless a newer change arrives first (then stop and draw nothing)."""
+        bar.max = chosen["iterations"]
         bar.value = 0
 
         def tick(step, _partial):
+            if stale(generation):
+                raise _Superseded
             bar.value = step
 
-        status.value = "<i>running…</i>"
         try:
-            ex = explore_opticam(
-                classifier,
-                samples.images[image.value],
-                int(target.value),
-                layer=layer.value,
-                objective=objective.value,
-                normalization=normalization.value,
-                lr=lr.value,
-                iterations=its.value,
-                callback=tick,
-                input_normalization=raw.value,
-                optimizer=solver.value,
-            )
+            with model_lock:
+                if stale(generation):
+                    return
+                ex = explore_opticam(
+                    classifier,
+                    samples.images[chosen["index"]],
+                    chosen["target"],
+                    layer=chosen["layer"],
+                    objective=chosen["objective"],
+                    normalization=chosen["normalization"],
+                    lr=chosen["lr"],
+                    iterations=chosen["iterations"],
+                    callback=tick,
+                    input_normalization=chosen["input_normalization"],
+                    optimizer=chosen["optimizer"],
+                )
+        except _Superseded:
+            return
         except Exception as err:  # show it where the user looks, instead of in the kernel's log
-            status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
-            clear_figure(out)  # the previous figure is not this setting's
+            if not stale(generation):
+                status.value = f"<span style='color:#b00'>error: {html.escape(str(err))}</span>"
+                clear_figure(out)  # the previous figure is not this setting's
+            return
+        if stale(generation):
             return
         bar.value = bar.max
         status.value = (
@@ -276,6 +318,46 @@ def opticam_explorer(
             f"{int(ex.result.iterations[0])} iterations in {ex.result.seconds:.1f} s"
         )
         show_figure(out, ex.figure)
+
+    def worker() -> None:
+        while True:
+            with state_lock:
+                job = state["pending"]
+                state["pending"] = None
+                if job is None:
+                    state["worker"] = None
+                    return
+            work(*job)
+
+    def supersede() -> int:
+        """A change arrived: whatever runs now is stale. Returns the new generation."""
+        with state_lock:
+            state["generation"] += 1
+            state["pending"] = None
+            return state["generation"]
+
+    def run(*_):
+        if busy["on"]:
+            return
+        generation = supersede()
+        status.value = "<i>running…</i>"
+        with state_lock:
+            if stale(generation):
+                return  # a newer change arrived meanwhile (another thread of the caller's)
+            state["pending"] = (generation, setting())
+            if state["worker"] is None:
+                state["worker"] = threading.Thread(target=worker, name="opticam-explorer", daemon=True)
+                state["worker"].start()
+
+    def wait(timeout: float | None = None) -> bool:
+        """Block until the latest setting has been run and drawn (or ``timeout`` seconds pass); True when idle.
+        For code that drives the explorer through ``box.controls`` and then reads its figure or status."""
+        with state_lock:
+            thread = state["worker"]
+        if thread is not None:
+            thread.join(timeout)
+        with state_lock:
+            return state["worker"] is None
 
     def set_solver(change):
         busy["on"] = True  # one run for the change of optimiser, with its own default step
@@ -286,6 +368,7 @@ def opticam_explorer(
         run()
 
     def change_image(_change):
+        supersede()  # stop the running optimisation now: new targets need the model
         try:
             set_targets()
         except Exception as err:  # e.g. a NaN image: say which, and do not leave the previous image's figure
@@ -299,7 +382,9 @@ def opticam_explorer(
     solver.observe(set_solver, names="value")
     for control in (target, layer, objective, normalization, lr, its, raw):
         control.observe(run, names="value")
-    run()
+    work(
+        supersede(), setting()
+    )  # the first run in the caller's thread: the cell shows its figure when it ends
     controls = w.VBox(
         [
             image,
@@ -329,4 +414,5 @@ def opticam_explorer(
         "status": status,
         "output": out,
     }
+    box.wait = wait
     return box
