@@ -217,27 +217,23 @@ def _held_runs(monkeypatch):
                 time.sleep(0.002)
 
         ex = real(*args, callback=tick, **kwargs)
-        finished.append({**kwargs, "image": args[1], "target": args[2]})
+        finished.append({**kwargs, "image": args[1], "target": args[2], "maps": ex.result.maps})
         return ex
 
     monkeypatch.setattr(widgets, "explore_opticam", held)
     return started, finished, release
 
 
-def _hook_count(model: nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
-    )
-
-
 def test_the_explorer_draws_only_the_latest_of_quick_changes(clf, monkeypatch):
     """Arrow-keying through a control sends one change per step. Each change returns at once (the run is in a
     background thread, so the kernel keeps reading messages), stops the running optimisation at its next tick,
-    and only the latest setting runs to the end and is drawn; the stopped runs leave the model as it was."""
+    and only the latest setting runs to the end and is drawn. The runs use a copy of the model: the caller's model
+    is never run from the background (the notebook's next cells may use it meanwhile), and the stopped runs leave
+    the copy as it was (the last map equals a direct run's)."""
     pytest.importorskip("ipywidgets")
     started, finished, release = _held_runs(monkeypatch)
-    grads = [p.requires_grad for p in clf.model.parameters()]
-    hooks = _hook_count(clf.model)
+    calls = []
+    clf.model.register_forward_hook(lambda module, *_: calls.append(module))  # copied with the model
     box = opticam_explorer(clf, tiny_samples(), iterations=4)
     c = box.controls
     first = c["output"].outputs
@@ -257,10 +253,30 @@ def test_the_explorer_draws_only_the_latest_of_quick_changes(clf, monkeypatch):
     )  # a change that arrives before the worker takes the previous one replaces it
     assert "p = " in c["status"].value and "6 iterations" in c["status"].value
     assert c["output"].outputs != first and c["progress"].value == c["progress"].max == 6
-    # the stopped runs removed their hooks and gave the parameters back as they were, with no gradients
-    assert _hook_count(clf.model) == hooks
-    assert [p.requires_grad for p in clf.model.parameters()] == grads
-    assert all(p.grad is None for p in clf.model.parameters())
+    assert calls and not [m for m in calls if m is clf.model], "the caller's model ran in the explorer"
+    direct = explore_opticam(
+        clf, tiny_samples().images[0], finished[-1]["target"], lr=steps[-1], iterations=6
+    )
+    assert torch.equal(finished[-1]["maps"], direct.result.maps)
+
+
+def test_an_explorer_whose_model_cannot_be_copied_runs_each_change_in_the_callers_thread(clf, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    _, finished, _ = _held_runs(monkeypatch)
+
+    real_deepcopy = widgets.copy.deepcopy
+
+    def refuse(obj, *args, **kwargs):  # the model only: the library copies other things with deepcopy
+        if obj is clf.model:
+            raise TypeError("cannot pickle '_thread.lock' object")
+        return real_deepcopy(obj, *args, **kwargs)
+
+    monkeypatch.setattr(widgets.copy, "deepcopy", refuse)
+    with pytest.warns(RuntimeWarning, match=r"could not copy the model \(TypeError: cannot pickle"):
+        box = opticam_explorer(clf, tiny_samples(), iterations=2)
+    box.controls["iterations"].value = 3
+    assert len(finished) == 2 and finished[-1]["iterations"] == 3  # done before the change returned
+    assert box.wait(1) and "3 iterations" in box.controls["status"].value
 
 
 def test_the_explorer_stops_a_run_when_the_image_changes(clf, monkeypatch):

@@ -8,11 +8,13 @@ readable description; figures use large fonts for projectors.
 from __future__ import annotations
 
 import base64
+import copy
 import html
 import io
 import threading
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -154,7 +156,9 @@ def opticam_explorer(
 
     Any change re-runs the optimisation (with a progress bar) and redraws the panel. The first run happens before
     this returns; later runs happen in a background thread, so the notebook stays responsive: a change made while
-    one runs stops it at its next progress tick, and only the latest setting is drawn. Returns the widget box;
+    one runs stops it at its next progress tick, and only the latest setting is drawn. The explorer runs on a copy
+    of ``classifier``'s model taken when it is built (the caller's model is never hooked from the background; a
+    change to its weights made later shows in a new explorer). Returns the widget box;
     ``box.controls`` maps names (``"image"``, ``"target"``, ``"layer"``, ``"objective"``, ``"normalization"``,
     ``"optimizer"``, ``"lr"``, ``"iterations"``, ``"input_normalization"``, ``"progress"``, ``"status"``,
     ``"output"``) to the widgets, and ``box.wait()`` blocks until the latest change is drawn (for code that sets
@@ -231,7 +235,20 @@ def opticam_explorer(
     # Runs after a change go to a worker thread, so the kernel keeps reading widget messages while one runs: a
     # change made meanwhile bumps ``generation``, the running optimisation stops at its next progress tick, and only
     # the latest setting is run and drawn (arrow-keying through the image list runs once, not once per image).
-    # ``model_lock`` keeps the model to one user at a time: Opti-CAM hooks it while it runs.
+    # The runs use a copy of the model taken now: Opti-CAM hooks and freezes the model it runs on, and the
+    # notebook's next cells may use the caller's model while a run goes on. ``model_lock`` keeps the copy to one
+    # user at a time. A model that cannot be copied runs in the caller's thread, as a cell would.
+    try:
+        classifier = replace(classifier, model=copy.deepcopy(classifier.model))
+        background = True
+    except Exception as err:  # e.g. a module holding an uncopyable object
+        warnings.warn(
+            f"the explorer could not copy the model ({type(err).__name__}: {err}); it runs each change before "
+            "the notebook takes the next one",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        background = False
     state: dict = {"generation": 0, "pending": None, "worker": None}
     state_lock = threading.Lock()
     model_lock = threading.Lock()
@@ -341,6 +358,9 @@ def opticam_explorer(
             return
         generation = supersede()
         status.value = "<i>running…</i>"
+        if not background:
+            work(generation, setting())
+            return
         with state_lock:
             if stale(generation):
                 return  # a newer change arrived meanwhile (another thread of the caller's)
