@@ -115,7 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         + ",".join(k for k, m in METHODS.items() if not m.transformer_only),
     )
     ev.add_argument("--limit", type=int, default=None, help="use only the first N sample photos")
-    ev.add_argument("--json", default=None, help="output JSON path (default: outputs/table1_MODEL.json)")
+    ev.add_argument(
+        "--json",
+        default=None,
+        help="output JSON path; ~ is your home folder; an existing file there is replaced (the message says "
+        "so). Default: outputs/table1_MODEL_HASH.json, HASH a short hash of the settings (--model, --methods, "
+        "--limit, --device, --layer, and --iterations and --lr when opticam runs), so that a run with other "
+        "settings never replaces another's file; a rerun with the same settings replaces its own",
+    )
     common(ev)
 
     rp = sub.add_parser(
@@ -289,7 +296,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from opticam_lib.images import load_samples
     from opticam_lib.metrics.evaluation import evaluate, format_table, save_json
 
-    path = writable_file(Path(args.json or f"outputs/table1_{args.model}.json"), "--json", "table1.json")
+    path = writable_file(
+        Path(args.json or _evaluate_default_json(args)).expanduser(), "--json", "table1.json"
+    )
     clf = _load(args)
     samples = load_samples(size=clf.input_size)
     _require_imagenet_model(clf, samples, "evaluate")
@@ -316,9 +325,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         meta.update(iterations=iterations, lr=args.lr)
     if args.layer:
         meta["layer"] = args.layer
+    replaced = path.exists()
     save_json(rows, path, meta)
-    print(f"wrote {path}")
+    if not replaced:
+        print(f"wrote {path}")
+    elif args.json:
+        print(f"wrote {path} (replaced the file that was there)")
+    else:
+        print(f"wrote {path} (replaced the file of an earlier run with the same settings)")
     return 0
+
+
+def _evaluate_default_json(args: argparse.Namespace) -> str:
+    """``evaluate``'s default output: ``outputs/table1_MODEL_HASH.json``, HASH a short hash of the settings that
+    determine the results, so that a run with other settings writes another file instead of replacing one."""
+    import hashlib
+    import json
+
+    settings = {
+        "model": args.model,
+        "methods": list(args.methods),
+        "limit": args.limit,
+        "device": args.device,
+        "layer": args.layer,
+    }
+    if "opticam" in args.methods:
+        settings.update(iterations=args.iterations if args.iterations is not None else 100, lr=args.lr)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return f"outputs/table1_{Path(args.model).stem}_{digest}.json"
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:

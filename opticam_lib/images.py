@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from opticam_lib.errors import InputError, MissingDataError, OptiCAMError
 from opticam_lib.paths import require_prepared
 
 PathLike = str | Path
+T = TypeVar("T")
 
 MANIFEST_PATH = Path(__file__).parent / "data" / "samples.json"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -660,54 +661,108 @@ def _read_boxes_csv(path: Path) -> dict[str, Annotation]:
     return out
 
 
+def _match_by_name(source: Path, entries: Iterable[tuple[str, T]], files: list[Path]) -> dict[Path, T]:
+    """Give each image the value of the labels-file entry that names it: {file: value} for the files named.
+
+    An entry whose name (a file name, or a path: only its last part counts) is an image's full file name
+    (``a.png``) labels that image only. Otherwise an entry labels the image with its stem: a bare stem (``a``,
+    Kaggle's ``ILSVRC2012_val_00000001``) or a name whose extension no image has (``a.JPEG`` for a converted
+    ``a.png``). A stem that two images share (``a.png`` and ``a.jpg``) is ambiguous and refused, as are two
+    entries that give one image different values.
+
+    Raises:
+        InputError: one line naming ``source``, the images and what to write instead.
+    """
+    names = {f.name for f in files}
+    by_name: dict[str, list[tuple[str, T]]] = {}
+    by_stem: dict[str, list[tuple[str, T]]] = {}
+    for key, value in entries:
+        name = Path(key).name
+        by_name.setdefault(name, []).append((key, value))
+        if name not in names:  # an entry that names an image exactly labels only that image
+            for stem in {Path(name).stem, name}:
+                by_stem.setdefault(stem, []).append((key, value))
+    files_by_stem: dict[str, list[Path]] = {}
+    for f in files:
+        files_by_stem.setdefault(f.stem, []).append(f)
+    out: dict[Path, T] = {}
+    for f in files:
+        found = by_name.get(f.name) or by_stem.get(f.stem)
+        if not found:
+            continue
+        if f.name not in by_name and len(files_by_stem[f.stem]) > 1:
+            a, b = files_by_stem[f.stem][:2]
+            raise InputError(
+                f"{source}: {found[0][0]!r} could label {a.name} or {b.name}, two images with the stem "
+                f"{f.stem!r}; name each file with its extension ('{a.name} LABEL')"
+            )
+        values = {v for _, v in found}
+        if len(values) > 1:
+            raise InputError(
+                f"{source}: {found[0][0]!r} and {found[1][0]!r} give {f.name} different labels "
+                f"({found[0][1]} and {found[1][1]})"
+            )
+        out[f] = found[0][1]
+    return out
+
+
 def _read_labels_csv(path: Path, files: list[Path]) -> dict[Path, int]:
-    """``labels.csv`` written by ``python -m data_download`` (file, wnid, class_index, ...) -> {file: index}."""
-    by_stem: dict[str, int] = {}
+    """``labels.csv`` written by ``python -m data_download`` (file, wnid, class_index, ...) -> {file: index},
+    matched by file name as ``_match_by_name`` does."""
+    entries: list[tuple[str, int]] = []
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            stem = Path(row.get("file", "")).stem
-            if row.get("class_index", "").strip():
+            name = (row.get("file") or "").strip()
+            if (row.get("class_index") or "").strip():
                 try:
-                    by_stem[stem] = int(row["class_index"])
+                    entries.append((name, int(row["class_index"])))
                 except ValueError:
                     raise InputError(
                         f"{path}: class_index {row['class_index']!r} is not an integer"
                     ) from None
-            elif row.get("wnid", "").strip():
-                by_stem[stem] = _class_index(row["wnid"].strip(), str(path))
+            elif (row.get("wnid") or "").strip():
+                entries.append((name, _class_index(row["wnid"].strip(), str(path))))
             else:
                 raise InputError(f"{path}: expected columns file and class_index (or wnid)")
-    bad = sorted({v for v in by_stem.values() if not 0 <= v < 1000})
+    bad = sorted({v for _, v in entries if not 0 <= v < 1000})
     if bad:
         raise InputError(f"{path}: class indices must be 0..999 (timm/PyTorch order); got {bad[:5]}")
-    return {f: by_stem[f.stem] for f in files if f.stem in by_stem}
+    return _match_by_name(path, entries, files)
 
 
 def _read_labels_txt(path: Path, files: list[Path]) -> dict[Path, int]:
-    """labels.txt: either 'name index' per line, or one index per line for ILSVRC2012_val_<k> (line k) or, when
-    the files are not so named, for the files in sorted order."""
+    """labels.txt: either 'name index' per line (matched by file name as ``_match_by_name`` does), or one index
+    per line: line k for ILSVRC2012_val_<k> or, when the files are not so named, for the files in sorted order
+    (then the file must hold exactly one line per image, so that a missing or extra image cannot shift the
+    labels of the others)."""
     lines = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    named = all(len(t) == 2 for t in lines)
     try:
-        if all(len(t) == 2 for t in lines):
-            by_stem = {Path(t[0]).stem: int(t[1]) for t in lines}
-            labels = {f: by_stem[f.stem] for f in files if f.stem in by_stem}
-        elif all(len(t) == 1 for t in lines):
-            values = [int(t[0]) for t in lines]
-            labels = {}
-            numbered = all(_VAL_NAME.search(f.name) for f in files)
-            for k, f in enumerate(files):
-                line = int(_VAL_NAME.search(f.name).group(1)) - 1 if numbered else k
-                if 0 <= line < len(values):
-                    labels[f] = values[line]
-        else:
+        if not named and not all(len(t) == 1 for t in lines):
             raise ValueError("mixed line formats")
+        values = [int(t[-1]) for t in lines]
     except ValueError as e:
         raise InputError(
             f"{path}: expected one class index (0..999) per line, or 'file_name index' per line ({e})"
         ) from None
-    bad = sorted({v for v in labels.values() if not 0 <= v < 1000})
+    bad = sorted({v for v in values if not 0 <= v < 1000})
     if bad:
         raise InputError(f"{path}: class indices must be 0..999 (timm/PyTorch order); got {bad[:5]}")
+    if named:
+        return _match_by_name(path, [(t[0], v) for t, v in zip(lines, values)], files)
+    numbered = all(_VAL_NAME.search(f.name) for f in files)
+    if not numbered and len(values) != len(files):
+        folder = files[0].parent if files else path.parent
+        raise InputError(
+            f"{path} holds {len(values)} labels for the {len(files)} images in {folder}: one bare class number "
+            "per line is matched to the images in sorted order, so the counts must be equal; write 'NAME LABEL' "
+            "lines (e.g. 'a.png 967') to label each image by name"
+        )
+    labels = {}
+    for k, f in enumerate(files):
+        line = int(_VAL_NAME.search(f.name).group(1)) - 1 if numbered else k
+        if 0 <= line < len(values):
+            labels[f] = values[line]
     return labels
 
 
@@ -728,6 +783,20 @@ def _resolve_root(root: Path) -> Path:
         if (root / sub).is_dir():
             return root / sub
     return root
+
+
+def _unique_names(files: list[Path], root: Path) -> dict[Path, str]:
+    """{file: its name in the ImageSet}: the stem (``a``), or the file name (``a.png``) when two images share the
+    stem (``a.png`` and ``a.jpg``), or the path below ``root`` (``n01440764/a.png``) when two class folders hold
+    the same file name; names are unique, and do not depend on ``limit``."""
+    stems: dict[str, int] = {}
+    for f in files:
+        stems[f.stem] = stems.get(f.stem, 0) + 1
+    first = {f: f.stem if stems[f.stem] == 1 else f.name for f in files}
+    counts: dict[str, int] = {}
+    for n in first.values():
+        counts[n] = counts.get(n, 0) + 1
+    return {f: n if counts[n] == 1 else f.relative_to(root).as_posix() for f, n in first.items()}
 
 
 def _order(files: list[Path]) -> list[Path]:
@@ -758,18 +827,23 @@ def load_imagenet_folder(
             imagenet-val`` and ``... imagenette`` write, ImageNet val re-sorted by class, Imagenette's ``val/``);
             the folder gives the label.
         (b) flat ``root/ILSVRC2012_val_00000001.JPEG ...`` with a labels file: Kaggle's ``LOC_val_solution.csv``
-            (``ImageId,PredictionString`` = "wnid x0 y0 x1 y1 wnid ...", found in ``root`` or up to 4 folders
-            above it), ``root/labels.csv`` (columns ``file``, ``class_index`` or ``wnid``) or ``root/labels.txt``
-            (one 0-based class index per line, line k for ``ILSVRC2012_val_<k>``, or "file_name index" lines);
-            ``labels_file`` names one explicitly. Without a labels file, the classes named in ``boxes_dir``'s
-            ILSVRC XML files are used.
+            (``ImageId,PredictionString`` = "wnid x0 y0 x1 y1 wnid ..."), ``root/labels.csv`` (columns ``file``,
+            ``class_index`` or ``wnid``) or ``root/labels.txt`` (one 0-based class index per line: line k for
+            ``ILSVRC2012_val_<k>``, or for other names the images in sorted order, and then exactly one line per
+            image; or "file_name index" lines). The first found of: ``labels_file`` (named explicitly),
+            ``root/LOC_val_solution.csv``, ``root/labels.csv``, ``root/labels.txt``, a ``LOC_val_solution.csv``
+            up to 4 folders above ``root`` (the nearest): the folder's own file wins over one above it. A name
+            with its extension (``a.png``) labels that file; a bare stem (``a``, Kaggle's ImageIds) labels the
+            image with that stem, and is refused when two images share it (``a.png`` and ``a.jpg``). Without a
+            labels file, the classes named in ``boxes_dir``'s ILSVRC XML files are used.
         A Kaggle download root (``ILSVRC/Data/CLS-LOC/val`` inside) or a folder with ``val/`` is descended into.
         Class indices are ImageNet-1k's (timm/torchvision order, ``n01440764`` = 0): ``wnid_to_index()``.
 
     Boxes, in this order of precedence: ``boxes_dir`` (ILSVRC Pascal-VOC XML, ``<stem>.xml`` or
     ``<wnid>/<stem>.xml``: the official ``ILSVRC2012_bbox_val`` files, boxes in the frame of their ``<size>``),
     ``root/boxes.csv`` (data_download's: file, wnid, xmin, ymin, xmax, ymax, image_width, image_height), Kaggle's
-    CSV. Only boxes of the image's class are kept; ILSVRC's inclusive indices become x1/y1-exclusive pixels
+    CSV (in ``root`` or up to 4 folders above, also when another file gives the labels). Boxes are matched by
+    file stem. Only boxes of the image's class are kept; ILSVRC's inclusive indices become x1/y1-exclusive pixels
     (xmax + 1), clipped to the image and scaled to S x S. An image without a box gets a (0, 4) tensor.
 
     Order: deterministic and shuffle-free: ILSVRC2012_val_* files by file name (so both layouts of the same
@@ -781,11 +855,14 @@ def load_imagenet_folder(
 
     Returns:
         ImageSet: images (N, 3, S, S) in [0, 1], labels (N,), boxes (M_i, 4) in pixels of the S x S image, names
-        (file stems), sources (file paths).
+        (unique: the file stem ``a``; the file name ``a.png`` when two images share the stem, as ``a.png`` and
+        ``a.jpg`` do; the path below ``root``, ``n01440764/a.png``, when two class folders hold one file name),
+        sources (file paths).
 
     Raises:
         MissingDataError: ``root`` does not exist (the message gives the ``data_download`` command).
-        InputError: no images, a missing or malformed labels file, unknown WordNet ids, or a bad image.
+        InputError: no images, a missing or malformed labels file (bare class numbers that are not one per
+            image, a stem that two images share), unknown WordNet ids, or a bad image.
     """
     _check_size(size, allow_none=False)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -813,8 +890,10 @@ def load_imagenet_folder(
     loc = (
         lf if lf is not None and lf.suffix.lower() == ".csv" else _find_upwards(root, "LOC_val_solution.csv")
     )
+    annotations_loc: dict[str, Annotation] = {}
     if loc is not None and _csv_header(loc)[:2] == ["ImageId", "PredictionString"]:
-        annotations.update(_read_loc_csv(loc))
+        annotations_loc = _read_loc_csv(loc)
+        annotations.update(annotations_loc)
     else:
         loc = None
     if (root / "boxes.csv").is_file():
@@ -839,13 +918,12 @@ def load_imagenet_folder(
                 f"no images in {root}: expected class sub-folders named by WordNet id (n01440764/...) or flat "
                 f"image files ({', '.join(IMAGE_EXTENSIONS)}) with a labels file"
             )
-        if lf is None:
-            lf = loc or next((root / n for n in ("labels.csv", "labels.txt") if (root / n).is_file()), None)
+        if lf is None:  # the folder's own labels file wins over a Kaggle CSV found in a folder above
+            own = next((root / n for n in ("labels.csv", "labels.txt") if (root / n).is_file()), None)
+            lf = loc if loc is not None and (loc.parent == root or own is None) else own
         if lf is not None and lf == loc:
-            for f in files:
-                objs = annotations.get(f.stem, (None, []))[1]
-                if objs:
-                    labels[f] = _class_index(objs[0][0], f"{lf} ({f.stem})")
+            wnid_of = _match_by_name(lf, ((k, a[1][0][0]) for k, a in annotations_loc.items() if a[1]), files)
+            labels = {f: _class_index(w, f"{lf} ({f.stem})") for f, w in wnid_of.items()}
         elif lf is not None and lf.suffix.lower() == ".csv":
             labels = _read_labels_csv(lf, files)
         elif lf is not None:
@@ -869,6 +947,7 @@ def load_imagenet_folder(
                 f"e.g. {unlabelled[:3]}"
             )
 
+    unique = _unique_names(files, root)
     files = _order(files)
     if limit is not None:
         files = files[:limit]
@@ -897,7 +976,7 @@ def load_imagenet_folder(
         out_boxes.append(scale_boxes(b, (fh, fw), (size, size)))
         if x is not None:
             images.append(resize(x, size))
-        names.append(f.stem)
+        names.append(unique[f])
         sources.append(str(f))
     return ImageSet(
         images=LazyImages(files, size) if lazy else torch.stack(images),

@@ -167,14 +167,18 @@ def writable_dir(path: str | Path, option: str) -> Path:
     """Create ``path`` (with parents) and check it takes files: a probe file is written and removed.
 
     Args:
-        path: the folder. option: how the user sets it (``"--out"``), named in the error.
+        path: the folder; a leading ``~`` is the home folder. option: how the user sets it (``"--out"``), named
+            in the error.
+
+    Returns:
+        The folder, ``~`` expanded: write there, not to ``path`` as given.
 
     Raises:
         InputError: one line naming the path, the reason and the option to change.
     """
     from opticam_lib.errors import InputError
 
-    path = Path(path)
+    path = Path(path).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".opticam-write-test-{os.getpid()}"
@@ -192,15 +196,18 @@ def writable_file(path: str | Path, option: str, example: str) -> Path:
     exists) writable.
 
     Args:
-        path: the file. option: how the user sets it (``"--json"``). example: a file name for the hint when
-            ``path`` is a folder (``"table1.json"``).
+        path: the file; a leading ``~`` is the home folder. option: how the user sets it (``"--json"``).
+            example: a file name for the hint when ``path`` is a folder (``"table1.json"``).
+
+    Returns:
+        The file, ``~`` expanded: write there, not to ``path`` as given.
 
     Raises:
         InputError: one line naming the path, the reason and the option to change.
     """
     from opticam_lib.errors import InputError
 
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; give a file path, e.g. {path / example}")
     writable_dir(path.parent, option)

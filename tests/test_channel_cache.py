@@ -11,9 +11,8 @@ from opticam_lib.course.channel_cache import (
     build_channel_cache,
     cache_path,
     cached_channel_weights,
-    image_digests,
-    model_digest,
 )
+from opticam_lib.digests import image_digests, model_digest
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.inputs import prepare
 from opticam_lib.methods.feature_pass import features

@@ -143,7 +143,13 @@ def test_every_table_in_the_papers_layout(table, tmp_path):
     first = next(iter(result.table))
     col = next(c for c in result.table[first] if c != "images")
     assert float(rows[0][col]) == pytest.approx(result.table[first][col])
-    assert (out / "table.txt").read_text().strip() == result.text.strip()
+    # table.txt: the printed table, its settings line, then who made it (as table.json's provenance says)
+    txt = (out / "table.txt").read_text()
+    assert txt.startswith(result.text.strip() + "\n") and result.text.splitlines()[1].startswith("settings: ")
+    made = saved["provenance"]
+    assert set(made) == {"opticam_lib", "torch", "python", "date", "command", "device", "model_sha256"}
+    assert made["device"] == "cpu" and len(made["model_sha256"]) == 64
+    assert all(f"\n{k}: {v}" in txt for k, v in made.items())
     assert result.computed == len(config.methods) * (4 if table == "A9" else 1) * 2  # 2 batches of 2
 
 
@@ -351,15 +357,116 @@ def test_a_fragment_cut_mid_character_does_not_stop_the_resume(tmp_path):
     assert without_time(again.table) == without_time(full.table)
 
 
-def test_an_unreadable_config_without_records_is_written_anew(tmp_path):
-    """Nothing vouches for records that do not exist: the folder is this run's, and its config.json is rewritten
-    (otherwise the next run would refuse the records this one made)."""
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"config.json": '{"table": "1", "mod'},  # unreadable
+        {"config.json": '{"name": "my project", "version": 3}'},  # another program's
+        {"table.csv": "name,score\nalice,10\n"},
+        {"notes.txt": "mine"},
+    ],
+    ids=["unreadable-config", "other-config", "table-csv", "other-file"],
+)
+def test_a_folder_reproduce_did_not_make_is_refused_and_left_alone(tmp_path, files):
+    """--out pointing at a user's folder: its config.json and table.* would be overwritten. Refused, and every
+    file is left as it was; an empty folder, or one holding only an interrupted atomic write, is fine."""
     config = cfg(tmp_path, methods=["fakecam"])
-    Path(config.out).mkdir(parents=True)
-    (Path(config.out) / "config.json").write_text('{"table": "1", "mod')
+    out = Path(config.out)
+    out.mkdir(parents=True)
+    for name, text in files.items():
+        (out / name).write_text(text)
+    with pytest.raises(InputError, match=r"overwrite your files\. Use another --out"):
+        run(config, progress=False)
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
+    for name in files:
+        (out / name).unlink()
+    (out / ".config.json.123.tmp").write_text("half")  # a killed atomic_write
+    assert run(config, progress=False).table
+
+
+def test_a_changed_image_or_label_is_refused_on_resume(tmp_path):
+    """A record keeps a digest of its image's file (or pixels), label and boxes: fixing a label or replacing an
+    image in the folder, then running the same command, must not reuse the old numbers."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = torch.Generator().manual_seed(0)
+    for name in ("a", "b"):
+        pixels = (torch.rand(40, 48, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    (folder / "labels.txt").write_text("a 100\nb 281\n")
+    config = Config(
+        model="efficientnet_lite0",
+        images=str(folder),
+        methods=["fakecam"],
+        batch_size=1,
+        out=str(tmp_path / "out"),
+    )
     first = run(config, progress=False)
-    assert json.loads((Path(config.out) / "config.json").read_text())["table"] == "1"
+    assert run(config, progress=False).computed == 0  # unchanged: all from the cache
+    (folder / "labels.txt").write_text("a 967\nb 281\n")  # the label of a fixed
+    with pytest.raises(InputError, match=r"image 0 \('a'\) changed since its cached records"):
+        run(config, progress=False)
+    (folder / "labels.txt").write_text("a 100\nb 281\n")
     assert without_time(run(config, progress=False).table) == without_time(first.table)
+    flipped = Image.open(folder / "b.png").convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    flipped.save(folder / "b.png")  # another picture under the same name
+    os.utime(folder / "b.png", ns=(1, 1))
+    with pytest.raises(InputError, match=r"image 1 \('b'\) changed"):
+        run(config, progress=False)
+
+
+def test_other_weights_or_another_device_are_refused_on_resume(tmp_path, monkeypatch):
+    """A retrained checkpoint (or re-downloaded weights) at the same path, or a resume on another device (T would
+    average both devices' times), is refused; the records name the weights' SHA-256 and the device."""
+    import opticam_lib.paper.reproduce as reproduce
+
+    config = cfg(tmp_path, methods=["fakecam"])
+    run(config, progress=False)
+    path = Path(config.out) / "records-0.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["device"] for r in records} == {"cpu"} and len({r["model_sha256"] for r in records}) == 1
+    real = reproduce.load_model
+
+    def retrained(*args, **kwargs):
+        clf = real(*args, **kwargs)
+        with torch.no_grad():
+            next(clf.model.parameters()).add_(0.01)
+        return clf
+
+    monkeypatch.setattr(reproduce, "load_model", retrained)
+    with pytest.raises(InputError, match="weights changed since the cached records"):
+        run(config, progress=False)
+    monkeypatch.setattr(reproduce, "load_model", real)
+    records[0]["device"] = "cuda (NVIDIA H200)"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(InputError, match=r"computed on cuda \(NVIDIA H200\), this run is on cpu"):
+        run(config, progress=False)
+
+
+def test_the_first_timed_batch_is_warmed_up(tmp_path, monkeypatch):
+    """T of the first method must not include a first pass's one-off costs (evaluate warms up too); a run that
+    computes nothing does not warm up."""
+    import opticam_lib.paper.reproduce as reproduce
+
+    order = []
+    real = reproduce.warm_up
+    monkeypatch.setattr(
+        reproduce, "warm_up", lambda clf, x: order.append(("warm", tuple(x.shape))) or real(clf, x)
+    )
+    counter = Counter()
+
+    def counted(*args):
+        order.append(("batch", args[3]))
+        return counter(*args)
+
+    config = cfg(tmp_path, methods=["gradcam", "fakecam"])
+    run(config, progress=False, evaluate_batch=counted)
+    assert order[0] == ("warm", (1, 3, 64, 64)) and [o[0] for o in order[1:]] == ["batch"] * 4
+    order.clear()
+    run(config, progress=False, evaluate_batch=counted)
+    assert order == []
 
 
 def test_records_of_other_images_are_refused(tmp_path):
@@ -389,7 +496,7 @@ def test_records_without_a_readable_config_are_refused(tmp_path, damage):
     config = cfg(tmp_path, methods=["fakecam"])
     run(config, progress=False)
     (Path(config.out) / "config.json").write_text(damage)
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match=r"cannot be read|is not reproduce's"):
         run(cfg(tmp_path, methods=["fakecam"], iterations=50), progress=False)
     (Path(config.out) / "config.json").unlink()
     with pytest.raises(InputError, match=r"no config\.json"):
@@ -398,7 +505,7 @@ def test_records_without_a_readable_config_are_refused(tmp_path, damage):
 
 def test_another_config_in_the_same_folder_is_refused(tmp_path):
     run(cfg(tmp_path, methods=["fakecam"]), progress=False)
-    with pytest.raises(InputError, match="another run"):
+    with pytest.raises(InputError, match="records of a run with other settings"):
         run(cfg(tmp_path, methods=["fakecam"], iterations=7), progress=False)
 
 

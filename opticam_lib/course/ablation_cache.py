@@ -32,11 +32,10 @@ from opticam_lib.course.ablations import (
 )
 from opticam_lib.course.channel_cache import (
     _machine,
-    image_digests,
-    model_digest,
     read_cache_file,
     validate_cache_key,
 )
+from opticam_lib.digests import image_digests, model_digest
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.inputs import validate_images, validate_targets
 from opticam_lib.models.classifier import Classifier

@@ -13,7 +13,6 @@ them; a test recomputes one photo and compares. The file also records how long t
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import platform
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from opticam_lib.digests import image_digests, model_digest
 from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.inputs import prepare, validate_choice
 from opticam_lib.methods.feature_pass import features
@@ -33,22 +33,6 @@ from opticam_lib.paths import atomic_write, writable_file
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / "data" / "channel_weights"
 CACHED_METHODS: tuple[str, ...] = ("scorecam", "ablationcam")
-
-
-def model_digest(classifier: Classifier) -> str:
-    """SHA-256 of the model's parameters and buffers (names, dtypes, shapes and values), in key order."""
-    h = hashlib.sha256()
-    for key, value in sorted(classifier.model.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
-
-
-def image_digests(images: Tensor) -> list[str]:
-    """SHA-256 of each image (N, 3, H, W) float in [0, 1], quantised to 8 bits (robust to float round-off)."""
-    q = (images.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return [hashlib.sha256(q[i].contiguous().numpy().tobytes()).hexdigest() for i in range(q.shape[0])]
 
 
 def validate_cache_key(

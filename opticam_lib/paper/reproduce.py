@@ -31,19 +31,25 @@ import hashlib
 import io
 import json
 import os
+import platform
+import shlex
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from opticam_lib.digests import image_digests, model_digest
 from opticam_lib.errors import InputError, MissingDataError
-from opticam_lib.images import ImageSet, boxes_to_mask, load_imagenet_folder, load_samples
+from opticam_lib.images import ImageSet, LazyImages, boxes_to_mask, load_imagenet_folder, load_samples
 from opticam_lib.methods.registry import LAYER_METHODS, PROGRESS_METHODS, display_name, get_method
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
+from opticam_lib.metrics.evaluation import warm_up
 from opticam_lib.metrics.localization import (
     aggregate_localization,
     localization_from_record,
@@ -357,6 +363,51 @@ def _records_path(out: Path, rank: int) -> Path:
     return out / f"records-{rank}.jsonl"
 
 
+def input_fingerprints(data: ImageSet) -> list[str]:
+    """One short digest per image of what its records depend on besides the run's settings: its pixels (for
+    images read lazily from files: the file's path, size and modification time, so that a resume over 50,000
+    files decodes none of them), its label and its boxes. A record keeps its image's digest, and a resume refuses
+    records whose image, label or boxes changed since."""
+    if isinstance(data.images, LazyImages):
+        pixels = []
+        for f in data.images.files:
+            st = f.stat()
+            pixels.append(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    else:
+        pixels = image_digests(data.images)
+    digests = []
+    for i, px in enumerate(pixels):
+        box = data.boxes[i].detach().cpu().float().numpy().round(2).tobytes().hex()
+        digests.append(hashlib.sha256(f"{px}|{int(data.labels[i])}|{box}".encode()).hexdigest()[:16])
+    return digests
+
+
+def device_label(device: torch.device) -> str:
+    """What a record was computed on, for T and round-off: ``cpu``, or ``cuda (<GPU name>)`` (the ranks of one
+    machine's identical GPUs share a label)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def provenance(classifier: Classifier, model_sha: str) -> dict[str, str]:
+    """Who made these results: the library, torch and Python versions, the date (UTC), the command line, the
+    device and the weights' SHA-256 (``digests.model_digest``)."""
+    from opticam_lib import __version__
+
+    return {
+        "opticam_lib": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "opticam_lib", *sys.argv[1:]])
+        if Path(sys.argv[0]).name == "__main__.py"
+        else shlex.join(sys.argv),
+        "device": device_label(classifier.device),
+        "model_sha256": model_sha,
+    }
+
+
 def _repair_tail(path: Path) -> None:
     """Cut a record line that an interruption left without its newline (and anything after the last newline,
     e.g. NUL bytes after a crash) off ``path``, so the next append starts on a fresh line. Without this, the first
@@ -372,21 +423,47 @@ def _repair_tail(path: Path) -> None:
 
 
 def _check_records(
-    records: dict, names: Sequence[str], methods: Sequence[str], variants: Sequence[str]
+    records: dict,
+    names: Sequence[str],
+    methods: Sequence[str],
+    variants: Sequence[str],
+    *,
+    fingerprints: Sequence[str] | None = None,
+    model_sha: str | None = None,
+    device: str | None = None,
 ) -> None:
-    """Refuse records made on other images (a record keeps its image's name) and a merge that lacks any record:
-    the table is computed on every image or not at all.
+    """Refuse records made on other images (a record keeps its image's name and its ``input_fingerprints``
+    digest), by other weights (the model's SHA-256) or on another device (T would average two devices' times), and
+    a merge that lacks any record: the table is computed on every image or not at all. Records written by older
+    versions of the library, without these keys, are checked by the image's name only.
 
     Raises:
-        InputError: a record's image is not this run's image at its index, or some record is missing.
+        InputError: a record's image, weights or device is not this run's, or some record is missing.
     """
+    fresh = "use another --out, or delete the output folder to compute them again"
     for (method, _variant, i), r in records.items():
         if "image" in r and (i >= len(names) or r["image"] != names[i]):
             now = names[i] if i < len(names) else "no image"
             raise InputError(
                 f"the cached records were made on other images: image {i} was {r['image']!r}, now it is {now!r} "
-                f"({method}). The image set changed since they were computed: use another --out, or delete the "
-                "output folder."
+                f"({method}). The image set changed since they were computed: {fresh}."
+            )
+        if fingerprints is not None and "input" in r and r["input"] != fingerprints[i]:
+            raise InputError(
+                f"image {i} ({names[i]!r}) changed since its cached records were computed ({method}): its pixels "
+                f"(or file), its label or its boxes are not the same. The cached numbers would be another image's: "
+                f"{fresh}."
+            )
+        if model_sha is not None and "model_sha256" in r and r["model_sha256"] != model_sha[:16]:
+            raise InputError(
+                f"the model's weights changed since the cached records were computed (SHA-256 {r['model_sha256']}"
+                f"... then, {model_sha[:16]}... now; {method}, image {i}): a retrained checkpoint or re-downloaded "
+                f"weights at the same path. The cached numbers would be the old weights': {fresh}."
+            )
+        if device is not None and "device" in r and r["device"] != device:
+            raise InputError(
+                f"the cached records were computed on {r['device']}, this run is on {device} ({method}, image {i}): "
+                f"T would average two devices' times. Resume with the same device, or {fresh}."
             )
     missing = [
         (m, v, i) for m in methods for v in variants for i in range(len(names)) if (m, v, i) not in records
@@ -442,37 +519,66 @@ def batches(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list
 
 
 def _prepare_out(config: Config, resolved: Config, rank: int) -> Path:
+    """The output folder, checked: a new or empty folder, or one that ``reproduce`` made for the same settings (its
+    ``config.json``). A folder with anything else in it (a user's own files, another program's ``config.json``)
+    is refused: ``table.*`` and ``config.json`` would overwrite files of the same names."""
     out = Path(
         config.out or f"outputs/reproduce/table{config.table}_{Path(config.model).stem}_{resolved.key()}"
-    )
+    ).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder: give a folder for the results")
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
     has_records = any(p.stat().st_size > 0 for p in out.glob("records-*.jsonl"))
+    ours = ("config.json", "table.json", "table.csv", "table.txt")
+    others = sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name not in ours
+        and not p.name.startswith("records-")
+        and not (
+            p.name.startswith(tuple(f".{n}." for n in ours)) and p.name.endswith(".tmp")
+        )  # atomic_write's
+    )
+    old: dict | None = None
     if cfg_path.is_file():
         try:
             old = json.loads(cfg_path.read_text())
-            old_key = Config(**{k: v for k, v in old.items() if k in asdict(resolved)}).key()
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
-            old, old_key = None, None
-        if old_key is None and has_records:
-            raise InputError(
-                f"{cfg_path} cannot be read, so nothing says which run made the records in {out}; they could be "
-                "another run's. Use another --out, or delete that folder."
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict) or not {"table", "model", "images", "methods"} <= set(old):
+            what = (
+                "cannot be read" if old is None else "is not reproduce's (no table, model, images, methods)"
             )
-        if old_key is not None and old_key != resolved.key():
             raise InputError(
-                f"{out} holds the records of another run ({cfg_path}: {json.dumps(old)}); its cached results "
-                "would be mixed with this one's. Use another --out, or delete that folder."
+                f"{cfg_path} {what}, so nothing says that {out} holds a reproduction; writing this run's "
+                "config.json and table.* there could overwrite your files. Use another --out (a new or empty folder)."
             )
-        if old_key is not None:
-            return out  # the same run: its config.json stays as it is
-    elif has_records:
+        old_key = Config(**{k: v for k, v in old.items() if k in asdict(resolved)}).key()
+        if old_key != resolved.key():
+            what = "the records" if has_records else "the config.json"
+            raise InputError(
+                f"{out} holds {what} of a run with other settings ({cfg_path}: {json.dumps(old)}); its cached "
+                "results would be mixed with this one's. Use another --out, or delete that folder."
+            )
+        return out  # the same run: its config.json stays as it is
+    if has_records:
         raise InputError(
             f"{out} holds records but no config.json, so nothing says which run made them. Use another --out, or "
             "delete that folder."
         )
-    if rank == 0:  # a new folder, or an unreadable config.json with no records to vouch for
-        atomic_write(cfg_path, json.dumps(asdict(resolved), indent=2) + "\n")  # never a half-written config
+    if others or any((out / name).exists() for name in ours):
+        shown = ", ".join((others + [n for n in ours if (out / n).exists()])[:4])
+        raise InputError(
+            f"{out} is not empty ({shown}...) and reproduce did not make it (no config.json of its own): its "
+            "table.* and config.json could overwrite your files. Use another --out (a new or empty folder)."
+        )
+    if rank == 0:  # a new or empty folder
+        config_json = {
+            **asdict(resolved),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic_write(cfg_path, json.dumps(config_json, indent=2) + "\n")  # never a half-written config
     return out
 
 
@@ -577,13 +683,30 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
         position=rank,
         disable=not progress,
     )
-    _check_records(done, data.names, [], [])  # records of other images: refused before any work
+    fingerprints = input_fingerprints(data)
+    model_sha = model_digest(clf)
+    device_now = device_label(clf.device)
+    stamps = {"fingerprints": fingerprints, "model_sha": model_sha, "device": device_now}
+    _check_records(
+        done, data.names, [], [], **stamps
+    )  # other images, weights or device: refused before any work
     _repair_tail(_records_path(out, rank))
+    if todo:  # the first timed batch must not pay the one-off costs of a first pass (evaluate does the same)
+        warm_up(clf, data.images[todo[0][2][:1]])
     with open(_records_path(out, rank), "a") as sink:
         for method, variant, idx in todo:
             bar.set_postfix_str(f"{method} {variant}" if variant != "main" else method)
             records = evaluate_batch(clf, data, idx, method, variant, resolved)
-            records = [{**r, "image": data.names[int(r["index"])]} for r in records]
+            records = [
+                {
+                    **r,
+                    "image": data.names[int(r["index"])],
+                    "input": fingerprints[int(r["index"])],
+                    "model_sha256": model_sha[:16],
+                    "device": device_now,
+                }
+                for r in records
+            ]
             sink.write("".join(json.dumps(r) + "\n" for r in records))  # one write per batch
             sink.flush()
             bar.update(len(idx))
@@ -593,10 +716,10 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
 
         dist.barrier()
     records = _load_records(out)
-    _check_records(records, data.names, methods, variants)
+    _check_records(records, data.names, methods, variants, **stamps)
     table = summarize(resolved, records, methods, len(data))
     if rank == 0:
-        write_outputs(out, resolved, table, clf)
+        write_outputs(out, resolved, table, clf, provenance(clf, model_sha))
     if world > 1:
         import torch.distributed as dist
 
@@ -777,12 +900,26 @@ def _columns(table: dict) -> list[str]:
     return cols
 
 
+def settings_line(config: Config) -> str:
+    """The settings that change the numbers, in one line under the table's title."""
+    parts = [f"batch size {config.batch_size}", f"layer {config.layer or 'the model default'}"]
+    if "opticam" in config.methods:
+        parts.append(
+            f"Opti-CAM {config.iterations} iterations at lr {config.lr:g}"
+            + (" under autocast" if config.amp else "")
+        )
+    if config.table in ("3", "A11"):
+        parts.append(f"curves in {config.steps} steps" if config.steps else "curves in the default steps")
+    return "settings: " + ", ".join(parts)
+
+
 def format_reproduction(config: Config, table: dict, classifier: Classifier | None = None) -> str:
     """The table in the paper's layout, each of our values followed by the paper's in brackets when it has one."""
     key, paper = paper_reference(config, classifier)
     columns = _columns(table)
     width = max([16, *(len(n) + 2 for n in table)])
     lines = [f"Table {config.table} ({TABLES[config.table]}): {config.model}, images {config.images}"]
+    lines.append(settings_line(config))
     lines.append(f"{'METHOD':<{width}}" + "".join(f"{c:>22}" for c in columns) + f"{'images':>8}")
     for name, row in table.items():
         ref_row = paper.get(PAPER_ROW.get(name, name), {})
@@ -808,9 +945,16 @@ def format_reproduction(config: Config, table: dict, classifier: Classifier | No
     return "\n".join(lines)
 
 
-def write_outputs(out: Path, config: Config, table: dict, classifier: Classifier | None = None) -> None:
-    """``table.json`` (config, our table, the paper's rows), ``table.csv`` (one row per method, ours then
-    ``paper_<column>``) and ``table.txt`` (the printed layout) in ``out``."""
+def write_outputs(
+    out: Path,
+    config: Config,
+    table: dict,
+    classifier: Classifier | None = None,
+    made_by: dict[str, str] | None = None,
+) -> None:
+    """``table.json`` (config, ``provenance``'s ``made_by``, our table, the paper's rows), ``table.csv`` (one row
+    per method, ours then ``paper_<column>``) and ``table.txt`` (the printed layout, with the settings and
+    ``made_by`` below it) in ``out``."""
     key, paper = paper_reference(config, classifier)
     columns = _columns(table)
     rows = io.StringIO(newline="")
@@ -822,9 +966,19 @@ def write_outputs(out: Path, config: Config, table: dict, classifier: Classifier
         w.writerow([name, *[row.get(c, "") for c in columns], row.get("images", 0), *paper_cells])
     # each file whole or as before (the set is written from the same table, the JSON last: it is what is read)
     atomic_write(out / "table.csv", rows.getvalue())
-    atomic_write(out / "table.txt", format_reproduction(config, table, classifier) + "\n")
+    footer = "".join(f"\n{k}: {v}" for k, v in (made_by or {}).items())
+    atomic_write(out / "table.txt", format_reproduction(config, table, classifier) + footer + "\n")
     atomic_write(
         out / "table.json",
-        json.dumps({"config": asdict(config), "table": table, "paper_model": key, "paper": paper}, indent=2)
+        json.dumps(
+            {
+                "config": asdict(config),
+                "provenance": made_by or {},
+                "table": table,
+                "paper_model": key,
+                "paper": paper,
+            },
+            indent=2,
+        )
         + "\n",
     )

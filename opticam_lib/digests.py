@@ -1,0 +1,30 @@
+"""SHA-256 digests that say which weights and which images a cached result was computed from: the keys of the
+course's shipped caches (``course/channel_cache.py``, ``course/ablation_cache.py``) and of ``reproduce``'s records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from opticam_lib.models.classifier import Classifier
+
+
+def model_digest(classifier: Classifier) -> str:
+    """SHA-256 of the model's parameters and buffers (names, dtypes, shapes and values), in key order."""
+    h = hashlib.sha256()
+    for key, value in sorted(classifier.model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def image_digests(images: Tensor) -> list[str]:
+    """SHA-256 of each image (N, 3, H, W) float in [0, 1], quantised to 8 bits (robust to float round-off)."""
+    q = (images.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return [hashlib.sha256(q[i].contiguous().numpy().tobytes()).hexdigest() for i in range(q.shape[0])]
