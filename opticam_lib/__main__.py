@@ -402,7 +402,7 @@ def _precompute_ablations(clf, args: argparse.Namespace) -> int:
         return 2
     settings = ablation_settings(PROFILES["laptop"])
     samples = load_samples(names=list(settings.images), size=clf.input_size)
-    path = Path(args.out) if args.out else None
+    path = Path(args.out).expanduser() if args.out else None
     build_ablation_cache(
         clf, samples.images, samples.labels, settings, list(samples.names), path=path, progress=not args.quiet
     )
@@ -435,11 +435,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     result = run(config, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.text)
-        print(
-            f"{result.computed} batches computed, the rest from the cache; {result.seconds:.1f} s; "
-            f"wrote {result.out}/table.json, table.csv, table.txt"
-        )
+        print(_reproduction_summary(result))
     return 0
+
+
+def _reproduction_summary(result) -> str:
+    """The last line of ``reproduce`` and ``medical evaluate``: what was computed now, the time, the files."""
+    return (
+        f"{result.computed} (method, batch) pair(s) computed now, the rest read from the cache; "
+        f"{result.seconds:.1f} s; wrote {result.out}/table.json, table.csv, table.txt"
+    )
 
 
 def _add_medical_parser(sub: argparse._SubParsersAction) -> None:
@@ -560,7 +565,7 @@ def cmd_medical(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(result.text)
-    print(f"wrote {result.out}/table.json, table.csv, table.txt")
+    print(_reproduction_summary(result))
     return 0
 
 
