@@ -13,8 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+try:  # POSIX; elsewhere the lock is skipped (one run at a time is then the user's business)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 ENV_VAR = "OPTICAM_CACHE"
 
@@ -123,6 +129,30 @@ def verification_problem(path: str | Path) -> str | None:
     if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
         return "it changed after data_download verified it"
     return None
+
+
+@contextmanager
+def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a folder, or a file created if missing and left in place) for the
+    ``with`` block; if another process holds it, raise ``InputError(busy)`` at once instead of waiting. A folder's
+    lock adds no file to it. The lock goes with the process, so a killed run never leaves it locked."""
+    from opticam_lib.errors import InputError
+
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(

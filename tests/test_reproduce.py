@@ -469,6 +469,21 @@ def test_the_first_timed_batch_is_warmed_up(tmp_path, monkeypatch):
     assert order == []
 
 
+def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path):
+    """Two runs on one folder at once would compute the same batches twice or, with other settings that both
+    passed the config check, mix their records: the second is refused at once (the lock goes with the process)."""
+    from opticam_lib.paths import exclusive_lock
+
+    config = cfg(tmp_path, methods=["fakecam"])
+    out = Path(config.out)
+    out.mkdir(parents=True)
+    with exclusive_lock(out, "held by the test"):  # as a first run would hold it
+        with pytest.raises(InputError, match=r"another reproduce run is using .*out: wait for it to finish"):
+            run(config, progress=False)
+    assert list(out.iterdir()) == []  # nothing written by the refused run, and no lock file
+    assert run(config, progress=False).table  # free again
+
+
 def test_records_of_other_images_are_refused(tmp_path):
     config = cfg(tmp_path, methods=["fakecam"])
     run(config, progress=False)

@@ -26,6 +26,7 @@ AD/AG/AI/I/D are those of a single-process run (T, a time, is measured on each r
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -60,7 +61,7 @@ from opticam_lib.metrics.more_metrics import require_quantus, table4_row, table4
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier
 from opticam_lib.paper.tables import STORED_WITH, paper_tables
-from opticam_lib.paths import atomic_write, datasets_dir
+from opticam_lib.paths import atomic_write, datasets_dir, exclusive_lock
 
 # each table's rows in the paper's order, as the library names them
 CNN_METHODS = [  # Table 1
@@ -518,16 +519,22 @@ def batches(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[list
     return [b for j, b in enumerate(all_batches) if j % world == rank]
 
 
-def _prepare_out(config: Config, resolved: Config, rank: int) -> Path:
-    """The output folder, checked: a new or empty folder, or one that ``reproduce`` made for the same settings (its
-    ``config.json``). A folder with anything else in it (a user's own files, another program's ``config.json``)
-    is refused: ``table.*`` and ``config.json`` would overwrite files of the same names."""
+def _output_folder(config: Config, resolved: Config) -> Path:
+    """``--out`` (``~`` expanded), or the default folder named by the table, the model and the settings' key;
+    created if missing."""
     out = Path(
         config.out or f"outputs/reproduce/table{config.table}_{Path(config.model).stem}_{resolved.key()}"
     ).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder: give a folder for the results")
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _prepare_out(out: Path, resolved: Config, rank: int) -> Path:
+    """The output folder, checked: a new or empty folder, or one that ``reproduce`` made for the same settings (its
+    ``config.json``). A folder with anything else in it (a user's own files, another program's ``config.json``)
+    is refused: ``table.*`` and ``config.json`` would overwrite files of the same names."""
     cfg_path = out / "config.json"
     has_records = any(p.stat().st_size > 0 for p in out.glob("records-*.jsonl"))
     ours = ("config.json", "table.json", "table.csv", "table.txt")
@@ -663,69 +670,79 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
                 f"images in {config.images!r} have none (e.g. {missing[0]}). Use images with boxes: samples, "
                 "imagenet-val (its boxes come with data_download), world[:N], or a folder with box files."
             )
-    out = _prepare_out(config, resolved, rank)
-    if (
-        world > 1
-    ):  # no rank writes records before every rank has checked the folder (and rank 0 wrote config.json)
-        import torch.distributed as dist
+    out = _output_folder(config, resolved)
+    busy = f"another reproduce run is using {out}: wait for it to finish, or give this one another --out"
+    # one run per folder (rank 0 holds the lock for its torchrun job): no mixed or doubled records
+    with exclusive_lock(out, busy) if rank == 0 else contextlib.nullcontext():
+        _prepare_out(out, resolved, rank)
+        if (
+            world > 1
+        ):  # no rank writes records before every rank has checked the folder (and rank 0 wrote config.json)
+            import torch.distributed as dist
 
-        dist.barrier()
-    done = _load_records(out)
-    variants = list(A9_TARGETS) if config.table == "A9" else ["main"]
-    mine = batches(len(data), config.batch_size, rank, world)
-    todo = [
-        (m, v, b) for m in methods for v in variants for b in mine if any((m, v, i) not in done for i in b)
-    ]
-    bar = tqdm(
-        total=sum(len(b) for _, _, b in todo),
-        desc=f"table {config.table} [rank {rank}/{world}]",
-        unit="img",
-        position=rank,
-        disable=not progress,
-    )
-    fingerprints = input_fingerprints(data)
-    model_sha = model_digest(clf)
-    device_now = device_label(clf.device)
-    stamps = {"fingerprints": fingerprints, "model_sha": model_sha, "device": device_now}
-    _check_records(
-        done, data.names, [], [], **stamps
-    )  # other images, weights or device: refused before any work
-    _repair_tail(_records_path(out, rank))
-    if todo:  # the first timed batch must not pay the one-off costs of a first pass (evaluate does the same)
-        warm_up(clf, data.images[todo[0][2][:1]])
-    with open(_records_path(out, rank), "a") as sink:
-        for method, variant, idx in todo:
-            bar.set_postfix_str(f"{method} {variant}" if variant != "main" else method)
-            records = evaluate_batch(clf, data, idx, method, variant, resolved)
-            records = [
-                {
-                    **r,
-                    "image": data.names[int(r["index"])],
-                    "input": fingerprints[int(r["index"])],
-                    "model_sha256": model_sha[:16],
-                    "device": device_now,
-                }
-                for r in records
-            ]
-            sink.write("".join(json.dumps(r) + "\n" for r in records))  # one write per batch
-            sink.flush()
-            bar.update(len(idx))
-    bar.close()
-    if world > 1:
-        import torch.distributed as dist
+            dist.barrier()
+        done = _load_records(out)
+        variants = list(A9_TARGETS) if config.table == "A9" else ["main"]
+        mine = batches(len(data), config.batch_size, rank, world)
+        todo = [
+            (m, v, b)
+            for m in methods
+            for v in variants
+            for b in mine
+            if any((m, v, i) not in done for i in b)
+        ]
+        bar = tqdm(
+            total=sum(len(b) for _, _, b in todo),
+            desc=f"table {config.table} [rank {rank}/{world}]",
+            unit="img",
+            position=rank,
+            disable=not progress,
+        )
+        fingerprints = input_fingerprints(data)
+        model_sha = model_digest(clf)
+        device_now = device_label(clf.device)
+        stamps = {"fingerprints": fingerprints, "model_sha": model_sha, "device": device_now}
+        _check_records(
+            done, data.names, [], [], **stamps
+        )  # other images, weights or device: refused before any work
+        _repair_tail(_records_path(out, rank))
+        if (
+            todo
+        ):  # the first timed batch must not pay the one-off costs of a first pass (evaluate does the same)
+            warm_up(clf, data.images[todo[0][2][:1]])
+        with open(_records_path(out, rank), "a") as sink:
+            for method, variant, idx in todo:
+                bar.set_postfix_str(f"{method} {variant}" if variant != "main" else method)
+                records = evaluate_batch(clf, data, idx, method, variant, resolved)
+                records = [
+                    {
+                        **r,
+                        "image": data.names[int(r["index"])],
+                        "input": fingerprints[int(r["index"])],
+                        "model_sha256": model_sha[:16],
+                        "device": device_now,
+                    }
+                    for r in records
+                ]
+                sink.write("".join(json.dumps(r) + "\n" for r in records))  # one write per batch
+                sink.flush()
+                bar.update(len(idx))
+        bar.close()
+        if world > 1:
+            import torch.distributed as dist
 
-        dist.barrier()
-    records = _load_records(out)
-    _check_records(records, data.names, methods, variants, **stamps)
-    table = summarize(resolved, records, methods, len(data))
-    if rank == 0:
-        write_outputs(out, resolved, table, clf, provenance(clf, model_sha))
-    if world > 1:
-        import torch.distributed as dist
+            dist.barrier()
+        records = _load_records(out)
+        _check_records(records, data.names, methods, variants, **stamps)
+        table = summarize(resolved, records, methods, len(data))
+        if rank == 0:
+            write_outputs(out, resolved, table, clf, provenance(clf, model_sha))
+        if world > 1:
+            import torch.distributed as dist
 
-        dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
-    text = format_reproduction(resolved, table, clf)
-    return Reproduction(table, text, out, len(todo), time.perf_counter() - t_start)
+            dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
+        text = format_reproduction(resolved, table, clf)
+        return Reproduction(table, text, out, len(todo), time.perf_counter() - t_start)
 
 
 def _targets_for(clf: Classifier, images: torch.Tensor, labels: torch.Tensor, variant: str) -> torch.Tensor:
