@@ -43,7 +43,7 @@ items (details: LIST):
                            own token in the environment variable HF_TOKEN, then
                              hf download ILSVRC/imagenet-1k data/val_images.tar.gz --repo-type dataset --local-dir D
                              %(prog)s imagenet-val --from D/data/val_images.tar.gz
-                           Only the paper's 1,000-image subset is extracted unless --subset N / --subset all.
+                           Only a 1,000-image subset (the paper's sample size) is extracted unless --subset N / --subset all.
   chest-xray, kvasir       the medical data sets of the paper's appendix E, split into train/val/test
 
 downloads:

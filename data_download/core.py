@@ -100,7 +100,7 @@ def imagenet_instructions(item: Item, cache: Path | None = None) -> str:
             "     hf download ILSVRC/imagenet-1k data/val_images.tar.gz --repo-type dataset --local-dir ~/imagenet-hf",
             f"     {cmd} --from ~/imagenet-hf/data/val_images.tar.gz",
             "  (its file names carry the labels; add --from ILSVRC2012_bbox_val_v3.tgz for boxes).",
-            "Only the chosen images are extracted: the paper's 1,000-image subset by default, --subset N or --subset all.",
+            "Only the chosen images are extracted: a 1,000-image subset (the paper's sample size) by default, --subset N or --subset all.",
         ]
     )
 

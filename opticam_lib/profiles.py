@@ -1,8 +1,12 @@
 """Two sets of defaults: ``laptop`` (the course runs on 2 CPU cores in minutes) and ``paper`` (appendix A).
 
 The active profile comes from the environment variable ``OPTICAM_PROFILE`` (``laptop`` when unset), or from
-``use_profile(name)`` in a notebook. Everything the notebooks size (iterations, number of images, insertion and
-deletion steps, Score-CAM's batch) reads it from here, so switching to the paper's settings is one line.
+``use_profile(name)`` in a notebook. The notebooks read the model, Opti-CAM's iterations and learning rate, the
+insertion/deletion steps and the batch size from here, so switching to the paper's settings is one line. What the
+switch leaves as it is: notebooks 01 and 02 explain ``efficientnet_lite0`` in both profiles (their walk-throughs
+name its layers) and 10 its small ViT; every notebook but 09 (whose randomisation test reads ``images``) explains
+the sample photos; the models run on the CPU except in the sections of 03, 04, 10 and 11 that time things, which
+take CUDA where there is one. The paper's tables on ImageNet at scale are ``python -m opticam_lib reproduce``'s.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ PROFILES: dict[str, Profile] = {
         lr=0.1,
         insertion_steps=224,
         batch_size=8,
-        note="the paper's settings (appendix A); needs python -m data_download resnet50 imagenet-val, and a GPU",
+        note="the paper's model, iterations, learning rate and steps (appendix A); needs python -m data_download "
+        "resnet50 (notebook 09 also the ImageNet images: python -m data_download imagenet-val --from ...); the "
+        "notebooks keep the sample photos but 09: python -m opticam_lib reproduce runs the tables on ImageNet",
     ),
 }
 

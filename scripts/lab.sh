@@ -21,7 +21,8 @@
 #   OPTICAM_LAB_BROWSER=1 forces it on.
 # Stop: press Ctrl-C twice in this terminal (once asks for confirmation). Save your notebooks first; closing the
 #   browser tab alone leaves the server running.
-# Paper settings: OPTICAM_PROFILE=paper bash scripts/lab.sh (needs `python -m data_download resnet50 imagenet-val`).
+# Paper settings: OPTICAM_PROFILE=paper bash scripts/lab.sh (needs `python -m data_download resnet50`; notebook 09 also
+#   `python -m data_download imagenet-val --from ...`; `python -m data_download LIST` says which files).
 #
 # On a remote machine (a lab server, a cloud VM) over SSH: start it there as usual,
 #     ssh user@remote            then   bash scripts/lab.sh

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from opticam_lib.errors import InputError
+from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import available_models, unverified_weights, weights_path
 from opticam_lib.paths import ENV_VAR, cache_dir
 
@@ -142,3 +143,35 @@ def show_environment(report: dict | None = None) -> None:
     state = "works with no network ✓" if r["offline_ready"] else "needs a download first ✗"
     lines.append(f"offline: the default model ({r['default_model']}) {state}")
     print("\n".join(lines))
+
+
+def describe_classifier(classifier: Classifier) -> list[str]:
+    """Notebook 00's description of the loaded classifier, one line per fact: its name, its target layer (and the
+    activation that ends it, for timm's ``BatchNormAct2d``), the modules after that layer, the linear head's shape
+    (classes x channels), the classes, the input size, the parameter count and the normalisation inside the model.
+    Written for any registered CNN (the ``laptop`` profile's efficientnet_lite0, the ``paper`` profile's ResNet50)."""
+    layer = classifier.layer()
+    act = getattr(layer, "act", None)  # timm's BatchNormAct2d ends with its activation; a Sequential has none
+    lines = [
+        f"model:          {classifier.name}",
+        f"target layer:   {classifier.target_layer} -> {type(layer).__name__}"
+        + (f" + {type(act).__name__}" if act is not None else ""),
+    ]
+    children = [name for name, _ in classifier.net.named_children()]
+    if classifier.target_layer in children:  # the modules that follow it at the network's top level
+        after = children[children.index(classifier.target_layer) + 1 :]
+        lines.append(f"after it:       {[type(getattr(classifier.net, n)).__name__ for n in after]}")
+    if classifier.linear_head is not None:
+        shape = tuple(classifier.layer(classifier.linear_head).weight.shape)
+        lines.append(f"linear head:    {shape} (classes x channels)")
+    c = classifier.categories
+    example = f" e.g. {c[281]} / {c[967]}" if classifier.num_classes == 1000 else ""
+    lines += [
+        f"classes:        {classifier.num_classes}{example}",
+        f"input size:     {classifier.input_size}",
+        f"parameters:     {sum(p.numel() for p in classifier.model.parameters())}",
+    ]
+    mean, std = getattr(classifier.model, "mean", None), getattr(classifier.model, "std", None)
+    if mean is not None and std is not None:
+        lines.append(f"normalisation:  mean {mean.flatten().tolist()} std {std.flatten().tolist()}")
+    return lines
