@@ -366,14 +366,14 @@ def _records_path(out: Path, rank: int) -> Path:
 
 def input_fingerprints(data: ImageSet) -> list[str]:
     """One short digest per image of what its records depend on besides the run's settings: its pixels (for
-    images read lazily from files: the file's path, size and modification time, so that a resume over 50,000
+    images read lazily from files: the file's name, size and modification time, so that a resume over 50,000
     files decodes none of them), its label and its boxes. A record keeps its image's digest, and a resume refuses
     records whose image, label or boxes changed since."""
     if isinstance(data.images, LazyImages):
         pixels = []
         for f in data.images.files:
             st = f.stat()
-            pixels.append(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+            pixels.append(f"{f.name}|{st.st_size}|{st.st_mtime_ns}")  # not the folder: a moved folder resumes
     else:
         pixels = image_digests(data.images)
     digests = []
