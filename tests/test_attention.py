@@ -321,6 +321,6 @@ def test_checkers_accept_solutions_and_explain_mistakes(capsys):
         check_rollout(wrong_order)
     with pytest.raises(AssertionError, match="residual"):
         check_rollout(no_residual)
-    with pytest.raises(AssertionError, match="sum to 1"):
+    with pytest.raises(AssertionError, match=r"sum to 1: use \(A \+ I\) / 2, not A \+ I"):
         check_rollout(no_half)
     assert check_rollout(unsolved) is False

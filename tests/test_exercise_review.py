@@ -344,18 +344,6 @@ def test_rollout_with_summed_heads_is_named():
         ex.check_rollout(lambda atts: my_rollout(atts, heads="sum"))
 
 
-def test_rollout_without_the_half_is_still_named():
-    def no_half(atts):
-        R = None
-        for a in atts:
-            A_hat = a.mean(1) + torch.eye(a.shape[-1])
-            R = A_hat if R is None else A_hat @ R
-        return R
-
-    with pytest.raises(AssertionError, match=r"use \(A \+ I\) / 2, not A \+ I"):
-        ex.check_rollout(no_half)
-
-
 # --- 9. check_spearman: dense ranks, the no-ties formula -----------------------------------------------------------
 
 
