@@ -476,7 +476,14 @@ def _add_medical_parser(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--limit", type=int, default=None, help="first N images of each split (quick look)")
     ft.add_argument("--max-steps", type=int, default=None, help="stop each phase after N steps (smoke test)")
     ft.add_argument("--random", action="store_true", help="start from random weights (no download needed)")
-    ft.add_argument("--out", default="", help="default: outputs/medical/<dataset>_<model>")
+    ft.add_argument(
+        "--out", default="", help="default: outputs/medical/<dataset>_<model>; must be empty unless --force"
+    )
+    ft.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a --out that is not empty; its model.pt and report.json are kept as *.previous-<date>.*",
+    )
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--quiet", action="store_true")
     ev = msub.add_parser(
@@ -505,7 +512,13 @@ def cmd_medical(args: argparse.Namespace) -> int:
     import torch
 
     from opticam_lib.errors import InputError
-    from opticam_lib.paper.medical import FinetuneConfig, finetune, format_result
+    from opticam_lib.paper.medical import (
+        FinetuneConfig,
+        dataset_root,
+        finetune,
+        format_result,
+        require_matching_classes,
+    )
 
     if args.medical_command == "finetune":
         config = FinetuneConfig(
@@ -525,6 +538,7 @@ def cmd_medical(args: argparse.Namespace) -> int:
             workers=args.workers,
             seed=args.seed,
             pretrained=not args.random,
+            force=args.force,
         )
         print(format_result(finetune(config, progress=not args.quiet)))
         return 0
@@ -543,11 +557,18 @@ def cmd_medical(args: argparse.Namespace) -> int:
     except Exception:  # not a torch file, a truncated one, or one holding objects weights_only refuses
         raise InputError(not_ours) from None
     meta = ck.get("meta") if isinstance(ck, dict) else None
-    if not isinstance(meta, dict) or "state_dict" not in ck or not isinstance(meta.get("dataset"), str):
+    if (
+        not isinstance(meta, dict)
+        or "state_dict" not in ck
+        or not isinstance(meta.get("dataset"), str)
+        or not isinstance(meta.get("classes"), list)
+    ):
         raise InputError(not_ours)
     dataset = meta["dataset"]
     saved = meta.get("config")
     root = args.root or (saved.get("root") if isinstance(saved, dict) else None)
+    # the data's labels must mean the checkpoint's classes (same data set, same class order)
+    require_matching_classes(meta["classes"], dataset_root(dataset, root), args.checkpoint, dataset)
     spec = dataset if root is None else f"{dataset}@{Path(root).resolve()}"
     spec = spec if args.images is None else f"{spec}:{args.images}"
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else []

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -37,10 +38,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from opticam_lib.errors import InputError, MissingDataError, first_line
-from opticam_lib.images import ImageSet, load_image
+from opticam_lib.images import IMAGE_EXTENSIONS, ImageSet, load_image
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier, usable_device
-from opticam_lib.paths import ENV_VAR, atomic_write, datasets_dir, require_prepared
+from opticam_lib.paths import ENV_VAR, atomic_write, datasets_dir, require_prepared, writable_dir
 
 DATASETS = ("chest-xray", "kvasir")
 SPLITS = ("train", "val", "test")
@@ -68,9 +69,12 @@ PAPER_SPLIT_SIZES = {"chest-xray": (5216, 16, 624), "kvasir": (6000, 1000, 1000)
 
 
 def _is_image(p: Path) -> bool:
-    return (
-        p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") and not p.name.startswith(".")
-    )
+    """An image file of a class folder: every extension ``load_image`` reads (``images.IMAGE_EXTENSIONS``)."""
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+#: the columns of ``splits.csv`` that ``list_split`` reads (data_download also writes ``class_index``)
+SPLITS_COLUMNS = ("file", "split", "class_name")
 
 
 def dataset_root(dataset: str, root: str | Path | None = None) -> Path:
@@ -132,8 +136,18 @@ def list_split(root: Path, split: str, classes: Sequence[str] | None = None) -> 
     per_class: dict[int, list[Path]] = {i: [] for i in range(len(classes))}
     table = root / "splits.csv"
     if table.is_file():
-        with open(table, newline="") as f:
-            for row in csv.DictReader(f):
+        with open(table, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in SPLITS_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(
+                    f"{table} must have the columns {', '.join(SPLITS_COLUMNS)} (as python -m data_download "
+                    f"writes it); its header is {reader.fieldnames or 'empty'}; fix the header, or delete the "
+                    "file to use the folders ROOT/<split>/<class>/"
+                )
+            for line, row in enumerate(reader, start=2):
+                if any(row.get(c) is None for c in SPLITS_COLUMNS):
+                    raise InputError(f"{table}, line {line}: a row with fewer than the columns of the header")
                 if row["split"] == split:
                     if row["class_name"] not in index:
                         raise InputError(f"{table}: class {row['class_name']!r} is not in {classes}")
@@ -190,6 +204,125 @@ def load_split(
         names=[p.stem for p, _ in items],
         sources=[str(p) for p, _ in items],
     )
+
+
+def require_trainable(root: Path, classes: Sequence[str], train: Sequence[tuple[Path, int]]) -> None:
+    """Refuse a data set a classifier cannot learn from: fewer than 2 classes, or a class without training images.
+
+    Raises:
+        InputError: one line naming the classes (and the split) at fault.
+    """
+    if len(classes) < 2:
+        raise InputError(
+            f"{root} has {len(classes)} class ({', '.join(classes) or 'none'}): fine-tuning a classifier needs at "
+            "least 2 (one folder per class: ROOT/train/<class>/<images>, or the classes.json list)"
+        )
+    seen = {label for _, label in train}
+    empty = [c for i, c in enumerate(classes) if i not in seen]
+    if empty:
+        raise InputError(
+            f"class {', '.join(repr(c) for c in empty)} has no image in the train split of {root} "
+            f"({root / 'train' / empty[0]}; image files: {', '.join(IMAGE_EXTENSIONS)}): every class needs "
+            "training images"
+        )
+
+
+def unreadable_images(items: Sequence[tuple[Path, int]]) -> list[tuple[Path, str]]:
+    """(path, reason) of every image whose file is missing or whose header PIL cannot read (``Image.verify``: no
+    full decoding, so this is quick; a file cut inside its pixel data may still pass)."""
+    from PIL import Image
+
+    bad = []
+    for path, _ in items:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as e:  # missing, not an image, damaged header: every reason counts the same
+            bad.append((path, first_line(e, 120) or type(e).__name__))
+    return bad
+
+
+def _require_readable(splits: dict[str, list[tuple[Path, int]]]) -> None:
+    for split, items in splits.items():
+        bad = unreadable_images(items)
+        if bad:
+            more = f" (and {len(bad) - 1} more in that split)" if len(bad) > 1 else ""
+            raise InputError(
+                f"cannot read {bad[0][0]} ({bad[0][1]}){more}, an image of the {split} split: replace or remove it "
+                "before fine-tuning (nothing was trained)"
+            )
+
+
+_WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+")
+
+
+def unwrap_worker_error(error: BaseException) -> BaseException:
+    """The original error of a DataLoader worker (torch re-raises it as ``Caught InputError in DataLoader worker
+    process 1.`` + the worker's traceback): the same type with the original message; any other error unchanged."""
+    message = str(error)
+    if not _WORKER.match(message):
+        return error
+    lines = message.splitlines()
+    starts = [i for i, ln in enumerate(lines) if "Traceback (most recent call last)" in ln]
+    for i in range(starts[-1] + 1 if starts else 1, len(lines)):
+        line = lines[i]
+        if line and not line[0].isspace():  # the exception line: 'module.Type: message'
+            head, _, text = line.partition(": ")
+            text = "\n".join([text, *lines[i + 1 :]]).strip()
+            if head.rpartition(".")[2] == type(error).__name__:
+                try:
+                    return type(error)(text)
+                except Exception:  # a type that takes other arguments
+                    break
+            return RuntimeError(f"{head.rpartition('.')[2]}: {text}")
+    return error
+
+
+def _batches(loader: DataLoader):
+    """``iter(loader)`` with a worker's error raised as the original one-line error."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except Exception as e:
+            plain = unwrap_worker_error(e)
+            if plain is e:
+                raise
+            raise plain from None
+        yield batch
+
+
+def require_matching_classes(
+    checkpoint_classes: Sequence[str],
+    root: str | Path,
+    checkpoint: str | Path = "the checkpoint",
+    dataset: str | None = None,
+) -> list[str]:
+    """Refuse to evaluate a checkpoint on a data set whose labels mean other classes: the data set's classes
+    (``read_classes(root)``) must be the checkpoint's, in the same order. Returns them.
+
+    Raises:
+        InputError: one line naming both class lists (and the data sets when their names differ).
+    """
+    root = Path(root)
+    data_classes = read_classes(root)
+    ck = list(checkpoint_classes)
+    named = root.name if root.name in DATASETS else None
+    if ck != data_classes or (dataset is not None and named is not None and named != dataset):
+        why = (
+            "the same names in another order, so every label would mean another class"
+            if sorted(ck) == sorted(data_classes)
+            else "its labels would mean other classes"
+        )
+        on = f" (the {dataset} data set)" if dataset else ""
+        raise InputError(
+            f"{checkpoint} was fine-tuned on the classes {ck}{on} but {root} holds {data_classes}"
+            f"{f' (the {named} data set)' if named and named != dataset else ''}: {why}; evaluate it on the "
+            "data it was fine-tuned on (--root)"
+        )
+    return data_classes
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -326,7 +459,7 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device) -
     model.eval()
     logits, labels = [], []
     try:
-        for x, y in loader:
+        for x, y in _batches(loader):
             logits.append(model(x.to(device)).float().cpu())
             labels.append(torch.as_tensor(y))
     finally:
@@ -355,6 +488,8 @@ class FinetuneConfig:
         limit: use only the first N images of each split (classes interleaved), for a quick look.
         max_steps: stop each phase after this many optimiser steps (for tests and smoke runs).
         pretrained: start from the ImageNet weights (the paper); False: random weights.
+        force: write into an ``out`` folder that is not empty; a ``model.pt`` and ``report.json`` already there
+            are kept, renamed ``model.previous-<date>.pt`` and ``report.previous-<date>.json``.
     """
 
     dataset: str = "chest-xray"
@@ -373,6 +508,7 @@ class FinetuneConfig:
     workers: int = 2
     seed: int = 0
     pretrained: bool = True
+    force: bool = False
 
     def resolved_head_lr(self) -> float:
         """``head_lr`` or the paper's value for (dataset, model), else 1e-3."""
@@ -391,6 +527,7 @@ class FinetuneResult:
         phases: per phase, per epoch: mean loss, validation accuracy, seconds.
         val, test: ``classification_report`` of the final model on the validation and test splits.
         paper_accuracy: the paper's test accuracy for (dataset, model), or None.
+        previous: the earlier ``model.pt`` / ``report.json`` of ``out``, renamed (``force=True``), if any.
     """
 
     checkpoint: Path
@@ -401,6 +538,7 @@ class FinetuneResult:
     paper_accuracy: float | None
     seconds: float
     config: dict = field(default_factory=dict)
+    previous: list[Path] = field(default_factory=list)
 
 
 def _check_finetune_config(c: FinetuneConfig) -> None:
@@ -426,6 +564,46 @@ def _check_finetune_config(c: FinetuneConfig) -> None:
             raise InputError(f"{name} must be a finite non-negative number, got {v!r}")
     if c.head_lr is not None and (not math.isfinite(c.head_lr) or c.head_lr < 0):
         raise InputError(f"head_lr must be a finite non-negative number, got {c.head_lr!r}")
+    if c.head_epochs == 0 and c.epochs == 0:
+        raise InputError(
+            "head_epochs and epochs are both 0 (--head-epochs, --epochs): there is nothing to train"
+        )
+
+
+def _default_out(c: FinetuneConfig) -> Path:
+    return Path(c.out or f"outputs/medical/{c.dataset}_{c.model}").expanduser()
+
+
+def _require_free_out(out: Path, force: bool) -> None:
+    """Refuse an ``out`` folder that already holds files (a previous run's model.pt, the user's own files)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; choose another --out")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise InputError(
+            f"--out {out} is not empty (it holds {shown}); choose another --out, or pass --force (force=True) to "
+            "write there: a model.pt and report.json already there are then kept as model.previous-<date>.pt "
+            "and report.previous-<date>.json"
+        )
+
+
+def _keep_previous(out: Path) -> list[Path]:
+    """Rename ``out/model.pt`` and ``out/report.json`` (a previous run's) to ``*.previous-<date>.*``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kept = []
+    for name in ("model.pt", "report.json"):
+        old = out / name
+        if not old.exists():
+            continue
+        stem, suffix = name.split(".")
+        target, k = out / f"{stem}.previous-{stamp}.{suffix}", 1
+        while target.exists():
+            k += 1
+            target = out / f"{stem}.previous-{stamp}-{k}.{suffix}"
+        old.rename(target)
+        kept.append(target)
+    return kept
 
 
 def _loader(
@@ -445,15 +623,19 @@ def _loader(
 def finetune(
     config: FinetuneConfig, classifier: Classifier | None = None, progress: bool = True
 ) -> FinetuneResult:
-    """Fine-tune ``config.model`` (or ``classifier``) on a medical data set as in appendix E.2, evaluate it on the
-    validation and test splits, and save ``OUT/model.pt`` and ``OUT/report.json``.
+    """Fine-tune ``config.model`` (or ``classifier``) on a medical data set as in appendix E.2, save
+    ``OUT/model.pt`` and ``OUT/report.json``, then evaluate it on the validation and test splits and save both
+    files again with the reports.
 
     Phase 1 trains only the new last linear layer (the rest frozen, BatchNorm statistics frozen too) for
     ``head_epochs`` at ``head_lr``; phase 2 trains everything (train mode) for ``epochs`` at ``lr``; both SGD
-    with ``momentum``, cross-entropy loss.
+    with ``momentum``, cross-entropy loss. A ``classifier`` passed in gets the new head; its train/eval mode and
+    its parameters' ``requires_grad`` are restored afterwards (even after an error) and their ``.grad`` cleared.
 
     Raises:
         MissingDataError: the data set is not downloaded (the message gives the data_download command).
+        InputError: a data set with fewer than 2 classes, a class without training images, an unreadable image, an
+            ``out`` folder that is not empty (without ``force``) or not writable.
     """
     _check_finetune_config(config)
     if config.root is not None:  # saved absolute: 'medical evaluate' may run from another folder
@@ -462,14 +644,40 @@ def finetune(
     root = dataset_root(config.dataset, config.root)
     classes = read_classes(root)
     splits = {s: list_split(root, s, classes) for s in SPLITS}
+    require_trainable(root, classes, splits["train"])
     if config.limit is not None:
         splits = {s: v[: config.limit] for s, v in splits.items()}
-    if not splits["train"]:
-        raise InputError(f"the train split of {root} holds no images")
+    out = _default_out(config)
+    _require_free_out(out, config.force)
     device = usable_device(config.device)  # a misspelled or absent device: one clear error before any work
+    _require_readable(splits)
+    out = writable_dir(out, "--out")  # before the training, not after it
     torch.manual_seed(config.seed)
     if classifier is None:
         classifier = load_classifier(config.model, pretrained=config.pretrained)
+    model = classifier.model
+    was_training = model.training
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        return _finetune(config, classifier, classes, splits, root, out, device, t_start, progress)
+    finally:
+        model.train(was_training)
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags.get(n, True))
+            p.grad = None
+
+
+def _finetune(
+    config: FinetuneConfig,
+    classifier: Classifier,
+    classes: list[str],
+    splits: dict[str, list[tuple[Path, int]]],
+    root: Path,
+    out: Path,
+    device: torch.device,
+    t_start: float,
+    progress: bool,
+) -> FinetuneResult:
     head = replace_head(classifier, classes, seed=config.seed)
     classifier.to(device)
     model = classifier.model
@@ -479,8 +687,6 @@ def finetune(
     loss_fn = nn.CrossEntropyLoss()
     losses: list[float] = []
     phases: dict[str, list[dict]] = {"head": [], "full": []}
-    out = Path(config.out or f"outputs/medical/{config.dataset}_{config.model}")
-    out.mkdir(parents=True, exist_ok=True)
     head_params = list(classifier.net.get_submodule(head).parameters())
     from tqdm.auto import tqdm
 
@@ -503,7 +709,11 @@ def finetune(
             t0 = time.perf_counter()
             epoch_losses = []
             bar = tqdm(
-                train_loader, desc=f"{phase} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False
+                _batches(train_loader),
+                total=len(train_loader),
+                desc=f"{phase} epoch {epoch + 1}/{epochs}",
+                disable=not progress,
+                leave=False,
             )
             for x, y in bar:
                 logits = model(x.to(device))
@@ -516,6 +726,7 @@ def finetune(
                 steps += 1
                 if config.max_steps is not None and steps >= config.max_steps:
                     break
+            bar.close()
             losses += epoch_losses
             record = {
                 "epoch": epoch + 1,
@@ -534,11 +745,8 @@ def finetune(
                 break
     for p in model.parameters():
         p.requires_grad_(False)
+        p.grad = None
     model.eval()
-    reports = {}
-    for s, loader in eval_loaders.items():
-        logits, labels = predict_loader(model, loader, device)
-        reports[s] = classification_report(logits, labels, classes)
     paper_acc = PAPER_ACCURACY.get((config.dataset, config.model))
     meta = {
         "arch": config.model if config.model else classifier.name,
@@ -549,15 +757,31 @@ def finetune(
         "config": asdict(config),
         "losses": losses,
         "phases": phases,
-        "val": reports.get("val"),
-        "test": reports.get("test"),
+        "val": None,
+        "test": None,
         "paper_test_accuracy": paper_acc,
     }
     checkpoint = out / "model.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(checkpoint, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
-    seconds = time.perf_counter() - t_start
-    atomic_write(out / "report.json", json.dumps({**meta, "seconds": seconds}, indent=2) + "\n")
+
+    def save() -> None:
+        atomic_write(checkpoint, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
+        seconds = time.perf_counter() - t_start
+        atomic_write(out / "report.json", json.dumps({**meta, "seconds": seconds}, indent=2) + "\n")
+
+    previous = _keep_previous(out) if config.force else []
+    save()  # before the evaluation: an unreadable val/test image must not lose the training
+    reports = {}
+    try:
+        for s, loader in eval_loaders.items():
+            logits, labels = predict_loader(model, loader, device)
+            reports[s] = classification_report(logits, labels, classes)
+    except InputError as e:
+        raise InputError(
+            f"{first_line(e)}; the trained model is saved in {checkpoint} (without its val/test report)"
+        ) from None
+    meta.update(val=reports.get("val"), test=reports.get("test"))
+    save()
     return FinetuneResult(
         checkpoint,
         losses,
@@ -565,9 +789,22 @@ def finetune(
         reports.get("val"),
         reports.get("test"),
         paper_acc,
-        seconds,
+        time.perf_counter() - t_start,
         asdict(config),
+        previous,
     )
+
+
+def smoke_reasons(config: dict) -> list[str]:
+    """Why a run (``FinetuneResult.config``) is not the paper's recipe: random weights, ``max_steps``, ``limit``."""
+    reasons = []
+    if not config.get("pretrained", True):
+        reasons.append("random weights")
+    if config.get("max_steps") is not None:
+        reasons.append(f"max {config['max_steps']} steps")
+    if config.get("limit") is not None:
+        reasons.append(f"first {config['limit']} images")
+    return reasons
 
 
 def format_result(result: FinetuneResult) -> str:
@@ -576,16 +813,22 @@ def format_result(result: FinetuneResult) -> str:
     lines = [
         f"{c['model']} fine-tuned on {c['dataset']} ({len(result.losses)} steps, {result.seconds:.0f} s)"
     ]
+    smoke = smoke_reasons(c)
+    caveat = f"; not comparable: a smoke run ({', '.join(smoke)})" if smoke else ""
     for split, rep in (("val", result.val), ("test", result.test)):
         if rep is not None:
             ref = (
-                f" [paper {result.paper_accuracy:.1f}%]" if split == "test" and result.paper_accuracy else ""
+                f" [paper {result.paper_accuracy:.1f}%{caveat}]"
+                if split == "test" and result.paper_accuracy
+                else ""
             )
             lines.append(
                 f"  {split}: accuracy {rep['accuracy']:.1f}%{ref}, balanced accuracy "
                 f"{rep['balanced_accuracy']:.1f}%, macro F1 {rep['macro_f1']:.1f}% on {rep['n']} images"
             )
     lines.append(f"  checkpoint: {result.checkpoint}")
+    for kept in result.previous:
+        lines.append(f"  the previous {kept.name.split('.previous-')[0]} file is kept as {kept}")
     lines.append(
         f"  Table A10 (AD/AG/AI of every method): python -m opticam_lib medical evaluate --checkpoint "
         f"{result.checkpoint}"
