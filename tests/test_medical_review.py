@@ -124,6 +124,24 @@ def test_evaluate_refuses_data_with_other_classes_or_another_order(checkpoint, d
     assert require_matching_classes(["NORMAL", "PNEUMONIA"], data, checkpoint, "chest-xray") == list(CLASSES)
 
 
+def test_reproduce_directly_refuses_data_with_other_classes(checkpoint, tmp_path):
+    """reproduce --table A10 --model model.pt --images chest-xray@ROOT (without medical evaluate) checks too."""
+    from opticam_lib.paper.reproduce import Config, run
+
+    swapped = tiny(tmp_path / "swapped")
+    (swapped / "classes.json").write_text(json.dumps(["PNEUMONIA", "NORMAL"]))
+    config = Config(
+        table="A10",
+        model=str(checkpoint),
+        images=f"chest-xray@{swapped}:2",
+        methods=["fakecam"],
+        batch_size=2,
+        out=str(tmp_path / "out"),
+    )
+    with pytest.raises(InputError, match="another order"):
+        run(config, progress=False)
+
+
 # 3. degenerate data sets
 def test_one_class_or_an_empty_class_is_refused(tmp_path):
     one = tiny(tmp_path / "one", classes=("NORMAL",))

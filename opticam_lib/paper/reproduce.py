@@ -309,9 +309,12 @@ def load_image_spec(spec: str, size: int, classifier: Classifier | None = None) 
             sources=[f"opticam_lib.world.generate(seed={WORLD_SEED})[{i}]" for i in range(len(batch))],
         )
     elif name in MEDICAL_SETS:
-        from opticam_lib.paper.medical import load_split
+        from opticam_lib.paper.medical import load_split, require_matching_classes
 
         root = medical_root if medical_root is not None else datasets_dir() / name
+        if classifier is not None and "checkpoint" in classifier.extra:  # a fine-tuned network: its classes
+            trained_on = str(classifier.extra.get("paper_key", "")).split("/")[0] or None
+            require_matching_classes(classifier.categories, root, classifier.extra["checkpoint"], trained_on)
         data = load_split(root, "test", size=size, limit=limit, dataset=name)
     else:
         if name in ("imagenet-val", "imagenette"):
