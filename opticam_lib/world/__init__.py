@@ -22,16 +22,22 @@ truth. Here the evidence is known by construction and measured on the trained mo
   ``world_cnn_permuted`` (the CNN trained on randomly permuted labels of a fixed training set, for the sanity
   checks of appendix G). ``load_classifier("world_cnn")`` loads them.
 
-Reproduce the weights (a few minutes on 2 CPU cores each)::
+Reproduce the weights (a few minutes on 2 CPU cores each). They are the course's shipped files, so writing them
+needs ``--overwrite-shipped`` (it replaces ``opticam_lib/data/world_*.pt`` and their entries in
+``world_report.json``, the numbers the notebooks and the README quote); without it a run writes only where ``--out``
+says, its report beside it::
 
-    python -m opticam_lib.world train --arch cnn
-    python -m opticam_lib.world train --arch vit
-    python -m opticam_lib.world train --arch cnn --permuted-labels
-    python -m opticam_lib.world speed          # generator speed, into the report
+    python -m opticam_lib.world train --arch cnn --overwrite-shipped
+    python -m opticam_lib.world train --arch vit --overwrite-shipped
+    python -m opticam_lib.world train --arch cnn --permuted-labels --overwrite-shipped
+    python -m opticam_lib.world train --arch cnn --out runs/my_cnn.pt    # a model of your own
+    python -m opticam_lib.world speed --no-report   # generator speed (--overwrite-shipped: into the report)
     python -m opticam_lib.world evidence --model world_cnn
 
 Each training run writes its numbers (test accuracy with agreeing and swapped context, the evidence, training
-time, steps, seed, config) into ``opticam_lib/data/world_report.json``.
+time, steps, seed, config) into its report: ``world_report.json`` next to the weights (for the shipped models
+``opticam_lib/data/world_report.json``). Bad settings get one ``error:`` line (exit status 2), other failures
+exit with 1; ``load_classifier("world_cnn")`` refuses a checkpoint of another architecture, label setting or size.
 
 The sub-package: ``scenes`` (the generator), ``evidence`` (what a model uses, where a map's mass lies),
 ``networks`` (the CNN, the ViT, checkpoints, the loader the model registry names), ``training`` (train and

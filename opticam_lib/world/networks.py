@@ -117,10 +117,11 @@ def make_classifier(
     return clf
 
 
+#: the registered world models: what each name's checkpoint must hold (``load_world_model`` checks it)
 MODELS: dict[str, dict] = {
-    "world_cnn": {"arch": "cnn", "permuted_labels": False},
-    "world_vit": {"arch": "vit", "permuted_labels": False},
-    "world_cnn_permuted": {"arch": "cnn", "permuted_labels": True},
+    "world_cnn": {"arch": "cnn", "permuted_labels": False, "size": 64},
+    "world_vit": {"arch": "vit", "permuted_labels": False, "size": 64},
+    "world_cnn_permuted": {"arch": "cnn", "permuted_labels": True, "size": 64},
 }
 
 
@@ -131,9 +132,32 @@ def weights_file(name: str) -> Path:
 
 def _train_command(name: str) -> str:
     spec = MODELS[name]
-    return f"python -m opticam_lib.world train --arch {spec['arch']}" + (
-        " --permuted-labels" if spec["permuted_labels"] else ""
+    return (
+        f"python -m opticam_lib.world train --arch {spec['arch']}"
+        + (" --permuted-labels" if spec["permuted_labels"] else "")
+        + " --overwrite-shipped"
     )
+
+
+def checkpoint_mismatch(name: str, meta: dict) -> str | None:
+    """How a checkpoint's ``meta`` differs from what the registered world model ``name`` is (its ``arch``, whether
+    its labels were permuted, its input size), or None when it matches (or ``name`` is not registered)."""
+    spec = MODELS.get(name)
+    if spec is None:
+        return None
+    problems = []
+    if meta.get("arch") != spec["arch"]:
+        problems.append(f"arch {meta.get('arch')!r} instead of {spec['arch']!r}")
+    if bool(meta.get("permuted_labels", False)) != spec["permuted_labels"]:
+        problems.append(
+            "trained on permuted labels"
+            if spec["permuted_labels"] is False
+            else "not trained on permuted labels"
+        )
+    size = (meta.get("config") or {}).get("size") if isinstance(meta.get("config"), dict) else None
+    if size is not None and spec.get("size") is not None and size != spec["size"]:
+        problems.append(f"{size} px inputs instead of {spec['size']} px")
+    return "; ".join(problems) or None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -202,4 +226,12 @@ def load_world_model(name: str, normalize: bool = True, pretrained: bool = True)
             (0.25,) * 3 if normalize else None,
             name=name,
         )
-    return classifier_from_checkpoint(load_checkpoint(path), name, normalize, pretrained)
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint["meta"] if isinstance(checkpoint["meta"], dict) else {}
+    mismatch = checkpoint_mismatch(name, meta)
+    if mismatch:
+        raise InputError(
+            f"{path} is not a {name} checkpoint ({mismatch}); restore it (git checkout -- {path.name} in "
+            f"opticam_lib/data/) or train it again with: {_train_command(name)}"
+        )
+    return classifier_from_checkpoint(checkpoint, name, normalize, pretrained)

@@ -9,6 +9,8 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opticam_lib.errors import InputError
 from opticam_lib.models.classifier import Classifier, InputNormalized
-from opticam_lib.paths import atomic_write
+from opticam_lib.paths import atomic_write, exclusive_lock
 from opticam_lib.world.networks import DATA_DIR, build_network, classifier_from_checkpoint
 from opticam_lib.world.reliance import class_probabilities, evidence
 from opticam_lib.world.scenes import WorldConfig, batch_at, derive_seed, generate
@@ -55,6 +58,78 @@ def _machine() -> dict:
     }
 
 
+def _positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    return value
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, refused with an ``InputError`` when unknown or not available here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise InputError(f"unknown device {device!r} ({str(e).splitlines()[0]}); use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: CUDA is not available on this machine; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r} is not supported; use cpu or cuda")
+    return dev
+
+
+def _validated_network(arch: str, config: WorldConfig, arch_kwargs: dict) -> None:
+    """Build the network once (cheap) so that a bad option is refused before any training."""
+    if not isinstance(arch_kwargs, dict):
+        raise InputError(f"arch_kwargs must be a dict of network options, got {arch_kwargs!r}")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            net = build_network(arch, config.num_classes, config.size, **arch_kwargs)
+            net.eval()
+            with torch.no_grad():
+                net(torch.zeros(1, 3, config.size, config.size))
+    except InputError:
+        raise
+    except Exception as e:  # a TypeError (unknown option) or a shape error (an option that does not fit)
+        raise InputError(
+            f"network options {json.dumps(arch_kwargs)} do not build a {arch} for {config.size} px "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+
+
+def validate_train_args(
+    arch: str,
+    *,
+    steps: int | None,
+    batch_size: int,
+    lr: float | None,
+    train_set: int,
+    eval_n: int,
+    config: WorldConfig,
+    arch_kwargs: dict | None,
+    device: str | torch.device,
+) -> None:
+    """Refuse, with an ``InputError``, settings that ``train`` cannot use (before any minutes of work)."""
+    if arch not in ("cnn", "vit"):
+        raise InputError(f"unknown arch {arch!r}; choose cnn or vit")
+    if steps is not None:
+        _positive_int(steps, "steps")
+    _positive_int(batch_size, "batch_size")
+    _positive_int(train_set, "train_set")
+    _positive_int(eval_n, "eval_n", minimum=0)
+    if lr is not None and (
+        isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0
+    ):
+        raise InputError(f"lr must be a finite number above 0, got {lr!r}")
+    if not isinstance(config, WorldConfig):
+        raise InputError(f"config must be a WorldConfig, got {type(config).__name__}")
+    resolve_device(device)
+    _validated_network(arch, config, dict(arch_kwargs or {}))
+
+
 def train(
     arch: str = "cnn",
     *,
@@ -87,9 +162,20 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    config = config or WorldConfig()
+    config = WorldConfig() if config is None else config
+    validate_train_args(
+        arch,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        train_set=train_set,
+        eval_n=eval_n,
+        config=config,
+        arch_kwargs=arch_kwargs,
+        device=device,
+    )
     key = arch + ("_permuted" if permuted_labels else "")
-    steps = steps or DEFAULT_STEPS.get(key, 1500)
+    steps = DEFAULT_STEPS.get(key, 1500) if steps is None else steps  # 0 is refused above, not the default
     if lr is None:
         lr = {"cnn": 3e-3, "vit": 2e-3}[arch]
     arch_kwargs = dict(arch_kwargs or {})
@@ -220,19 +306,80 @@ def train(
 
 
 def read_report(path: str | Path = REPORT_PATH) -> dict:
-    """The committed report (``{"generator": ..., "models": {name: ...}}``); empty sections when missing."""
+    """The committed report (``{"generator": ..., "models": {name: ...}}``); empty sections when missing.
+
+    Raises:
+        InputError: the file is not a report (not JSON, or not a JSON object), naming it.
+    """
     path = Path(path)
     if not path.is_file():
         return {"generator": {}, "models": {}}
-    return json.loads(path.read_text())
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(
+            f"the report {path} cannot be read as JSON ({str(e).splitlines()[0]}); repair or remove it, "
+            "or choose another file with --report"
+        ) from None
+    if not isinstance(report, dict) or not all(
+        isinstance(report.get(k, {}), dict) for k in ("generator", "models")
+    ):
+        raise InputError(
+            f"the report {path} is not a world report (a JSON object with 'generator' and 'models'); "
+            "choose another file with --report"
+        )
+    return report
 
 
-def _write_report(update: dict, path: Path) -> None:
-    report = read_report(path)
-    for section, values in update.items():
-        report.setdefault(section, {}).update(values)
+#: how long a run waits for another run that is updating the same report
+REPORT_LOCK_WAIT_S = 30.0
+
+
+@contextmanager
+def _report_lock(path: Path, wait_s: float | None = None) -> Iterator[None]:
+    """Hold the lock of the report at ``path`` (the lock of its folder: no file is added) for the ``with`` block,
+    waiting up to ``wait_s`` seconds for another run that holds it."""
+    wait_s = REPORT_LOCK_WAIT_S if wait_s is None else wait_s
+    folder = path.parent
+    deadline = time.monotonic() + wait_s
+    busy = f"another run has been updating the report {path} for over {wait_s:.0f} s; try again later"
+    while True:
+        stack = ExitStack()
+        try:
+            stack.enter_context(exclusive_lock(folder, busy))
+        except InputError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        break
+    with stack:
+        yield
+
+
+def _write_report(
+    update: dict | Callable[[dict], dict],
+    path: Path,
+    *,
+    before_write: Callable[[], object] | None = None,
+) -> None:
+    """Merge ``update`` (``{section: {key: value}}``, or a function of the current report that returns it) into
+    the report at ``path``, read and written under the report's lock so concurrent runs keep every entry.
+
+    ``before_write`` runs under the same lock after the report was read and the new one rendered, just before it
+    is written (the weights file is written there: a report that cannot be read stops a run before any file is
+    written)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(report, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n")
+    with _report_lock(path):
+        report = read_report(path)
+        values_by_section = update(report) if callable(update) else update
+        for section, values in values_by_section.items():
+            report.setdefault(section, {}).update(values)
+        text = json.dumps(report, indent=2, sort_keys=False, allow_nan=False, default=str) + "\n"
+        if before_write is not None:
+            before_write()
+        atomic_write(path, text)
 
 
 def _json_safe(obj):
