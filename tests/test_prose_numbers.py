@@ -411,8 +411,8 @@ README_NOT_PRINTED: dict[str, dict[tuple[str, str], str]] = {
             "03: 34 s in one earlier committed run",
         ): "notebook 03's execution metadata in its git history",
         ("55", "55 s in another"): "notebook 03's execution metadata in its git history",
-        ("28", "took 20 min 28 s in a fresh clone"): "a fresh-clone CI run's log, not committed",
-        ("19", "with set-up 22 min 19 s"): "a fresh-clone CI run's log, not committed",
+        ("10", "took 23 min 10 s in a fresh clone"): "a fresh-clone CI run's log, not committed",
+        ("35", "with set-up 25 min 35 s"): "a fresh-clone CI run's log, not committed",
     },
 }
 
