@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from opticam_lib.errors import InputError
-from opticam_lib.methods.maps import combine, normalize, to_saliency, upsample
+from opticam_lib.methods.maps import (
+    combine,
+    is_constant,
+    normalize,
+    range_normalized_upsample,
+    to_saliency,
+    upsample,
+)
 
 # Two 2x2 feature maps (N=1, K=2).
 A1 = [[1.0, 0.0], [0.0, 1.0]]
@@ -87,6 +94,38 @@ def test_constant_map_gives_zeros_not_nan_and_finite_gradients(method):
     out = normalize(z, method)
     assert torch.equal(out, torch.zeros_like(out))
     assert torch.isfinite(torch.autograd.grad(out.sum(), z)[0]).all()
+
+
+@pytest.mark.parametrize("method", ["range", "max"])
+def test_normalize_does_not_depend_on_the_maps_scale(method):
+    # a model whose logits are scaled by 1e-12 gives maps scaled by 1e-12: the same saliency, not zeros
+    m = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]]])
+    expected = normalize(m, method)
+    for scale in (1e-13, 1e-20, 1e-30):
+        assert torch.allclose(normalize(m * scale, method), expected), scale
+    if method == "range":  # still zeros for a map that is constant up to rounding, at any scale
+        flat = torch.full((1, 1, 2, 2), 3.0) * 1e-20
+        flat[0, 0, 0, 0] *= 1 + 1e-7
+        assert torch.equal(normalize(flat, method), torch.zeros_like(flat))
+
+
+def test_matrix_upsampling_path_does_not_depend_on_the_maps_scale():
+    m = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]]])
+    expected = range_normalized_upsample(m, (8, 8))
+    assert torch.allclose(range_normalized_upsample(m * 1e-13, (8, 8)), expected, atol=1e-6)
+
+
+def test_is_constant_is_what_normalize_zeros():
+    acts = torch.rand(2, 4, 3, 3) + 1
+    acts[0, 1] = 0  # all zero
+    acts[1, 2] = 5  # constant
+    acts[0, 3] = 1.0
+    acts[0, 3, 0, 0] = 1.0 + 1e-7  # rounding: constant too
+    acts[1, 0] *= 1e-15  # tiny but a real signal
+    constant = is_constant(acts)
+    assert constant.tolist() == [[False, True, False, True], [False, False, True, False]]
+    zeroed = normalize(acts).flatten(2).amax(dim=2) == 0
+    assert torch.equal(constant, zeroed)
 
 
 def test_normalize_gradient_by_hand():

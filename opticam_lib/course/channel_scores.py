@@ -15,6 +15,7 @@ from torch import Tensor
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_images, validate_positive_int
 from opticam_lib.methods.feature_pass import features
+from opticam_lib.methods.maps import is_constant
 from opticam_lib.methods.masking import channel_scores
 from opticam_lib.models.classifier import Classifier
 
@@ -48,10 +49,10 @@ class ChannelScores:
         return torch.softmax(self.scores, dim=0)
 
 
-def constant_channels(activations: Tensor, eps: float = 1e-12) -> Tensor:
-    """(N, K, h, w) -> (N, K) bool: maps with max - min <= eps, which ``maps.normalize`` turns into zeros."""
-    flat = activations.flatten(2)
-    return (flat.max(dim=2).values - flat.min(dim=2).values) <= eps
+def constant_channels(activations: Tensor) -> Tensor:
+    """(N, K, h, w) -> (N, K) bool: feature maps whose span is rounding, which ``maps.normalize`` turns into zeros
+    (``maps.is_constant``)."""
+    return is_constant(activations)
 
 
 def scorecam_scores(

@@ -117,7 +117,7 @@ def upsample(maps: Tensor, size: tuple[int, int], method: str = "interpolate") -
         return rows @ maps.to(dtype) @ cols.T
 
 
-def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12, rtol: float = 1e-5) -> Tensor:
+def normalize(maps: Tensor, method: str = "range", eps: float | None = None, rtol: float = 1e-5) -> Tensor:
     """``n`` in eq. (4) and (16)-(18), per map over its spatial dimensions. (N, C, H, W) -> same, in [0, 1].
 
     - ``"range"`` (eq. 4, 16): ``(A - min A) / (max A - min A)``;
@@ -125,14 +125,17 @@ def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12, rtol: flo
     - ``"sigmoid"`` (eq. 18): ``1 / (1 + exp(-a_ij))`` element-wise.
 
     A constant map gives zeros under ``"range"`` and a map with ``max A <= 0`` gives zeros under ``"max"``:
-    never NaN (the authors' code divides by zero there, FACTS.md section 2). "Constant" is relative: a span
-    ``max A - min A`` at most ``eps + rtol * max(|max A|, |min A|)`` is rounding, not signal (bilinear
-    upsampling of a constant 1 x 1 grid varies by about 1e-8), and is not stretched to [0, 1]. Gradients flow
-    through all three.
+    never NaN (the authors' code divides by zero there, FACTS.md section 2). "Constant" is relative
+    (``is_constant``): a span ``max A - min A`` at most ``eps + rtol * max(|max A|, |min A|)`` is rounding, not
+    signal (bilinear upsampling of a constant 1 x 1 grid varies by about 1e-8), and is not stretched to [0, 1].
+    ``eps`` defaults to the smallest normal number of the maps' dtype, so the scale of a map never matters: maps
+    of a model whose logits are scaled by 1e-12 normalise as those of the unscaled model. Gradients flow through
+    all three.
     """
     validate_choice(method, "normalization", NORMALIZATIONS)
     if method == "sigmoid":
         return torch.sigmoid(maps)
+    eps = _floor(maps, eps)
     flat = maps.flatten(2)
     hi = flat.max(dim=2).values[..., None, None]
     if method == "max":
@@ -141,6 +144,23 @@ def normalize(maps: Tensor, method: str = "range", eps: float = 1e-12, rtol: flo
     lo = flat.min(dim=2).values[..., None, None]
     varies, span = _signal_span(lo, hi, eps, rtol)
     return torch.where(varies, (maps - lo) / span, torch.zeros_like(maps))
+
+
+def is_constant(maps: Tensor, eps: float | None = None, rtol: float = 1e-5) -> Tensor:
+    """(N, C, h, w) -> (N, C) bool: the maps whose span is rounding, not signal, which ``normalize`` (eq. 4, 16)
+    turns into zeros (see there for ``eps`` and ``rtol``)."""
+    if maps.dim() != 4:
+        raise InputError(f"maps must have shape (N, C, h, w), got {tuple(maps.shape)}")
+    flat = maps.flatten(2)
+    hi, lo = flat.max(dim=2).values, flat.min(dim=2).values
+    return ~_signal_span(lo, hi, _floor(maps, eps), rtol)[0]
+
+
+def _floor(maps: Tensor, eps: float | None) -> float:
+    """``eps`` or, when None, the smallest normal number of the maps' floating dtype."""
+    if eps is not None:
+        return float(eps)
+    return float(torch.finfo(maps.dtype if maps.is_floating_point() else torch.float32).tiny)
 
 
 def _signal_span(lo: Tensor, hi: Tensor, eps: float, rtol: float) -> tuple[Tensor, Tensor]:
@@ -169,7 +189,7 @@ def to_saliency(
 
 
 def range_normalized_upsample(
-    maps: Tensor, size: tuple[int, int], eps: float = 1e-12, rtol: float = 1e-5
+    maps: Tensor, size: tuple[int, int], eps: float | None = None, rtol: float = 1e-5
 ) -> Tensor:
     """``n(up(S))`` for the range normalisation (eq. 16) and ``up`` as matrix products, normalised at low resolution.
 
@@ -202,7 +222,7 @@ def range_normalized_upsample(
             return rows[index // width][..., None, :] @ s @ cols[index % width][..., :, None]
 
         lo, hi = value_at(where_lo), value_at(where_hi)
-        varies, span = _signal_span(lo, hi, eps, rtol)
+        varies, span = _signal_span(lo, hi, _floor(s, eps), rtol)
         out = rows @ torch.where(varies, (s - lo) / span, torch.zeros_like(s)) @ cols.T
         # [0, 1] up to round-off (about 1e-7) inside a graph, where a clamp would only cost time; exactly without
         return out if out.requires_grad else out.clamp_(0, 1)
