@@ -5,8 +5,10 @@ under a lock. Every run here writes under ``tmp_path`` only (tiny settings, one 
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -257,3 +259,15 @@ def test_concurrent_report_updates_keep_every_entry(tmp_path, monkeypatch):
         t.join()
     assert sorted(json.loads(rep.read_text())["models"]) == [f"m{i}" for i in range(6)]
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no lock file left behind
+
+
+def test_the_shipped_reports_commands_regenerate_the_shipped_files():
+    # a command copied from the shipped report must not be refused as a write into the shipped folder
+    shipped = Path(world_main.__file__).resolve().parents[1] / "data" / "world_report.json"
+    models = read_report(shipped)["models"]
+    assert models
+    for name, entry in models.items():
+        words = shlex.split(entry["command"])
+        assert words[:3] == ["python", "-m", "opticam_lib.world"], name
+        args = world_main.build_parser().parse_args(words[3:])
+        assert args.overwrite_shipped, f"{name}: {entry['command']}"
