@@ -1,10 +1,13 @@
-"""SHA-256 digests that say which weights and which images a cached result was computed from: the keys of the
-course's shipped caches (``course/channel_cache.py``, ``course/ablation_cache.py``) and of ``reproduce``'s records.
+"""SHA-256 digests that say which weights, which images and which code a cached result was computed from: the keys
+of the course's shipped caches (``course/channel_cache.py``, ``course/ablation_cache.py``) and of ``reproduce``'s
+records.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,3 +31,16 @@ def image_digests(images: Tensor) -> list[str]:
     """SHA-256 of each image (N, 3, H, W) float in [0, 1], quantised to 8 bits (robust to float round-off)."""
     q = (images.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return [hashlib.sha256(q[i].contiguous().numpy().tobytes()).hexdigest() for i in range(q.shape[0])]
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of the library's own Python source (every ``opticam_lib/**/*.py``, by relative path, in path order):
+    which code computed a cached number. It changes with any edit or upgrade of the library, and only then."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        h.update(path.relative_to(root).as_posix().encode() + b"|")
+        h.update(path.read_bytes())
+        h.update(b"|")
+    return h.hexdigest()

@@ -26,7 +26,7 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -360,6 +360,62 @@ def _oriented_size(path: Path) -> tuple[int, int]:
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise InputError(f"cannot read {path}: {e}") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+#: how many bytes at a file's end ``image_file_problem`` reads for the format's end marker
+_TAIL_BYTES = 4096
+#: the end marker of each format that has one: a file cut short (an interrupted download or copy) lacks it
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+
+
+def image_file_problem(path: PathLike) -> str | None:
+    """Why ``path`` cannot be read as an image, or None: a cheap check that decodes no pixels in the usual case.
+
+    PIL reads the header (format, size, EXIF; a decompression bomb is refused here), and for JPEG and PNG the last
+    4 KB are searched for the format's end marker (EOI, IEND), which a file cut short lacks. Only a file without
+    it is decoded, to be sure (a JPEG with data after its end, as some cameras write, reads fine). What this
+    misses (a corrupt block inside a complete file) is still reported, naming the file, when its batch is read.
+    """
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            marker = _END_MARKERS.get(im.format or "")
+            size = p.stat().st_size
+            if marker is None:
+                return None
+            with open(p, "rb") as f:
+                f.seek(max(0, size - _TAIL_BYTES))
+                if marker in f.read():
+                    return None
+    except FileNotFoundError:
+        return "file not found"
+    except IsADirectoryError:
+        return "a folder, not an image file"
+    except PermissionError:
+        return "permission denied"
+    except UnidentifiedImageError:
+        return "not an image file PIL recognises (empty, or text/HTML with an image extension?)"
+    except Image.DecompressionBombError as e:
+        return str(e)
+    except (OSError, ValueError, SyntaxError) as e:
+        return f"corrupt header ({e})"
+    try:  # no end marker: cut short, or data after the end; only a decode tells
+        _open(p).close()
+    except InputError as e:
+        return str(e).removeprefix(f"cannot read {p}: ")
+    return None
+
+
+def unreadable_images(paths: Iterable[PathLike]) -> list[tuple[Path, str]]:
+    """[(file, why it cannot be read)] for the image files among ``paths`` that ``image_file_problem`` finds bad,
+    in the order given: about 0.1 ms a file (header and end read, no decoding), so that a run over thousands of
+    files can refuse them all before its first batch instead of failing at the first one hours in."""
+    out = []
+    for path in paths:
+        why = image_file_problem(path)
+        if why is not None:
+            out.append((Path(path), why))
+    return out
 
 
 def load_image(path: PathLike, size: int | None = 224) -> Tensor:
@@ -799,6 +855,38 @@ def _unique_names(files: list[Path], root: Path) -> dict[Path, str]:
     return {f: n if counts[n] == 1 else f.relative_to(root).as_posix() for f, n in first.items()}
 
 
+def _refuse_shared_boxes(
+    files: list[Path], root: Path, boxes_of: Callable[[Path], tuple[Path | None, Any, list]]
+) -> None:
+    """Boxes are matched to images by file stem (ILSVRC's ``<stem>.xml``, the CSV files' ImageId or file stem), so
+    two images with one stem (``a.png`` and ``a.jpg``, or ``x.png`` in two class folders) could take the boxes
+    of one box file or CSV entry. Refuse that when both would keep boxes from it (a box of another class than an
+    image's is not kept, so a box file per class folder, or boxes of one image's class only, are unambiguous).
+
+    Raises:
+        InputError: one line naming the box source and two of the images.
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for f in files:
+        by_stem.setdefault(f.stem, []).append(f)
+    for stem, group in by_stem.items():
+        if len(group) < 2:
+            continue
+        users: dict[Path, list[Path]] = {}
+        for f in sorted(group):
+            source, _, kept = boxes_of(f)
+            if source is not None and kept:
+                users.setdefault(source, []).append(f)
+        for source, fs in users.items():
+            if len(fs) > 1:
+                a, b = (f.relative_to(root).as_posix() for f in fs[:2])
+                raise InputError(
+                    f"{source} gives boxes to both {a} and {b}: images are matched to their boxes by file stem, "
+                    f"and these share the stem {stem!r}, so each would get the other's boxes too. Rename one of "
+                    f"them (and its boxes) or move it out of {root}"
+                )
+
+
 def _order(files: list[Path]) -> list[Path]:
     """Deterministic order. ILSVRC2012_val_* files: by file name (their classes are already mixed). Otherwise
     (class sub-folders with class-grouped names): round-robin over classes in sorted order, files sorted within
@@ -843,15 +931,16 @@ def load_imagenet_folder(
     ``<wnid>/<stem>.xml``: the official ``ILSVRC2012_bbox_val`` files, boxes in the frame of their ``<size>``),
     ``root/boxes.csv`` (data_download's: file, wnid, xmin, ymin, xmax, ymax, image_width, image_height), Kaggle's
     CSV (in ``root`` or up to 4 folders above, also when another file gives the labels). Boxes are matched by
-    file stem. Only boxes of the image's class are kept; ILSVRC's inclusive indices become x1/y1-exclusive pixels
-    (xmax + 1), clipped to the image and scaled to S x S. An image without a box gets a (0, 4) tensor.
+    file stem; a box file or CSV entry whose boxes two images sharing the stem would both take is refused. Only
+    boxes of the image's class are kept; ILSVRC's inclusive indices become x1/y1-exclusive pixels (xmax + 1),
+    clipped to the image and scaled to S x S. An image without a box gets a (0, 4) tensor.
 
     Order: deterministic and shuffle-free: ILSVRC2012_val_* files by file name (so both layouts of the same
     images agree); other names round-robin over the classes (sorted), files sorted within a class, so that a
     ``limit`` spans the classes. ``limit`` keeps the first ``limit`` of that order. The images are decoded into
     memory (3 x S x S floats each, 0.6 MB at S = 224), unless ``lazy``: then ``images`` is a ``LazyImages`` that
-    decodes only the files a batch indexes (an unreadable file is reported when its batch is read), and the
-    boxes are scaled with the size read from each file's header.
+    decodes only the files a batch indexes (an unreadable file is reported when its batch is read, or before
+    it by ``unreadable_images``), and the boxes are scaled with the size read from each file's header.
 
     Returns:
         ImageSet: images (N, 3, S, S) in [0, 1], labels (N,), boxes (M_i, 4) in pixels of the S x S image, names
@@ -862,7 +951,8 @@ def load_imagenet_folder(
     Raises:
         MissingDataError: ``root`` does not exist (the message gives the ``data_download`` command).
         InputError: no images, a missing or malformed labels file (bare class numbers that are not one per
-            image, a stem that two images share), unknown WordNet ids, or a bad image.
+            image, a stem that two images share), boxes that two images with one stem would share, unknown
+            WordNet ids, or a bad image.
     """
     _check_size(size, allow_none=False)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -887,6 +977,7 @@ def load_imagenet_folder(
             raise InputError(f"labels file not found: {lf}")
 
     annotations: dict[str, Annotation] = {}  # from CSV files; XML files in boxes_dir take precedence
+    annotated_in: dict[str, Path] = {}  # {stem: the CSV file its boxes come from}
     loc = (
         lf if lf is not None and lf.suffix.lower() == ".csv" else _find_upwards(root, "LOC_val_solution.csv")
     )
@@ -894,10 +985,13 @@ def load_imagenet_folder(
     if loc is not None and _csv_header(loc)[:2] == ["ImageId", "PredictionString"]:
         annotations_loc = _read_loc_csv(loc)
         annotations.update(annotations_loc)
+        annotated_in.update(dict.fromkeys(annotations_loc, loc))
     else:
         loc = None
     if (root / "boxes.csv").is_file():
-        annotations.update(_read_boxes_csv(root / "boxes.csv"))
+        from_csv = _read_boxes_csv(root / "boxes.csv")
+        annotations.update(from_csv)
+        annotated_in.update(dict.fromkeys(from_csv, root / "boxes.csv"))
 
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _WNID.match(d.name))
     labels: dict[Path, int] = {}
@@ -947,24 +1041,32 @@ def load_imagenet_folder(
                 f"e.g. {unlabelled[:3]}"
             )
 
-    unique = _unique_names(files, root)
-    files = _order(files)
-    if limit is not None:
-        files = files[:limit]
-
     wnids = imagenet_wnids()
-    images, out_boxes, names, sources = [], [], [], []
-    for f in files:
-        x = None if lazy else _read(f)
+
+    def boxes_of(f: Path) -> tuple[Path | None, tuple[int, int] | None, list[list[float]]]:
+        """(the file f's boxes come from, or None; the (H, W) of their frame or None; the boxes of f's class)."""
         wnid = wnids[labels[f]]
         frame, objs = annotations.get(f.stem, (None, []))
+        source = annotated_in.get(f.stem)
         if bdir is not None:
             xml = next(
                 (c for c in (bdir / f"{f.stem}.xml", bdir / wnid / f"{f.stem}.xml") if c.is_file()), None
             )
             if xml is not None:
-                frame, objs = parse_voc_xml(xml)
-        kept = [b for name, b in objs if name == wnid]
+                (frame, objs), source = parse_voc_xml(xml), xml
+        return source, frame, [b for name, b in objs if name == wnid]
+
+    # all files, not only the first ``limit``: with a limit, the one image kept could take the other's boxes
+    _refuse_shared_boxes(files, root, boxes_of)
+    unique = _unique_names(files, root)
+    files = _order(files)
+    if limit is not None:
+        files = files[:limit]
+
+    images, out_boxes, names, sources = [], [], [], []
+    for f in files:
+        x = None if lazy else _read(f)
+        _, frame, kept = boxes_of(f)
         if frame is not None:
             fh, fw = frame
         elif x is not None:

@@ -161,10 +161,11 @@ def atomic_write(
     """Write a file so that it is either the old file or the whole new one, never a truncated mix.
 
     The content goes to a temporary file beside ``path`` (``.NAME.PID.tmp``, the same file system), is flushed
-    to disk, then renamed over ``path`` in one step. If anything fails (a full disk, Ctrl-C), the temporary file
-    is removed and ``path`` keeps its old content. Text is written as given (no newline translation), so a
-    CSV's ``\r\n`` stays one. The new file gets the default permissions, and a symbolic link at ``path`` is
-    replaced by the file, not followed.
+    to disk (``fsync``), then renamed over ``path`` in one step, and the folder is flushed too (``fsync_dir``), so
+    that after a power loss ``path`` is the old file or the whole new one, never empty or missing. If anything
+    fails (a full disk, Ctrl-C), the temporary file is removed and ``path`` keeps its old content. Text is
+    written as given (no newline translation), so a CSV's ``\r\n`` stays one. The new file gets the default
+    permissions, and a symbolic link at ``path`` is replaced by the file, not followed.
 
     Args:
         path: the file to write (its folder must exist).
@@ -185,12 +186,28 @@ def atomic_write(
         else:
             tmp.write_bytes(content)
         with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)  # and the rename itself: after a power loss, the new file, not the old or none
     return path
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush ``folder``'s entries (a file created, renamed or removed in it) to disk, where the platform can: on
+    Windows a folder cannot be opened, and some file systems refuse to sync one; both are skipped silently."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def writable_dir(path: str | Path, option: str) -> Path:

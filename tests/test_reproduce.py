@@ -445,6 +445,43 @@ def test_other_weights_or_another_device_are_refused_on_resume(tmp_path, monkeyp
         run(config, progress=False)
 
 
+def test_records_of_another_version_of_the_code_are_refused_on_resume(tmp_path, monkeypatch):
+    """A resume after the library changed (an upgrade, an edit that moves the numbers) would mix both versions'
+    numbers in one table: records name the code's SHA-256 and a resume under other code is refused."""
+    import opticam_lib.paper.reproduce as reproduce
+    from opticam_lib.digests import code_digest
+
+    config = cfg(tmp_path, methods=["fakecam"])
+    run(config, progress=False)
+    records = [json.loads(line) for line in (Path(config.out) / "records-0.jsonl").read_text().splitlines()]
+    assert {r["code_sha256"] for r in records} == {code_digest()[:16]}
+    run(config, progress=False)  # the same code resumes (nothing to compute)
+    monkeypatch.setattr(reproduce, "code_digest", lambda: "f" * 64)
+    with pytest.raises(InputError, match="library's code changed since the cached records"):
+        run(config, progress=False)
+
+
+def test_code_digest_follows_the_librarys_source(tmp_path, monkeypatch):
+    import opticam_lib.digests as digests
+
+    fake = tmp_path / "opticam_lib"
+    (fake / "methods").mkdir(parents=True)
+    (fake / "digests.py").write_text("x = 1\n")
+    (fake / "methods" / "maps.py").write_text("eps = 1e-12\n")
+    monkeypatch.setattr(digests, "__file__", str(fake / "digests.py"))
+    digests.code_digest.cache_clear()
+    try:
+        before = digests.code_digest()
+        (fake / "methods" / "maps.py").write_text("eps = None\n")
+        digests.code_digest.cache_clear()
+        assert digests.code_digest() != before
+        (fake / "methods" / "maps.py").write_text("eps = 1e-12\n")
+        digests.code_digest.cache_clear()
+        assert digests.code_digest() == before
+    finally:
+        digests.code_digest.cache_clear()
+
+
 def test_the_first_timed_batch_is_warmed_up(tmp_path, monkeypatch):
     """T of the first method must not include a first pass's one-off costs (evaluate warms up too); a run that
     computes nothing does not warm up."""

@@ -17,7 +17,9 @@ Images (``--images``): ``samples`` (the 10 offline photos), ``imagenet-val[:N]``
 
 Work is cut into fixed batches of ``batch_size`` consecutive images (batch b = images b*B .. b*B+B-1), the same
 in every run. Each finished batch appends one JSON line per image and method to ``OUT/records-<rank>.jsonl``, so
-an interrupted run resumes where it stopped: batches whose records are all there are not recomputed. Under
+an interrupted run resumes where it stopped: batches whose records are all there are not recomputed (each batch's
+lines are fsynced before the next batch starts). The image files of the batches left are checked before the first
+(``images.unreadable_images``: headers and end markers, no decoding), so a bad file stops the run at once. Under
 ``torchrun`` batch b goes to rank b mod world size, each rank writes its own records file, and every rank merges
 all of them after a barrier (rank 0 writes the table). Since every batch holds the same images as in a
 single-process run and every metric is an average of per-image values taken in the images' order, the merged
@@ -44,9 +46,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from opticam_lib.digests import image_digests, model_digest
+from opticam_lib.digests import code_digest, image_digests, model_digest
 from opticam_lib.errors import InputError, MissingDataError
-from opticam_lib.images import ImageSet, LazyImages, boxes_to_mask, load_imagenet_folder, load_samples
+from opticam_lib.images import (
+    ImageSet,
+    LazyImages,
+    boxes_to_mask,
+    load_imagenet_folder,
+    load_samples,
+    unreadable_images,
+)
 from opticam_lib.methods.registry import LAYER_METHODS, PROGRESS_METHODS, display_name, get_method
 from opticam_lib.metrics.classification import class_probability, classification_metrics
 from opticam_lib.metrics.curves import area_under_curve, deletion_curve, insertion_curve
@@ -61,7 +70,7 @@ from opticam_lib.metrics.more_metrics import require_quantus, table4_row, table4
 from opticam_lib.models.classifier import Classifier
 from opticam_lib.models.registry import load_classifier
 from opticam_lib.paper.tables import STORED_WITH, paper_tables
-from opticam_lib.paths import atomic_write, datasets_dir, exclusive_lock
+from opticam_lib.paths import atomic_write, datasets_dir, exclusive_lock, fsync_dir
 
 # each table's rows in the paper's order, as the library names them
 CNN_METHODS = [  # Table 1
@@ -424,6 +433,7 @@ def _repair_tail(path: Path) -> None:
     keep = data.rfind(b"\n") + 1  # 0 when no line is complete
     with open(path, "r+b") as f:
         f.truncate(keep)
+        os.fsync(f.fileno())  # cut on disk before records are appended after it
 
 
 def _check_records(
@@ -435,14 +445,16 @@ def _check_records(
     fingerprints: Sequence[str] | None = None,
     model_sha: str | None = None,
     device: str | None = None,
+    code_sha: str | None = None,
 ) -> None:
     """Refuse records made on other images (a record keeps its image's name and its ``input_fingerprints``
-    digest), by other weights (the model's SHA-256) or on another device (T would average two devices' times), and
-    a merge that lacks any record: the table is computed on every image or not at all. Records written by older
-    versions of the library, without these keys, are checked by the image's name only.
+    digest), by other weights (the model's SHA-256), on another device (T would average two devices' times) or by
+    another version of the library's code (``digests.code_digest``: a fix that moves the numbers would be mixed with
+    the numbers it fixes), and a merge that lacks any record: the table is computed on every image or not at all.
+    Records written by older versions of the library, without these keys, are checked by the image's name only.
 
     Raises:
-        InputError: a record's image, weights or device is not this run's, or some record is missing.
+        InputError: a record's image, weights, device or code is not this run's, or some record is missing.
     """
     fresh = "use another --out, or delete the output folder to compute them again"
     for (method, _variant, i), r in records.items():
@@ -469,6 +481,13 @@ def _check_records(
                 f"the cached records were computed on {r['device']}, this run is on {device} ({method}, image {i}): "
                 f"T would average two devices' times. Resume with the same device, or {fresh}."
             )
+        if code_sha is not None and "code_sha256" in r and r["code_sha256"] != code_sha[:16]:
+            raise InputError(
+                f"the library's code changed since the cached records were computed (opticam_lib source SHA-256 "
+                f"{r['code_sha256']}... then, {code_sha[:16]}... now; {method}, image {i}): an upgrade or an edit "
+                f"may have changed how the numbers are computed, and a table would mix both. Resume with the code "
+                f"that made them, or {fresh}."
+            )
     missing = [
         (m, v, i) for m in methods for v in variants for i in range(len(names)) if (m, v, i) not in records
     ]
@@ -478,6 +497,36 @@ def _check_records(
             f"{len(missing)} record(s) are missing after the run (e.g. {m}, {v}, image {i}); the records files may "
             "have been damaged: run the same command again to compute them"
         )
+
+
+def _images_to_compute(
+    done: dict, n: int, batch_size: int, methods: Sequence[str], variants: Sequence[str]
+) -> list[int]:
+    """The images of every batch (of all ranks) that some method or variant still lacks a record of."""
+    return [
+        i
+        for b in batches(n, batch_size)
+        if any((m, v, j) not in done for m in methods for v in variants for j in b)
+        for i in b
+    ]
+
+
+def _check_readable(images: LazyImages, indices: Sequence[int]) -> None:
+    """Refuse, before any batch, the image files among ``indices`` that cannot be read (``unreadable_images``:
+    headers and end markers, no decoding), all of them in one line; a resume checks only what it computes.
+
+    Raises:
+        InputError: naming up to 5 files and why each cannot be read.
+    """
+    bad = unreadable_images(images.files[i] for i in indices)
+    if not bad:
+        return
+    shown = "; ".join(f"{path}: {why}" for path, why in bad[:5])
+    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise InputError(
+        f"{len(bad)} of the {len(indices)} image files still to compute cannot be read: {shown}{more}. Replace or "
+        "remove them and run the same command again (no batch was started; records already made are kept)"
+    )
 
 
 def _load_records(out: Path) -> dict[tuple[str, str, int], dict]:
@@ -694,6 +743,10 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
             for b in mine
             if any((m, v, i) not in done for i in b)
         ]
+        if isinstance(data.images, LazyImages):  # every rank checks every batch left, so all stop alike
+            _check_readable(
+                data.images, _images_to_compute(done, len(data), config.batch_size, methods, variants)
+            )
         bar = tqdm(
             total=sum(len(b) for _, _, b in todo),
             desc=f"table {config.table} [rank {rank}/{world}]",
@@ -704,7 +757,13 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
         fingerprints = input_fingerprints(data)
         model_sha = model_digest(clf)
         device_now = device_label(clf.device)
-        stamps = {"fingerprints": fingerprints, "model_sha": model_sha, "device": device_now}
+        code_sha = code_digest()
+        stamps = {
+            "fingerprints": fingerprints,
+            "model_sha": model_sha,
+            "device": device_now,
+            "code_sha": code_sha,
+        }
         _check_records(
             done, data.names, [], [], **stamps
         )  # other images, weights or device: refused before any work
@@ -713,7 +772,11 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
             todo
         ):  # the first timed batch must not pay the one-off costs of a first pass (evaluate does the same)
             warm_up(clf, data.images[todo[0][2][:1]])
-        with open(_records_path(out, rank), "a") as sink:
+        records_path = _records_path(out, rank)
+        new_file = not records_path.exists()
+        with open(records_path, "a") as sink:
+            if new_file:
+                fsync_dir(out)  # the file's name survives a power loss, not only its content
             for method, variant, idx in todo:
                 bar.set_postfix_str(f"{method} {variant}" if variant != "main" else method)
                 records = evaluate_batch(clf, data, idx, method, variant, resolved)
@@ -724,11 +787,13 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
                         "input": fingerprints[int(r["index"])],
                         "model_sha256": model_sha[:16],
                         "device": device_now,
+                        "code_sha256": code_sha[:16],
                     }
                     for r in records
                 ]
                 sink.write("".join(json.dumps(r) + "\n" for r in records))  # one write per batch
                 sink.flush()
+                os.fsync(sink.fileno())  # on disk before the next batch: a power loss loses one batch at most
                 bar.update(len(idx))
         bar.close()
         if world > 1:
