@@ -427,11 +427,20 @@ def _repair_tail(path: Path) -> None:
     record appended after a resume would be glued to the fragment, unreadable, and silently missing."""
     if not path.is_file() or path.stat().st_size == 0:
         return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    keep = data.rfind(b"\n") + 1  # 0 when no line is complete
     with open(path, "r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        f.seek(end - 1)
+        if f.read(1) == b"\n":  # the usual case: only the last byte is read
+            return
+        keep, pos = 0, end  # 0 when no line is complete
+        while pos > 0:  # back from the end, 64 KiB at a time, to the last newline
+            start = max(0, pos - 65536)
+            f.seek(start)
+            at = f.read(pos - start).rfind(b"\n")
+            if at >= 0:
+                keep = start + at + 1
+                break
+            pos = start
         f.truncate(keep)
         os.fsync(f.fileno())  # cut on disk before records are appended after it
 
