@@ -285,3 +285,17 @@ def test_records_reach_the_disk_after_every_batch(tmp_path, monkeypatch):
     for after in after_batches:  # the records file is synced before the next batch starts
         upto = next((k for k, e in enumerate(after) if e[0] == "batch"), len(after))
         assert ("file", records) in after[:upto], synced
+
+
+@pytest.mark.parametrize("fragment", [0, 1, 65535, 65536, 200_000])
+def test_repair_tail_cuts_a_fragment_of_any_length_back_to_the_last_whole_line(tmp_path, fragment):
+    from opticam_lib.paper.reproduce import _repair_tail
+
+    path = tmp_path / "records-0.jsonl"
+    lines = b'{"a": 1}\n' * 3
+    path.write_bytes(lines + b"x" * fragment)
+    _repair_tail(path)
+    assert path.read_bytes() == lines
+    path.write_bytes(b"\0" * (fragment + 1))  # no whole line at all: nothing is kept
+    _repair_tail(path)
+    assert path.read_bytes() == b""
