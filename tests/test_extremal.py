@@ -256,6 +256,16 @@ def test_batch_equals_one_image_at_a_time(bn_cnn):
         assert torch.allclose(batch[i : i + 1], alone, atol=1e-5)
 
 
+def test_random_jitter_does_not_depend_on_the_batch(bn_cnn):
+    """jitter="random": an image is mirrored at the iterations it would be alone, whatever its batch position."""
+    images = make_images(3)
+    opts = dict(iterations=20, jitter="random", seed=5, **FAST)
+    batch = extremal_perturbation(bn_cnn, images, [0, 3, 1], **opts)
+    for i, c in enumerate([0, 3, 1]):
+        alone = extremal_perturbation(bn_cnn, images[i : i + 1], c, **opts)
+        assert torch.allclose(batch[i : i + 1], alone, atol=1e-5)
+
+
 def test_deterministic_with_a_seed(tiny_cnn):
     images = make_images(2)
     a = extremal_perturbation(tiny_cnn, images, 0, iterations=20, **FAST)

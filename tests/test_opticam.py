@@ -306,6 +306,19 @@ def test_masked_score_eq5_and_scorecam_difference(tiny_cnn, images):
 # init
 
 
+def test_random_init_does_not_depend_on_the_batch(tiny_cnn, images):
+    """init="random": an image starts where it would alone, whatever its batch mates and position."""
+    targets = torch.tensor([4, 0, 2])
+    opts = dict(iterations=5, tol=None, init="random", seed=3, **FAST)
+    batch = optimize(tiny_cnn, images, targets, **opts)
+    flipped = optimize(tiny_cnn, images.flip(0), targets.flip(0), **opts)
+    for i in range(3):
+        alone = optimize(tiny_cnn, images[i : i + 1], targets[i : i + 1], **opts)
+        assert torch.allclose(alone.history[0], batch.history[i], atol=1e-5)
+        assert torch.allclose(alone.maps[0], batch.maps[i], atol=1e-4)
+        assert torch.allclose(flipped.maps[2 - i], batch.maps[i], atol=1e-4)
+
+
 def test_init_options(tiny_cnn, images):
     k = 6
     constant = optimize(tiny_cnn, images, 0, iterations=3, tol=None, **FAST)

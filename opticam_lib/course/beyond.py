@@ -458,7 +458,7 @@ def one_at_a_time(
 
     Nothing but the batch size differs, so any difference comes from floating-point round-off: a batch of one
     runs other kernels, whose sums round in another order. A tensor ``init`` gives each image its own row; a
-    random ``init`` is refused (a batch of one would draw another start).
+    random ``init`` starts every image, alone or in the batch, from the same draw.
 
     Args:
         images: (N, 3, H, W) float in [0, 1]; targets: one class per image (None: the predicted class).
@@ -478,11 +478,6 @@ def one_at_a_time(
     if not isinstance(batched, QualityCurve):
         raise InputError(f"batched must be a curve returned by time_to_quality, got {type(batched).__name__}")
     options = {k: v for k, v in batched.options.items() if k not in ("tol", "progress")}
-    if isinstance(options.get("init"), str) and options["init"] != "constant":
-        raise InputError(
-            f"batched ran with init={options['init']!r}: alone, an image would start from another draw, so the "
-            "comparison would not be round-off only; use init='constant' (the paper's) or a tensor"
-        )
     p = class_probability(classifier, images, targets)
     iterations = batched.iterations[-1] if batched.iterations else 0
     batch, o_batch = _same_run(batched, "batched", classifier, images, targets, p, iterations, options)

@@ -173,7 +173,10 @@ def gradientshap(
         seed: seeds the draws; each image is explained with the same seed, so an image's map does not depend
             on the rest of the batch. The caller's global torch / numpy random states are restored.
         reduce: ``"positive"`` (ReLU of the channel sum: evidence for the class, default) or ``"abs"``.
-        batch_size: draws forwarded together (memory: ``batch_size`` images with their graph).
+        batch_size: draws forwarded together (memory: ``batch_size`` images with their graph). Captum draws
+            each call's samples together, so with the same ``seed`` another ``batch_size`` gives another (equally
+            valid) sample of the draws: maps equal within Monte Carlo error, not exactly (efficientnet_lite0, 20
+            draws, batch_size 20 against 7: at most 1e-3 apart with the black baseline, 0.9 with ``"uniform"``).
     Returns:
         (N, 1, H, W) float in [0, 1]; a constant map gives zeros.
     """

@@ -385,8 +385,9 @@ def optimize_extremal(
         momentum: SGD momentum, also used as dampening (TorchRay: 0.9), in [0, 1).
         area_weight: lambda_0 of the area constraint (300).
         area_growth: lambda_t = area_weight * area_growth^t (1.0035).
-        jitter: ``"flip"`` (TorchRay: mirror the perturbed images at every even iteration), ``"random"`` (each
-            image mirrored with probability 1/2 at each iteration, seeded by ``seed``) or ``"none"``.
+        jitter: ``"flip"`` (TorchRay: mirror the perturbed images at every even iteration), ``"random"`` (the
+            images mirrored with probability 1/2 at each iteration, seeded by ``seed``: the same coin for every
+            image, the one it draws alone, so a map does not depend on its batch) or ``"none"``.
         seed: seed of the random jitter (the default ``"flip"`` uses no randomness).
         progress: show a progress bar.
     Returns:
@@ -437,8 +438,9 @@ def optimize_extremal(
                 if jitter == "flip" and it % 2 == 0:
                     x = x.flip(3)
                 elif jitter == "random":
-                    flip = (torch.rand(n, generator=rng) < 0.5).to(device)[:, None, None, None]
-                    x = torch.where(flip, x.flip(3), x)
+                    # one coin for the batch, the one each image draws alone: its flips never depend on its batch
+                    if bool(torch.rand(1, generator=rng) < 0.5):
+                        x = x.flip(3)
                 logits = classifier.validate_logits(classifier.model(x), "outputs for perturbed images")
                 score = logits.gather(1, targets[:, None])[:, 0]
                 loss = area_loss(full, area)

@@ -257,7 +257,8 @@ def _initial_u(init: str | Tensor, n: int, k: int, seed: int | None, device: tor
     if init == "constant":  # the authors' choice: 0.5 everywhere, i.e. uniform weights 1/K
         return torch.full((n, k), 0.5, device=device)
     gen = torch.Generator().manual_seed(0 if seed is None else seed)
-    return torch.randn(n, k, generator=gen).to(device)
+    # one draw for every image, the one it gets alone: a row per image would tie its start to its batch position
+    return torch.randn(k, generator=gen).to(device).expand(n, -1).clone()
 
 
 def optimize(
@@ -311,8 +312,9 @@ def optimize(
         lr: the learning rate (Adam, SGD) or iRprop+'s first step per coordinate; None: the optimizer's default
             (``DEFAULT_LR``: Adam 0.1, the paper's; SGD 0.1; iRprop+ 0.5).
         betas, eps: Adam's settings (PyTorch's defaults, the paper's).
-        init: ``"constant"`` (u = 0.5: uniform weights, the authors' choice), ``"random"`` (standard normal,
-            seeded by ``seed``) or a tensor (K,) or (N, K).
+        init: ``"constant"`` (u = 0.5: uniform weights, the authors' choice), ``"random"`` (one standard normal
+            draw of K values seeded by ``seed``, the same for every image: what each gets alone, so a map does not
+            depend on its batch) or a tensor (K,) or (N, K).
         tol: an image stops when its objective changes by less than ``tol`` between two iterations
             (paper: 1e-10); None runs every iteration.
         patience: ... for ``patience`` iterations in a row (default 1: the paper's rule).
