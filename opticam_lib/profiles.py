@@ -1,12 +1,14 @@
 """Two sets of defaults: ``laptop`` (the course runs on 2 CPU cores in minutes) and ``paper`` (appendix A).
 
 The active profile comes from the environment variable ``OPTICAM_PROFILE`` (``laptop`` when unset), or from
-``use_profile(name)`` in a notebook. The notebooks read the model, Opti-CAM's iterations and learning rate, the
-insertion/deletion steps and the batch size from here, so switching to the paper's settings is one line. What the
-switch leaves as it is: notebooks 01 and 02 explain ``efficientnet_lite0`` in both profiles (their walk-throughs
-name its layers) and 10 its small ViT; every notebook but 09 (whose randomisation test reads ``images``) explains
-the sample photos; the models run on the CPU except in the sections of 03, 04, 10 and 11 that time things, which
-take CUDA where there is one. The paper's tables on ImageNet at scale are ``python -m opticam_lib reproduce``'s.
+``use_profile(name)`` in a notebook. The notebooks read the model, Opti-CAM's iterations and learning rate,
+the insertion/deletion steps and the batch size from here, so switching to the paper's settings is one line.
+What the switch leaves as it is: notebooks 01 and 02 explain ``efficientnet_lite0`` in both profiles (their
+walk-throughs name its layers) and 10 its small ViT; every notebook but 09 (whose randomisation test reads
+``images``) explains the sample photos (under ``paper``, 05 runs insertion/deletion, Max-Sensitivity and ADCC
+on all of them with Quantus's 10 noise draws, and selectivity at all ten exponents); the models run on the CPU
+except in the sections of 03, 04, 10 and 11 that time things, which take CUDA where there is one. The paper's
+tables on ImageNet at scale are ``python -m opticam_lib reproduce``'s.
 """
 
 from __future__ import annotations
