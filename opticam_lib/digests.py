@@ -33,14 +33,24 @@ def image_digests(images: Tensor) -> list[str]:
     return [hashlib.sha256(q[i].contiguous().numpy().tobytes()).hexdigest() for i in range(q.shape[0])]
 
 
+#: the packages whose code computes ``reproduce``'s numbers: not ``course`` (the notebooks' helpers, which it never
+#: imports), so a notebook-side edit does not invalidate a long run's records
+DIGESTED_PACKAGES = ("", "methods", "metrics", "models", "paper", "world")
+
+
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
-    """SHA-256 of the library's own Python source (every ``opticam_lib/**/*.py``, by relative path, in path order):
-    which code computed a cached number. It changes with any edit or upgrade of the library, and only then."""
+    """SHA-256 of the library code that computes ``reproduce``'s numbers: the ``.py`` files of
+    ``DIGESTED_PACKAGES`` (hidden files and broken links skipped), by relative path, line endings made ``\\n``
+    (a Windows checkout of the same code gives the same digest). It changes when that code is edited or upgraded;
+    the versions of torch, timm and the other dependencies are not part of it."""
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
-        h.update(path.relative_to(root).as_posix().encode() + b"|")
-        h.update(path.read_bytes())
-        h.update(b"|")
+    for package in DIGESTED_PACKAGES:
+        for path in sorted((root / package).glob("*.py")):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            h.update(path.relative_to(root).as_posix().encode() + b"|")
+            h.update(path.read_bytes().replace(b"\r\n", b"\n"))
+            h.update(b"|")
     return h.hexdigest()

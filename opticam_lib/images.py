@@ -365,7 +365,7 @@ def _oriented_size(path: Path) -> tuple[int, int]:
 #: how many bytes at a file's end ``image_file_problem`` reads for the format's end marker
 _TAIL_BYTES = 4096
 #: the end marker of each format that has one: a file cut short (an interrupted download or copy) lacks it
-_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+_END_MARKERS = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND"}  # MPO: phones' multi-picture JPEG
 
 
 def image_file_problem(path: PathLike) -> str | None:
@@ -404,6 +404,13 @@ def image_file_problem(path: PathLike) -> str | None:
     except InputError as e:
         return str(e).removeprefix(f"cannot read {p}: ")
     return None
+
+
+def unreadable_message(bad: Sequence[tuple[Path, str]], total: int, what: str = "image files") -> str:
+    """One line for ``unreadable_images``' answer: how many of ``total`` files, up to 5 of them and why."""
+    shown = "; ".join(f"{path}: {why}" for path, why in bad[:5])
+    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return f"{len(bad)} of the {total} {what} cannot be read: {shown}{more}"
 
 
 def unreadable_images(paths: Iterable[PathLike]) -> list[tuple[Path, str]]:
@@ -860,8 +867,9 @@ def _refuse_shared_boxes(
 ) -> None:
     """Boxes are matched to images by file stem (ILSVRC's ``<stem>.xml``, the CSV files' ImageId or file stem), so
     two images with one stem (``a.png`` and ``a.jpg``, or ``x.png`` in two class folders) could take the boxes
-    of one box file or CSV entry. Refuse that when both would keep boxes from it (a box of another class than an
-    image's is not kept, so a box file per class folder, or boxes of one image's class only, are unambiguous).
+    of one box file or CSV entry. Refuse that when both would keep the same boxes from it, or any boxes from a
+    file that also states the image size (an ILSVRC XML, made for one image). A box of another class than an
+    image's is not kept, so a box file per class folder, or CSV rows of each image's own class, are unambiguous.
 
     Raises:
         InputError: one line naming the box source and two of the images.
@@ -872,17 +880,29 @@ def _refuse_shared_boxes(
     for stem, group in by_stem.items():
         if len(group) < 2:
             continue
-        users: dict[Path, list[Path]] = {}
+        users: dict[Path, list[tuple[Path, Any, set]]] = {}
         for f in sorted(group):
-            source, _, kept = boxes_of(f)
+            source, frame, kept = boxes_of(f)
             if source is not None and kept:
-                users.setdefault(source, []).append(f)
+                users.setdefault(source, []).append((f, frame, {tuple(b) for b in kept}))
         for source, fs in users.items():
-            if len(fs) > 1:
-                a, b = (f.relative_to(root).as_posix() for f in fs[:2])
+            # shared when two images keep the same box entries, or any from a file that also gives the size of
+            # the one image it was made for (an ILSVRC XML): the other image's boxes would be scaled by it
+            clash = next(
+                (
+                    (f1, f2)
+                    for i, (f1, fr, k1) in enumerate(fs)
+                    for f2, _, k2 in fs[i + 1 :]
+                    if fr is not None or k1 & k2
+                ),
+                None,
+            )
+            if clash is not None:
+                a, b = (f.relative_to(root).as_posix() for f in clash)
                 raise InputError(
                     f"{source} gives boxes to both {a} and {b}: images are matched to their boxes by file stem, "
-                    f"and these share the stem {stem!r}, so each would get the other's boxes too. Rename one of "
+                    f"and these share the stem {stem!r}, so they would share its boxes or the image size they are "
+                    f"given in. Rename one of "
                     f"them (and its boxes) or move it out of {root}"
                 )
 
@@ -1064,6 +1084,7 @@ def load_imagenet_folder(
         files = files[:limit]
 
     images, out_boxes, names, sources = [], [], [], []
+    unreadable: list[tuple[Path, str]] = []  # lazy: every header that cannot be read, listed in one error
     for f in files:
         x = None if lazy else _read(f)
         _, frame, kept = boxes_of(f)
@@ -1071,8 +1092,14 @@ def load_imagenet_folder(
             fh, fw = frame
         elif x is not None:
             fh, fw = x.shape[-2:]
-        else:  # lazy: the oriented size from the header; not needed when the image has no box
-            fh, fw = _oriented_size(f) if kept else (size, size)
+        elif kept:  # lazy: the oriented size from the header; not needed when the image has no box
+            try:
+                fh, fw = _oriented_size(f)
+            except InputError as e:
+                unreadable.append((f, str(e).removeprefix(f"cannot read {f}: ")))
+                fh, fw = size, size
+        else:
+            fh, fw = size, size
         b = torch.tensor(kept, dtype=torch.float32).reshape(-1, 4)
         b = torch.minimum(b.clamp(min=0), torch.tensor([fw, fh, fw, fh], dtype=torch.float32))
         out_boxes.append(scale_boxes(b, (fh, fw), (size, size)))
@@ -1080,6 +1107,8 @@ def load_imagenet_folder(
             images.append(resize(x, size))
         names.append(unique[f])
         sources.append(str(f))
+    if unreadable:
+        raise InputError(unreadable_message(unreadable, len(files)))
     return ImageSet(
         images=LazyImages(files, size) if lazy else torch.stack(images),
         labels=torch.tensor([labels[f] for f in files], dtype=torch.long),

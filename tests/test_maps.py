@@ -109,6 +109,13 @@ def test_normalize_does_not_depend_on_the_maps_scale(method):
         assert torch.equal(normalize(flat, method), torch.zeros_like(flat))
 
 
+def test_a_float16_map_of_small_values_is_not_zeroed():
+    m = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]]]) * 1e-6
+    out = normalize(m.half())
+    assert torch.allclose(out.float(), normalize(m), atol=2e-2) and out.max() == 1
+    assert torch.allclose(to_saliency(m.half(), (4, 4)).float(), to_saliency(m, (4, 4)), atol=2e-2)
+
+
 def test_matrix_upsampling_path_does_not_depend_on_the_maps_scale():
     m = torch.tensor([[[[1.0, 3.0], [5.0, 9.0]]]])
     expected = range_normalized_upsample(m, (8, 8))

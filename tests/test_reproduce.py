@@ -478,8 +478,47 @@ def test_code_digest_follows_the_librarys_source(tmp_path, monkeypatch):
         (fake / "methods" / "maps.py").write_text("eps = 1e-12\n")
         digests.code_digest.cache_clear()
         assert digests.code_digest() == before
+        # the same code checked out with Windows line endings; an editor's lock link, a notebook helper's edit
+        (fake / "methods" / "maps.py").write_bytes(b"eps = 1e-12\r\n")
+        (fake / "methods" / ".#maps.py").symlink_to(fake / "gone")
+        (fake / "course").mkdir()
+        (fake / "course" / "quiz.py").write_text("QUESTIONS = []\n")
+        digests.code_digest.cache_clear()
+        assert digests.code_digest() == before
     finally:
         digests.code_digest.cache_clear()
+
+
+def _rank_with_its_own_code(rank: int, init: str, answers: str) -> None:
+    import torch.distributed as dist
+
+    from opticam_lib.paper.reproduce import _same_on_every_rank
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        _same_on_every_rank(f"{rank:x}" * 64, "ab" * 32, torch.device("cpu"))
+        Path(answers, str(rank)).write_text("no error")
+    except InputError as e:
+        Path(answers, str(rank)).write_text(str(e))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_torchrun_ranks_with_different_code_are_refused_before_any_batch(tmp_path):
+    """Two machines with different installs: every rank refuses before computing anything (the merge at the end
+    found it, after every batch, with a message about a code change that never happened)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(
+        _rank_with_its_own_code,
+        args=(f"file://{tmp_path / 'rendezvous'}", str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    for rank in (0, 1):
+        message = (tmp_path / str(rank)).read_text()
+        assert message.startswith("the torchrun ranks run with different library code"), message
+        assert "rank 0: 0000000000000000..." in message and "rank 1: 1111111111111111..." in message
 
 
 def test_the_first_timed_batch_is_warmed_up(tmp_path, monkeypatch):

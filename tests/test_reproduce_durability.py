@@ -143,6 +143,35 @@ def test_a_shared_stem_is_fine_when_no_box_file_serves_two_images(tmp_path):
     assert [b.shape[0] for b in s.boxes] == [1, 1] and not torch.equal(s.boxes[0], s.boxes[1])
 
 
+def test_a_kaggle_row_with_each_images_own_class_is_not_shared(tmp_path):
+    """x.png in two class folders and a LOC_val_solution.csv row for x listing a box of each class: each image
+    keeps only its own class's box and the row gives no image size, so nothing is shared (it was refused)."""
+    root = tmp_path / "val"
+    _png(root / TENCH / "x.png", seed=1)
+    _png(root / GOLDFISH / "x.png", seed=2, size=(60, 50))
+    (root / "LOC_val_solution.csv").write_text(
+        f"ImageId,PredictionString\nx,{TENCH} 1 1 20 20 {GOLDFISH} 10 10 40 30\n"
+    )
+    s = load_imagenet_folder(root, size=16, labels_file=None)
+    boxes = dict(zip(s.names, s.boxes))
+    assert boxes[f"{TENCH}/x.png"].shape == (1, 4) and boxes[f"{GOLDFISH}/x.png"].shape == (1, 4)
+    assert not torch.equal(boxes[f"{TENCH}/x.png"], boxes[f"{GOLDFISH}/x.png"])
+
+
+def test_boxes_csv_rows_that_share_one_image_size_are_refused(tmp_path):
+    """boxes.csv gives each row the image's size, but rows are matched by stem, so x.png in two class folders would
+    have both rows' boxes scaled by one of the two sizes: refused, saying so."""
+    root = tmp_path / "val"
+    _png(root / TENCH / "x.png", seed=1)
+    _png(root / GOLDFISH / "x.png", seed=2, size=(60, 50))
+    (root / "boxes.csv").write_text(
+        "file,wnid,xmin,ymin,xmax,ymax,image_width,image_height\n"
+        f"{TENCH}/x.png,{TENCH},1,1,20,20,48,40\n{GOLDFISH}/x.png,{GOLDFISH},10,10,40,30,60,50\n"
+    )
+    with pytest.raises(InputError, match="image size"):
+        load_imagenet_folder(root, size=16)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # 2. unreadable image files: all of them, before the first batch
 
@@ -262,6 +291,42 @@ def test_atomic_write_where_a_folder_cannot_be_opened_or_synced(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
+def test_a_multi_picture_jpeg_cut_short_is_found(tmp_path):
+    """Phones write MPO (a JPEG with a second picture after it), which PIL reports as "MPO": its end marker is
+    checked as a JPEG's (a cut MPO passed the check and failed when its batch came)."""
+    rng = torch.Generator().manual_seed(0)
+    frames = [
+        Image.fromarray((torch.rand(200, 240, 3, generator=rng) * 255).to(torch.uint8).numpy())
+        for _ in range(2)
+    ]
+    buf = io.BytesIO()
+    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    whole = tmp_path / "phone.jpg"
+    whole.write_bytes(buf.getvalue())
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buf.getvalue()[:20_000])  # inside the first picture
+    assert Image.open(cut).format == "MPO"
+    assert images.image_file_problem(whole) is None
+    assert "truncated" in images.image_file_problem(cut)
+
+
+def test_a_lazy_folder_with_kaggle_boxes_lists_every_unreadable_header(tmp_path):
+    """Kaggle's LOC_val_solution.csv gives boxes without the image size, so a lazy load reads each boxed image's
+    header; it stopped at the first bad one. Now one line lists them all."""
+    folder = tmp_path / "val"
+    for k, name in enumerate("abcd"):
+        _png(folder / TENCH / f"{name}.png", seed=k)
+    (folder / TENCH / "b.png").write_text("<html>not found</html>")
+    (folder / TENCH / "c.png").write_bytes(b"")
+    rows = ["ImageId,PredictionString"] + [f"{name},{TENCH} 1 1 20 20" for name in "abcd"]
+    (folder / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError) as e:
+        load_imagenet_folder(folder, size=16, lazy=True)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("2 of the 4 image files cannot be read"), message
+    assert str(folder / TENCH / "b.png") in message and str(folder / TENCH / "c.png") in message, message
+
+
 def test_records_reach_the_disk_after_every_batch(tmp_path, monkeypatch):
     """Each batch's records are fsynced once written (and the records file's folder entry once created), so a
     power loss loses at most the batch in flight, not batches the run went past."""
@@ -269,7 +334,13 @@ def test_records_reach_the_disk_after_every_batch(tmp_path, monkeypatch):
     config = _config(tmp_path, folder)
     synced: list[tuple[str, int]] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(_kind(fd)) or real_fsync(fd))
+
+    def kind(fd: int) -> tuple[str, int]:  # a folder synced when the records file is in it is "dir+records"
+        what, ino = _kind(fd)
+        has_records = (Path(config.out) / "records-0.jsonl").exists()
+        return ("dir+records" if what == "dir" and has_records else what, ino)
+
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(kind(fd)) or real_fsync(fd))
 
     def batch_then_count(clf, data, idx, method, variant, cfg):
         records_file = Path(cfg.out) / "records-0.jsonl"
@@ -279,7 +350,8 @@ def test_records_reach_the_disk_after_every_batch(tmp_path, monkeypatch):
     run(config, progress=False, evaluate_batch=batch_then_count)
     records = (Path(config.out) / "records-0.jsonl").stat().st_ino
     out = Path(config.out).stat().st_ino
-    assert ("dir", out) in synced
+    first_batch = next(k for k, e in enumerate(synced) if e[0] == "batch")
+    assert ("dir+records", out) in synced[:first_batch], synced  # its name, once it exists, before any batch
     after_batches = [synced[k + 1 :] for k, e in enumerate(synced) if e[0] == "batch"]
     assert len(after_batches) == 3
     for after in after_batches:  # the records file is synced before the next batch starts

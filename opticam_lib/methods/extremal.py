@@ -56,8 +56,8 @@ What differs from TorchRay:
   (the network runs in eval mode, so BatchNorm does not mix the images);
 - the returned mask is generated from the final parameters (TorchRay returns the mask of the last iteration,
   i.e. from the parameters before the last update);
-- an optional random jitter (each image flipped with probability 1/2 at each iteration, from a
-  ``torch.Generator`` seeded by ``seed``); the default is TorchRay's deterministic alternate flip, and the
+- an optional random jitter (the images flipped together with probability 1/2 at each iteration, from a
+  ``torch.Generator`` seeded by ``seed``: the coin an image draws alone); the default is TorchRay's deterministic alternate flip, and the
   whole computation is then deterministic whatever the seed;
 - no debug plots, contrastive reward, dual variant or several areas per call.
 

@@ -128,9 +128,9 @@ def normalize(maps: Tensor, method: str = "range", eps: float | None = None, rto
     never NaN (the authors' code divides by zero there, FACTS.md section 2). "Constant" is relative
     (``is_constant``): a span ``max A - min A`` at most ``eps + rtol * max(|max A|, |min A|)`` is rounding, not
     signal (bilinear upsampling of a constant 1 x 1 grid varies by about 1e-8), and is not stretched to [0, 1].
-    ``eps`` defaults to the smallest normal number of the maps' dtype, so the scale of a map never matters: maps
-    of a model whose logits are scaled by 1e-12 normalise as those of the unscaled model. Gradients flow through
-    all three.
+    ``eps`` defaults to the smallest normal number of float32 (float64 for float64 maps), so the scale of a map
+    never matters: maps of a model whose logits are scaled by 1e-12 normalise as those of the unscaled model.
+    Gradients flow through all three.
     """
     validate_choice(method, "normalization", NORMALIZATIONS)
     if method == "sigmoid":
@@ -157,10 +157,12 @@ def is_constant(maps: Tensor, eps: float | None = None, rtol: float = 1e-5) -> T
 
 
 def _floor(maps: Tensor, eps: float | None) -> float:
-    """``eps`` or, when None, the smallest normal number of the maps' floating dtype."""
+    """``eps`` or, when None, the smallest normal number of float32 or of the maps' dtype if wider (float16's,
+    6e-5, would zero a float16 map of values near 1e-6, which float32 arithmetic normalises as any other)."""
     if eps is not None:
         return float(eps)
-    return float(torch.finfo(maps.dtype if maps.is_floating_point() else torch.float32).tiny)
+    dtype = maps.dtype if maps.is_floating_point() else torch.float32
+    return float(torch.finfo(torch.promote_types(dtype, torch.float32)).tiny)
 
 
 def _signal_span(lo: Tensor, hi: Tensor, eps: float, rtol: float) -> tuple[Tensor, Tensor]:

@@ -174,9 +174,9 @@ def area_under_curve(curves: Tensor) -> Tensor:
     ``curves``: (N, T) or one curve (T,) (its area is then a 0-dim tensor), T = S + 1 >= 2 points taken as evenly
     spaced over [0, 1] (RISE's rule; the curves here change ``ceil(HW / S)`` pixels a step, so when S does not
     divide H x W the last step is shorter and the area is slightly off: -1.5 % for a linear curve at 32 x 32 with
-    S = 40; the defaults, S = H at 224 x 224 and the laptop profile's 28, divide it), N >= 1, finite probabilities in [0, 1]; a tensor (a float one keeps its dtype), a list or a NumPy
-    array (float64).
-    Anything else is an ``InputError``."""
+    S = 40; the defaults, S = H at 224 x 224 and the laptop profile's 28, divide it), N >= 1, finite
+    probabilities in [0, 1]; a tensor (a float one keeps its dtype), a list or a NumPy array (float64). Anything
+    else is an ``InputError``."""
     shape = "(N, T) or (T,)"
     curves = real_tensor(curves, "curves", shape)
     if curves.dim() not in (1, 2):

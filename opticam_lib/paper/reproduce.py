@@ -19,7 +19,7 @@ Work is cut into fixed batches of ``batch_size`` consecutive images (batch b = i
 in every run. Each finished batch appends one JSON line per image and method to ``OUT/records-<rank>.jsonl``, so
 an interrupted run resumes where it stopped: batches whose records are all there are not recomputed (each batch's
 lines are fsynced before the next batch starts). The image files of the batches left are checked before the first
-(``images.unreadable_images``: headers and end markers, no decoding), so a bad file stops the run at once. Under
+(``images.unreadable_images``: headers and end markers), so a bad file stops the run at once. Under
 ``torchrun`` batch b goes to rank b mod world size, each rank writes its own records file, and every rank merges
 all of them after a barrier (rank 0 writes the table). Since every batch holds the same images as in a
 single-process run and every metric is an average of per-image values taken in the images' order, the merged
@@ -55,6 +55,7 @@ from opticam_lib.images import (
     load_imagenet_folder,
     load_samples,
     unreadable_images,
+    unreadable_message,
 )
 from opticam_lib.methods.registry import LAYER_METHODS, PROGRESS_METHODS, display_name, get_method
 from opticam_lib.metrics.classification import class_probability, classification_metrics
@@ -522,20 +523,19 @@ def _images_to_compute(
 
 def _check_readable(images: LazyImages, indices: Sequence[int]) -> None:
     """Refuse, before any batch, the image files among ``indices`` that cannot be read (``unreadable_images``:
-    headers and end markers, no decoding), all of them in one line; a resume checks only what it computes.
+    headers and end markers; a decode only where the end marker is missing), all of them in one line; a resume
+    checks only what it computes.
 
     Raises:
         InputError: naming up to 5 files and why each cannot be read.
     """
     bad = unreadable_images(images.files[i] for i in indices)
-    if not bad:
-        return
-    shown = "; ".join(f"{path}: {why}" for path, why in bad[:5])
-    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
-    raise InputError(
-        f"{len(bad)} of the {len(indices)} image files still to compute cannot be read: {shown}{more}. Replace or "
-        "remove them and run the same command again (no batch was started; records already made are kept)"
-    )
+    if bad:
+        raise InputError(
+            unreadable_message(bad, len(indices), "image files still to compute")
+            + ". Replace or remove them "
+            "and run the same command again (no batch was started; records already made are kept)"
+        )
 
 
 def _load_records(out: Path) -> dict[tuple[str, str, int], dict]:
@@ -690,6 +690,33 @@ def run(
             dist.destroy_process_group()
 
 
+def _same_on_every_rank(code_sha: str, model_sha: str, device: torch.device) -> None:
+    """Under torchrun, before any batch: refuse ranks that run other library code or other weights (machines with
+    different installs), whose records could never be merged into one table. Every rank raises the same error.
+
+    Raises:
+        InputError: naming each rank's digest.
+    """
+    import torch.distributed as dist
+
+    mine = torch.tensor(list(bytes.fromhex(code_sha) + bytes.fromhex(model_sha)), dtype=torch.uint8)
+    mine = mine.to(device if dist.get_backend() == "nccl" else "cpu")
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    every = [bytes(t.cpu().tolist()).hex() for t in every]
+    for what, part in (
+        ("library code (SHA-256 of opticam_lib's source)", slice(0, 64)),
+        ("weights", slice(64, None)),
+    ):
+        seen = [e[part] for e in every]
+        if len(set(seen)) > 1:
+            ranks = ", ".join(f"rank {r}: {d[:16]}..." for r, d in enumerate(seen))
+            raise InputError(
+                f"the torchrun ranks run with different {what} ({ranks}): their records could not be merged into "
+                "one table. Install the same opticam_lib and weights on every machine"
+            )
+
+
 def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict]]) -> Reproduction:
     t_start = time.perf_counter()
     rank, world = _rank_world()
@@ -742,6 +769,7 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
             import torch.distributed as dist
 
             dist.barrier()
+            _same_on_every_rank(code_digest(), model_digest(clf), clf.device)
         done = _load_records(out)
         variants = list(A9_TARGETS) if config.table == "A9" else ["main"]
         mine = batches(len(data), config.batch_size, rank, world)
