@@ -74,6 +74,42 @@ def test_without_input_normalization_shares_the_network(bn_cnn, images):
     assert not raw.model.training
 
 
+def test_without_input_normalization_keeps_each_modules_flag(bn_cnn, images):
+    """The network is shared: wrapping it must not set every module to one mode (a frozen BatchNorm of a model in
+    train mode became trainable again, a dropout left on in an eval model was switched off)."""
+    bn_cnn.model.train()
+    modules = list(bn_cnn.net.modules())
+    modules[1].eval()
+    before = [m.training for m in bn_cnn.model.modules()]
+    raw = without_input_normalization(bn_cnn)
+    assert [m.training for m in bn_cnn.model.modules()] == before
+    assert raw.model.training
+    run_grid(bn_cnn, images, LABELS, {"input_normalization": [False]}, iterations=2)
+    assert [m.training for m in bn_cnn.model.modules()] == before
+
+
+def test_the_cache_tells_other_images_and_weights_apart(tiny_cnn, images):
+    """A shared cache was keyed by object ids: a temporary tensor that reused a freed one's id, or images or
+    weights changed in place, got another run's numbers. Now the key holds their values' digests."""
+    cache = GridCache()
+    first = run_grid(tiny_cnn, images, LABELS, {"lr": [0.1]}, iterations=2, cache=cache).table
+    other = images.flip(-1)
+    again = run_grid(tiny_cnn, other, LABELS, {"lr": [0.1]}, iterations=2, cache=cache).table
+    assert cache.hits == 0
+    fresh = run_grid(tiny_cnn, other, LABELS, {"lr": [0.1]}, iterations=2).table
+    assert again["AG"].tolist() == fresh["AG"].tolist()
+    images.mul_(0.5)  # in place: same object, other values
+    run_grid(tiny_cnn, images, LABELS, {"lr": [0.1]}, iterations=2, cache=cache)
+    assert cache.hits == 0
+    with torch.no_grad():
+        next(tiny_cnn.net.parameters()).add_(0.1)  # weights changed in place
+    run_grid(tiny_cnn, images, LABELS, {"lr": [0.1]}, iterations=2, cache=cache)
+    assert cache.hits == 0
+    run_grid(tiny_cnn, images, LABELS, {"lr": [0.1]}, iterations=2, cache=cache)
+    assert cache.hits == 1  # the same images and weights: reused
+    assert len(first) == len(again)
+
+
 def test_without_input_normalization_refuses_other_models(bn_cnn):
     from dataclasses import replace
 

@@ -163,6 +163,34 @@ def test_time_to_quality_checkpoints_and_scores(bn_cnn, images):
         time_to_quality(bn_cnn, images, targets, {}, iterations=2)
 
 
+def test_time_to_quality_starts_each_setting_from_its_own_map(bn_cnn, images):
+    """Iteration 0 is the setting's own start map: its layer, normalisation and activation (it was the default
+    setting's map for every curve)."""
+    from opticam_lib.methods.opti_cam import saliency_map
+
+    targets = torch.tensor([0, 1, 2])
+    layer = (
+        bn_cnn.layer_names()[1] if bn_cnn.layer_names()[1] != bn_cnn.target_layer else bn_cnn.layer_names()[2]
+    )
+    settings = {"default": {}, "sigmoid": {"normalization": "sigmoid"}, "relu": {"activation": "relu"},
+                "layer": {"layer": layer}}  # fmt: skip
+    curves = time_to_quality(bn_cnn, images, targets, settings, iterations=2, every=2)
+    p = class_probability(bn_cnn, images, targets)
+    for name, options in settings.items():
+        acts = features(bn_cnn, images, options.get("layer"))[0]
+        start = saliency_map(
+            torch.full(acts.shape[:2], 0.5),
+            acts,
+            (32, 32),
+            options.get("normalization", "range"),
+            options.get("activation", "identity"),
+        )
+        direct = classification_metrics(p, class_probability(bn_cnn, images * start, targets))
+        assert curves[name].AG[0] == pytest.approx(direct["AG"]), name
+        assert curves[name].AD[0] == pytest.approx(direct["AD"]), name
+    assert curves["sigmoid"].AG[0] != pytest.approx(curves["default"].AG[0])
+
+
 def test_time_to_quality_keeps_the_evaluation_a_shorter_run_gives(bn_cnn, images):
     """One run serves a Table 1 row and the curve beyond it (notebook 05): the kept checkpoint's maps and scores
     are those of ``evaluate`` with that many iterations, all images in one batch."""

@@ -27,6 +27,7 @@ from opticam_lib.course.ablations import (
     GridCache,
     _Run,
     ablation_grids,
+    run_content,
     run_grid,
     run_key,
 )
@@ -168,6 +169,7 @@ def _grid_cache(
     """The stored ``runs`` (a list of dicts, as ``build_ablation_cache`` writes them) as a ``GridCache``."""
     cache = GridCache()
     n = images.shape[0]
+    content = run_content(classifier, images)
     for r in runs:
         options = {**DEFAULTS, **r["options"]}
         if set(r["options"]) != set(GRID_OPTIONS):
@@ -190,7 +192,7 @@ def _grid_cache(
             labels=labels,
             u={int(c): v for c, v in r["u"].items()},
         )
-        cache.runs[run_key(classifier, images, labels, options)] = run
+        cache.runs[run_key(classifier, images, labels, options, content)] = run
     return cache
 
 

@@ -14,6 +14,7 @@ studies reuse a configuration they have in common (e.g. the default Mask/range/l
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import product
@@ -23,6 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from opticam_lib.digests import model_digest
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_choice, validate_images, validate_positive_int, validate_targets
 from opticam_lib.methods.feature_pass import features
@@ -190,7 +192,9 @@ def without_input_normalization(classifier: Classifier) -> Classifier:
     if not isinstance(classifier.model, InputNormalized):
         raise InputError("the classifier's model is not an InputNormalized wrapper")
     model = InputNormalized(classifier.net, None, None).to(classifier.device)
-    model.train(classifier.model.training)
+    model.training = (
+        classifier.model.training
+    )  # the wrapper's flag only: train() would reset every module of net
     return replace(classifier, model=model, name=f"{classifier.name} (no input normalisation)")
 
 
@@ -324,6 +328,7 @@ def run_grid(
 
     records, per_image, maps_out = [], [], {}
     n = images.shape[0]
+    content = run_content(classifier, images)  # once: the weights and images do not change during the grid
     for cfg in configs:
         opts = {**DEFAULTS, **cfg}
         validate_choice(opts["optimizer"], "optimizer", OPTIMIZERS)
@@ -337,7 +342,7 @@ def run_grid(
             )
         clf = model_for(opts["input_normalization"])
         layer = opts["layer"] if opts["layer"] is not None else classifier.target_layer
-        ident = run_key(classifier, images, labels, opts)
+        ident = run_key(classifier, images, labels, opts, content)
         run = cache.runs.get(ident)
         if run is not None and all(c in run.o for c in cps):
             cache.hits += 1
@@ -376,16 +381,33 @@ def run_grid(
     return AblationResult(table=table, per_image=per, maps=maps_out, keys=keys)
 
 
-def run_key(classifier: Classifier, images: Tensor, labels: Tensor, opts: Mapping[str, Any]) -> tuple:
-    """The key of one run in a ``GridCache``: this classifier object, this images tensor, the labels and every
-    option of ``GRID_OPTIONS`` resolved (``opts`` has the defaults filled in; layer None = the model's own)."""
+def run_content(classifier: Classifier, images: Tensor) -> tuple[str, str]:
+    """(SHA-256 of the classifier's weights, SHA-256 of the images' exact values and dtype): what a run was made
+    on, for ``run_key``."""
+    pixels = hashlib.sha256(str(images.dtype).encode())
+    pixels.update(images.detach().cpu().float().contiguous().numpy().tobytes())
+    return model_digest(classifier), pixels.hexdigest()
+
+
+def run_key(
+    classifier: Classifier,
+    images: Tensor,
+    labels: Tensor,
+    opts: Mapping[str, Any],
+    content: tuple[str, str] | None = None,
+) -> tuple:
+    """The key of one run in a ``GridCache``: the classifier's weights and the images' values (``run_content``,
+    or ``content`` when already computed: object ids would be reused by another tensor, and miss a change in
+    place), the labels and every option of ``GRID_OPTIONS`` resolved (``opts`` has the defaults filled in; layer
+    None = the model's own)."""
     resolved = {**opts}
     if resolved.get("layer") is None:
         resolved["layer"] = classifier.target_layer
+    weights, pixels = content if content is not None else run_content(classifier, images)
     return (
         classifier.name,
-        id(classifier.net),
-        id(images),
+        weights,
+        pixels,
         tuple(images.shape),
         tuple(int(v) for v in labels.tolist()),
         *((k, resolved[k]) for k in GRID_OPTIONS),

@@ -22,7 +22,7 @@ from torch import Tensor
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import Targets, prepare, validate_positive_int
 from opticam_lib.methods.feature_pass import features
-from opticam_lib.methods.opti_cam import DEFAULT_LR, OptiCAMResult, optimize, saliency_map
+from opticam_lib.methods.opti_cam import DEFAULT_LR, OptiCAMResult, initial_u, optimize, saliency_map
 from opticam_lib.metrics.classification import class_probability, classification_metrics, gains
 from opticam_lib.metrics.evaluation import Evaluation, score_maps, warm_up
 from opticam_lib.models.classifier import Classifier
@@ -115,8 +115,8 @@ def time_to_quality(
             that checkpoint (features included, the checkpoints' scoring left out; the model warmed up first, as
             ``evaluate`` does) per batch of 8 images, for all N images in one batch.
     Returns:
-        {label: QualityCurve}, with a checkpoint at iteration 0 (uniform weights), every ``every`` iterations
-        and at the end.
+        {label: QualityCurve}, with a checkpoint at iteration 0 (the setting's start: uniform weights by
+        default, on its own layer, normalisation and activation), every ``every`` iterations and at the end.
     """
     iterations = validate_positive_int(iterations, "iterations")
     every = validate_positive_int(every, "every")
@@ -139,17 +139,33 @@ def time_to_quality(
     def scores(maps: Tensor) -> dict[str, float]:
         return classification_metrics(p, class_probability(classifier, images * maps, targets))
 
-    acts, _ = features(classifier, images)
-    start_map = saliency_map(
-        torch.full(acts.shape[:2], 0.5, device=acts.device), acts, tuple(images.shape[-2:])
-    )
-    start = scores(start_map)
+    acts_of: dict[str | None, Tensor] = {}
+
+    def start_scores(options: Mapping[str, Any]) -> dict[str, float]:
+        """Iteration 0: the setting's own start (its layer, init, normalisation, activation), not optimised."""
+        layer = options.get("layer")
+        if layer not in acts_of:
+            acts_of[layer] = features(classifier, images, layer)[0]
+        acts = acts_of[layer]
+        u0 = initial_u(options.get("init", "constant"), *acts.shape[:2], options.get("seed"), acts.device)
+        upsampling = options.get("upsampling", "auto")
+        start_map = saliency_map(
+            u0,
+            acts,
+            tuple(images.shape[-2:]),
+            options.get("normalization", "range"),
+            options.get("activation", "identity"),
+            upsampling if upsampling != "auto" else "interpolate",
+        )
+        return scores(start_map)
+
     curves = {}
     for name, options in settings.items():
         options = {"tol": None, "progress": False, **options}
         for key in ("iterations", "callback", "callback_every"):
             if key in options:
                 raise InputError(f"setting {name!r}: {key!r} is set by time_to_quality")
+        start = start_scores(options)
         curve = QualityCurve(name, dict(options), [0], [0.0], [start["AG"]], [start["AD"]], [start["AI"]])
         clock = {"start": 0.0, "eval": 0.0}  # the checkpoints' own evaluation time is left out
 

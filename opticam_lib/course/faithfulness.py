@@ -309,8 +309,9 @@ class Table4Study:
     """Table 4's metrics for several methods (``table4_study``).
 
     Attributes:
-        rows: one dict per method, ``{"method": paper name, "AOPC": %, "MS": ratio, "ADCC": %, "note": ...}``,
-            NaN where a metric was not run for that method (printed ``-`` by ``with_paper``).
+        rows: one dict per method, ``{"method": paper name, "AOPC": %, "MS": ratio, "ADCC": %}``, NaN where a
+            metric was not run for that method (printed ``-`` by ``with_paper``); which images each metric used
+            is in ``images`` and ``subset`` (the rows carry no note: say it beside the table).
         scores: per method, the per-image tensors of ``metrics.more_metrics.table4_scores`` (AOPC on every image;
             MS, ADCC, coherency, complexity, drop on the subset).
         images: number of images AOPC used; subset: the indices MS and ADCC used; samples: MS's noise draws.

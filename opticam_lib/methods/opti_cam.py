@@ -245,7 +245,8 @@ def compute_objective(
     return -(original - g_in).abs() + (original - g_out).abs()
 
 
-def _initial_u(init: str | Tensor, n: int, k: int, seed: int | None, device: torch.device) -> Tensor:
+def initial_u(init: str | Tensor, n: int, k: int, seed: int | None, device: torch.device) -> Tensor:
+    """Opti-CAM's start: (N, K) float32 ``u`` for ``init`` (see ``optimize``) on ``device``."""
     if isinstance(init, Tensor):
         u = init.detach().to(device=device, dtype=torch.float32)
         if u.dim() == 1:
@@ -441,7 +442,7 @@ def optimize(
     original = select(logits.float(), targets, selector)
     n, k = acts.shape[:2]
 
-    u = _initial_u(init, n, k, seed, device)
+    u = initial_u(init, n, k, seed, device)
     m = torch.zeros_like(u)  # Adam's first moment; SGD's momentum; iRprop+'s previous gradient
     v = (
         torch.zeros_like(u) if optimizer != "rprop" else torch.full_like(u, float(lr))
