@@ -15,6 +15,7 @@ from opticam_lib.course.ablations import (
     TARGET_RULES,
     GridCache,
     ablation_settings,
+    candidate_layers,
     choose_targets,
     paper_rows,
     paper_target_classes,
@@ -226,6 +227,21 @@ def test_input_normalization_option(bn_cnn, images):
     assert torch.allclose(res.maps[(False,)], maps)
     with pytest.raises(InputError, match="True or False"):
         run_grid(bn_cnn, images, LABELS, {"input_normalization": ["no"]}, iterations=1)
+
+
+def test_candidate_layers_of_vgg16_bn_are_the_papers_stage_ends():
+    """VGG16-BN's target, features.42, sits in a numbered stack: the study compares the ReLUs that end earlier
+    stages (Table A13's kind of layer), never the head after it (classifier.5, .4, .3 were picked and gave no
+    feature maps)."""
+    from opticam_lib import load_classifier
+    from opticam_lib.methods.feature_pass import features
+
+    vgg = load_classifier("vgg16_bn", pretrained=False)  # the architecture: no download
+    layers = candidate_layers(vgg)
+    assert layers == ["features.42", "features.32", "features.22", "features.12"]
+    x = torch.rand(1, 3, 64, 64)
+    for layer in layers:
+        assert features(vgg, x, layer)[0].dim() == 4, layer
 
 
 def test_list_of_configurations_and_layers(tiny_vit, images):

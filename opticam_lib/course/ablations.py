@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import product
+from itertools import pairwise, product
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
 from opticam_lib.digests import model_digest
 from opticam_lib.errors import InputError
@@ -124,9 +124,32 @@ def ablation_settings(p: Profile | None = None) -> AblationSettings:
 
 
 def candidate_layers(classifier: Classifier, count: int = 4) -> list[str]:
-    """The default target layer and a few earlier top-level blocks, for the layer dropdown."""
-    names = [classifier.target_layer]
+    """The default target layer and ``count - 1`` earlier ones, for the layer study (Table A13) and its dropdown.
+
+    A target inside a numbered stack (VGG's ``features.42``, the ReLU before the last max pooling): the layers of
+    its type that end earlier stages, each just before a pooling layer (VGG16-BN: ``features.32``, ``.22``,
+    ``.12``), as the paper's Table A13 compares. Otherwise (``bn2``, ``layer4``): the last blocks of the nearest
+    numbered stack at or before the target's top-level module (efficientnet_lite0: ``blocks.5``, ``.4``, ``.3``);
+    never the head after it (VGG's ``classifier.5`` gave no feature maps).
+    """
+    target = classifier.target_layer
+    names = [target]
+    prefix, _, index = target.rpartition(".")
+    if prefix and index.isdigit():
+        stack = list(classifier.net.get_submodule(prefix).named_children())
+        kind = type(classifier.net.get_submodule(target))
+        pools = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+        ends = [
+            f"{prefix}.{n}"
+            for (n, m), (_, after) in pairwise(stack)
+            if n.isdigit() and int(n) < int(index) and isinstance(m, kind) and isinstance(after, pools)
+        ]
+        if ends:
+            return names + list(reversed(ends))[: count - 1]
     children = [n for n, _ in classifier.net.named_children()]
+    top = target.split(".")[0]
+    if top in children:  # nothing after the target's own top-level module (the pooling, the head)
+        children = children[: children.index(top) + 1]
     for n in reversed(children):
         mods = dict(classifier.net.named_children())[n]
         subs = [f"{n}.{s}" for s, _ in mods.named_children()]
