@@ -50,8 +50,9 @@ class ChannelScores:
 
 
 def constant_channels(activations: Tensor) -> Tensor:
-    """(N, K, h, w) -> (N, K) bool: feature maps whose span is rounding, which ``maps.normalize`` turns into zeros
-    (``maps.is_constant``)."""
+    """(N, K, h, w) -> (N, K) bool: feature maps whose span is rounding at their own resolution
+    (``maps.is_constant``, the test ``maps.normalize`` zeros by). Upsampling can shrink a one-pixel bump of about
+    1e-5 below it, so a few maps that are not constant here still give an all-zero mask."""
     return is_constant(activations)
 
 
