@@ -181,13 +181,44 @@ def test_max_sensitivity_of_the_red_channel_is_the_largest_relative_noise_norm(t
     ms = max_sensitivity(
         tiny_cnn, x, red_channel, [0, 1], samples=samples, lower_bound=bound, units=(1, 1, 1), seed=seed
     )
-    rng = np.random.default_rng(seed)  # the same draws: one (N, 3*H*W) array per sample
+    rng = np.random.default_rng(seed)  # the same draws: one (1, 3*H*W) array per sample, for every image
     ratios = []
     for _ in range(samples):
-        noise = rng.uniform(-1.0, 1.0, size=(2, 3 * 32 * 32)) * bound
+        noise = np.repeat(rng.uniform(-1.0, 1.0, size=(1, 3 * 32 * 32)) * bound, 2, axis=0)
         red = noise[:, : 32 * 32]
         ratios.append(np.linalg.norm(red, axis=1) / np.linalg.norm(x[:, 0].flatten(1).numpy(), axis=1))
     assert ms.numpy() == pytest.approx(np.max(ratios, axis=0), rel=1e-4)
+
+
+@needs_quantus
+def test_max_sensitivity_of_an_image_does_not_depend_on_its_batch(tiny_cnn):
+    """The noise was one row per image of a (B, 3*H*W) draw: an image's MS changed with its position, its batch
+    size and its batch mates' maps. Now every image gets the draw it gets alone."""
+    torch.manual_seed(1)
+    x = 0.2 + 0.6 * torch.rand(3, 3, 32, 32)
+    opts = dict(samples=3, lower_bound=0.05, units=(1, 1, 1), seed=4)
+    batch = max_sensitivity(tiny_cnn, x, red_channel, [0, 1, 2], **opts)
+    flipped = max_sensitivity(tiny_cnn, x.flip(0), red_channel, [2, 1, 0], **opts)
+    alone = torch.cat([max_sensitivity(tiny_cnn, x[i : i + 1], red_channel, [i], **opts) for i in range(3)])
+    assert torch.allclose(batch, alone, rtol=1e-6) and torch.allclose(flipped.flip(0), alone, rtol=1e-6)
+
+
+@needs_quantus
+def test_constant_maps_are_nan_not_a_quantus_assertion(tiny_cnn, images):
+    """A map of one value everywhere (not only 0) ranks nothing: NaN, as a zero map, alone or among others
+    (Quantus asserted on a batch of them and scored one among others)."""
+    flat = torch.full((3, 1, 32, 32), 0.5)
+    assert torch.isnan(aopc_curves(tiny_cnn, images, flat, [0, 1, 2], regions=2)).all()
+    mixed = torch.rand(3, 1, 32, 32)
+    mixed[1] = 0.5
+    rows = aopc_curves(tiny_cnn, images, mixed, [0, 1, 2], regions=2)
+    assert torch.isnan(rows[1]).all() and torch.isfinite(rows[[0, 2]]).all()
+
+    def constant_map(classifier, imgs, targets=None):
+        return torch.full((imgs.shape[0], 1, 32, 32), 0.5)
+
+    ms = max_sensitivity(tiny_cnn, images, constant_map, [0, 1, 2], samples=2, maps=flat)
+    assert torch.isnan(ms).all()
 
 
 @needs_quantus

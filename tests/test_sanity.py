@@ -27,6 +27,36 @@ from opticam_lib.metrics.sanity import (
 )
 
 
+def test_a_cascade_step_randomises_everything_above_its_layer():
+    """VGG-like stack: the step at features.4 must also randomise features.5 (a batch norm) and features.7, 8,
+    which sit between it and the previous step's layer, not only the layers named in the list."""
+    torch.manual_seed(0)
+    features = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+    )  # fmt: skip
+    net = nn.Sequential()
+    net.add_module("features", features)
+    net.add_module("pool", nn.Flatten())
+    net.add_module("classifier", nn.Linear(4 * 8 * 8, 3))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-1, 1)
+    clf = wrap_classifier(net, "features.9", input_size=32, num_classes=3)
+    steps = dict(cascading_randomization(clf, ["classifier", "features.7", "features.4"], seed=0))
+    original = clf.net.state_dict()
+
+    def changed(step: str) -> set[str]:
+        now = steps[step].net.state_dict()
+        return {k.rsplit(".", 1)[0] for k in now if not torch.equal(now[k], original[k])}
+
+    assert changed("classifier") == {"classifier"}
+    assert changed("features.7") == {"classifier", "features.7", "features.8"}
+    assert changed("features.4") == {"classifier", "features.4", "features.5", "features.7", "features.8"}
+
+
 def tiny_cnn(seed: int = 0):
     torch.manual_seed(seed)
     net = nn.Sequential()

@@ -123,11 +123,12 @@ def _pixel_noise(
 ) -> np.ndarray:
     """Quantus' ``perturb_func`` for MS: uniform noise in [-bounds_c, bounds_c] on channel c of the flattened
     channel-first images ``arr`` (B, C*H*W) at ``indices`` (B, I), then clipped to [0, 1]. One draw of
-    ``rng.uniform(-1, 1, arr.shape)`` per call (per MS sample)."""
+    ``rng.uniform(-1, 1, (1, C*H*W))`` per call (per MS sample), the same for every image: the noise an image
+    gets alone, so its MS does not depend on the rest of its batch (a row per image tied it to its position)."""
     n, f = arr.shape
     scale = np.repeat(np.asarray(bounds, dtype=np.float64), f // len(bounds))[None, :]
     rng = rng if rng is not None else np.random.default_rng()
-    noise = rng.uniform(low=-1.0, high=1.0, size=arr.shape) * scale
+    noise = np.broadcast_to(rng.uniform(low=-1.0, high=1.0, size=(1, f)) * scale, arr.shape)
     rows = np.arange(n)[:, None]
     out = arr.copy()
     out[rows, indices] = np.clip(arr[rows, indices] + noise[rows, indices], 0.0, 1.0)
@@ -164,9 +165,11 @@ def _numpy(t: Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def _zero_maps(maps: Tensor) -> Tensor:
-    """(N,) bool: maps that are 0 everywhere."""
-    return maps.flatten(1).abs().amax(dim=1) == 0
+def _flat_maps(maps: Tensor) -> Tensor:
+    """(N,) bool: maps with one value everywhere (0 included): they rank no pixel above another, and Quantus
+    refuses a batch of them (an assertion) while scoring one among others."""
+    flat = maps.flatten(1)
+    return flat.amax(dim=1) == flat.amin(dim=1)
 
 
 def aopc_curves(
@@ -189,7 +192,7 @@ def aopc_curves(
     Returns:
         (N, regions) float64 on the CPU: ``p(x) - p(x^(k))`` for k = 1..regions, p the softmax probability of the
         class, x^(k) the image with its k most relevant patches set to the image's smallest (normalised) value.
-        A row is NaN when its map is 0 everywhere (it ranks no patch).
+        A row is NaN when its map has one value everywhere, 0 or not (it ranks no patch).
     Raises:
         MissingDependencyError: Quantus is not installed.
         InputError: bad images, maps, targets or settings.
@@ -205,7 +208,7 @@ def aopc_curves(
             f"regions={regions} but a {h} x {w} image has only {available} patches of {patch_size}"
         )
     assert maps is not None
-    zero = _zero_maps(maps).cpu()
+    zero = _flat_maps(maps).cpu()
     out = torch.full((images.shape[0], regions), float("nan"), dtype=torch.float64)
     keep = (~zero).nonzero().flatten()
     if len(keep) == 0:
@@ -311,7 +314,7 @@ def max_sensitivity(
         options: passed to the method (e.g. ``iterations=100`` for Opti-CAM).
     Returns:
         (N,) float64 on the CPU, >= 0: ``max_s ||S(x + e_s) - S(x)||_2 / ||S(x)||_2``. NaN for an image whose
-        map is 0 everywhere (the ratio is undefined).
+        map has one value everywhere (0: the ratio is undefined; another value: Quantus refuses uniform maps).
     Raises:
         MissingDependencyError: Quantus is not installed.
         InputError: bad images, maps, targets or settings.
@@ -325,7 +328,7 @@ def max_sensitivity(
     if maps is None:
         maps = fn(classifier, images, targets, **options).detach()
         maps = validate_maps(maps, images, name=f"the maps of {display_name(method)}")
-    zero = _zero_maps(maps).cpu()
+    zero = _flat_maps(maps).cpu()
     out = torch.full((images.shape[0],), float("nan"), dtype=torch.float64)
     keep = (~zero).nonzero().flatten()
     if len(keep) == 0:

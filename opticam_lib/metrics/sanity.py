@@ -71,7 +71,10 @@ def cascading_randomization(
     classifier: Classifier, layers: Sequence[str], seed: int = 0
 ) -> Iterator[tuple[str, Classifier]]:
     """Yield ``("original", classifier)`` then, for each name in ``layers`` (from the top of the network down),
-    a copy of the classifier with that layer and all those before it in the list randomised (cascade).
+    a copy of the classifier with that layer and everything above it randomised (cascade): the layers before it
+    in the list, and every module with parameters that comes after it in the network's module order, so no
+    trained layer is left between two steps (VGG16-BN's step ``features.30`` also randomises the convolutions
+    34, 37 and the batch norms 31 to 41 that sit between it and ``features.40``).
 
     The caller's classifier is never modified: the cascade works on a deep copy, and each yielded step is a
     copy of its own (modifying one leaves the next steps alone). The same ``seed`` gives the same weights.
@@ -92,9 +95,20 @@ def cascading_randomization(
             raise InputError(f"layer {name!r} has no parameters: randomising it changes nothing")
     gen = torch.Generator().manual_seed(int(seed))
     current = copy.deepcopy(classifier)
+    position = {n: i for i, (n, _) in enumerate(current.net.named_modules())}
+    done: set[str] = set()
+
+    def randomize(name: str, module: nn.Module) -> None:
+        randomize_module(module, gen)
+        done.update(f"{name}.{sub}" if sub else name for sub, _ in module.named_modules())
+
     yield "original", classifier
     for name in layers:
-        randomize_module(current.layer(name), gen)
+        randomize(name, current.layer(name))
+        for other, module in current.net.named_modules():  # what sits above it and is still trained
+            if position[other] > position[name] and other not in done:
+                if any(True for _ in module.parameters(recurse=False)):
+                    randomize(other, module)
         current.model.eval()
         yield name, copy.deepcopy(current)
 
