@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import DamagedArchiveError, DataDownloadError, ManualStepRequired, WrongArchiveError
+from .fetch import hash_file
 
 MARKER = ".complete.json"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -384,20 +385,12 @@ def building(final: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_marker(folder: Path, item: str, info: dict[str, Any]) -> dict[str, Any]:
     """Write ``folder/.complete.json``: ``info`` plus every file (but the marker) with its size and SHA-256."""
     files = {}
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.name != MARKER:
-            files[p.relative_to(folder).as_posix()] = [p.stat().st_size, _file_digest(p)]
+            files[p.relative_to(folder).as_posix()] = [p.stat().st_size, hash_file(p).sha256]
     marker = {
         "item": item,
         "prepared_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -457,7 +450,7 @@ def check_folder(folder: Path, *, deep: bool = False) -> str | None:
             return f"{rel} is missing"
         if p.stat().st_size != size:
             return f"{rel} has changed size"
-        if deep and _file_digest(p) != digest:
+        if deep and hash_file(p).sha256 != digest:
             return f"{rel} has changed content"
     return None
 

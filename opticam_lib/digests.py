@@ -27,6 +27,25 @@ def model_digest(classifier: Classifier) -> str:
     return h.hexdigest()
 
 
+def tensor_digest(t: Tensor) -> str:
+    """SHA-256 of a tensor's exact values, dtype and shape (any device; bfloat16 and float16 hashed through
+    float32, which holds them exactly): the key of a computation on exactly these numbers. Use ``image_digests``
+    to recognise images that only differ by round-off."""
+    x = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{x.dtype}|{tuple(x.shape)}|".encode())
+    h.update((x.float() if x.dtype in (torch.bfloat16, torch.float16) else x).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def image_digests(images: Tensor) -> list[str]:
     """SHA-256 of each image (N, 3, H, W) float in [0, 1], quantised to 8 bits (robust to float round-off)."""
     q = (images.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8)

@@ -14,7 +14,6 @@ studies reuse a configuration they have in common (e.g. the default Mask/range/l
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise, product
@@ -24,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from opticam_lib.digests import model_digest
+from opticam_lib.digests import model_digest, tensor_digest
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import validate_choice, validate_images, validate_positive_int, validate_targets
 from opticam_lib.methods.feature_pass import features
@@ -407,9 +406,7 @@ def run_grid(
 def run_content(classifier: Classifier, images: Tensor) -> tuple[str, str]:
     """(SHA-256 of the classifier's weights, SHA-256 of the images' exact values and dtype): what a run was made
     on, for ``run_key``."""
-    pixels = hashlib.sha256(str(images.dtype).encode())
-    pixels.update(images.detach().cpu().float().contiguous().numpy().tobytes())
-    return model_digest(classifier), pixels.hexdigest()
+    return model_digest(classifier), tensor_digest(images)
 
 
 def run_key(

@@ -14,7 +14,6 @@ Nothing downloads implicitly.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from opticam_lib.digests import file_digest
 from opticam_lib.errors import InputError, MissingWeightsError, first_line
 from opticam_lib.inputs import usable_device
 from opticam_lib.models.classifier import Classifier
@@ -151,7 +151,7 @@ def load_state_dict(path: Path, name: str | None = None) -> dict[str, Tensor]:
     fetch = f"python -m data_download {name} --force" if name else "python -m data_download NAME --force"
     prefix = _checksum_in_name(path)
     if prefix:
-        digest = _sha256(path)
+        digest = file_digest(path)
         if not digest.startswith(prefix):
             raise MissingWeightsError(
                 f"{path} does not match its checksum (sha256 {digest[:12]}..., expected {prefix}...): "
@@ -187,14 +187,6 @@ def unverified_weights(path: Path) -> str | None:
     A file whose name carries its checksum is checked when it is loaded (``load_state_dict``): None. Any other
     needs data_download's "verified" stamp, unchanged since (``paths.verification_problem``)."""
     return None if _checksum_in_name(path) else verification_problem(path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------------
