@@ -72,6 +72,7 @@ from torch import Tensor, nn
 from opticam_lib.errors import InputError, MissingDependencyError
 from opticam_lib.hooks import frozen
 from opticam_lib.inputs import validate_images, validate_maps, validate_positive_int, validate_targets
+from opticam_lib.methods.maps import is_constant
 from opticam_lib.methods.registry import Method, display_name, get_method, validate_options
 from opticam_lib.metrics.classification import class_probability, drops
 from opticam_lib.models.classifier import IMAGENET_STD, Classifier
@@ -166,10 +167,11 @@ def _numpy(t: Tensor) -> np.ndarray:
 
 
 def _flat_maps(maps: Tensor) -> Tensor:
-    """(N,) bool: maps with one value everywhere (0 included): they rank no pixel above another, and Quantus
-    refuses a batch of them (an assertion) while scoring one among others."""
-    flat = maps.flatten(1)
-    return flat.amax(dim=1) == flat.amin(dim=1)
+    """(N, 1, H, W) -> (N,) bool: maps of one value everywhere (0 included) up to rounding (``maps.is_constant``,
+    the test ``normalize`` zeros by): they rank no pixel above another (a rounding-level ripple would rank them
+    by noise), and Quantus refuses a batch of exactly constant ones (an assertion) while scoring one among
+    others."""
+    return is_constant(maps).any(dim=1)
 
 
 def aopc_curves(
@@ -192,7 +194,7 @@ def aopc_curves(
     Returns:
         (N, regions) float64 on the CPU: ``p(x) - p(x^(k))`` for k = 1..regions, p the softmax probability of the
         class, x^(k) the image with its k most relevant patches set to the image's smallest (normalised) value.
-        A row is NaN when its map has one value everywhere, 0 or not (it ranks no patch).
+        A row is NaN when its map has one value everywhere up to rounding, 0 or not (it ranks no patch).
     Raises:
         MissingDependencyError: Quantus is not installed.
         InputError: bad images, maps, targets or settings.
@@ -314,7 +316,8 @@ def max_sensitivity(
         options: passed to the method (e.g. ``iterations=100`` for Opti-CAM).
     Returns:
         (N,) float64 on the CPU, >= 0: ``max_s ||S(x + e_s) - S(x)||_2 / ||S(x)||_2``. NaN for an image whose
-        map has one value everywhere (0: the ratio is undefined; another value: Quantus refuses uniform maps).
+        map has one value everywhere up to rounding (0: the ratio is undefined; another value: Quantus refuses uniform
+        maps).
     Raises:
         MissingDependencyError: Quantus is not installed.
         InputError: bad images, maps, targets or settings.
