@@ -243,6 +243,26 @@ def _check_size(size: int | None, allow_none: bool = True) -> None:
         raise InputError(f"size must be a positive int{' or None' if allow_none else ''}; got {size!r}")
 
 
+#: what PIL raises on a file it cannot open or decode (``_why_unreadable`` says why in words)
+_UNREADABLE = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
+
+
+def _why_unreadable(e: BaseException) -> str:
+    """Why an image file could not be opened or decoded, from the exception PIL or the OS raised: the one wording
+    of ``_open``, ``_oriented_size`` and ``image_file_problem`` (the file's name is added by the caller)."""
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    if isinstance(e, IsADirectoryError):
+        return "a folder, not an image file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, UnidentifiedImageError):  # an OSError: before the generic case
+        return "not an image file PIL recognises (empty, or text/HTML with an image extension?)"
+    if isinstance(e, Image.DecompressionBombError):
+        return str(e)
+    return f"the file is corrupt or truncated ({e})"
+
+
 def _open(path: Path, draft: int | None = None) -> Image.Image:
     """Open and fully decode ``path`` with PIL, turning every failure into an InputError that names the path.
 
@@ -257,17 +277,8 @@ def _open(path: Path, draft: int | None = None) -> Image.Image:
         if draft is not None and im.format == "JPEG":
             im.draft("RGB", (draft, draft))
         im.load()
-    except UnidentifiedImageError:
-        raise InputError(
-            f"cannot read {path}: not an image file PIL recognises (is it really an image, or a text/HTML "
-            "file with an image extension?)"
-        ) from None
-    except Image.DecompressionBombError as e:
-        raise InputError(f"cannot read {path}: {e}") from None
-    except PermissionError:
-        raise InputError(f"cannot read {path}: permission denied") from None
-    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data
-        raise InputError(f"cannot read {path}: the file is corrupt or truncated ({e})") from None
+    except _UNREADABLE as e:
+        raise InputError(f"cannot read {path}: {_why_unreadable(e)}") from None
     try:
         oriented = ImageOps.exif_transpose(im) or im
     except Exception:  # a malformed EXIF block: keep the stored orientation
@@ -357,8 +368,8 @@ def _oriented_size(path: Path) -> tuple[int, int]:
                 orientation = im.getexif().get(0x0112, 1)
             except Exception:  # a malformed EXIF block: _read keeps the stored orientation too
                 orientation = 1
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise InputError(f"cannot read {path}: {e}") from None
+    except _UNREADABLE as e:
+        raise InputError(f"cannot read {path}: {_why_unreadable(e)}") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
@@ -387,18 +398,8 @@ def image_file_problem(path: PathLike) -> str | None:
                 f.seek(max(0, size - _TAIL_BYTES))
                 if marker in f.read():
                     return None
-    except FileNotFoundError:
-        return "file not found"
-    except IsADirectoryError:
-        return "a folder, not an image file"
-    except PermissionError:
-        return "permission denied"
-    except UnidentifiedImageError:
-        return "not an image file PIL recognises (empty, or text/HTML with an image extension?)"
-    except Image.DecompressionBombError as e:
-        return str(e)
-    except (OSError, ValueError, SyntaxError) as e:
-        return f"corrupt header ({e})"
+    except _UNREADABLE as e:
+        return _why_unreadable(e)
     try:  # no end marker: cut short, or data after the end; only a decode tells
         _open(p).close()
     except InputError as e:

@@ -17,6 +17,7 @@ from opticam_lib.errors import InputError, MissingDataError
 from opticam_lib.images import (
     ImageSet,
     boxes_to_mask,
+    image_file_problem,
     imagenet_categories,
     load_image,
     load_imagenet_folder,
@@ -287,6 +288,25 @@ def test_errors_name_the_path_and_the_problem(tmp_path):
     with pytest.raises(InputError) as e:
         load_images([tmp_path / "whole.jpg", missing])
     assert str(missing) in str(e.value)
+
+
+def test_the_cheap_check_and_the_decoder_give_one_reason(tmp_path):
+    """``image_file_problem`` (before a run) and ``load_image`` (during it) word a bad file's problem alike."""
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(tmp_path / "whole.png")
+    (tmp_path / "notes.jpg").write_text("<html>this is not a JPEG</html>\n")
+    (tmp_path / "head.png").write_bytes((tmp_path / "whole.png").read_bytes()[:20])  # cut inside the header
+    # pixels that barely compress, so that half the file holds half the pixels
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
+    data = (tmp_path / "noise.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # pixel data incomplete
+    for name in ("notes.jpg", "head.png", "cut.png"):
+        path = tmp_path / name
+        why = image_file_problem(path)
+        with pytest.raises(InputError) as e:
+            load_image(path)
+        assert why is not None and str(e.value) == f"cannot read {path}: {why}", (name, why, str(e.value))
+    assert image_file_problem(tmp_path / "whole.png") is None
 
 
 # --- ImageNet-style folders -------------------------------------------------------------------------------------
