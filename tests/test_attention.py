@@ -40,9 +40,8 @@ def make_vit(fused: bool, prefix: int = 1, seed: int = 0):
     for blk in net.blocks:
         blk.attn.fused_attn = fused  # unfused: timm materialises the probabilities we compare against
         with torch.no_grad():
-            blk.attn.qkv.weight.mul_(
-                10
-            )  # peaked attention, as in a trained model (random weights: near uniform)
+            # peaked attention, as in a trained model (random weights: near uniform)
+            blk.attn.qkv.weight.mul_(10)
     return wrap_classifier(net, "blocks.2.norm1", num_classes=5, input_size=32, prefix_tokens=prefix)
 
 
@@ -114,9 +113,8 @@ def test_rollout_follows_abnar_zuidema_and_chefer(tiny_vit):
     ch = chefer_rollout([a.mean(dim=1) for a in atts])
     assert torch.allclose(az, ch, atol=1e-6)
     assert torch.allclose(rollout_matrix(atts), az, atol=1e-6)
-    assert torch.allclose(
-        rollout_matrix(atts).sum(-1), torch.ones(2, 17), atol=1e-5
-    )  # rows stay distributions
+    # rows stay distributions
+    assert torch.allclose(rollout_matrix(atts).sum(-1), torch.ones(2, 17), atol=1e-5)
     want = to_saliency(az[:, 0, 1:].reshape(2, 1, 4, 4), (32, 32))
     assert torch.allclose(rollout(tiny_vit, x), want, atol=1e-5)
     # start: blocks before it are left out
@@ -180,9 +178,8 @@ def test_maps_ignore_the_target_and_keep_the_model_state(tiny_vit):
 
 
 def test_prefix_tokens_are_dropped():
-    vit2 = make_vit(
-        fused=False, prefix=2
-    )  # a class token and one register token, like DeiT's distillation token
+    # a class token and one register token, like DeiT's distillation token
+    vit2 = make_vit(fused=False, prefix=2)
     x = images(1, 8)
     atts = attention_probabilities(vit2, x)
     assert atts[0].shape[-1] == 18
@@ -251,9 +248,8 @@ def test_table2_runs_the_slow_perturbation_rows_only_when_named(tiny_vit, monkey
         )
         seen.append(name)
         kept = {k: v for k, v in kwargs.items() if k in ("batch_size", "keep_maps")}
-        return real(
-            classifier, "fakecam", *args, **kept
-        )  # (the slow methods themselves are tested elsewhere)
+        # (the slow methods themselves are tested elsewhere)
+        return real(classifier, "fakecam", *args, **kept)
 
     monkeypatch.setattr(evaluate_module, "evaluate", spy)
     x = images(2, 3)

@@ -477,9 +477,8 @@ def test_reaching_quality_needs_both_ag_and_ad():
     assert c.reaching_quality(50.0, 0.5) == (10, 1.0)
     assert c.reaching_quality(50.0, 0.5, margin=0.1) is None  # AG 52 but AD never <= 0.6
     assert ref.reaching_quality(50.0, 0.5) == (20, 2.0)  # the reference reaches itself at its end
-    assert (
-        QualityCurve("s", {}, [0], [0.0], [60.0], [0.0], [100]).reaching_quality(50.0, 0.5) is None
-    )  # start
+    # a curve of its start alone (AG 0, AD 60) never reaches
+    assert QualityCurve("s", {}, [0], [0.0], [60.0], [0.0], [100]).reaching_quality(50.0, 0.5) is None
     assert c.at(10) == {"AG": 52.0, "AD": 1.4, "AI": 0, "seconds": 1.0} and c.at(7) is None
     rows = quality_table({"c": c}, ref, at=(5, 20))
     assert rows == [

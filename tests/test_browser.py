@@ -125,9 +125,8 @@ def widget_cells(nb: dict) -> list[int]:
         if cell["cell_type"] != "code":
             continue
         source = "".join(cell["source"])
-        if QUIZ_CALL.search(
-            source
-        ):  # the self-check quizzes: one of them is answered by test_quiz_in_jupyterlab
+        # the self-check quizzes: one of them is answered by test_quiz_in_jupyterlab
+        if QUIZ_CALL.search(source):
             continue
         views = [
             o["data"]["application/vnd.jupyter.widget-view+json"].get("model_id", "")

@@ -265,9 +265,8 @@ def test_resume_follows_redirects_with_the_range(server: _Server, cache: Path) -
     part = cache / "weights" / "tiny.bin.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(BLOB[:1000])
-    path = fetch_item(
-        "tiny", manifest=m, cache=cache, progress=True, log=lambda s: None
-    )  # with progress bars
+    # with progress bars
+    path = fetch_item("tiny", manifest=m, cache=cache, progress=True, log=lambda s: None)
     assert path.read_bytes() == BLOB
     assert [(r["path"], r["range"]) for r in server.requests] == [
         ("/resolve/main/tiny.bin", "bytes=1000-"),
@@ -936,9 +935,8 @@ def test_a_stamp_counts_only_while_it_matches_the_manifest(server: _Server, cach
     m = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB))
     fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
     assert item_status(m.get("tiny"), cache).state == "verified"
-    newer = _manifest(
-        tiny=_weights_item(server.url("/tiny.bin"), BLOB, sha256="1" * 64)
-    )  # the manifest changed
+    # the manifest changed
+    newer = _manifest(tiny=_weights_item(server.url("/tiny.bin"), BLOB, sha256="1" * 64))
     assert item_status(newer.get("tiny"), cache).state == "unverified"
 
 
@@ -1105,9 +1103,8 @@ def test_the_library_refuses_a_prepared_folder_that_lost_files(
     (folder / "n01440764" / "1.JPEG").unlink()
     with pytest.raises(MissingDataError, match=r"damaged \(n01440764/1\.JPEG is missing\)") as err:
         load_imagenet_folder(folder)
-    assert str(err.value).endswith(
-        "python -m data_download imagenette --force"
-    )  # the default cache: no --cache
+    # the default cache: no --cache
+    assert str(err.value).endswith("python -m data_download imagenette --force")
 
     elsewhere = tmp_path / "other-cache"  # prepared in a cache that is not the library's
     fetch_item("imagenette", manifest=m, cache=elsewhere, progress=False, log=lambda s: None)

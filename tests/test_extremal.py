@@ -386,9 +386,8 @@ def test_no_grad_created_and_inputs_untouched(tiny_cnn):
 
 
 def test_state_restored_after_exception_in_forward(tiny_cnn):
-    tiny_cnn.net.pool = Bomb(
-        tiny_cnn.net.pool, 3
-    )  # targets given: forward passes = iterations, the 3rd raises
+    # targets given: forward passes = iterations, the 3rd raises
+    tiny_cnn.net.pool = Bomb(tiny_cnn.net.pool, 3)
     set_mixed_state(tiny_cnn.model)
     before = snapshot(tiny_cnn.model)
     with pytest.raises(RuntimeError, match="boom in forward"):

@@ -301,9 +301,8 @@ def test_graph_on_cpu_says_so_once_and_equals_the_default(tiny_cnn, images, fres
 def test_graph_masks_images_that_stop_at_different_iterations(tiny_vit, fresh_messages):
     x = make_images(4)
     ref, got, _ = run_both(tiny_vit, x, iterations=10, tol=1e-2)
-    assert (
-        len(set(ref.iterations.tolist())) > 1 and int(ref.iterations.max()) < 10
-    )  # stops differ, all stopped
+    # stops differ, all stopped
+    assert len(set(ref.iterations.tolist())) > 1 and int(ref.iterations.max()) < 10
     assert_same(ref, got)
 
 
@@ -410,9 +409,8 @@ def test_amp_turns_the_early_stop_off_and_says_so_once(tiny_cnn, images, fresh_m
     """In bfloat16, F repeats long before convergence: a change below tol would stop images after a few steps."""
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        got = optimize(
-            tiny_cnn, images, 0, iterations=6, tol=1e3, amp=True, **FAST
-        )  # tol=1e3 would stop at 2
+        # tol=1e3 would stop at 2
+        got = optimize(tiny_cnn, images, 0, iterations=6, tol=1e3, amp=True, **FAST)
         optimize(tiny_cnn, images, 0, iterations=2, amp=True, **FAST)
     assert got.iterations.tolist() == [6, 6, 6]
     assert [str(w.message) for w in said].count(str(said[0].message)) == 1 and "early stop" in str(

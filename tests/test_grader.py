@@ -98,9 +98,8 @@ def test_solved_half_and_broken_submissions(folder, capsys):
     assert [r.status for r in half] == ["pass", "not attempted"]
     broken = grade_notebook(folder / "broken.ipynb", timeout=120)
     assert [(r.exercise, r.status) for r in broken] == [(0, "error"), (1, "fail"), (2, "error")]
-    assert (
-        "SystemExit" in broken[0].message and "code cell 4 (`raise SystemExit" in broken[0].message
-    )  # outside the exercises
+    # outside the exercises
+    assert "SystemExit" in broken[0].message and "code cell 4 (`raise SystemExit" in broken[0].message
     assert "NameError" in broken[2].message
     assert "that is AI" in broken[1].message  # the checker's hint, as the student saw it
     # the command: a folder graded as chapter 98 of a course folder, a table and a CSV
@@ -367,9 +366,8 @@ def test_best_attempt_counts_several_checkers_per_cell_and_notes(tmp_path):
     assert erin == [(0, "check by hand"), (1, "pass"), (2, "pass"), (3, "fail")]
     assert "OPTICAM_GRADER_TOKEN" in by["98_erin.ipynb", 0, "check by hand"].message
     assert "library's own answer" in by["98_erin.ipynb", 3, "fail"].message
-    assert by["98_erin.ipynb", 1, "pass"].message.startswith(
-        "✓ correct: AG"
-    )  # its own line, not the next one's
+    # its own line, not the next one's
+    assert by["98_erin.ipynb", 1, "pass"].message.startswith("✓ correct: AG")
     fay = [(r.exercise, r.status) for r in results if r.notebook == "98_fay.ipynb"]
     assert fay == [(0, "timeout"), (1, "error"), (2, "pass"), (3, "not run")]
     assert "code cell 4 (`import time`)" in by["98_fay.ipynb", 0, "timeout"].message

@@ -374,9 +374,8 @@ def test_capture_keeps_the_output_before_an_inplace_relu(bn_cnn, images):
         expected = bn_cnn.net.body[:5](x)
         with capture(bn_cnn) as cap:
             logits = bn_cnn.model(images)
-            assert (
-                hook_count(bn_cnn.model) == 2
-            )  # the layer's output, and the images' size at the model's input
+            # the layer's output, and the images' size at the model's input
+            assert hook_count(bn_cnn.model) == 2
         assert hook_count(bn_cnn.model) == 0
         assert torch.allclose(logits, bn_cnn.net(x))  # the rest of the network is unchanged
     assert (cap.activations < 0).any()  # not overwritten by the in-place ReLU that follows

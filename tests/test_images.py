@@ -363,9 +363,8 @@ def test_class_folder_layout_with_xml_boxes(tmp_path):
     # val 1: 40 x 80, inclusive (10, 20, 29, 59) -> exclusive (10, 20, 30, 60) -> x/2, y/4
     assert torch.allclose(s.boxes[0], torch.tensor([[5.0, 5.0, 15.0, 15.0], [0.0, 0.0, 5.0, 2.5]]))
     assert s.boxes[1].shape == (0, 4)  # no box file
-    assert torch.allclose(
-        s.boxes[2], torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-    )  # 80 x 40 -> (0, 0, 40, 20) / 4, / 2
+    # 80 x 40 -> (0, 0, 40, 20) / 4, / 2
+    assert torch.allclose(s.boxes[2], torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
     assert s.sources[0].endswith(f"{TENCH}/{_val_name(1)}.JPEG")
     assert load_imagenet_folder(root, size=20, limit=2).names == s.names[:2]
     assert all(b.shape == (0, 4) for b in load_imagenet_folder(root, size=20).boxes)  # no box source
@@ -392,9 +391,8 @@ def test_flat_layout_with_kaggle_csv_matches_the_class_folder_layout(tmp_path):
     assert torch.allclose(a.images, b.images)
     for ba, bb in zip(a.boxes, b.boxes):
         assert torch.allclose(ba, bb)
-    assert torch.allclose(
-        a.boxes[1], torch.tensor([[5 / 3, 5 / 3, 10 / 3, 10 / 3]])
-    )  # 60 x 60, (5, 5, 10, 10)
+    # 60 x 60, (5, 5, 10, 10)
+    assert torch.allclose(a.boxes[1], torch.tensor([[5 / 3, 5 / 3, 10 / 3, 10 / 3]]))
     # flat files with XML boxes and labels.txt (line k = ILSVRC2012_val_k)
     (flat / "labels.txt").write_text("0\n1\n2\n")
     (tmp_path / "kaggle" / "LOC_val_solution.csv").unlink()
@@ -474,9 +472,8 @@ def test_classifier_top5_contains_the_label_for_most_samples(real_classifier, sa
     assert hits.float().mean() >= 0.75, dict(zip(samples.names, hits.tolist()))
     ranks = (probs.argsort(dim=1, descending=True) == samples.labels[:, None]).float().argmax(dim=1) + 1
     manifest = {e["name"]: e["model_rank_of_class"] for e in sample_manifest()}
-    for name, rank in zip(
-        samples.names, ranks.tolist()
-    ):  # the manifest's ranks are current (top-5 ones exactly)
+    # the manifest's ranks are current (top-5 ones exactly)
+    for name, rank in zip(samples.names, ranks.tolist()):
         assert (rank <= 5) == (manifest[name] <= 5), (name, rank, manifest[name])
 
 

@@ -45,9 +45,8 @@ def test_positional_labels_with_more_lines_than_images_are_refused(tmp_path):
     (folder / "labels.txt").write_text("967\n")  # too few stays an error
     with pytest.raises(InputError, match="1 labels for the 2 images"):
         load_imagenet_folder(folder, size=8)
-    (folder / "labels.txt").write_text(
-        "b.png 967\nc.png 281\na.png 872\n"
-    )  # named lines: extra ones are fine
+    # named lines: extra ones are fine
+    (folder / "labels.txt").write_text("b.png 967\nc.png 281\na.png 872\n")
     assert _labelled(folder) == {"b": 967, "c": 281}
 
 

@@ -250,9 +250,8 @@ def test_interpolation_matrix_by_hand_and_cached():
     assert torch.equal(r, expected)
     assert interpolation_matrix(2, 4) is r  # built once per shape, device and dtype
     assert interpolation_matrix(2, 4, dtype=torch.float64).dtype == torch.float64
-    assert torch.equal(
-        interpolation_matrix(1, 3), torch.ones(3, 1)
-    )  # h = 1: every output pixel is the one input
+    # h = 1: every output pixel is the one input
+    assert torch.equal(interpolation_matrix(1, 3), torch.ones(3, 1))
     with pytest.raises(InputError, match="positive"):
         interpolation_matrix(0, 4)
 

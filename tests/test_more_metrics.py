@@ -221,9 +221,8 @@ def test_constant_maps_are_nan_not_a_quantus_assertion(tiny_cnn, images):
     assert torch.isnan(ms).all()
     # a ripple of float32 rounding (what upsampling a constant grid leaves) is no ranking either
     ripple = torch.full((3, 1, 32, 32), 0.5)
-    ripple[:, :, ::3, 1::2] = torch.nextafter(
-        torch.tensor(0.5), torch.tensor(1.0)
-    )  # one unit in the last place
+    # one unit in the last place
+    ripple[:, :, ::3, 1::2] = torch.nextafter(torch.tensor(0.5), torch.tensor(1.0))
     assert (ripple.amax(dim=(1, 2, 3)) > ripple.amin(dim=(1, 2, 3))).all()
     assert torch.isnan(aopc_curves(tiny_cnn, images, ripple, [0, 1, 2], regions=2)).all()
     assert torch.isnan(

@@ -18,9 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    src = tmp_path_factory.mktemp(
-        "source"
-    )  # a clean copy: a build/ folder left by an earlier build would leak in
+    # a clean copy: a build/ folder left by an earlier build would leak in
+    src = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     for top in ("opticam_lib", "data_download"):

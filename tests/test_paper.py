@@ -156,6 +156,5 @@ def test_tables_4_and_a11_as_the_paper_prints_them():
             stored = paper_table("A11", key)[method]
             assert [stored["I"], stored["D"]] == numbers[2 * j : 2 * j + 2], (method, key)
     assert paper_value("4", "resnet50", "Opti-CAM", "MS") == 1.03  # the best MS of its column
-    assert (
-        paper_value("A11", "kvasir/vgg16_bn", "Opti-CAM", "D") == 24.8
-    )  # the text's "best D on VGG16 of KVASIR"
+    # the text's "best D on VGG16 of KVASIR"
+    assert paper_value("A11", "kvasir/vgg16_bn", "Opti-CAM", "D") == 24.8

@@ -206,9 +206,8 @@ def test_table4_values_equal_a_direct_computation(world_cnn, tmp_path):
         for b in (0, 2)
     ]
     assert row["MS"] == pytest.approx(float(torch.cat(ms).mean()), abs=1e-6)
-    assert (
-        "AOPC" in result.text and "[11.7]" in result.text and "[1.05]" in result.text
-    )  # ResNet50's Grad-CAM
+    # ResNet50's Grad-CAM
+    assert "AOPC" in result.text and "[11.7]" in result.text and "[1.05]" in result.text
 
 
 def test_table4_without_quantus_says_how_to_install_it(tmp_path, monkeypatch):

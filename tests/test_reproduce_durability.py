@@ -202,12 +202,10 @@ def test_unreadable_images_are_listed_before_the_first_batch(tmp_path):
 def test_unreadable_images_checks_headers_and_ends_without_decoding_good_files(tmp_path, monkeypatch):
     good = [_png(tmp_path / "a.png"), tmp_path / "b.jpg"]
     good[1].write_bytes(_jpeg_bytes())
-    trailer = (
-        tmp_path / "c.jpg"
-    )  # data after the end marker (a camera's trailer): PIL reads it, so it is fine
-    trailer.write_bytes(
-        _jpeg_bytes() + b"camera trailer " * 700
-    )  # no end marker in it (random bytes held one 6 % of the time)
+    # data after the end marker (a camera's trailer): PIL reads it, so it is fine
+    trailer = tmp_path / "c.jpg"
+    # no end marker in it (random bytes held one 6 % of the time)
+    trailer.write_bytes(_jpeg_bytes() + b"camera trailer " * 700)
     decoded = []
     real = images._open
     monkeypatch.setattr(images, "_open", lambda p, draft=None: decoded.append(Path(p).name) or real(p, draft))

@@ -339,9 +339,8 @@ def test_load_bench_results_reads_only_bench_jsons_gpu_first(tmp_path):
     loaded = load_bench_results(results)
     assert [r["file"] for r in loaded] == ["b_gpu.json", "a_cpu.json"]
     assert load_bench_results(tmp_path / "missing") == []
-    (results / "c_cut.json").write_text(
-        json.dumps(_bench_json("cuda", "2026-01-04"))[:40]
-    )  # a cut-short file
+    # a cut-short file
+    (results / "c_cut.json").write_text(json.dumps(_bench_json("cuda", "2026-01-04"))[:40])
     with pytest.warns(UserWarning, match=r"c_cut\.json cannot be read .* skipped"):
         assert [r["file"] for r in load_bench_results(results)] == ["b_gpu.json", "a_cpu.json"]
 

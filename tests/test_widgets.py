@@ -248,9 +248,8 @@ def test_the_explorer_draws_only_the_latest_of_quick_changes(clf, monkeypatch):
     assert box.wait(60)
     assert len(finished) == 2, [f["lr"] for f in finished]  # the built one, then only the latest
     assert finished[-1]["lr"] == pytest.approx(steps[-1]) and finished[-1]["iterations"] == 6
-    assert len(started) <= 2 + len(
-        steps
-    )  # a change that arrives before the worker takes the previous one replaces it
+    # a change that arrives before the worker takes the previous one replaces it
+    assert len(started) <= 2 + len(steps)
     assert "p = " in c["status"].value and "6 iterations" in c["status"].value
     assert c["output"].outputs != first and c["progress"].value == c["progress"].max == 6
     assert calls and not [m for m in calls if m is clf.model], "the caller's model ran in the explorer"
@@ -393,9 +392,8 @@ def test_the_explorer_checks_its_samples_and_shows_a_bad_image_as_an_error(clf):
     c = box.controls
     assert "p = " in c["status"].value and len(c["output"].outputs) == 1
 
-    def no_capture(
-        *_a, **_k
-    ):  # clear_output and `with out:` route a message through the widget (nbclient#312)
+    # clear_output and `with out:` route a message through the widget (nbclient#312)
+    def no_capture(*_a, **_k):
         raise AssertionError("the explorer cleared its figure through the Output widget's messages")
 
     c["output"].clear_output = no_capture

@@ -98,9 +98,8 @@ def test_colours_contrast_and_noise():
     assert set(idx.tolist()) <= set(range(len(PALETTE))) and len(set(idx.tolist())) > 4
     alpha = generate(WorldConfig(size=16, distractors=0), 2000, seed=3).params["object_alpha"]
     assert float(alpha.min()) >= 0.01 and float(alpha.max()) <= 1.0
-    assert (
-        abs(float(alpha.log().median()) - math.log(0.1)) < 0.25
-    )  # log-uniform: median at the geometric mean
+    # log-uniform: median at the geometric mean
+    assert abs(float(alpha.log().median()) - math.log(0.1)) < 0.25
     solid = generate(WorldConfig(object_contrast=(1.0, 1.0), colour_jitter=0.0, noise=0.0), 8, seed=3)
     assert torch.equal(solid.params["object_colour"], PALETTE[solid.labels])
     noisy = generate(WorldConfig(noise=0.1, colour_jitter=0.0), 32, seed=2)

@@ -214,9 +214,8 @@ def without_input_normalization(classifier: Classifier) -> Classifier:
     if not isinstance(classifier.model, InputNormalized):
         raise InputError("the classifier's model is not an InputNormalized wrapper")
     model = InputNormalized(classifier.net, None, None).to(classifier.device)
-    model.training = (
-        classifier.model.training
-    )  # the wrapper's flag only: train() would reset every module of net
+    # the wrapper's flag only: train() would reset every module of net
+    model.training = classifier.model.training
     return replace(classifier, model=model, name=f"{classifier.name} (no input normalisation)")
 
 
@@ -354,9 +353,8 @@ def run_grid(
     for cfg in configs:
         opts = {**DEFAULTS, **cfg}
         validate_choice(opts["optimizer"], "optimizer", OPTIMIZERS)
-        if (
-            opts["lr"] is None
-        ):  # the optimizer's own default step, so that lr=None and lr=0.1 share one Adam run
+        # the optimizer's own default step, so that lr=None and lr=0.1 share one Adam run
+        if opts["lr"] is None:
             opts["lr"] = DEFAULT_LR[opts["optimizer"]]
         if not isinstance(opts["input_normalization"], bool):
             raise InputError(

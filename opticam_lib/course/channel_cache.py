@@ -184,9 +184,8 @@ def build_channel_cache(
         "command": precompute_command(classifier.name, layer),
     }
     path = writable_file(path, "--out", "channel_weights.pt")
-    atomic_write(
-        path, lambda tmp: torch.save({"meta": meta, "weights": weights}, tmp)
-    )  # never a partial file
+    # never a partial file
+    atomic_write(path, lambda tmp: torch.save({"meta": meta, "weights": weights}, tmp))
     return ChannelCache(weights, meta, path)
 
 

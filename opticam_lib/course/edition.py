@@ -332,9 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for path in course_notebooks(args.src)
                 for p in exercise_problems(read_notebook(path), path.name)
             ]
-            if any(
-                (Path(args.src) / c.file).exists() for c in COURSE
-            ):  # the course's folder (not a stray one)
+            # the course's folder (not a stray one)
+            if any((Path(args.src) / c.file).exists() for c in COURSE):
                 problems += navigation_problems(args.src, home=_badge_home(args.src))
             print(
                 "\n".join(problems)

@@ -184,9 +184,8 @@ def _score(i: int, checker: str, called: list[str], token: str, run: _Run) -> tu
             message += f" (then the cell went on and {later})"
         return "pass", message
     failed = receipt(checker, token, "fail") in lines
-    if (
-        failed
-    ):  # the checker raised AssertionError: its hint is the cell's error if that error is the checker's
+    # the checker raised AssertionError: its hint is the cell's error if that error is the checker's
+    if failed:
         last_keyed = [ln for ln in lines if ln.startswith(RECEIPT_PREFIX)][-1:]
         if (
             err is not None
@@ -211,9 +210,8 @@ def _score(i: int, checker: str, called: list[str], token: str, run: _Run) -> tu
         return "timeout", message
     if run.dead is not None and i > run.dead:
         return "not run", f"the kernel died in {run.where(run.dead)}, before this cell"
-    if (
-        err is not None
-    ):  # the checker never reported: the cell stopped before it, or inside the student's code
+    # the checker never reported: the cell stopped before it, or inside the student's code
+    if err is not None:
         if len(called) == 1 or called.index(checker) == 0:
             return "error", _first_line(err)
         return "error", f"{checker} did not run: the cell stopped at {_first_line(err)}"

@@ -265,9 +265,8 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, nb: dict) -> None:
-    atomic_write(
-        path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-    )  # a notebook is never left half-written
+    # a notebook is never left half-written
+    atomic_write(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_navigation(folder: str | Path, home: str | None = COURSE_HOME) -> list[Path]:

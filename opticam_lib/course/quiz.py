@@ -236,9 +236,8 @@ def build_widget(q: Quiz) -> ipywidgets.VBox:
         button = w.Button(description="Check", tooltip=f"check your answer to question {i}")
         feedback = w.HTML("", layout=w.Layout(width="100%"))
         button.on_click(_checker(question, field_, feedback))
-        field_.observe(
-            _clear(feedback), names="value"
-        )  # feedback on an earlier answer must not stay beside a new one
+        # feedback on an earlier answer must not stay beside a new one
+        field_.observe(_clear(feedback), names="value")
         boxes.append(
             w.VBox(
                 [prompt, field_, w.HBox([button, feedback])],

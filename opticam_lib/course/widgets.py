@@ -402,9 +402,8 @@ def opticam_explorer(
     solver.observe(set_solver, names="value")
     for control in (target, layer, objective, normalization, lr, its, raw):
         control.observe(run, names="value")
-    work(
-        supersede(), setting()
-    )  # the first run in the caller's thread: the cell shows its figure when it ends
+    # the first run in the caller's thread: the cell shows its figure when it ends
+    work(supersede(), setting())
     controls = w.VBox(
         [
             image,

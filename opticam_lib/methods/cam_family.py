@@ -35,9 +35,8 @@ def cam(classifier: Classifier, images: Tensor, targets: Targets = None) -> Tens
     images, targets = prepare(classifier, images, targets)
     head = classifier.layer(classifier.linear_head)
     acts, _ = features(classifier, images)
-    acts = acts.to(
-        torch.promote_types(acts.dtype, torch.float32)
-    )  # as the gradient family: no half precision
+    # as the gradient family: no half precision
+    acts = acts.to(torch.promote_types(acts.dtype, torch.float32))
     weight = head.weight.detach().to(acts.dtype)
     if weight.shape[1] != acts.shape[1]:
         raise InputError(

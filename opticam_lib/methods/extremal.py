@@ -226,9 +226,8 @@ class SmoothMaskGenerator:
         self.coldness = validate_number(coldness, "coldness", low=0.0, closed_low=False)
         self.size = (int(size[0]), int(size[1]))
         self.radius = 1 + math.ceil(self.sigma / self.step)
-        self.padding = 1 + math.ceil(
-            2 * self.sigma / self.step
-        )  # room for the margin plus the kernel's reach
+        # room for the margin plus the kernel's reach
+        self.padding = 1 + math.ceil(2 * self.sigma / self.step)
         self.param_shape = tuple(math.ceil(z / self.step) for z in self.size)
         window = 2 * self.radius + 1
         self.margin = round(self.sigma)

@@ -444,9 +444,8 @@ def optimize(
 
     u = initial_u(init, n, k, seed, device)
     m = torch.zeros_like(u)  # Adam's first moment; SGD's momentum; iRprop+'s previous gradient
-    v = (
-        torch.zeros_like(u) if optimizer != "rprop" else torch.full_like(u, float(lr))
-    )  # Adam: 2nd moment; Rprop: steps
+    # Adam: 2nd moment; Rprop: steps
+    v = torch.zeros_like(u) if optimizer != "rprop" else torch.full_like(u, float(lr))
     last = torch.zeros_like(u)  # iRprop+'s last move of u
     steps = torch.zeros(n, device=device)
     history = torch.full((n, iterations), float("nan"))
@@ -509,9 +508,8 @@ def optimize(
                 idx = active.nonzero()[:, 0]
                 if idx.numel() == 0:
                     break
-                everyone = (
-                    idx.numel() == n
-                )  # no copies of the images and features while every image is active
+                # no copies of the images and features while every image is active
+                everyone = idx.numel() == n
                 u_a = (u if everyone else u[idx]).clone().requires_grad_(True)
                 acts_a = acts if everyone else acts[idx]
                 images_a = images if everyone else images[idx]

@@ -137,9 +137,8 @@ def get_method(name: str | Method) -> Method:
     if callable(name):
         return name
     if not isinstance(name, str):
-        if isinstance(
-            name, Tensor
-        ):  # evaluate(classifier, method, images) vs explain(classifier, images, method)
+        # evaluate(classifier, method, images) vs explain(classifier, images, method)
+        if isinstance(name, Tensor):
             raise InputError(
                 f"method must be a registered name (str) or a callable, got a tensor of shape {tuple(name.shape)}:"
                 " images and method swapped? The order is evaluate(classifier, method, images, targets) and"

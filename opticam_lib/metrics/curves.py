@@ -92,9 +92,8 @@ def _curve(
     n, _, h, w = images.shape
     steps = validate_positive_int(steps if steps is not None else h, "steps")
     per_step = math.ceil(h * w / steps)  # 224 pixels a step at 224 x 224, as in the paper
-    if (
-        per_step * (steps - 1) >= h * w
-    ):  # every pixel gone before the last step: a flat tail would skew the area
+    # every pixel gone before the last step: a flat tail would skew the area
+    if per_step * (steps - 1) >= h * w:
         top = min(steps - 1, h * w)
         usable = next(k for k in range(top, 0, -1) if math.ceil(h * w / k) * (k - 1) < h * w)
         raise InputError(

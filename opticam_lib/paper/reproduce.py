@@ -509,15 +509,17 @@ def _check_records(
         )
 
 
-def _images_to_compute(
-    done: dict, n: int, batch_size: int, methods: Sequence[str], variants: Sequence[str]
-) -> list[int]:
-    """The images of every batch (of all ranks) that some method or variant still lacks a record of."""
+def _pending(
+    done: dict, batches_: Sequence[list[int]], methods: Sequence[str], variants: Sequence[str]
+) -> list[tuple[str, str, list[int]]]:
+    """The (method, variant, batch) among ``batches_`` that still lack a record of some image, in the order they
+    are computed: method, then variant, then batch."""
     return [
-        i
-        for b in batches(n, batch_size)
-        if any((m, v, j) not in done for m in methods for v in variants for j in b)
-        for i in b
+        (m, v, b)
+        for m in methods
+        for v in variants
+        for b in batches_
+        if any((m, v, i) not in done for i in b)
     ]
 
 
@@ -604,9 +606,8 @@ def _prepare_out(out: Path, resolved: Config, rank: int) -> Path:
         for p in out.iterdir()
         if p.name not in ours
         and not p.name.startswith("records-")
-        and not (
-            p.name.startswith(tuple(f".{n}." for n in ours)) and p.name.endswith(".tmp")
-        )  # atomic_write's
+        # atomic_write's
+        and not (p.name.startswith(tuple(f".{n}." for n in ours)) and p.name.endswith(".tmp"))
     )
     old: dict | None = None
     if cfg_path.is_file():
@@ -763,27 +764,18 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
     # one run per folder (rank 0 holds the lock for its torchrun job): no mixed or doubled records
     with exclusive_lock(out, busy) if rank == 0 else contextlib.nullcontext():
         _prepare_out(out, resolved, rank)
-        if (
-            world > 1
-        ):  # no rank writes records before every rank has checked the folder (and rank 0 wrote config.json)
+        # no rank writes records before every rank has checked the folder (and rank 0 wrote config.json)
+        if world > 1:
             import torch.distributed as dist
 
             dist.barrier()
             _same_on_every_rank(code_digest(), model_digest(clf), clf.device)
         done = _load_records(out)
         variants = list(A9_TARGETS) if config.table == "A9" else ["main"]
-        mine = batches(len(data), config.batch_size, rank, world)
-        todo = [
-            (m, v, b)
-            for m in methods
-            for v in variants
-            for b in mine
-            if any((m, v, i) not in done for i in b)
-        ]
+        todo = _pending(done, batches(len(data), config.batch_size, rank, world), methods, variants)
         if isinstance(data.images, LazyImages):  # every rank checks every batch left, so all stop alike
-            _check_readable(
-                data.images, _images_to_compute(done, len(data), config.batch_size, methods, variants)
-            )
+            left = _pending(done, batches(len(data), config.batch_size), methods, variants)
+            _check_readable(data.images, sorted({i for _, _, b in left for i in b}))
         bar = tqdm(
             total=sum(len(b) for _, _, b in todo),
             desc=f"table {config.table} [rank {rank}/{world}]",
@@ -801,13 +793,11 @@ def _run(config: Config, progress: bool, evaluate_batch: Callable[..., list[dict
             "device": device_now,
             "code_sha": code_sha,
         }
-        _check_records(
-            done, data.names, [], [], **stamps
-        )  # other images, weights or device: refused before any work
+        # other images, weights or device: refused before any work
+        _check_records(done, data.names, [], [], **stamps)
         _repair_tail(_records_path(out, rank))
-        if (
-            todo
-        ):  # the first timed batch must not pay the one-off costs of a first pass (evaluate does the same)
+        # the first timed batch must not pay the one-off costs of a first pass (evaluate does the same)
+        if todo:
             warm_up(clf, data.images[todo[0][2][:1]])
         records_path = _records_path(out, rank)
         new_file = not records_path.exists()
@@ -930,9 +920,8 @@ def _evaluate_batch(
         ]
     o = class_probability(clf, images * maps, labels)  # AD/AG/AI always against the ground-truth class
     records = [{**base, "index": i, "p": float(p[j]), "o": float(o[j])} for j, i in enumerate(idx)]
-    if (
-        table == "A9"
-    ):  # for the paper's "Most (Mis.)" columns: the most probable class on misclassified images
+    # for the paper's "Most (Mis.)" columns: the most probable class on misclassified images
+    if table == "A9":
         correct = (clf.predict(images).argmax(dim=1) == labels).cpu()
         for j, r in enumerate(records):
             r["correct"] = bool(correct[j])
