@@ -271,11 +271,26 @@ def _forget_bad_record(path: Path, spec: FileSpec, item: str, state: State) -> s
 # State: recorded checksums and verified stamps
 
 
+def stamp_matches(entry: Any, st: os.stat_result) -> bool:
+    """True if the "verified" stamp ``entry`` describes the file ``st`` is the stat of: same size, modification
+    time and, when the stamp has it, inode change time (``opticam_lib.paths.verification_problem`` applies the
+    same rule; a test checks the two agree)."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("size") == st.st_size
+        and entry.get("mtime_ns") == st.st_mtime_ns
+        and entry.get("ctime_ns", st.st_ctime_ns) == st.st_ctime_ns
+    )
+
+
 class State:
     """``<cache>/.data_download/state.json``: checksums recorded on first use and "verified" stamps.
 
     ``recorded[item/file]`` = {sha256, size, recorded_at, origin} for files with no published SHA-256.
-    ``verified[path]`` = {size, mtime_ns, sha256, verified_at}: the file had these digests when last checked.
+    ``verified[path]`` = {size, mtime_ns, ctime_ns, sha256, verified_at}: the file had these digests when last
+    checked. ``ctime_ns`` (the inode's change time, which no copy tool can set back) catches a file rewritten in
+    place with its old size and modification time restored (``cp -p``, ``rsync -t``, ``touch -r``); a stamp
+    written before it was recorded is checked on size and mtime alone.
     """
 
     def __init__(self, cache: Path) -> None:
@@ -363,12 +378,13 @@ class State:
         return gone
 
     def stamp(self, path: Path, digests: Digests) -> None:
-        """Remember that ``path`` (as it is now: size and mtime) passed its check."""
+        """Remember that ``path`` (as it is now: size, mtime and ctime) passed its check."""
         st = Path(path).stat()
         with self._update() as data:
             data["verified"][self._key(path)] = {
                 "size": st.st_size,
                 "mtime_ns": st.st_mtime_ns,
+                "ctime_ns": st.st_ctime_ns,
                 "sha256": digests.sha256,
                 "verified_at": _now(),
             }
@@ -376,7 +392,7 @@ class State:
     def stamped(
         self, path: Path, spec: FileSpec | None = None, item: str | None = None
     ) -> dict[str, Any] | None:
-        """The stamp of ``path`` if the file is unchanged since it was verified (same size and mtime).
+        """The stamp of ``path`` if the file is unchanged since it was verified (``stamp_matches``).
 
         With ``spec``, a stamp whose SHA-256 or size no longer matches the manifest does not count; with ``item``
         too, for a file with no published SHA-256, neither does one whose SHA-256 is not the checksum recorded now
@@ -388,7 +404,7 @@ class State:
             st = Path(path).stat()
         except FileNotFoundError:
             return None
-        if not entry or entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+        if not stamp_matches(entry, st):
             return None
         if spec is not None:
             if spec.size is not None and entry["size"] != spec.size:

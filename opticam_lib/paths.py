@@ -98,7 +98,7 @@ def require_prepared(folder: str | Path) -> None:
 
 
 #: data_download's checksums and "verified" stamps (``data_download.fetch.State``): JSON whose ``verified`` maps a
-#: path relative to the cache to {size, mtime_ns, sha256, verified_at}; read here without importing data_download
+#: path relative to the cache to {size, mtime_ns, ctime_ns, sha256, verified_at}; read here without importing data_download
 DOWNLOAD_STATE = Path(".data_download") / "state.json"
 
 
@@ -106,9 +106,11 @@ def verification_problem(path: str | Path) -> str | None:
     """Why ``path`` (a file in the cache) is not known to be the file ``python -m data_download`` checked, or None.
 
     data_download stamps every file it verifies (against a published checksum, or the one it recorded on first
-    use) with its size and modification time in ``<cache>/.data_download/state.json``. A file without a stamp
-    (copied in by hand and never verified) or one changed since (another size or modification time) has a
-    problem. Cheap: one ``stat`` and one small JSON file, no hashing.
+    use) with its size, modification time and inode change time in ``<cache>/.data_download/state.json``. A file
+    without a stamp (copied in by hand and never verified) or one changed since (another size or modification
+    time, or rewritten in place with them restored, as ``cp -p`` does: its change time moved) has a problem; a
+    stamp older than the change time's record is checked on size and mtime alone (``data_download.fetch``'s
+    ``stamp_matches``, the same rule). Cheap: one ``stat`` and one small JSON file, no hashing.
     """
     path = Path(path)
     cache = cache_dir()
@@ -126,7 +128,8 @@ def verification_problem(path: str | Path) -> str | None:
     if not isinstance(entry, dict):
         return "data_download has not verified it (copied by hand?)"
     st = path.stat()
-    if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+    stamped = (entry.get("size"), entry.get("mtime_ns"), entry.get("ctime_ns", st.st_ctime_ns))
+    if stamped != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
         return "it changed after data_download verified it"
     return None
 

@@ -692,6 +692,42 @@ def test_the_library_uses_a_weight_file_only_as_data_download_verified_it(
     )
 
 
+def test_a_file_rewritten_in_place_with_its_times_restored_is_not_the_verified_one(
+    server: _Server, cache: Path
+) -> None:
+    """``cp -p`` over a verified file of the same size keeps its inode, size and mtime; its change time moves,
+    and both the library and data_download see it. A stamp written before ctime_ns was recorded still counts."""
+    from opticam_lib import paths
+
+    good = _safetensors()
+    server.files["/model.safetensors"] = good
+    m = _manifest(tiny=_safetensors_item([server.url("/model.safetensors")]))
+    path = fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    state = json.loads((cache / ".data_download" / "state.json").read_text())
+    key = path.relative_to(cache).as_posix()
+    assert paths.verification_problem(path) is None and State(cache).stamped(path) is not None
+    before = path.stat()
+    time.sleep(0.05)  # file times tick with the kernel's clock, a few milliseconds apart
+    with open(path, "r+b") as f:  # what cp -p does to an existing file: same inode, new bytes, old times
+        f.write(bytes(b ^ 0xFF for b in good[:16]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    now = path.stat()
+    assert (now.st_ino, now.st_size, now.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert paths.verification_problem(path) == "it changed after data_download verified it"
+    assert State(cache).stamped(path) is None
+    # an older stamp, without ctime_ns, is judged on size and mtime as before (no forced re-verification)
+    full = json.dumps(state)
+    del state["verified"][key]["ctime_ns"]
+    (cache / ".data_download" / "state.json").write_text(json.dumps(state))
+    assert paths.verification_problem(path) is None and State(cache).stamped(path) is not None
+    # with the full stamp back, data_download checks the file again, sets it aside, and the next run fetches it
+    (cache / ".data_download" / "state.json").write_text(full)
+    with pytest.raises(FileFormatError, match="moved aside"):
+        fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    fetch_item("tiny", manifest=m, cache=cache, progress=False, log=lambda s: None)
+    assert path.read_bytes() == good and paths.verification_problem(path) is None
+
+
 @pytest.mark.parametrize(
     ("name", "body"),
     [
