@@ -191,8 +191,8 @@ def _verify_in_place(
 
     Returns None when there is no file at ``path``. All of it runs under the lock of ``path`` (the one
     ``download`` and ``install_copy`` hold while they put a file there), so a file another process has just
-    installed is never moved aside; and the file is moved aside only if it still has the size, modification time
-    and inode that were hashed.
+    installed is never moved aside; and the file is moved aside only if it still has the size, modification time,
+    change time and inode that were hashed.
     """
     with state.lock(path):
         try:
@@ -219,12 +219,14 @@ def _verify_in_place(
 
 
 def _unchanged(path: Path, before: os.stat_result) -> bool:
-    """True if ``path`` is still the file ``before`` describes (same inode, size and modification time)."""
+    """True if ``path`` is still the file ``before`` describes (same inode, size, modification and change time:
+    a copy made with ``cp -p`` over it restores the first three, not the last)."""
     try:
         now = path.stat()
     except FileNotFoundError:
         return False
-    return (now.st_ino, now.st_size, now.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    fields = ("st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+    return all(getattr(now, f) == getattr(before, f) for f in fields)
 
 
 def _set_aside(path: Path) -> Path:
