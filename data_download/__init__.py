@@ -8,10 +8,10 @@ From Python (the notebooks, the tests)::
     print(format_list())                       # what exists and what is in the cache
     path = fetch_item("resnet50")              # download, verify, put at opticam_lib.models.weights_path
 
-Files go to the cache folder of ``opticam_lib.paths`` (``$OPTICAM_CACHE``, default ``~/.cache/opticam``): weights
-where ``opticam_lib.models.weights_path`` expects them, data sets under ``opticam_lib.paths.datasets_dir()``.
-Downloads resume, are verified before they are put in place, and fail fast without a network with a message that
-says how to copy the file in by hand. The manifest and the cache folder can be injected (``manifest=``,
+Files go to the cache folder of ``opticam_lib.paths`` (``$OPTICAM_CACHE``, default ``$XDG_CACHE_HOME/opticam``,
+else ``~/.cache/opticam``): weights where ``opticam_lib.models.weights_path`` expects them, data sets under
+``opticam_lib.paths.datasets_dir()``. Downloads resume, are verified before they are put in place, and fail fast
+without a network with a message that says how to copy the file in by hand. The manifest and the cache folder can be injected (``manifest=``,
 ``cache=``).
 """
 

@@ -27,9 +27,9 @@ library reads, checked against the checksums in data_download/manifest.json.
                                                in the cache and verified
   python -m data_download resnet50 vgg16_bn    download items (here the paper's two CNNs, about 630 MiB)
 
-The cache folder is $OPTICAM_CACHE (default ~/.cache/opticam); --cache DIR uses another one (then set
-OPTICAM_CACHE=DIR so the library finds the files). Weights go exactly where load_classifier looks for them;
-data sets go to <cache>/datasets/<name>/ with their labels and splits.
+The cache folder is $OPTICAM_CACHE (default $XDG_CACHE_HOME/opticam, else ~/.cache/opticam); --cache DIR uses
+another one (then set OPTICAM_CACHE=DIR so the library finds the files). Weights go exactly where
+load_classifier looks for them; data sets go to <cache>/datasets/<name>/ with their labels and splits.
 """
 
 EPILOG = """\
@@ -107,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("names", nargs="*", metavar="LIST | NAME", help="LIST, or the items to fetch")
     p.add_argument(
-        "--cache", type=Path, metavar="DIR", help="cache folder (default: $OPTICAM_CACHE or ~/.cache/opticam)"
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="cache folder (default: $OPTICAM_CACHE, else $XDG_CACHE_HOME/opticam, else ~/.cache/opticam)",
     )
     p.add_argument(
         "--from",

@@ -26,7 +26,8 @@ ENV_VAR = "OPTICAM_CACHE"
 
 
 def cache_dir() -> Path:
-    """The cache folder (not created here). ``$OPTICAM_CACHE`` or ``~/.cache/opticam``."""
+    """The cache folder (not created here): ``$OPTICAM_CACHE``, else ``$XDG_CACHE_HOME/opticam``, else
+    ``~/.cache/opticam``."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()

@@ -6,8 +6,8 @@ the insertion/deletion steps and the batch size from here, so switching to the p
 What the switch leaves as it is: notebooks 01 and 02 explain ``efficientnet_lite0`` in both profiles (their
 walk-throughs name its layers) and 10 its small ViT; every notebook but 09 (whose randomisation test reads
 ``images``) explains the sample photos (under ``paper``, 05 runs insertion/deletion, Max-Sensitivity and ADCC
-on all of them with Quantus's 10 noise draws, and selectivity at all ten exponents); the models run on the CPU
-except in the sections of 03, 04, 10 and 11 that time things, which take CUDA where there is one. The paper's
+on all of them with Quantus's 10 noise draws, and selectivity at all ten exponents); 03, 04, 10 and 11 run on
+CUDA where there is one (the whole notebook), the others on the CPU. The paper's
 tables on ImageNet at scale are ``python -m opticam_lib reproduce``'s.
 """
 

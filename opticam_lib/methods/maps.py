@@ -125,7 +125,7 @@ def normalize(maps: Tensor, method: str = "range", eps: float | None = None, rto
     - ``"sigmoid"`` (eq. 18): ``1 / (1 + exp(-a_ij))`` element-wise.
 
     A constant map gives zeros under ``"range"`` and a map with ``max A <= 0`` gives zeros under ``"max"``:
-    never NaN (the authors' code divides by zero there, FACTS.md section 2). "Constant" is relative
+    never NaN (the authors' code divides by zero there). "Constant" is relative
     (``is_constant``): a span ``max A - min A`` at most ``eps + rtol * max(|max A|, |min A|)`` is rounding, not
     signal (bilinear upsampling of a constant 1 x 1 grid varies by about 1e-8), and is not stretched to [0, 1].
     ``eps`` defaults to the smallest normal number of float32 (float64 for float64 maps), so the scale of a map

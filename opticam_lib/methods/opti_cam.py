@@ -5,7 +5,7 @@ h(sum_k softmax(u)_k A^k)``, and u maximises the objective F (eq. 9), by default
 image masked by the upsampled, normalised map (eq. 10). Adam, lr 0.1, 100 iterations, stop when the change in
 the objective is below 1e-10 (appendix A).
 
-What this implementation does that the authors' script does not (FACTS.md section 2):
+What this implementation does that the authors' script (github.com/hanwei0912/OptiCAM) does not:
 
 - the feature maps and the unmasked logits are computed once, with no graph, and detached;
 - the model's parameters are frozen during the optimisation (so each backward pass computes gradients for u
@@ -13,15 +13,16 @@ What this implementation does that the authors' script does not (FACTS.md sectio
   no ``.grad`` is left in any parameter;
 - a constant map normalises to zeros, not NaN;
 - a whole batch is optimised at once, one u and one target per image; each image stops on its own, and images
-  that stopped are no longer forwarded. Adam's update is element-wise, so this is exactly the result of
-  optimising each image alone.
+  that stopped are no longer forwarded. Adam's update is element-wise, so this is mathematically the result
+  of optimising each image alone (numerically, up to round-off: notebook 11 measures it).
 
 Options for a GPU (issue 13), off by default: ``fold_batchnorm`` and ``channels_last`` run a folded copy of the model
 (``models/fast.py``; the caller's model is untouched), ``amp_dtype`` picks autocast's precision, and ``graph``
 captures one iteration in a CUDA graph and replays it. A graph needs static shapes, so with ``graph`` the batch
 keeps its size: finished images are still forwarded, but their u, moments and history are masked and no longer
-change (the same result as dropping them). Where capture is impossible (CPU, the iRprop+ optimizer, a model
-that syncs with the host) the same masked step runs eagerly, and a warning says so once.
+change (the same result as dropping them). Where capture is impossible (CPU, a model that syncs with the host)
+the same masked step runs eagerly, and a warning says so once; the iRprop+ optimizer turns ``graph`` off and runs
+the default eager loop.
 """
 
 from __future__ import annotations
@@ -529,7 +530,7 @@ def optimize(
                             "lower lr, or check the model's outputs on masked images"
                         )
                     history[idx.cpu(), it] = f.cpu()
-                    # ascent on F (element-wise, so each image is optimised exactly as if it were alone)
+                    # ascent on F (element-wise: each image is optimised as if it were alone, up to round-off)
                     steps[idx] += 1
                     g = -grad  # minimise -F
                     lr_t = lr * lr_factor(schedule, it, iterations)

@@ -64,7 +64,8 @@ class Classifier:
 
     Attributes:
         name: registry name (``"efficientnet_lite0"``) or a user's label.
-        model: ``InputNormalized`` in eval mode; input (N, 3, H, W) float in [0, 1], output logits (N, C).
+        model: ``InputNormalized`` (eval mode when made by ``load_classifier``; ``wrap_classifier`` keeps your
+            network's flag); input (N, 3, H, W) float in [0, 1], output logits (N, C).
         target_layer: default layer for saliency maps, named relative to ``model.net``.
         categories: C class names, index = class id.
         input_size: side of the square input the model was trained on (224 for ImageNet models).

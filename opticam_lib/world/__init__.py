@@ -39,7 +39,7 @@ time, steps, seed, config) into its report: ``world_report.json`` next to the we
 ``opticam_lib/data/world_report.json``). Bad settings get one ``error:`` line (exit status 2), other failures
 exit with 1; ``load_classifier("world_cnn")`` refuses a checkpoint of another architecture, label setting or size.
 
-The sub-package: ``scenes`` (the generator), ``evidence`` (what a model uses, where a map's mass lies),
+The sub-package: ``scenes`` (the generator), ``reliance`` (what a model uses, where a map's mass lies),
 ``networks`` (the CNN, the ViT, checkpoints, the loader the model registry names), ``training`` (train and
 report), ``__main__`` (the command line above). Importing it reads no file; weights are read when a model is
 loaded, timm is imported when a ViT is built and tqdm when a model is trained.
