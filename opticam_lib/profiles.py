@@ -1,4 +1,5 @@
-"""Two sets of defaults: ``laptop`` (the course runs on 2 CPU cores in minutes) and ``paper`` (appendix A).
+"""Two sets of defaults: ``laptop`` (the course runs on 2 CPU cores in minutes) and ``paper`` (sections 5.1, 5.3.2,
+appendix A).
 
 The active profile comes from the environment variable ``OPTICAM_PROFILE`` (``laptop`` when unset), or from
 ``use_profile(name)`` in a notebook. The notebooks read the model, Opti-CAM's iterations and learning rate,
@@ -53,7 +54,8 @@ PROFILES: dict[str, Profile] = {
         lr=0.1,
         insertion_steps=224,
         batch_size=8,
-        note="the paper's model, iterations, learning rate and steps (appendix A); needs python -m data_download "
+        note="the paper's model (section 5.1), iterations and learning rate (appendix A) and insertion/deletion steps "
+        "(section 5.3.2); needs python -m data_download "
         "resnet50 (notebook 09 also the ImageNet images: python -m data_download imagenet-val --from ...); the "
         "notebooks keep the sample photos but 09: python -m opticam_lib reproduce runs the tables on ImageNet",
     ),
