@@ -109,8 +109,10 @@ def capture(classifier: Classifier, layer: str | None = None) -> Iterator[Captur
         tokens = grid.flatten(2).transpose(1, 2)
         return torch.cat([out[:, : classifier.prefix_tokens], tokens], dim=1)
 
-    handles = [classifier.model.register_forward_pre_hook(see_input), module.register_forward_hook(hook)]
-    try:
+    handles = []
+    try:  # registered inside: a module that refuses the second hook leaves the first one removed too
+        handles.append(classifier.model.register_forward_pre_hook(see_input))
+        handles.append(module.register_forward_hook(hook))
         yield cap
     finally:
         for handle in handles:

@@ -213,6 +213,19 @@ def require_autograd(what: str) -> None:
         )
 
 
+def require_graph(output: Tensor, model: str, what: str) -> None:
+    """Refuse a gradient-based ``what`` when ``output``, computed with autograd on from something that requires
+    gradients, is not in the autograd graph: the network ``model`` cuts it inside its forward (a
+    ``torch.no_grad()`` block or a ``.detach()``, as in a linear probe on a frozen backbone), so no gradient
+    can reach the input or the layer."""
+    if not output.requires_grad:
+        raise InputError(
+            f"{what} needs gradients through {model!r}, but its forward cuts the autograd graph (a torch.no_grad() "
+            "block or a .detach() inside it, as in a linear probe on a frozen backbone): no gradient reaches the "
+            "input or the layer. Use a gradient-free method (scorecam, ablationcam) or remove the cut"
+        )
+
+
 def usable_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device`` that this machine has.
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import warnings
 
@@ -234,7 +235,7 @@ def test_fold_refuses_a_copy_that_computes_something_else(bn_cnn, monkeypatch):
     import opticam_lib.models.fast as fast_module
 
     def wrong(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-        bad = fast_module.copy.deepcopy(conv)
+        bad = copy.deepcopy(conv)
         bad.weight.data.mul_(3.0)
         return bad
 

@@ -215,7 +215,7 @@ def test_attention_maps_check_the_size_and_the_targets_they_ignore(timm_vit):
         ({"mean": (0.5, 0.5)}, "mean must be 3 finite numbers"),
         ({"std": (float("nan"), 1.0, 1.0)}, "std must be 3 finite numbers"),
         ({"num_classes": 0}, "num_classes must be a positive integer"),
-        ({"num_classes": None, "categories": []}, "at least one class"),
+        ({"num_classes": None, "categories": []}, "at least 2 classes"),
     ],
 )
 def test_wrap_classifier_checks_its_settings(kw, match):

@@ -59,6 +59,7 @@ from opticam_lib.inputs import (
     Targets,
     prepare,
     require_autograd,
+    require_graph,
     validate_choice,
     validate_images,
     validate_number,
@@ -199,8 +200,12 @@ def gradientshap(
     images, base = images.float(), base.float()
     phi = torch.zeros_like(images)
     with frozen(classifier.model):
-        with torch.no_grad():  # Captum reads the logits without a check: a wrong output fails here, clearly
-            classifier.validate_logits(forward(images))
+        with (
+            torch.enable_grad()
+        ):  # Captum reads the logits without a check: a wrong output fails here, clearly
+            out = forward(images.detach().requires_grad_(True))
+            classifier.validate_logits(out.detach())
+            require_graph(out, classifier.name, "GradientShap")
         for i in range(images.shape[0]):
             with _seeded(seed, images.device):
                 for start in range(0, n_samples, batch_size):

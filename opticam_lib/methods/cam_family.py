@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from opticam_lib.errors import InputError
+from opticam_lib.hooks import frozen
 from opticam_lib.inputs import Targets, prepare
 from opticam_lib.methods.feature_pass import activations_and_gradients, features
 from opticam_lib.methods.maps import combine, to_saliency
@@ -34,16 +35,40 @@ def cam(classifier: Classifier, images: Tensor, targets: Targets = None) -> Tens
         )
     images, targets = prepare(classifier, images, targets)
     head = classifier.layer(classifier.linear_head)
-    acts, _ = features(classifier, images)
+    acts, logits = features(classifier, images)
     # as the gradient family: no half precision
     acts = acts.to(torch.promote_types(acts.dtype, torch.float32))
-    weight = head.weight.detach().to(acts.dtype)
+    with (
+        frozen(classifier.model),
+        torch.no_grad(),
+    ):  # eval: a parametrised weight (spectral norm) is only read
+        weight = head.weight.detach().to(acts.dtype)
+        bias = None if head.bias is None else head.bias.detach().to(acts.dtype)
     if weight.shape[1] != acts.shape[1]:
         raise InputError(
             f"linear head {classifier.linear_head!r} has {weight.shape[1]} inputs but layer "
             f"{classifier.target_layer!r} has {acts.shape[1]} channels: CAM does not apply"
         )
+    _require_pooled_head(classifier, acts, weight, bias, logits)
     return to_saliency(combine(weight[targets], acts, "identity"), images.shape[-2:])
+
+
+def _require_pooled_head(
+    classifier: Classifier, acts: Tensor, weight: Tensor, bias: Tensor | None, logits: Tensor
+) -> None:
+    """Refuse CAM when the logits are not the linear head applied to the global average of the target layer's
+    maps (eq. 1 holds only then): a ReLU, a norm or another layer between them makes CAM's map another thing."""
+    pooled = acts.mean(dim=(2, 3)) @ weight.T + (0 if bias is None else bias)
+    got = logits.to(pooled.dtype)
+    scale = got.abs().amax().clamp(min=1e-6)
+    if (pooled - got).abs().amax() > 1e-3 * scale:
+        raise InputError(
+            f"the logits of {classifier.name!r} are not its linear head {classifier.linear_head!r} applied to the "
+            f"global average of layer {classifier.target_layer!r} (largest difference "
+            f"{float((pooled - got).abs().amax()):.3g} for logits up to {float(scale):.3g}): something sits "
+            "between them (an activation, a norm, another layer), so CAM (eq. 1) does not apply. Use gradcam, "
+            "or declare the layer that feeds the pooling"
+        )
 
 
 def gradcam(

@@ -86,6 +86,7 @@ from opticam_lib.inputs import (
     Targets,
     prepare,
     require_autograd,
+    require_graph,
     validate_choice,
     validate_number,
     validate_positive_int,
@@ -442,6 +443,9 @@ def optimize_extremal(
                         x = x.flip(3)
                 logits = classifier.validate_logits(classifier.model(x), "outputs for perturbed images")
                 score = logits.gather(1, targets[:, None])[:, 0]
+                require_graph(
+                    score, classifier.name, "Extremal perturbation"
+                )  # else only the area term moves
                 loss = area_loss(full, area)
                 energy = sign * score - weight * loss
                 (grad,) = torch.autograd.grad(energy.sum(), p)

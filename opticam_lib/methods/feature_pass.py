@@ -9,7 +9,7 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError, warn_caller
 from opticam_lib.hooks import Capture, capture, frozen
-from opticam_lib.inputs import require_autograd
+from opticam_lib.inputs import require_autograd, require_graph
 from opticam_lib.models.classifier import Classifier
 
 
@@ -61,6 +61,9 @@ def activations_and_gradients(
         logits = classifier.validate_logits(classifier.model(x))
         score = logits.gather(1, targets[:, None]).sum()
         activations = _once(cap, classifier, layer)
+        what = "a gradient-based map (Grad-CAM and its family)"
+        require_graph(score, classifier.name, what)
+        require_graph(activations, classifier.name, f"{what} at layer {layer or classifier.target_layer!r}")
         (grads,) = torch.autograd.grad(score, activations, allow_unused=True)
     name = layer or classifier.target_layer
     if grads is None:

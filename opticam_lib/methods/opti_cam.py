@@ -46,6 +46,7 @@ from opticam_lib.inputs import (
     as_python_scalar,
     prepare,
     require_autograd,
+    require_graph,
     validate_choice,
     validate_positive_int,
 )
@@ -420,7 +421,11 @@ def optimize(
     start_time = time.perf_counter()
     if fold_batchnorm or channels_last:  # a copy: the caller's model is never modified
         classifier, _ = fast_copy(
-            classifier, fold_batchnorm=fold_batchnorm, channels_last=channels_last, layer=layer
+            classifier,
+            fold_batchnorm=fold_batchnorm,
+            channels_last=channels_last,
+            layer=layer,
+            size=tuple(images.shape[-2:]),
         )
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -519,6 +524,7 @@ def optimize(
                     f = compute_objective(
                         classifier, images_a, masks, targets[idx], objective, selector, original[idx]
                     ).float()
+                    require_graph(f, classifier.name, "Opti-CAM")
                     (grad,) = torch.autograd.grad(f.sum(), u_a)
                 with torch.no_grad():
                     f = f.detach()
@@ -636,6 +642,7 @@ def _static_loop(
         ):
             masks = saliency_map(u_leaf, acts, size, normalization, activation, upsampling)
             f = compute_objective(classifier, images, masks, targets, objective, selector, original).float()
+            require_graph(f, classifier.name, "Opti-CAM")
             (grad,) = torch.autograd.grad(f.sum(), u_leaf)
         with torch.no_grad():
             f = f.detach()

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import Targets, prepare, require_autograd, validate_choice
+from opticam_lib.inputs import Targets, prepare, require_autograd, require_graph, validate_choice
 from opticam_lib.methods.attention import class_token_grid
 from opticam_lib.methods.maps import to_saliency
 from opticam_lib.models.classifier import Classifier
@@ -363,6 +363,7 @@ def tibav_relevance(
                     f"{len(blocks)} blocks (each block must run once, with its attention's attn_drop)"
                 )
             score = logits.gather(1, targets[:, None]).sum()
+            require_graph(score, classifier.name, "TIBAV")
             grads = torch.autograd.grad(score, atts)
         attention = [a.detach().float() for a in atts]
         gradients = [g.detach().float() for g in grads]

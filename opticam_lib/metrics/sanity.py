@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from opticam_lib.errors import InputError
 from opticam_lib.inputs import Targets, validate_images, validate_targets
-from opticam_lib.models.classifier import Classifier
+from opticam_lib.models.classifier import Classifier, copy_of
 
 if TYPE_CHECKING:  # annotations only: pandas is imported where it is used
     import pandas as pd
@@ -94,7 +94,7 @@ def cascading_randomization(
         if not any(True for _ in classifier.layer(name).parameters()):
             raise InputError(f"layer {name!r} has no parameters: randomising it changes nothing")
     gen = torch.Generator().manual_seed(int(seed))
-    current = copy.deepcopy(classifier)
+    current = copy_of(classifier, "to randomise its layers")
     position = {n: i for i, (n, _) in enumerate(current.net.named_modules())}
     done: set[str] = set()
 

@@ -4,6 +4,7 @@ for your own network."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,8 +46,10 @@ class InputNormalized(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) float in [0, 1] -> logits (N, C)."""
-        if self.normalized:
-            x = (x - self.mean) / self.std
+        if (
+            self.normalized
+        ):  # the buffers follow the input (a float16 or CUDA network wrapped with float32 CPU ones)
+            x = (x - self.mean.to(x)) / self.std.to(x)
         try:
             return self.net(x)
         except RuntimeError as err:  # a pooling or convolution with nothing left to slide over
@@ -124,8 +127,9 @@ class Classifier:
         """
         name = self.target_layer if name is None else name
         if not isinstance(name, str):
+            example = self.target_layer if isinstance(self.target_layer, str) else "layer4"
             raise InputError(
-                f"layer must be a module name (str), e.g. {self.target_layer!r}, got {type(name).__name__} {name!r}"
+                f"layer must be a module name (str), e.g. {example!r}, got {type(name).__name__} {name!r}"
             )
         modules = dict(self.net.named_modules())
         if name in modules and name:
@@ -280,6 +284,11 @@ def wrap_classifier(
             f"wrap_classifier needs a torch.nn.Module, got {type(net).__name__} (wrap a function in a Module "
             "whose forward calls it)"
         )
+    if isinstance(net, torch.jit.ScriptModule):  # scripted or traced
+        raise InputError(
+            f"wrap_classifier got a TorchScript module ({type(net).__name__}): it cannot carry the forward hooks "
+            "the methods read the target layer with; wrap the Python nn.Module it was scripted or traced from"
+        )
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
         raise InputError(
             f"input_size must be a positive integer (the side of the square input), got {input_size!r}"
@@ -303,8 +312,17 @@ def wrap_classifier(
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
         categories = [f"class {i}" for i in range(num_classes)]
-    if len(categories) == 0:
-        raise InputError("categories must name at least one class")
+    if len(categories) < 2:
+        raise InputError(
+            f"a classifier needs at least 2 classes, got {len(categories)}: the methods and metrics read class "
+            "probabilities from a softmax over the logits (for one logit, wrap a network that outputs the two "
+            "logits (0, z))"
+        )
+    if (mean is None) != (std is None):
+        raise InputError(
+            f"give both mean and std (the input becomes (x - mean) / std inside the model), or neither; got "
+            f"mean={mean!r}, std={std!r}"
+        )
     for values, what in ((mean, "mean"), (std, "std")):
         if values is None:
             continue
@@ -325,9 +343,33 @@ def wrap_classifier(
         prefix_tokens=prefix_tokens,
     )
     clf.layer(target_layer)
-    if linear_head is not None and not isinstance(clf.layer(linear_head), nn.Linear):
-        raise InputError(f"linear_head {linear_head!r} is not an nn.Linear")
+    if linear_head is not None:
+        head = clf.layer(linear_head)
+        if not isinstance(head, nn.Linear):
+            raise InputError(f"linear_head {linear_head!r} is not an nn.Linear")
+        if head.out_features != len(clf.categories):
+            raise InputError(
+                f"linear_head {linear_head!r} has {head.out_features} outputs but the classifier has "
+                f"{len(clf.categories)} classes: CAM needs the final layer, from pooled channels to class scores"
+            )
     return clf
+
+
+def copy_of(classifier: Classifier, purpose: str) -> Classifier:
+    """A deep copy of ``classifier`` (its model included), for ``purpose`` (a few words: "to fold its batch
+    norms"); the caller's classifier is never touched.
+
+    Raises:
+        InputError: the model holds something that cannot be copied (a lock, a file handle, a C++ object).
+    """
+    try:
+        return copy.deepcopy(classifier)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise InputError(
+            f"cannot copy the model {classifier.name!r} {purpose} ({type(e).__name__}: {first}): it holds "
+            "something deepcopy cannot copy; move it out of the module"
+        ) from None
 
 
 def _looks_channels_last(shape: tuple[int, int, int], input_size: tuple[int, int] | None) -> bool:
@@ -335,8 +377,10 @@ def _looks_channels_last(shape: tuple[int, int, int], input_size: tuple[int, int
 
     A real grid keeps the input's aspect ratio within the rounding of strided layers: refused when the grid's
     ratio h / w is off the input's H / W by more than a factor of 2 while the channels-last reading (K x h as the
-    grid) matches it within a factor of 1.5. Without ``input_size``: only a square grid read as h "channels"
-    (K == h != w) is recognised. A (7, 7, 7) output cannot be told apart and passes.
+    grid) matches it within a factor of 1.5, or off by more than 1.25 while the channels-last reading matches
+    within 1.1 (stage 0 of Swin-T and ConvNeXt-T at 224 px: 56 x 56 x 96, whose w / h is 1.7). Without
+    ``input_size``: only a square grid read as h "channels" (K == h != w) is recognised. An output whose
+    channels number about as many as its columns, (7, 7, 7) or (56, 56, 64), cannot be told apart and passes.
     """
     k, h, w = shape
     if input_size is None:
@@ -350,4 +394,4 @@ def _looks_channels_last(shape: tuple[int, int, int], input_size: tuple[int, int
         ratio = (rows / cols) / aspect
         return max(ratio, 1 / ratio)
 
-    return off(h, w) > 2 and off(k, h) <= 1.5
+    return (off(h, w) > 2 and off(k, h) <= 1.5) or (off(h, w) > 1.25 and off(k, h) <= 1.1)

@@ -14,17 +14,17 @@ checked against the original on a random input before it is returned.
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from opticam_lib.errors import InputError, OptiCAMError
 from opticam_lib.hooks import capture, frozen
-from opticam_lib.models.classifier import Classifier
+from opticam_lib.models.classifier import Classifier, copy_of
 
 
 @dataclass
@@ -99,6 +99,12 @@ def _consumers(root: torch.autograd.graph.Node | None) -> dict[torch.autograd.gr
     return count
 
 
+def _reparametrized(module: nn.Module) -> bool:
+    """Whether ``module``'s weight is computed (``torch.nn.utils.parametrize``, or the older hook-based
+    ``weight_norm``, which keeps ``weight_g`` and ``weight_v``) rather than stored."""
+    return parametrize.is_parametrized(module) or hasattr(module, "weight_g")
+
+
 def _find_pairs(model: nn.Module, example: Tensor, skip: set[str]) -> list[tuple[str, str]]:
     """(conv name, bn name) of every Conv2d whose output goes, unchanged, into one BatchNorm2d and nowhere else.
 
@@ -132,12 +138,12 @@ def _find_pairs(model: nn.Module, example: Tensor, skip: set[str]) -> list[tuple
                 modified.add(conv)  # changed in place between the two: not an affine pair
 
     handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(on_conv))
-        elif isinstance(m, nn.BatchNorm2d):
-            handles.append(m.register_forward_pre_hook(on_bn))
     try:
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                handles.append(m.register_forward_hook(on_conv))
+            elif isinstance(m, nn.BatchNorm2d):
+                handles.append(m.register_forward_pre_hook(on_bn))
         with torch.enable_grad():
             out = model(example.detach().clone().requires_grad_(True))
     finally:
@@ -151,6 +157,8 @@ def _find_pairs(model: nn.Module, example: Tensor, skip: set[str]) -> list[tuple
             continue  # shared, or one of the two called twice: leave it
         if conv in modified or conv in skip or {conv, bns[0]} & hooked:
             continue  # modified in place, the target layer itself, or hooked by the caller: leave it
+        if any(_reparametrized(modules[n]) for n in (conv, bns[0])):
+            continue  # weight norm or another parametrisation computes the weight: folding would replace it
         node = grad_fns.get(conv)
         if node is None or consumers.get(node, 0) != 1:
             continue  # its output is used elsewhere too
@@ -171,6 +179,7 @@ def fast_copy(
     channels_last: bool = False,
     layer: str | None = None,
     atol: float = 1e-3,
+    size: tuple[int, int] | None = None,
 ) -> tuple[Classifier, FastInfo]:
     """A copy of ``classifier`` for frozen inference: batch norm folded into convolutions, optionally channels-last.
 
@@ -184,6 +193,8 @@ def fast_copy(
             on a random input in [0, 1], computed with TF32 off (``strict_fp32``), otherwise ``OptiCAMError``;
             ``rel`` is 1e-3 for float32 and float64 models and 8 machine epsilons of a half-precision model's dtype
             (about 0.8 % for float16, 6 % for bfloat16: folding rounds the new weights to that precision).
+        size: (H, W) of the random input the copy is traced and checked on: the images' size, which a network
+            with a fixed-size head needs (default: the classifier's ``input_size``, square).
     Returns:
         ``(copy, info)``: a ``Classifier`` in eval mode with frozen parameters (``requires_grad`` off), on the
         same device and dtype, and ``FastInfo`` naming the folded pairs.
@@ -192,14 +203,15 @@ def fast_copy(
         raise InputError(f"fast_copy takes a Classifier, got {type(classifier).__name__}")
     target = classifier.target_layer if layer is None else layer
     classifier.layer(target)  # an unknown layer is refused with the valid names
-    model = copy.deepcopy(classifier.model).eval()
+    model = copy_of(classifier, "for fold_batchnorm or channels_last (use them False)").model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     fast = replace(classifier, model=model, extra=dict(classifier.extra))
     device = classifier.device
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     gen = torch.Generator().manual_seed(0)
-    example = torch.rand(2, 3, classifier.input_size, classifier.input_size, generator=gen).to(device, dtype)
+    height, width = (classifier.input_size, classifier.input_size) if size is None else size
+    example = torch.rand(2, 3, height, width, generator=gen).to(device, dtype)
     folded: list[tuple[str, str]] = []
     if fold_batchnorm:
         prefix = (
