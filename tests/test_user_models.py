@@ -190,3 +190,17 @@ def test_a_model_that_cannot_be_copied_is_named() -> None:
         ol.opticam(clf, make_images(2), [0, 1], iterations=2, progress=False, fold_batchnorm=True)
     with pytest.raises(InputError, match=r"cannot copy the model .*to randomise its layers"):
         next(iter(cascading_randomization(clf, ["features.2"], seed=0)))
+
+
+def test_images_that_do_not_fit_the_network_are_named() -> None:
+    """torch's own errors (18 frames deep) became one line each."""
+    gray = TinyCNN()
+    gray.features[0] = nn.Conv2d(1, 8, 3, padding=1)
+    clf = ol.wrap_classifier(gray.eval(), "features", num_classes=NUM_CLASSES)
+    with pytest.raises(InputError, match="first layer takes 1-channel images, the library gives RGB"):
+        ol.gradcam(clf, make_images(2), [0, 1])
+    fixed = ol.wrap_classifier(FixedSize().eval(), "f.2", num_classes=NUM_CLASSES, input_size=64)
+    with pytest.raises(InputError, match="images of 96 x 96 pixels do not fit this network"):
+        ol.gradcam(fixed, make_images(2, size=96), [0, 1])
+    with pytest.raises(InputError, match="images of 96 x 96 pixels do not fit this network"):
+        ol.evaluate(fixed, "fakecam", make_images(2, size=96), [0, 1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,27 @@ TOO_SMALL: tuple[str, ...] = (
 )
 
 
+def _misfit(message: str, x: Tensor) -> str | None:
+    """Why images ``x`` do not fit a network, from torch's (or timm's) error ``message``; None for another error."""
+    size = f"images of {x.shape[-2]} x {x.shape[-1]} pixels"
+    torch_says = message.splitlines()[0] if message else ""
+    if any(sign in message for sign in TOO_SMALL):  # a pooling or convolution with nothing left to slide over
+        return f"{size} are too small for this network (torch: {torch_says}); use larger images"
+    channels = re.search(r"expected input\[.*\] to have (\d+) channels", message)
+    if channels:
+        return (
+            f"the network's first layer takes {channels.group(1)}-channel images, the library gives RGB (3 "
+            f"channels; torch: {torch_says}): wrap a module that converts them first (for grayscale, "
+            "x.mean(dim=1, keepdim=True))"
+        )
+    if "mat1 and mat2 shapes cannot be multiplied" in message or "doesn't match model" in message:
+        return (
+            f"{size} do not fit this network, which has a layer of a fixed input size (torch: {torch_says}): "
+            "give images of the size it was built for, and that size as wrap_classifier's input_size"
+        )
+    return None
+
+
 class InputNormalized(nn.Module):
     """``net((x - mean) / std)``: a network that takes (N, 3, H, W) float in [0, 1].
 
@@ -39,26 +61,32 @@ class InputNormalized(nn.Module):
         super().__init__()
         self.net = net
         self.normalized = mean is not None
-        m = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0)).view(1, -1, 1, 1)
-        s = torch.tensor(std if std is not None else (1.0, 1.0, 1.0)).view(1, -1, 1, 1)
+        m = torch.as_tensor(mean if mean is not None else (0.0, 0.0, 0.0), dtype=torch.float32).view(
+            1, -1, 1, 1
+        )
+        s = torch.as_tensor(std if std is not None else (1.0, 1.0, 1.0), dtype=torch.float32).view(
+            1, -1, 1, 1
+        )
         self.register_buffer("mean", m)
         self.register_buffer("std", s)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, 3, H, W) float in [0, 1] -> logits (N, C)."""
-        if (
-            self.normalized
-        ):  # the buffers follow the input (a float16 or CUDA network wrapped with float32 CPU ones)
+        """(N, 3, H, W) float in [0, 1] -> logits (N, C).
+
+        Raises:
+            InputError: the images do not fit the network (too small, another size than a fixed-size layer
+                takes, or another number of channels than its first layer takes).
+        """
+        # the buffers follow the input (a float16 or CUDA network wrapped with float32 CPU ones)
+        if self.normalized:
             x = (x - self.mean.to(x)) / self.std.to(x)
         try:
             return self.net(x)
-        except RuntimeError as err:  # a pooling or convolution with nothing left to slide over
-            if not any(sign in str(err) for sign in TOO_SMALL):
+        except (RuntimeError, AssertionError) as err:  # AssertionError: timm checks the input size by assert
+            why = _misfit(str(err), x)
+            if why is None:
                 raise
-            raise InputError(
-                f"images of {x.shape[-2]} x {x.shape[-1]} pixels are too small for this network (torch: "
-                f"{str(err).splitlines()[0]}); use larger images"
-            ) from None
+            raise InputError(why) from None
 
 
 @dataclass
