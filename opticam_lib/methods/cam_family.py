@@ -61,7 +61,8 @@ def _require_pooled_head(
     pooled = acts.mean(dim=(2, 3)) @ weight.T + (0 if bias is None else bias)
     got = logits.to(pooled.dtype)
     scale = got.abs().amax().clamp(min=1e-6)
-    if (pooled - got).abs().amax() > 1e-3 * scale:
+    rel = max(1e-3, 8 * torch.finfo(logits.dtype).eps)  # a float16 / bfloat16 model rounds its own logits
+    if (pooled - got).abs().amax() > rel * scale:
         raise InputError(
             f"the logits of {classifier.name!r} are not its linear head {classifier.linear_head!r} applied to the "
             f"global average of layer {classifier.target_layer!r} (largest difference "
