@@ -15,7 +15,7 @@ from torch import Tensor
 
 from opticam_lib.errors import InputError
 from opticam_lib.hooks import frozen
-from opticam_lib.inputs import Targets, prepare
+from opticam_lib.inputs import Targets, prepare, rounding_tolerance
 from opticam_lib.methods.feature_pass import activations_and_gradients, features
 from opticam_lib.methods.maps import combine, to_saliency
 from opticam_lib.models.classifier import Classifier
@@ -61,7 +61,7 @@ def _require_pooled_head(
     pooled = acts.mean(dim=(2, 3)) @ weight.T + (0 if bias is None else bias)
     got = logits.to(pooled.dtype)
     scale = got.abs().amax().clamp(min=1e-6)
-    rel = max(1e-3, 8 * torch.finfo(logits.dtype).eps)  # a float16 / bfloat16 model rounds its own logits
+    rel = rounding_tolerance(logits.dtype)  # a float16 / bfloat16 model rounds its own logits
     if (pooled - got).abs().amax() > rel * scale:
         raise InputError(
             f"the logits of {classifier.name!r} are not its linear head {classifier.linear_head!r} applied to the "

@@ -24,6 +24,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from opticam_lib.errors import InputError, OptiCAMError
 from opticam_lib.hooks import capture, frozen
+from opticam_lib.inputs import rounding_tolerance
 from opticam_lib.models.classifier import Classifier, copy_of
 
 
@@ -237,7 +238,7 @@ def fast_copy(
         with capture(fast, target) as cap:
             got_logits = model(x)
             got_acts = cap.activations
-    rel = max(1e-3, 8 * torch.finfo(dtype).eps)  # float16 / bfloat16 round the folded weights themselves
+    rel = rounding_tolerance(dtype)  # float16 / bfloat16 round the folded weights themselves
     for what, want, got in (("logits", want_logits, got_logits), ("feature maps", want_acts, got_acts)):
         tol = atol + rel * float(want.abs().max())
         err = float((want - got).abs().max())
