@@ -200,9 +200,8 @@ def gradientshap(
     images, base = images.float(), base.float()
     phi = torch.zeros_like(images)
     with frozen(classifier.model):
-        with (
-            torch.enable_grad()
-        ):  # Captum reads the logits without a check: a wrong output fails here, clearly
+        # Captum reads the logits without a check: a wrong output fails here, clearly
+        with torch.enable_grad():
             out = forward(images.detach().requires_grad_(True))
             classifier.validate_logits(out.detach())
             require_graph(out, classifier.name, "GradientShap")

@@ -172,9 +172,8 @@ def warm_up(classifier: Classifier, images: Tensor) -> None:
     x = images.to(classifier.device).detach().requires_grad_(True)
     with frozen(classifier.model), torch.enable_grad():  # also under a caller's torch.no_grad()
         out = classifier.validate_logits(classifier.model(x))
-        if (
-            out.requires_grad
-        ):  # a network that cuts the graph: a gradient method says so, a gradient-free one runs
+        # a network that cuts the graph: a gradient method says so, a gradient-free one runs
+        if out.requires_grad:
             torch.autograd.grad(out.sum(), x)
     _sync(classifier.device)
 
