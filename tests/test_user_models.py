@@ -112,10 +112,8 @@ def test_cam_refuses_a_head_that_is_not_the_final_pooled_linear_layer() -> None:
     clf = ol.wrap_classifier(ReluBeforeHead().eval(), "features", num_classes=NUM_CLASSES, linear_head="fc")
     with pytest.raises(InputError, match=r"CAM \(eq. 1\) does not apply"):
         ol.cam(clf, make_images(2), [0, 1])
-    for dtype in (
-        torch.float32,
-        torch.bfloat16,
-    ):  # bfloat16 rounds its logits by about 0.3 %: still CAM's head
+    # bfloat16 rounds its logits by about 0.3 %: still CAM's head
+    for dtype in (torch.float32, torch.bfloat16):
         net = TinyCNN().eval().to(dtype)
         exact = ol.wrap_classifier(net, "features", num_classes=NUM_CLASSES, linear_head="fc")
         assert ol.cam(exact, make_images(2), [0, 1]).shape == (2, 1, SIZE, SIZE)
@@ -181,9 +179,8 @@ def test_fold_batchnorm_traces_at_the_images_size_and_skips_parametrised_convolu
     net = FixedSize().eval()
     torch.nn.utils.parametrizations.weight_norm(net.f[0])
     normed = ol.wrap_classifier(net, "f.2", num_classes=NUM_CLASSES, input_size=64)
-    folded = ol.opticam(
-        normed, x, [0, 1], iterations=2, progress=False, fold_batchnorm=True
-    )  # KeyError before
+    # a KeyError before
+    folded = ol.opticam(normed, x, [0, 1], iterations=2, progress=False, fold_batchnorm=True)
     assert torch.allclose(ol.opticam(normed, x, [0, 1], iterations=2, progress=False), folded, atol=1e-4)
 
 

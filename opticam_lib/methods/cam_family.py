@@ -38,10 +38,8 @@ def cam(classifier: Classifier, images: Tensor, targets: Targets = None) -> Tens
     acts, logits = features(classifier, images)
     # as the gradient family: no half precision
     acts = acts.to(torch.promote_types(acts.dtype, torch.float32))
-    with (
-        frozen(classifier.model),
-        torch.no_grad(),
-    ):  # eval: a parametrised weight (spectral norm) is only read
+    # in eval mode a parametrised weight (spectral norm) is only read, not stepped
+    with frozen(classifier.model), torch.no_grad():
         weight = head.weight.detach().to(acts.dtype)
         bias = None if head.bias is None else head.bias.detach().to(acts.dtype)
     if weight.shape[1] != acts.shape[1]:

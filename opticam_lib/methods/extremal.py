@@ -443,9 +443,8 @@ def optimize_extremal(
                         x = x.flip(3)
                 logits = classifier.validate_logits(classifier.model(x), "outputs for perturbed images")
                 score = logits.gather(1, targets[:, None])[:, 0]
-                require_graph(
-                    score, classifier.name, "Extremal perturbation"
-                )  # else only the area term moves
+                # else only the area term would move the mask
+                require_graph(score, classifier.name, "Extremal perturbation")
                 loss = area_loss(full, area)
                 energy = sign * score - weight * loss
                 (grad,) = torch.autograd.grad(energy.sum(), p)
